@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Create .venv (Python 3.10+) and install the provider with its test tools; idempotent.
+# Also installs Prism (Twilio's OpenAPI contract mock) under .tools/ when npm is present.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PY="${PYTHON:-}"
+if [ -z "$PY" ]; then
+  for cand in python3.11 python3.12 python3.10 python3; do
+    if command -v "$cand" >/dev/null 2>&1; then PY="$cand"; break; fi
+  done
+fi
+[ -n "$PY" ] || { echo "bootstrap: no python3 found; install Python 3.10+ first" >&2; exit 1; }
+
+stamp=".venv/.installed-$(sha256sum pyproject.toml | cut -c1-16)"
+if [ ! -f "$stamp" ]; then
+  [ -x .venv/bin/python ] || "$PY" -m venv .venv
+  .venv/bin/python -m pip install --quiet --disable-pip-version-check --upgrade pip uv
+  .venv/bin/uv pip install --quiet --python .venv/bin/python -e ".[test,webhook,postgres]"
+  rm -f .venv/.installed-*
+  touch "$stamp"
+fi
+
+if command -v npm >/dev/null 2>&1 && [ ! -x .tools/node_modules/.bin/prism ]; then
+  mkdir -p .tools
+  (cd .tools && npm install --silent --no-audit --no-fund --prefix . @stoplight/prism-cli@5 >/dev/null 2>&1) \
+    || echo "bootstrap: could not install Prism with npm; contract tests will say why they skip" >&2
+fi

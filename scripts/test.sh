@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Run the whole test suite on a fresh machine: sets up .venv and tools, then pytest.
+# Extra arguments go to pytest (e.g. scripts/test.sh -k store -x).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/bootstrap.sh
+if [ "${CI:-}" = "true" ]; then
+  # Under CI nothing that this machine kind provides may be skipped.
+  export TWILIO_SMS_TEST_REQUIRE="${TWILIO_SMS_TEST_REQUIRE:-postgres,prism}"
+  if command -v pg_lsclusters >/dev/null 2>&1 && ! pg_isready -q -h 127.0.0.1 2>/dev/null; then
+    pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | head -n1)" main start || true
+  fi
+fi
+exec .venv/bin/python -m pytest -p no:cacheprovider -ra "$@"

@@ -1,0 +1,78 @@
+"""The ``airflow twilio-sms`` command group, registered through the provider info's ``cli`` key.
+
+Only argument definitions live here; each command's code is imported lazily when it runs.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from airflow.cli.cli_config import CLICommand
+
+_PKG = "airflow_provider_twilio_sms"
+
+
+def get_cli_commands() -> list[CLICommand]:
+    from airflow.cli.cli_config import ActionCommand, Arg, GroupCommand, lazy_load_command
+
+    conn_id = Arg(("--conn-id",), help="Connection id of a twilio_sms connection", required=True)
+    field = Arg(("--field",), help="Name of the secret extra (api_key_secret, secondary_auth_token, ...)",
+                required=True)
+    key_id = Arg(("--key-id",), help="Identifier for the new key in [twilio_sms] encryption_keys",
+                 default=None)
+    dry_run = Arg(("--dry-run",), help="Report what would change, change nothing", action="store_true")
+    store_url = Arg(("--store-url",), default=None,
+                    help="SQLAlchemy URL of the store; default: the store connection, else Airflow's "
+                         "metadata database")
+    host = Arg(("--host",), default="127.0.0.1", help="Address to listen on")
+
+    db_commands = (
+        ActionCommand(name="migrate", help="Create or upgrade the twilio_sms_* tables in the store",
+                      func=lazy_load_command(f"{_PKG}.cli.db.migrate"), args=(store_url,)),
+        ActionCommand(name="check", help="Exit 1 unless the store's tables are at the newest revision",
+                      func=lazy_load_command(f"{_PKG}.cli.db.check"), args=(store_url,)),
+    )
+    sim_action = Arg(("action",), nargs="?", default="serve", choices=("serve", "reply", "fault", "status"),
+                     help="serve (default): run the stand-in; reply: send a signed inbound SMS through a "
+                          "running stand-in; fault: set a fault on a running stand-in; status: what it "
+                          "received and sent")
+    commands = (
+        ActionCommand(name="generate-key", help="Print a new random AES-256 key for the twilio_sms encryption_keys option",
+                      func=lazy_load_command(f"{_PKG}.cli.keys.generate_key"), args=(key_id,)),
+        ActionCommand(name="encrypt", help="Encrypt a secret extra read from stdin; prints the enc:v1 value",
+                      func=lazy_load_command(f"{_PKG}.cli.keys.encrypt"), args=(conn_id, field)),
+        ActionCommand(name="rotate-keys",
+                      help="Re-encrypt every encrypted extra of every twilio_sms connection with the active key",
+                      func=lazy_load_command(f"{_PKG}.cli.keys.rotate_keys"), args=(dry_run,)),
+        GroupCommand(name="db", help="Manage the provider's tables in a store outside the metadata DB",
+                     subcommands=db_commands),
+        ActionCommand(
+            name="simulator",
+            help="A local stand-in for Twilio's Messages API (offline tests, no Twilio account)",
+            func=lazy_load_command(f"{_PKG}.simulator.cli.run"),
+            args=(
+                sim_action,
+                Arg(("--host",), default="127.0.0.1", help="serve: address to listen on"),
+                Arg(("--port",), type=int, default=8099, help="serve: port; other actions: the stand-in's port"),
+                Arg(("--url",), default=None, help="reply/fault/status: base URL of a running stand-in"),
+                Arg(("--from",), dest="from_", default=None, help="reply: sender number"),
+                Arg(("--to",), default=None, help="reply: our Twilio number the message goes to"),
+                Arg(("--body",), default=None, help="reply: message text"),
+                Arg(("--fault",), default=None, help="fault: JSON describing the fault to inject"),
+            ),
+        ),
+        GroupCommand(
+            name="webhook",
+            help="Serve the webhook app on its own, outside Airflow's api-server",
+            subcommands=(
+                ActionCommand(
+                    name="serve", help="Run the webhook app with uvicorn",
+                    func=lazy_load_command(f"{_PKG}.cli.webhook.serve"),
+                    args=(host, Arg(("--port",), type=int, default=8090, help="Port to listen on"), store_url),
+                ),
+            ),
+        ),
+    )
+    return [GroupCommand(name="twilio-sms", help="Twilio SMS provider: keys, store, stand-in, webhook",
+                         subcommands=commands)]

@@ -1,0 +1,56 @@
+"""Reading the ``[twilio_sms]`` section of Airflow's config (env vars, ``_cmd`` and ``_secret`` included).
+
+Defaults here match the provider info's ``config`` section, so a value is right even before Airflow
+has loaded provider configuration.
+"""
+
+from __future__ import annotations
+
+import json
+
+from airflow_provider_twilio_sms.errors import ConnectionConfigError
+
+SECTION = "twilio_sms"
+DEFAULTS = {
+    "store_conn_id": "twilio_sms_store_default",
+    "webhook_enabled": "True",
+    "webhook_max_body_bytes": "65536",
+    "rate_limits": "{}",
+    "send_lease_seconds": "120",
+}
+
+
+def _conf():
+    from airflow.configuration import conf
+
+    return conf
+
+
+def get(option: str, fallback: str | None = None) -> str | None:
+    return _conf().get(SECTION, option, fallback=DEFAULTS.get(option, fallback))
+
+
+def get_int(option: str) -> int:
+    value = get(option)
+    try:
+        return int(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise ConnectionConfigError(f"[{SECTION}]", option, f"{value!r} is not a whole number",
+                                    f"Set AIRFLOW__TWILIO_SMS__{option.upper()} to an integer") from None
+
+
+def get_bool(option: str) -> bool:
+    return str(get(option)).strip().lower() in ("1", "true", "yes", "on")
+
+
+def get_json_object(option: str) -> dict:
+    raw = get(option) or "{}"
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError as err:
+        raise ConnectionConfigError(f"[{SECTION}]", option, f"is not valid JSON ({err.msg})",
+                                    'Write a JSON object, e.g. {"team_a": "100/1h"}') from None
+    if not isinstance(value, dict):
+        raise ConnectionConfigError(f"[{SECTION}]", option, "is not a JSON object",
+                                    'Write a JSON object, e.g. {"team_a": "100/1h"}')
+    return value

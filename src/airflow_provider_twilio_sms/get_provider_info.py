@@ -1,0 +1,146 @@
+"""Provider metadata read by Airflow's ProvidersManager (entry point ``apache_airflow_provider``).
+
+Everything the UI needs for the connection form is declarative here (``conn-fields`` and
+``ui-field-behaviour``): Airflow 3.2+ reads these without importing the hook.
+"""
+
+from __future__ import annotations
+
+from airflow_provider_twilio_sms import __version__
+
+
+def _text(label: str, description: str, *, secret: bool = False, enum: list[str] | None = None) -> dict:
+    schema: dict = {"type": ["string", "null"]}
+    if secret:
+        schema["format"] = "password"
+    if enum:
+        schema["enum"] = [*enum, None]
+    return {"label": label, "description": description, "schema": schema}
+
+
+def _option(description: str, default: str | None, example: str | None = None, *, type_: str = "string",
+            sensitive: bool = False) -> dict:
+    option = {"description": description, "version_added": "0.1.0", "type": type_, "example": example,
+              "default": default}
+    if sensitive:
+        option["sensitive"] = True
+    return option
+
+
+CONN_FIELDS = {
+    "from_number": _text("From number", "Your Twilio number in E.164 (+14155550123), a short code or an "
+                         "alphanumeric sender ID. Needed unless a Messaging Service SID is set."),
+    "messaging_service_sid": _text("Messaging Service SID", "MG followed by 32 hex characters; Twilio then "
+                                   "picks the sender from the service's pool."),
+    "api_key_sid": _text("API key SID", "SK followed by 32 hex characters: an API key to use instead of the "
+                         "Auth Token (recommended; revocable)."),
+    "api_key_secret": _text("API key secret", "The API key's secret. May be encrypted (enc:v1:...).",
+                            secret=True),
+    "region": _text("Region", "Twilio region to send through, e.g. ie1 or au1; empty for the default (us1)."),
+    "edge": _text("Edge", "Twilio edge location, e.g. dublin or sydney; empty for the default."),
+    "default_region": _text("Default country", "ISO country code (e.g. US, GB) for numbers written without "
+                            "a leading +."),
+    "webhook_base_url": _text("Webhook base URL", "Public https URL of this Airflow (or the standalone "
+                              "webhook app) as Twilio reaches it, e.g. https://airflow.example.com; status "
+                              "callbacks go to <this>/twilio_sms/webhooks/<conn_id>/status."),
+    "secondary_auth_token": _text("Secondary Auth Token", "During an Auth Token rotation: the other token, "
+                                  "also accepted for webhook signatures. May be encrypted (enc:v1:...).",
+                                  secret=True),
+    "rate_limit": _text("Rate limit", "Most messages per window for the sending team pool, e.g. 100/1h, "
+                        "5/1m or 10/30s. Empty: no limit unless [twilio_sms] rate_limits sets one."),
+    "api_base_url": _text("API base URL", "Override of https://api.twilio.com, for the local stand-in "
+                          "(http://127.0.0.1:8099) or contract tests. Leave empty in production."),
+}
+
+CONFIG = {
+    "twilio_sms": {
+        "description": "Twilio SMS provider: encryption of connection secrets, the message store, "
+                       "webhooks and rate limits.",
+        "options": {
+            "encryption_keys": _option(
+                "JSON object of key id to base64-encoded 32-byte AES-256 key, used to decrypt connection "
+                "extras written as enc:v1:<key-id>:<base64>. Keep old keys here until "
+                "`airflow twilio-sms rotate-keys` has re-encrypted everything. Generate one with "
+                "`airflow twilio-sms generate-key`.",
+                None, '{"k2": "<base64 of 32 bytes>", "k1": "<base64 of 32 bytes>"}', sensitive=True),
+            "active_key_id": _option("Id of the key in encryption_keys that encrypts new values.",
+                                     None, "k2"),
+            "store_conn_id": _option(
+                "Airflow connection whose SQLAlchemy URL holds the provider's tables (twilio_sms_*). "
+                "Workers, sensors and triggers reach the store only through it. Its extra "
+                "`sqlalchemy_url`, or its URI (postgresql://, sqlite:///...), gives the URL.",
+                "twilio_sms_store_default", "twilio_sms_store_default"),
+            "webhook_enabled": _option("Mount the webhook app at /twilio_sms in the api-server.", "True",
+                                       "False", type_="boolean"),
+            "webhook_max_body_bytes": _option("Largest webhook request body accepted (bytes); larger "
+                                              "requests get 413.", "65536", "65536", type_="integer"),
+            "webhook_api_token": _option(
+                "Bearer token required by the read API of the standalone webhook app (not used inside "
+                "the api-server, which uses Airflow's own authentication).", None, None, sensitive=True),
+            "rate_limits": _option(
+                'JSON object of team or pool name to a rate limit such as "100/1h", used when neither the '
+                "operator nor the connection sets one. Empty object: no limit.",
+                # Airflow formats defaults with str.format, so the empty JSON object is written doubled.
+                "{{}}", '{"sms_team_qa": "100/1h", "growth": "5/1m"}'),
+            "send_lease_seconds": _option(
+                "How long a send attempt's claim on its idempotency key is held before another attempt "
+                "may reconcile and take it over.", "120", "120", type_="integer"),
+        },
+    }
+}
+
+
+def get_provider_info() -> dict:
+    return {
+        "package-name": "airflow-provider-twilio-sms",
+        "name": "Twilio SMS",
+        "description": "SMS steps for Airflow pipelines through Twilio: idempotent sends, per-team rate "
+                       "limits, signed webhooks and sensors on delivery statuses and replies.",
+        "versions": [__version__],
+        "integrations": [
+            {
+                "integration-name": "Twilio SMS",
+                "external-doc-url": "https://www.twilio.com/docs/messaging",
+                "tags": ["service"],
+            }
+        ],
+        "hooks": [
+            {
+                "integration-name": "Twilio SMS",
+                "python-modules": ["airflow_provider_twilio_sms.hooks.twilio_sms"],
+            }
+        ],
+        "connection-types": [
+            {
+                "hook-class-name": "airflow_provider_twilio_sms.hooks.twilio_sms.TwilioSmsHook",
+                "hook-name": "Twilio SMS",
+                "connection-type": "twilio_sms",
+                "conn-fields": CONN_FIELDS,
+                "ui-field-behaviour": {
+                    "hidden-fields": ["host", "schema", "port", "extra"],
+                    "relabeling": {"login": "Account SID", "password": "Auth Token"},
+                    "placeholders": {
+                        "login": "AC0123456789abcdef0123456789abcdef",
+                        "password": "Auth Token (leave empty when using an API key)",
+                        "from_number": "+14155550123",
+                        "messaging_service_sid": "MG0123456789abcdef0123456789abcdef",
+                        "api_key_sid": "SK0123456789abcdef0123456789abcdef",
+                        "api_key_secret": "API key secret or enc:v1:...",
+                        "region": "ie1",
+                        "edge": "dublin",
+                        "default_region": "US",
+                        "webhook_base_url": "https://airflow.example.com",
+                        "secondary_auth_token": "Previous or next Auth Token",
+                        "rate_limit": "100/1h",
+                        "api_base_url": "http://127.0.0.1:8099",
+                    },
+                },
+            }
+        ],
+        "plugins": [
+            {"name": "twilio_sms", "plugin-class": "airflow_provider_twilio_sms.plugins.twilio_sms.TwilioSmsPlugin"}
+        ],
+        "db-managers": ["airflow_provider_twilio_sms.store.db_manager.TwilioSmsDBManager"],
+        "cli": ["airflow_provider_twilio_sms.cli.definition.get_cli_commands"],
+        "config": CONFIG,
+    }

@@ -1,0 +1,106 @@
+"""Twilio request signatures: the HMAC-SHA1 ``X-Twilio-Signature`` scheme.
+
+Twilio signs a webhook request with the account's Auth Token: HMAC-SHA1 over the full URL it called
+followed by every POST parameter name and value, sorted by name, base64-encoded. JSON bodies are not
+part of that string: Twilio adds ``bodySHA256`` (hex SHA-256 of the raw body) to the query instead.
+
+Both the local stand-in (which signs as Twilio does) and the webhook app (which verifies) use this
+module, so the two can never drift apart; tests check both sides against twilio-python's own
+``RequestValidator``.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+from collections.abc import Iterable, Mapping
+from urllib.parse import parse_qsl, urlsplit, urlunsplit
+
+Params = Mapping[str, object] | Iterable[tuple[str, str]]
+
+_DEFAULT_PORTS = {"https": 443, "http": 80}
+
+
+def _pairs(params: Params | None) -> list[tuple[str, str]]:
+    if params is None:
+        return []
+    if isinstance(params, Mapping):
+        pairs: list[tuple[str, str]] = []
+        for key, value in params.items():
+            if isinstance(value, (list, tuple)):
+                pairs.extend((key, str(v)) for v in value)
+            else:
+                pairs.append((key, str(value)))
+        return pairs
+    return [(str(k), str(v)) for k, v in params]
+
+
+def compute_signature(url: str, params: Params | None, auth_token: str) -> str:
+    """Return the base64 ``X-Twilio-Signature`` Twilio would send for ``url`` and form ``params``."""
+    by_name: dict[str, set[str]] = {}
+    for key, value in _pairs(params):
+        by_name.setdefault(key, set()).add(value)
+    payload = url + "".join(name + value for name in sorted(by_name) for value in sorted(by_name[name]))
+    mac = hmac.new(auth_token.encode("utf-8"), payload.encode("utf-8"), hashlib.sha1)
+    return base64.b64encode(mac.digest()).decode("ascii")
+
+
+def body_sha256(body: bytes) -> str:
+    """Hex SHA-256 of a raw body, as Twilio puts it in the ``bodySHA256`` query parameter."""
+    return hashlib.sha256(body).hexdigest()
+
+
+def url_variants(url: str) -> list[str]:
+    """The URL as given, plus the same URL with the scheme's default port added or removed.
+
+    Twilio may or may not include ``:443``/``:80`` when signing, so a verifier must try both.
+    """
+    parts = urlsplit(url)
+    default = _DEFAULT_PORTS.get(parts.scheme)
+    host = parts.hostname or ""
+    if ":" in host:  # IPv6 literal
+        host = f"[{host}]"
+    userinfo = parts.netloc.rpartition("@")[0]
+    prefix = f"{userinfo}@" if userinfo else ""
+    variants = [url]
+    if parts.port is None and default is not None:
+        variants.append(urlunsplit(parts._replace(netloc=f"{prefix}{host}:{default}")))
+    elif parts.port == default:
+        variants.append(urlunsplit(parts._replace(netloc=f"{prefix}{host}")))
+    return variants
+
+
+def verify_signature(
+    url: str,
+    params: Params | None,
+    signature: str | None,
+    auth_tokens: Iterable[str],
+    raw_body: bytes | None = None,
+) -> bool:
+    """True when ``signature`` is Twilio's signature of this request under any of ``auth_tokens``.
+
+    ``params`` are the form parameters (empty for a JSON body). When the URL's query carries
+    ``bodySHA256`` the raw body must hash to it, and a JSON body without that parameter is refused:
+    skipping the body check is exactly the forgery hole a verifier must not have. Comparisons are
+    constant-time.
+    """
+    if not signature:
+        return False
+    query = dict(parse_qsl(urlsplit(url).query, keep_blank_values=True))
+    expected_body_hash = query.get("bodySHA256")
+    if expected_body_hash is not None:
+        if raw_body is None or not hmac.compare_digest(body_sha256(raw_body), expected_body_hash.lower()):
+            return False
+        params = None
+    elif raw_body is not None and params is None:
+        return False
+    matched = False
+    for token in auth_tokens:
+        if not token:
+            continue
+        for candidate in url_variants(url):
+            # Evaluate every candidate: the time taken does not depend on which one matched.
+            if hmac.compare_digest(compute_signature(candidate, params, token), signature):
+                matched = True
+    return matched

@@ -1,0 +1,532 @@
+"""The store API: every reader and writer of the ``twilio_sms_*`` tables goes through :class:`SmsStore`.
+
+Correct under concurrent writers on SQLite and PostgreSQL alike: every decision that must be made once
+is made by a unique constraint or a compare-and-set ``UPDATE ... WHERE``, never by reading first and
+writing after. Transactions are short and never span a network call to Twilio.
+
+Send claims (the idempotency state machine, one row per scope and key)::
+
+    claim() --insert--> claimed --mark_attempt()--> (HTTP to Twilio) --record_sent()-------> sent
+                           |                                         \\-record_failed()----> failed
+                           |                                          \\-record_unknown()---> unknown
+                           \\-- lease expired, or unknown: the next claim() takes it over and must
+                               reconcile with Twilio first when an HTTP attempt may have been made.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import and_, delete, func, insert, or_, select, update
+from sqlalchemy.exc import IntegrityError
+
+from airflow_provider_twilio_sms.store import tables as t
+from airflow_provider_twilio_sms.store.engine import get_engine, write_options
+from airflow_provider_twilio_sms.store.status import status_rank
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Connection, Engine
+
+# Inbound keywords that opt a number out or back in, with or without Twilio's OptOutType.
+STOP_KEYWORDS = frozenset({"STOP", "STOPALL", "UNSUBSCRIBE", "END", "QUIT", "REVOKE", "OPTOUT", "CANCEL"})
+START_KEYWORDS = frozenset({"START", "UNSTOP", "YES"})
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def body_digest(body: str | None) -> str:
+    """SHA-256 of a message body: how reconciliation matches a message without reading bodies."""
+    return hashlib.sha256((body or "").encode("utf-8")).hexdigest()
+
+
+def make_scope(account_sid: str, team: str | None = None) -> str:
+    """Idempotency keys are unique per Twilio account, and per team when multi-team is on."""
+    return f"{account_sid}|{team or ''}"
+
+
+class LeaseLostError(RuntimeError):
+    """Another attempt took over this send's claim (ours had expired); this attempt must stop."""
+
+
+@dataclass(frozen=True)
+class Claim:
+    """The outcome of :meth:`SmsStore.claim`.
+
+    ``outcome`` is one of:
+      - ``new``: the key was free; this attempt owns it and may send.
+      - ``resume``: taken over from an attempt that never made an HTTP request; may send.
+      - ``reconcile``: taken over from an attempt that may have reached Twilio (it died or got no
+        answer); look the message up at Twilio before sending, never re-POST blindly.
+      - ``sent`` / ``failed``: done before; ``row`` holds the recorded result. Nothing to send.
+      - ``held``: a live attempt elsewhere holds the claim until ``row["lease_expires_at"]``.
+    """
+
+    outcome: str
+    row: dict[str, Any]
+    attempt_id: str
+
+    @property
+    def owned(self) -> bool:
+        return self.outcome in ("new", "resume", "reconcile")
+
+    @property
+    def message_id(self) -> int:
+        return self.row["id"]
+
+
+@dataclass(frozen=True)
+class RateDecision:
+    granted: bool
+    next_free_at: datetime | None  # when not granted: the earliest moment a slot frees up
+    used: int  # cost already spent in the window, this grant included when granted
+
+
+class SmsStore:
+    """All reads and writes of the provider's tables. Thread-safe; cheap to construct per URL."""
+
+    def __init__(self, url_or_engine: str | Engine):
+        self.engine: Engine = get_engine(url_or_engine) if isinstance(url_or_engine, str) else url_or_engine
+        self.dialect = self.engine.dialect.name
+
+    # -- plumbing -------------------------------------------------------------------------------
+
+    @contextmanager
+    def _write(self) -> Iterator[Connection]:
+        with self.engine.connect() as conn:
+            conn = conn.execution_options(**write_options())
+            with conn.begin():
+                yield conn
+
+    @contextmanager
+    def _read(self) -> Iterator[Connection]:
+        with self.engine.connect() as conn, conn.begin():
+            yield conn
+
+    def _insert_ignore(self, conn: Connection, table, values: dict, conflict_cols: list[str]) -> bool:
+        """Insert unless a row with the same unique ``conflict_cols`` exists; True when inserted."""
+        if self.dialect in ("postgresql", "sqlite"):
+            if self.dialect == "postgresql":
+                from sqlalchemy.dialects.postgresql import insert as dialect_insert
+            else:
+                from sqlalchemy.dialects.sqlite import insert as dialect_insert
+            stmt = dialect_insert(table).values(**values).on_conflict_do_nothing(index_elements=conflict_cols)
+            return conn.execute(stmt).rowcount == 1
+        try:
+            with conn.begin_nested():
+                conn.execute(insert(table).values(**values))
+            return True
+        except IntegrityError:
+            return False
+
+    @staticmethod
+    def _row(result_row) -> dict[str, Any] | None:
+        return dict(result_row._mapping) if result_row is not None else None
+
+    def check_ready(self) -> None:
+        """Raise unless the store answers (for health checks)."""
+        with self._read() as conn:
+            conn.execute(select(func.count()).select_from(t.rate_pool))
+
+    # -- send claims (idempotency) --------------------------------------------------------------
+
+    def claim(
+        self,
+        *,
+        scope: str,
+        idempotency_key: str,
+        account_sid: str,
+        conn_id: str,
+        to_number: str,
+        body: str | None,
+        from_number: str | None = None,
+        messaging_service_sid: str | None = None,
+        num_media: int = 0,
+        lease_seconds: float = 120,
+        attempt_id: str | None = None,
+        team: str | None = None,
+        pool: str | None = None,
+        dag_id: str | None = None,
+        task_id: str | None = None,
+        run_id: str | None = None,
+        map_index: int | None = None,
+        now: datetime | None = None,
+    ) -> Claim:
+        """Claim ``idempotency_key`` in ``scope`` for one send attempt. See :class:`Claim`."""
+        attempt_id = attempt_id or uuid.uuid4().hex
+        now = now or utcnow()
+        lease = now + timedelta(seconds=lease_seconds)
+        values = {
+            "scope": scope, "idempotency_key": idempotency_key, "account_sid": account_sid,
+            "conn_id": conn_id, "team": team, "pool": pool, "to_number": to_number,
+            "from_number": from_number, "messaging_service_sid": messaging_service_sid, "body": body,
+            "body_sha256": body_digest(body), "num_media": num_media, "send_state": "claimed",
+            "attempt_id": attempt_id, "lease_expires_at": lease, "status_rank": 0,
+            "dag_id": dag_id, "task_id": task_id, "run_id": run_id, "map_index": map_index,
+            "created_at": now, "updated_at": now,
+        }
+        key_match = and_(t.message.c.scope == scope, t.message.c.idempotency_key == idempotency_key)
+        for _ in range(20):
+            with self._write() as conn:
+                if self._insert_ignore(conn, t.message, values, ["scope", "idempotency_key"]):
+                    row = self._row(conn.execute(select(t.message).where(key_match)).first())
+                    return Claim("new", row, attempt_id)
+                row = self._row(conn.execute(select(t.message).where(key_match)).first())
+                if row is None:  # deleted between the two statements; try again
+                    continue
+                state = row["send_state"]
+                if state in ("sent", "failed"):
+                    return Claim(state, row, attempt_id)
+                live = state == "claimed" and row["lease_expires_at"] > now
+                if live and row["attempt_id"] != attempt_id:
+                    return Claim("held", row, attempt_id)
+                # Take the claim over, but only if nobody else did in the meantime (compare-and-set).
+                taken = conn.execute(
+                    update(t.message)
+                    .where(t.message.c.id == row["id"], t.message.c.attempt_id == row["attempt_id"],
+                           t.message.c.send_state == state)
+                    .values(attempt_id=attempt_id, lease_expires_at=lease, send_state="claimed",
+                            updated_at=now)
+                ).rowcount
+                if taken != 1:
+                    continue
+                outcome = "reconcile" if row["http_attempted_at"] is not None else "resume"
+                row.update(attempt_id=attempt_id, lease_expires_at=lease)
+                return Claim(outcome, row, attempt_id)
+        raise RuntimeError(f"could not settle the claim on idempotency key in scope {scope!r}: "
+                           "too much contention")
+
+    def _update_owned(self, conn: Connection, claim: Claim, **values) -> None:
+        values["updated_at"] = values.get("updated_at") or utcnow()
+        done = conn.execute(
+            update(t.message)
+            .where(t.message.c.id == claim.message_id, t.message.c.attempt_id == claim.attempt_id)
+            .values(**values)
+        ).rowcount
+        if done != 1:
+            raise LeaseLostError(
+                f"the claim on message row {claim.message_id} was taken over by another attempt "
+                "(this attempt's lease expired); stopping so that only one attempt sends"
+            )
+
+    def extend_lease(self, claim: Claim, lease_seconds: float) -> None:
+        with self._write() as conn:
+            self._update_owned(conn, claim, lease_expires_at=utcnow() + timedelta(seconds=lease_seconds))
+
+    def mark_attempt(self, claim: Claim, lease_seconds: float | None = None) -> None:
+        """Record, before the HTTP request leaves, that Twilio may be about to create the message."""
+        now = utcnow()
+        values: dict[str, Any] = {"http_attempted_at": claim.row.get("http_attempted_at") or now}
+        if lease_seconds is not None:
+            values["lease_expires_at"] = now + timedelta(seconds=lease_seconds)
+        with self._write() as conn:
+            self._update_owned(conn, claim, **values)
+
+    def clear_attempt(self, claim: Claim) -> None:
+        """Twilio refused the request before creating anything (e.g. 429): no reconcile needed later."""
+        with self._write() as conn:
+            self._update_owned(conn, claim, http_attempted_at=None)
+
+    def record_sent(self, claim: Claim, result: Mapping[str, Any]) -> dict[str, Any]:
+        """Record Twilio's answer (``sid``, ``status``, segments...) and return the stored row.
+
+        A status already advanced by an early callback is kept: the status only moves forward.
+        """
+        now = utcnow()
+        status = result.get("status")
+        rank = status_rank(status)
+        with self._write() as conn:
+            current = self._row(conn.execute(
+                select(t.message.c.status, t.message.c.status_rank).where(t.message.c.id == claim.message_id)
+            ).first()) or {}
+            keep = (current.get("status_rank") or 0) >= rank
+            self._update_owned(
+                conn, claim,
+                send_state="sent", sid=result["sid"],
+                status=current.get("status") if keep else status,
+                status_rank=current.get("status_rank") if keep else rank,
+                status_updated_at=now,
+                num_segments=result.get("num_segments"), encoding=result.get("encoding"),
+                error_code=result.get("error_code"), error_message=result.get("error_message"),
+                from_number=result.get("from") or claim.row.get("from_number"),
+                sent_at=now, updated_at=now,
+            )
+            return self._row(conn.execute(select(t.message).where(t.message.c.id == claim.message_id)).first())
+
+    def record_failed(self, claim: Claim, error_code: int | None, error_message: str) -> None:
+        """Twilio refused the message for good; a later attempt with the same key returns this failure."""
+        with self._write() as conn:
+            self._update_owned(conn, claim, send_state="failed", status="failed",
+                               status_rank=status_rank("failed"), error_code=error_code,
+                               error_message=error_message)
+
+    def record_unknown(self, claim: Claim) -> None:
+        """No answer after the request left: the next attempt must reconcile before sending."""
+        with self._write() as conn:
+            self._update_owned(conn, claim, send_state="unknown", lease_expires_at=utcnow())
+
+    def release(self, claim: Claim) -> None:
+        """Give up the claim without sending (e.g. to defer); the next attempt resumes it."""
+        with self._write() as conn:
+            self._update_owned(conn, claim, lease_expires_at=utcnow())
+
+    # -- rate limits ----------------------------------------------------------------------------
+
+    def acquire_rate_slot(
+        self, pool: str, limit: int, window_seconds: float, *, grant_key: str, cost: int = 1,
+        now: datetime | None = None,
+    ) -> RateDecision:
+        """Spend ``cost`` of ``limit`` in the sliding window ending now, or say when it can be spent.
+
+        Exact across processes and machines: the pool's lock row serialises deciders (``FOR UPDATE``
+        on PostgreSQL, ``BEGIN IMMEDIATE`` on SQLite). Asking again with the same ``grant_key``
+        (a resumed or retried send) returns the grant already held and spends nothing more.
+        """
+        if cost > limit:
+            raise ValueError(f"one send costs {cost}, more than the whole limit {limit} of pool {pool!r}")
+        now = now or utcnow()
+        window_start = now - timedelta(seconds=window_seconds)
+        g = t.rate_grant
+        with self._write() as conn:
+            self._insert_ignore(conn, t.rate_pool, {"pool": pool, "updated_at": now}, ["pool"])
+            lock = select(t.rate_pool.c.pool).where(t.rate_pool.c.pool == pool)
+            if self.dialect != "sqlite":
+                lock = lock.with_for_update()
+            conn.execute(lock)
+            held = conn.execute(
+                select(g.c.granted_at).where(g.c.pool == pool, g.c.grant_key == grant_key)
+            ).first()
+            grants = conn.execute(
+                select(g.c.granted_at, g.c.cost)
+                .where(g.c.pool == pool, g.c.granted_at > window_start)
+                .order_by(g.c.granted_at)
+            ).all()
+            used = sum(row.cost for row in grants)
+            if held is not None and held.granted_at > window_start:
+                return RateDecision(True, None, used)
+            if used + cost <= limit:
+                if held is not None:  # an old grant of this key, outside the window: renew it
+                    conn.execute(update(g).where(g.c.pool == pool, g.c.grant_key == grant_key)
+                                 .values(granted_at=now, cost=cost))
+                else:
+                    conn.execute(insert(g).values(pool=pool, grant_key=grant_key, cost=cost, granted_at=now))
+                conn.execute(update(t.rate_pool).where(t.rate_pool.c.pool == pool).values(updated_at=now))
+                # Forget grants that no window can see any more (keep a day for changed limits).
+                horizon = now - timedelta(seconds=max(window_seconds, 86_400))
+                conn.execute(delete(g).where(g.c.pool == pool, g.c.granted_at <= horizon))
+                return RateDecision(True, None, used + cost)
+            # Not enough room: the earliest moment enough of the oldest grants leave the window.
+            need = used + cost - limit
+            freed = 0
+            for row in grants:
+                freed += row.cost
+                if freed >= need:
+                    return RateDecision(False, row.granted_at + timedelta(seconds=window_seconds), used)
+            raise AssertionError("unreachable: cost <= limit guarantees the window can free enough")
+
+    # -- webhook events -------------------------------------------------------------------------
+
+    def record_status_event(
+        self,
+        *,
+        account_sid: str,
+        conn_id: str,
+        message_sid: str,
+        status: str,
+        payload: Mapping[str, Any],
+        error_code: int | None = None,
+        idempotency_token: str | None = None,
+        idempotency_key: str | None = None,
+        team: str | None = None,
+        now: datetime | None = None,
+    ) -> bool:
+        """Store one status callback; advance the message's status if it moves forward.
+
+        Returns False (and changes nothing) for a delivery already stored: the same idempotency token,
+        or the same message SID and status. The outbound row is found by SID, or, when the send's
+        response was lost, by the idempotency key carried in the callback URL's query.
+        """
+        now = now or utcnow()
+        status = (status or "").strip().lower()
+        with self._write() as conn:
+            if idempotency_token and conn.execute(
+                select(t.event.c.id).where(t.event.c.account_sid == account_sid,
+                                           t.event.c.idempotency_token == idempotency_token).limit(1)
+            ).first():
+                return False
+            values = {
+                "kind": "status", "account_sid": account_sid, "conn_id": conn_id,
+                "dedupe_key": f"status:{message_sid}:{status}", "idempotency_token": idempotency_token,
+                "message_sid": message_sid, "status": status, "error_code": error_code,
+                "from_number": payload.get("From"), "to_number": payload.get("To"), "team": team,
+                "received_at": now, "payload": json.dumps(dict(payload), sort_keys=True),
+            }
+            if not self._insert_ignore(conn, t.event, values, ["account_sid", "dedupe_key"]):
+                return False
+            m = t.message
+            if idempotency_key:
+                conn.execute(
+                    update(m).where(m.c.account_sid == account_sid, m.c.idempotency_key == idempotency_key,
+                                    m.c.scope == make_scope(account_sid, team), m.c.sid.is_(None))
+                    .values(sid=message_sid, updated_at=now)
+                )
+            row = conn.execute(select(m.c.id).where(m.c.sid == message_sid)).first()
+            if row is None:
+                return True
+            conn.execute(update(t.event).where(t.event.c.account_sid == account_sid,
+                                               t.event.c.dedupe_key == values["dedupe_key"])
+                         .values(message_id=row.id))
+            rank = status_rank(status)
+            if rank:
+                conn.execute(
+                    update(m).where(m.c.id == row.id, m.c.status_rank < rank)
+                    .values(status=status, status_rank=rank, status_updated_at=now, updated_at=now,
+                            error_code=error_code if error_code is not None else m.c.error_code)
+                )
+            return True
+
+    def record_inbound(
+        self,
+        *,
+        account_sid: str,
+        conn_id: str,
+        message_sid: str,
+        from_number: str,
+        to_number: str,
+        body: str | None,
+        payload: Mapping[str, Any],
+        num_media: int = 0,
+        opt_out_type: str | None = None,
+        team: str | None = None,
+        now: datetime | None = None,
+    ) -> bool:
+        """Store one inbound message (once per MessageSid) and apply STOP/START to the opt-out list."""
+        now = now or utcnow()
+        keyword = (opt_out_type or "").strip().upper() or None
+        first_word = (body or "").strip().split(maxsplit=1)[0].upper().strip(".!") if (body or "").strip() else ""
+        if keyword is None and first_word in STOP_KEYWORDS and len((body or "").split()) == 1:
+            keyword = "STOP"
+        values = {
+            "kind": "inbound", "account_sid": account_sid, "conn_id": conn_id,
+            "dedupe_key": f"inbound:{message_sid}", "message_sid": message_sid, "status": "received",
+            "from_number": from_number, "to_number": to_number, "body": body, "num_media": num_media,
+            "opt_out_type": keyword, "team": team, "received_at": now,
+            "payload": json.dumps(dict(payload), sort_keys=True),
+        }
+        with self._write() as conn:
+            if not self._insert_ignore(conn, t.event, values, ["account_sid", "dedupe_key"]):
+                return False
+            if keyword in ("STOP", "START"):
+                self._set_opt_out(conn, account_sid, from_number, keyword == "STOP", keyword, message_sid, now)
+            return True
+
+    def _set_opt_out(self, conn: Connection, account_sid: str, number: str, opted_out: bool,
+                     keyword: str, message_sid: str | None, now: datetime) -> None:
+        values = {"opted_out": opted_out, "keyword": keyword, "message_sid": message_sid, "updated_at": now}
+        if not self._insert_ignore(conn, t.opt_out, {"account_sid": account_sid, "number": number, **values},
+                                   ["account_sid", "number"]):
+            conn.execute(update(t.opt_out).where(t.opt_out.c.account_sid == account_sid,
+                                                 t.opt_out.c.number == number).values(**values))
+
+    def set_opt_out(self, account_sid: str, number: str, opted_out: bool, keyword: str = "MANUAL") -> None:
+        with self._write() as conn:
+            self._set_opt_out(conn, account_sid, number, opted_out, keyword, None, utcnow())
+
+    def is_opted_out(self, account_sid: str, number: str) -> bool:
+        with self._read() as conn:
+            row = conn.execute(select(t.opt_out.c.opted_out).where(
+                t.opt_out.c.account_sid == account_sid, t.opt_out.c.number == number)).first()
+        return bool(row and row.opted_out)
+
+    # -- reads ----------------------------------------------------------------------------------
+
+    def get_message(self, *, sid: str | None = None, scope: str | None = None,
+                    idempotency_key: str | None = None, message_id: int | None = None) -> dict[str, Any] | None:
+        m = t.message
+        if sid:
+            where = m.c.sid == sid
+        elif message_id is not None:
+            where = m.c.id == message_id
+        elif scope and idempotency_key:
+            where = and_(m.c.scope == scope, m.c.idempotency_key == idempotency_key)
+        else:
+            raise ValueError("get_message needs sid, message_id, or scope and idempotency_key")
+        with self._read() as conn:
+            return self._row(conn.execute(select(m).where(where)).first())
+
+    def status_history(self, message_sid: str) -> list[dict[str, Any]]:
+        """Every status callback stored for a message, in arrival order."""
+        e = t.event
+        with self._read() as conn:
+            rows = conn.execute(
+                select(e.c.id, e.c.status, e.c.error_code, e.c.received_at, e.c.idempotency_token)
+                .where(e.c.message_sid == message_sid, e.c.kind == "status").order_by(e.c.id)
+            ).all()
+        return [dict(r._mapping) for r in rows]
+
+    def find_inbound(
+        self,
+        *,
+        to_number: str | None = None,
+        from_number: str | None = None,
+        account_sid: str | None = None,
+        since: datetime | None = None,
+        after_id: int = 0,
+        limit: int = 100,
+    ) -> list[dict[str, Any]]:
+        """Inbound messages to/from a number, oldest first, received at or after ``since``."""
+        if not (to_number or from_number):
+            raise ValueError("find_inbound needs to_number or from_number: a scan of every message is not allowed")
+        e = t.event
+        conditions = [e.c.kind == "inbound", e.c.id > after_id]
+        if to_number:
+            conditions.append(e.c.to_number == to_number)
+        if from_number:
+            conditions.append(e.c.from_number == from_number)
+        if account_sid:
+            conditions.append(e.c.account_sid == account_sid)
+        if since is not None:
+            conditions.append(e.c.received_at >= since)
+        with self._read() as conn:
+            rows = conn.execute(select(e).where(*conditions).order_by(e.c.id).limit(limit)).all()
+        return [dict(r._mapping) for r in rows]
+
+    def list_messages(
+        self,
+        *,
+        status: str | None = None,
+        number: str | None = None,
+        since: datetime | None = None,
+        teams: Iterable[str | None] | None = None,
+        before_id: int | None = None,
+        limit: int = 50,
+    ) -> list[dict[str, Any]]:
+        """Outbound messages, newest first, for the read API (keyset pagination on ``before_id``)."""
+        m = t.message
+        conditions = []
+        if status:
+            conditions.append(m.c.status == status)
+        if number:
+            conditions.append(or_(m.c.to_number == number, m.c.from_number == number))
+        if since is not None:
+            conditions.append(m.c.created_at >= since)
+        if before_id is not None:
+            conditions.append(m.c.id < before_id)
+        if teams is not None:
+            teams = list(teams)
+            named = [x for x in teams if x]
+            team_cond = [m.c.team.in_(named)] if named else []
+            if None in teams:
+                team_cond.append(m.c.team.is_(None))
+            conditions.append(or_(*team_cond) if team_cond else m.c.id < 0)
+        with self._read() as conn:
+            rows = conn.execute(select(m).where(*conditions).order_by(m.c.id.desc()).limit(limit)).all()
+        return [dict(r._mapping) for r in rows]

@@ -1,0 +1,77 @@
+"""SQLAlchemy engines for the store, one per URL and process.
+
+SQLite (the embedded default) runs in WAL mode with a busy timeout; write transactions start with
+``BEGIN IMMEDIATE`` so two writers queue for the lock up front instead of deadlocking on an upgrade
+from a read lock. PostgreSQL gets a small pre-pinged pool.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Engine
+
+SQLITE_BUSY_TIMEOUT_MS = 30_000
+_WRITE_OPTION = "twilio_sms_write"
+
+_engines: dict[str, Engine] = {}
+_engines_pid = os.getpid()
+_lock = threading.Lock()
+
+
+def _configure_sqlite(engine: Engine) -> None:
+    from sqlalchemy import event
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection, _record):
+        # Let SQLAlchemy's "begin" event decide how a transaction starts (pysqlite's own is deferred).
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
+        if engine.url.database not in (None, "", ":memory:"):
+            cursor.execute("PRAGMA journal_mode = WAL")
+            cursor.execute("PRAGMA synchronous = NORMAL")
+        cursor.execute("PRAGMA foreign_keys = ON")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn):
+        immediate = conn.get_execution_options().get(_WRITE_OPTION, False)
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+
+def create_store_engine(url: str) -> Engine:
+    """A new engine for ``url`` (callers normally want :func:`get_engine`, which caches)."""
+    from sqlalchemy import create_engine
+    from sqlalchemy.engine import make_url
+
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        engine = create_engine(
+            parsed,
+            connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000, "check_same_thread": False},
+        )
+        _configure_sqlite(engine)
+        return engine
+    return create_engine(parsed, pool_pre_ping=True, pool_size=5, max_overflow=5, pool_recycle=1800)
+
+
+def get_engine(url: str) -> Engine:
+    """The process-wide engine for ``url``; a forked child gets fresh engines, never its parent's."""
+    global _engines_pid
+    with _lock:
+        if _engines_pid != os.getpid():
+            _engines.clear()
+            _engines_pid = os.getpid()
+        engine = _engines.get(url)
+        if engine is None:
+            engine = _engines[url] = create_store_engine(url)
+        return engine
+
+
+def write_options() -> dict:
+    """Execution options that mark a connection as a writer (``BEGIN IMMEDIATE`` on SQLite)."""
+    return {_WRITE_OPTION: True}

@@ -1,0 +1,34 @@
+"""Twilio message statuses and the order in which a message may move through them.
+
+Callbacks arrive late, twice and out of order; a message's current status only ever moves to a
+higher rank. Terminal statuses share a rank, so one never replaces another; ``read`` (seen after
+``delivered`` on channels that report it) is the only move past a terminal status.
+"""
+
+from __future__ import annotations
+
+STATUS_RANK: dict[str, int] = {
+    "accepted": 1,
+    "scheduled": 1,
+    "queued": 2,
+    "sending": 3,
+    "sent": 4,
+    "delivered": 5,
+    "undelivered": 5,
+    "failed": 5,
+    "canceled": 5,
+    "partially_delivered": 5,
+    "read": 6,
+    # inbound direction
+    "receiving": 3,
+    "received": 5,
+}
+
+TERMINAL_STATUSES = frozenset({"delivered", "undelivered", "failed", "canceled", "read", "received",
+                               "partially_delivered"})
+FAILURE_STATUSES = frozenset({"failed", "undelivered", "canceled"})
+
+
+def status_rank(status: str | None) -> int:
+    """Rank of a status; 0 for a status this provider does not know (stored, never moves the state)."""
+    return STATUS_RANK.get((status or "").lower(), 0)

@@ -1,0 +1,167 @@
+"""The ``twilio_sms_*`` tables, on a private MetaData (never Airflow's ``Base.metadata``).
+
+The schema is created and changed only by the alembic migrations in ``migrations/versions``;
+``tests/unit/store/test_migrations.py`` proves these definitions and the migrations agree.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    SmallInteger,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.types import TypeDecorator
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+# SQLite only auto-increments a column declared exactly INTEGER PRIMARY KEY.
+Id = BigInteger().with_variant(Integer(), "sqlite")
+
+
+class UtcDateTime(TypeDecorator):
+    """Timestamps stored as naive UTC on every backend, returned timezone-aware (UTC)."""
+
+    impl = DateTime
+    cache_ok = True
+
+    def process_bind_param(self, value, dialect):
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to the twilio_sms store; pass an aware (UTC) datetime")
+        return value.astimezone(timezone.utc).replace(tzinfo=None)
+
+    def process_result_value(self, value, dialect):
+        if value is None:
+            return None
+        if isinstance(value, str):  # SQLite returns text for some expressions (e.g. MIN/MAX)
+            value = datetime.fromisoformat(value)
+        return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value
+
+
+# Outbound messages: one row per idempotency key and scope (account, and team when there is one).
+message = Table(
+    "twilio_sms_message",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("scope", String(300), nullable=False),
+    Column("idempotency_key", String(255), nullable=False),
+    Column("account_sid", String(34), nullable=False),
+    Column("conn_id", String(250), nullable=False),
+    Column("team", String(250)),
+    Column("pool", String(256)),
+    Column("to_number", String(32), nullable=False),
+    Column("from_number", String(32)),
+    Column("messaging_service_sid", String(34)),
+    Column("body", Text),
+    Column("body_sha256", String(64), nullable=False),
+    Column("num_media", SmallInteger, nullable=False, default=0),
+    # claimed -> sent | failed | unknown; see store/api.py for the state machine.
+    Column("send_state", String(16), nullable=False),
+    Column("attempt_id", String(100), nullable=False),
+    Column("lease_expires_at", UtcDateTime(), nullable=False),
+    Column("http_attempted_at", UtcDateTime()),
+    Column("sid", String(34)),
+    Column("status", String(20)),
+    Column("status_rank", SmallInteger, nullable=False, default=0),
+    Column("status_updated_at", UtcDateTime()),
+    Column("num_segments", SmallInteger),
+    Column("encoding", String(8)),
+    Column("error_code", Integer),
+    Column("error_message", Text),
+    Column("dag_id", String(250)),
+    Column("task_id", String(250)),
+    Column("run_id", String(250)),
+    Column("map_index", Integer),
+    Column("created_at", UtcDateTime(), nullable=False),
+    Column("sent_at", UtcDateTime()),
+    Column("updated_at", UtcDateTime(), nullable=False),
+    UniqueConstraint("scope", "idempotency_key", name="uq_twilio_sms_message_scope_key"),
+    UniqueConstraint("sid", name="uq_twilio_sms_message_sid"),
+    Index("ix_twilio_sms_message_created", "created_at"),
+    Index("ix_twilio_sms_message_team_created", "team", "created_at"),
+    Index("ix_twilio_sms_message_to_created", "to_number", "created_at"),
+)
+
+# Webhook events, status callbacks and inbound messages alike, raw payload kept. ``dedupe_key`` makes
+# a repeated delivery of the same event a no-op (unique per account).
+event = Table(
+    "twilio_sms_event",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("kind", String(10), nullable=False),  # "status" | "inbound"
+    Column("account_sid", String(34), nullable=False),
+    Column("conn_id", String(250), nullable=False),
+    Column("dedupe_key", String(200), nullable=False),
+    Column("idempotency_token", String(200)),
+    Column("message_sid", String(34), nullable=False),
+    Column("message_id", Id, ForeignKey("twilio_sms_message.id", ondelete="SET NULL")),
+    Column("status", String(20)),
+    Column("error_code", Integer),
+    Column("from_number", String(32)),
+    Column("to_number", String(32)),
+    Column("body", Text),
+    Column("num_media", SmallInteger),
+    Column("opt_out_type", String(10)),
+    Column("team", String(250)),
+    Column("received_at", UtcDateTime(), nullable=False),
+    Column("payload", Text, nullable=False),
+    UniqueConstraint("account_sid", "dedupe_key", name="uq_twilio_sms_event_account_dedupe"),
+    Index("ix_twilio_sms_event_message_sid", "message_sid", "id"),
+    Index("ix_twilio_sms_event_message_id", "message_id", "id"),
+    Index("ix_twilio_sms_event_kind_to", "kind", "to_number", "id"),
+    Index("ix_twilio_sms_event_kind_from", "kind", "from_number", "id"),
+    Index("ix_twilio_sms_event_received", "received_at"),
+)
+
+# Opt-outs per (account, number), kept up to date by inbound STOP/START.
+opt_out = Table(
+    "twilio_sms_opt_out",
+    metadata,
+    Column("account_sid", String(34), primary_key=True),
+    Column("number", String(32), primary_key=True),
+    Column("opted_out", Boolean, nullable=False),
+    Column("keyword", String(20)),
+    Column("message_sid", String(34)),
+    Column("updated_at", UtcDateTime(), nullable=False),
+)
+
+# Rate limiting: one lock row per team pool, one grant row per accepted send within the window.
+rate_pool = Table(
+    "twilio_sms_rate_pool",
+    metadata,
+    Column("pool", String(256), primary_key=True),
+    Column("updated_at", UtcDateTime(), nullable=False),
+)
+
+rate_grant = Table(
+    "twilio_sms_rate_grant",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("pool", String(256), nullable=False),
+    Column("grant_key", String(300), nullable=False),
+    Column("cost", Integer, nullable=False),
+    Column("granted_at", UtcDateTime(), nullable=False),
+    UniqueConstraint("pool", "grant_key", name="uq_twilio_sms_rate_grant_pool_key"),
+    Index("ix_twilio_sms_rate_grant_pool_time", "pool", "granted_at"),
+)

@@ -1,0 +1,201 @@
+"""Shared fixtures: a throwaway AIRFLOW_HOME, real SQL databases, Prism serving Twilio's contract.
+
+A test that needs a part this machine lacks (PostgreSQL, Prism) is skipped with the reason, unless
+``TWILIO_SMS_TEST_REQUIRE`` names that part (CI sets it): then the test fails instead.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+TWILIO_OAI = SHARED / "twilio-oai" / "twilio_api_v2010.json"
+
+# Airflow reads AIRFLOW_HOME when first imported: fix it before any test module imports airflow.
+_AIRFLOW_HOME = Path(tempfile.mkdtemp(prefix="twilio-sms-airflow-home-"))
+os.environ["AIRFLOW_HOME"] = str(_AIRFLOW_HOME)
+os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
+os.environ.setdefault("AIRFLOW__CORE__UNIT_TEST_MODE", "False")
+os.environ["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] = f"sqlite:///{_AIRFLOW_HOME / 'airflow.db'}"
+os.environ.setdefault("AIRFLOW__CORE__DAGS_FOLDER", str(_AIRFLOW_HOME / "dags"))
+os.environ.setdefault("AIRFLOW__LOGGING__BASE_LOG_FOLDER", str(_AIRFLOW_HOME / "logs"))
+os.environ.setdefault("AIRFLOW__CORE__FERNET_KEY", "8tSk1lKfN3L7Vt7hOqkqYTGYyuvzx1sM0Y8P0b2nFhw=")
+
+
+def _required() -> set[str]:
+    return {p.strip() for p in os.environ.get("TWILIO_SMS_TEST_REQUIRE", "").split(",") if p.strip()}
+
+
+def skip_or_fail(part: str, reason: str):
+    """Skip because ``part`` is missing here, or fail when this run requires it."""
+    if part in _required():
+        pytest.fail(f"{part} is required in this run (TWILIO_SMS_TEST_REQUIRE) but {reason}")
+    pytest.skip(f"{part} not available: {reason}")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def airflow_bin() -> str:
+    return str(Path(sys.executable).with_name("airflow"))
+
+
+# --- Airflow ------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="session")
+def airflow_home() -> dict[str, str]:
+    """A migrated Airflow metadata DB (SQLite) in the session's AIRFLOW_HOME; env for subprocesses."""
+    env = {k: v for k, v in os.environ.items() if k.startswith("AIRFLOW")}
+    full_env = {**os.environ, **env}
+    marker = _AIRFLOW_HOME / ".migrated"
+    if not marker.exists():
+        result = subprocess.run([airflow_bin(), "db", "migrate"], env=full_env, capture_output=True,
+                                text=True, timeout=600)
+        assert result.returncode == 0, f"airflow db migrate failed:\n{result.stdout}\n{result.stderr}"
+        marker.write_text("ok")
+    return env
+
+
+def run_airflow(args: list[str], env: dict[str, str], *, input: str | None = None,
+                timeout: float = 300) -> subprocess.CompletedProcess:
+    """Run the real ``airflow`` CLI with ``env`` added to this process's environment."""
+    return subprocess.run([airflow_bin(), *args], env={**os.environ, **env}, capture_output=True, text=True,
+                          input=input, timeout=timeout)
+
+
+# --- SQL databases ------------------------------------------------------------------------------
+
+PG_ADMIN_URL = os.environ.get("TWILIO_SMS_TEST_PG_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres")
+
+
+@pytest.fixture(scope="session")
+def pg_server_url() -> str:
+    """Admin URL of a reachable PostgreSQL server, or skip/fail with the reason."""
+    try:
+        import psycopg2  # noqa: F401
+        from sqlalchemy import create_engine, text
+    except ImportError as err:
+        skip_or_fail("postgres", f"driver missing ({err})")
+    engine = create_engine(PG_ADMIN_URL)
+    try:
+        with engine.connect() as conn:
+            conn.execute(text("select 1"))
+    except Exception as err:  # noqa: BLE001 - any failure means "no server here"
+        skip_or_fail("postgres", f"cannot connect to {engine.url.render_as_string(hide_password=True)} "
+                                 f"({type(err).__name__}); set TWILIO_SMS_TEST_PG_URL")
+    finally:
+        engine.dispose()
+    return PG_ADMIN_URL
+
+
+def _create_pg_database(admin_url: str) -> str:
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    name = f"twilio_sms_test_{uuid.uuid4().hex[:12]}"
+    engine = create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    with engine.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    engine.dispose()
+    return make_url(admin_url).set(database=name).render_as_string(hide_password=False)
+
+
+def _drop_pg_database(admin_url: str, url: str) -> None:
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    from airflow_provider_twilio_sms.store import engine as store_engine
+
+    for key in [k for k in store_engine._engines if k == url]:
+        store_engine._engines.pop(key).dispose()
+    name = make_url(url).database
+    engine = create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    with engine.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    engine.dispose()
+
+
+@pytest.fixture
+def pg_url(pg_server_url):
+    """A fresh, empty PostgreSQL database for one test, dropped afterwards."""
+    url = _create_pg_database(pg_server_url)
+    yield url
+    _drop_pg_database(pg_server_url, url)
+
+
+@pytest.fixture
+def sqlite_url(tmp_path) -> str:
+    return f"sqlite:///{tmp_path / 'store.db'}"
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def db_url(request, tmp_path):
+    """An empty database URL, once on SQLite and once on PostgreSQL."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'store.db'}"
+        return
+    admin = request.getfixturevalue("pg_server_url")
+    url = _create_pg_database(admin)
+    yield url
+    _drop_pg_database(admin, url)
+
+
+@pytest.fixture
+def store(db_url):
+    """A migrated :class:`SmsStore` on SQLite and on PostgreSQL."""
+    from airflow_provider_twilio_sms.store.api import SmsStore
+    from airflow_provider_twilio_sms.store.migrate import upgrade_url
+
+    upgrade_url(db_url)
+    return SmsStore(db_url)
+
+
+# --- Prism: Twilio's OpenAPI contract -----------------------------------------------------------
+
+@pytest.fixture(scope="session")
+def prism_url():
+    """Base URL of Prism mocking Twilio's published OpenAPI contract (shared/twilio-oai)."""
+    prism = REPO / ".tools" / "node_modules" / ".bin" / "prism"
+    if not TWILIO_OAI.exists():
+        skip_or_fail("prism", f"Twilio's contract is not at {TWILIO_OAI}")
+    if not prism.exists():
+        skip_or_fail("prism", "Prism is not installed (scripts/bootstrap.sh installs it when npm exists)")
+    if shutil.which("node") is None:
+        skip_or_fail("prism", "node is not on PATH")
+    port = free_port()
+    log = tempfile.NamedTemporaryFile(prefix="prism-", suffix=".log", delete=False)
+    proc = subprocess.Popen([str(prism), "mock", "-h", "127.0.0.1", "-p", str(port), str(TWILIO_OAI)],
+                            stdout=log, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 120
+    try:
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"Prism exited with {proc.returncode}: {Path(log.name).read_text()[-2000:]}")
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                    break
+            except OSError:
+                if time.monotonic() > deadline:
+                    pytest.fail(f"Prism did not listen within 120 s: {Path(log.name).read_text()[-2000:]}")
+                time.sleep(0.3)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()

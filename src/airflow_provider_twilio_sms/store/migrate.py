@@ -53,9 +53,9 @@ def upgrade(connection: Connection, revision: str = "head") -> None:
 
 def upgrade_url(url: str, revision: str = "head") -> tuple[str | None, str]:
     """Upgrade the store at ``url``; returns (revision before, revision after)."""
-    from sqlalchemy import create_engine
+    from airflow_provider_twilio_sms.store.engine import create_store_engine
 
-    engine = create_engine(url)
+    engine = create_store_engine(url)  # on SQLite this also switches the file to WAL mode
     try:
         with engine.begin() as conn:
             before = current_revision(conn)

@@ -1,0 +1,208 @@
+"""SmsStore semantics a sender, the webhook and the sensors rely on, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from airflow_provider_twilio_sms.store.api import LeaseLostError, make_scope
+
+ACCOUNT = "AC" + "1" * 32
+SCOPE = make_scope(ACCOUNT)
+TO = "+15551230001"
+
+
+def _claim(store, key="key-1", **kw):
+    args = dict(scope=SCOPE, idempotency_key=key, account_sid=ACCOUNT, conn_id="twilio_sms_default",
+                to_number=TO, from_number="+15005550006", body="Your code is 123456")
+    args.update(kw)
+    return store.claim(**args)
+
+
+class TestClaims:
+    def test_first_claim_is_new_and_a_second_attempt_sees_it_held(self, store):
+        first = _claim(store, attempt_id="a1")
+        assert first.outcome == "new" and first.owned
+        second = _claim(store, attempt_id="a2")
+        assert second.outcome == "held" and not second.owned
+        assert second.row["lease_expires_at"] > datetime.now(timezone.utc)
+
+    def test_a_sent_key_returns_the_recorded_result_without_a_new_claim(self, store):
+        claim = _claim(store, attempt_id="a1")
+        store.mark_attempt(claim)
+        store.record_sent(claim, {"sid": "SM" + "a" * 32, "status": "queued", "num_segments": 1})
+        again = _claim(store, attempt_id="a2")
+        assert again.outcome == "sent"
+        assert again.row["sid"] == "SM" + "a" * 32 and again.row["send_state"] == "sent"
+
+    def test_a_failed_key_stays_failed(self, store):
+        claim = _claim(store, attempt_id="a1")
+        store.record_failed(claim, 21211, "invalid To")
+        again = _claim(store, attempt_id="a2")
+        assert again.outcome == "failed" and again.row["error_code"] == 21211
+
+    def test_expired_lease_without_http_attempt_is_resumed_without_reconcile(self, store):
+        old = datetime.now(timezone.utc) - timedelta(minutes=10)
+        _claim(store, attempt_id="dead", lease_seconds=60, now=old)
+        taken = _claim(store, attempt_id="a2")
+        assert taken.outcome == "resume" and taken.owned
+
+    def test_expired_lease_after_http_attempt_must_reconcile(self, store):
+        old = datetime.now(timezone.utc) - timedelta(minutes=10)
+        dead = _claim(store, attempt_id="dead", lease_seconds=60, now=old)
+        store.mark_attempt(dead, lease_seconds=-60)  # the attempt died right after the request left
+        taken = _claim(store, attempt_id="a2")
+        assert taken.outcome == "reconcile"
+
+    def test_unknown_outcome_is_reconciled_by_the_next_attempt_at_once(self, store):
+        claim = _claim(store, attempt_id="a1")
+        store.mark_attempt(claim)
+        store.record_unknown(claim)
+        assert _claim(store, attempt_id="a2").outcome == "reconcile"
+
+    def test_a_429_clears_the_attempt_so_no_reconcile_is_needed(self, store):
+        claim = _claim(store, attempt_id="a1")
+        store.mark_attempt(claim)
+        store.clear_attempt(claim)
+        store.release(claim)
+        assert _claim(store, attempt_id="a2").outcome == "resume"
+
+    def test_the_attempt_that_lost_its_lease_cannot_record(self, store):
+        old = datetime.now(timezone.utc) - timedelta(minutes=10)
+        slow = _claim(store, attempt_id="slow", lease_seconds=60, now=old)
+        _claim(store, attempt_id="fast")
+        with pytest.raises(LeaseLostError):
+            store.mark_attempt(slow)
+
+    def test_same_attempt_reclaiming_its_own_live_claim_resumes(self, store):
+        _claim(store, attempt_id="a1")
+        assert _claim(store, attempt_id="a1").outcome == "resume"
+
+    def test_keys_are_scoped_per_account_and_team(self, store):
+        assert _claim(store, attempt_id="x").outcome == "new"
+        assert _claim(store, attempt_id="y", scope=make_scope(ACCOUNT, "team_b")).outcome == "new"
+        other = "AC" + "2" * 32
+        assert _claim(store, attempt_id="z", scope=make_scope(other), account_sid=other).outcome == "new"
+
+    def test_early_callback_status_is_not_overwritten_by_the_send_response(self, store):
+        claim = _claim(store, attempt_id="a1")
+        sid = "SM" + "b" * 32
+        store.mark_attempt(claim)
+        # the callback overtakes the HTTP response and is linked by the idempotency key
+        assert store.record_status_event(account_sid=ACCOUNT, conn_id="c", message_sid=sid, status="delivered",
+                                         payload={}, idempotency_key="key-1")
+        row = store.record_sent(claim, {"sid": sid, "status": "queued"})
+        assert row["status"] == "delivered" and row["sid"] == sid
+
+
+class TestStatusEvents:
+    SID = "SM" + "c" * 32
+
+    def _sent(self, store):
+        claim = _claim(store, attempt_id="a1")
+        store.record_sent(claim, {"sid": self.SID, "status": "queued"})
+
+    def _event(self, store, status, token=None, **kw):
+        return store.record_status_event(account_sid=ACCOUNT, conn_id="c", message_sid=self.SID, status=status,
+                                         payload={"MessageStatus": status}, idempotency_token=token, **kw)
+
+    def test_status_moves_forward_only_and_history_keeps_everything(self, store):
+        self._sent(store)
+        assert self._event(store, "delivered")
+        assert self._event(store, "sent")  # late: stored, but does not move the status back
+        assert store.get_message(sid=self.SID)["status"] == "delivered"
+        assert [h["status"] for h in store.status_history(self.SID)] == ["delivered", "sent"]
+
+    def test_terminal_statuses_do_not_replace_each_other(self, store):
+        self._sent(store)
+        self._event(store, "undelivered", error_code=30003)
+        self._event(store, "delivered")
+        row = store.get_message(sid=self.SID)
+        assert row["status"] == "undelivered" and row["error_code"] == 30003
+
+    def test_duplicates_by_token_and_by_sid_and_status_are_stored_once(self, store):
+        self._sent(store)
+        assert self._event(store, "sent", token="tok-1")
+        assert not self._event(store, "sent", token="tok-1")
+        assert not self._event(store, "sent", token="tok-2")
+        assert len(store.status_history(self.SID)) == 1
+
+    def test_unknown_status_is_stored_without_moving_the_state(self, store):
+        self._sent(store)
+        assert self._event(store, "teleported")
+        assert store.get_message(sid=self.SID)["status"] == "queued"
+        assert store.status_history(self.SID)[0]["status"] == "teleported"
+
+    def test_callback_for_a_message_we_never_sent_is_kept(self, store):
+        assert self._event(store, "delivered")
+        assert store.get_message(sid=self.SID) is None
+        assert len(store.status_history(self.SID)) == 1
+
+
+class TestInbound:
+    def _inbound(self, store, sid, body, frm="+15557654321", opt=None, now=None):
+        return store.record_inbound(account_sid=ACCOUNT, conn_id="c", message_sid=sid, from_number=frm,
+                                    to_number="+15005550006", body=body, payload={"Body": body},
+                                    opt_out_type=opt, now=now)
+
+    def test_inbound_is_stored_once_per_message_sid(self, store):
+        assert self._inbound(store, "SM1", "YES")
+        assert not self._inbound(store, "SM1", "YES")
+        assert len(store.find_inbound(to_number="+15005550006")) == 1
+
+    @pytest.mark.parametrize("body,opt", [("STOP", "STOP"), ("stop", None), ("Unsubscribe", None),
+                                          ("  quit ", None), ("CANCEL", None)])
+    def test_stop_opts_out_with_or_without_opt_out_type(self, store, body, opt):
+        self._inbound(store, "SM1", body, opt=opt)
+        assert store.is_opted_out(ACCOUNT, "+15557654321")
+
+    def test_start_opts_back_in(self, store):
+        self._inbound(store, "SM1", "STOP", opt="STOP")
+        self._inbound(store, "SM2", "START", opt="START")
+        assert not store.is_opted_out(ACCOUNT, "+15557654321")
+
+    def test_a_sentence_containing_stop_is_not_an_opt_out(self, store):
+        self._inbound(store, "SM1", "please stop the deploy")
+        assert not store.is_opted_out(ACCOUNT, "+15557654321")
+
+    def test_find_inbound_honours_since_and_after_id(self, store):
+        t0 = datetime.now(timezone.utc)
+        self._inbound(store, "SM1", "old", now=t0 - timedelta(minutes=5))
+        self._inbound(store, "SM2", "new 123456", now=t0)
+        found = store.find_inbound(to_number="+15005550006", since=t0 - timedelta(seconds=1))
+        assert [r["message_sid"] for r in found] == ["SM2"]
+        all_rows = store.find_inbound(from_number="+15557654321")
+        assert store.find_inbound(from_number="+15557654321", after_id=all_rows[0]["id"])[0]["message_sid"] == "SM2"
+
+    def test_find_inbound_refuses_a_full_scan(self, store):
+        with pytest.raises(ValueError):
+            store.find_inbound()
+
+
+class TestRateLimit:
+    def test_exact_sliding_window(self, store):
+        t0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
+        grants = [store.acquire_rate_slot("qa", 3, 60, grant_key=f"k{i}", now=t0 + timedelta(seconds=i * 10))
+                  for i in range(4)]
+        assert [g.granted for g in grants] == [True, True, True, False]
+        assert grants[3].next_free_at == t0 + timedelta(seconds=60)  # when the first grant leaves
+        assert not store.acquire_rate_slot("qa", 3, 60, grant_key="k9", now=t0 + timedelta(seconds=59)).granted
+        assert store.acquire_rate_slot("qa", 3, 60, grant_key="k9", now=t0 + timedelta(seconds=60, microseconds=1)).granted
+
+    def test_same_grant_key_is_not_charged_twice(self, store):
+        assert store.acquire_rate_slot("qa", 1, 60, grant_key="send-1").granted
+        again = store.acquire_rate_slot("qa", 1, 60, grant_key="send-1")
+        assert again.granted and again.used == 1
+        assert not store.acquire_rate_slot("qa", 1, 60, grant_key="send-2").granted
+
+    def test_segment_costs_and_pools_are_separate(self, store):
+        t0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
+        assert store.acquire_rate_slot("a", 5, 60, grant_key="x", cost=3, now=t0).granted
+        denied = store.acquire_rate_slot("a", 5, 60, grant_key="y", cost=3, now=t0 + timedelta(seconds=1))
+        assert not denied.granted and denied.used == 3
+        assert store.acquire_rate_slot("b", 5, 60, grant_key="y", cost=3, now=t0).granted
+
+    def test_cost_above_limit_is_an_error(self, store):
+        with pytest.raises(ValueError, match="more than the whole limit"):
+            store.acquire_rate_slot("a", 2, 60, grant_key="x", cost=3)

@@ -54,3 +54,8 @@ def get_json_object(option: str) -> dict:
         raise ConnectionConfigError(f"[{SECTION}]", option, "is not a JSON object",
                                     'Write a JSON object, e.g. {"team_a": "100/1h"}')
     return value
+
+
+def airflow_multi_team() -> bool:
+    """Whether Airflow runs in multi-team mode (``[core] multi_team``, Airflow 3.2+)."""
+    return str(_conf().get("core", "multi_team", fallback="False")).strip().lower() in ("1", "true", "yes", "on")

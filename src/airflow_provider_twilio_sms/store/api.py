@@ -39,6 +39,19 @@ STOP_KEYWORDS = frozenset({"STOP", "STOPALL", "UNSUBSCRIBE", "END", "QUIT", "REV
 START_KEYWORDS = frozenset({"START", "UNSTOP", "YES"})
 
 
+def opt_out_keyword(body: str | None) -> str | None:
+    """"STOP" or "START" when the whole body is one of Twilio's opt-out or opt-in keywords."""
+    words = (body or "").split()
+    if len(words) != 1:
+        return None
+    word = words[0].strip(".!").upper()
+    if word in STOP_KEYWORDS:
+        return "STOP"
+    if word in START_KEYWORDS:
+        return "START"
+    return None
+
+
 def utcnow() -> datetime:
     return datetime.now(timezone.utc)
 
@@ -410,10 +423,7 @@ class SmsStore:
     ) -> bool:
         """Store one inbound message (once per MessageSid) and apply STOP/START to the opt-out list."""
         now = now or utcnow()
-        keyword = (opt_out_type or "").strip().upper() or None
-        first_word = (body or "").strip().split(maxsplit=1)[0].upper().strip(".!") if (body or "").strip() else ""
-        if keyword is None and first_word in STOP_KEYWORDS and len((body or "").split()) == 1:
-            keyword = "STOP"
+        keyword = (opt_out_type or "").strip().upper() or opt_out_keyword(body)
         values = {
             "kind": "inbound", "account_sid": account_sid, "conn_id": conn_id,
             "dedupe_key": f"inbound:{message_sid}", "message_sid": message_sid, "status": "received",

@@ -482,6 +482,63 @@ class SmsStore:
             ).all()
         return [dict(r._mapping) for r in rows]
 
+    def message_states(self, sids: Iterable[str]) -> dict[str, dict[str, Any]]:
+        """Current status of many messages in one round trip (the triggers' batched poll).
+
+        A message sent by this provider has a row whose status only moves forward; a message known
+        only from callbacks (sent elsewhere) takes the highest-ranked status among its events.
+        Each value: ``status``, ``error_code``, ``events`` (how many callbacks are stored).
+        """
+        sids = list(dict.fromkeys(s for s in sids if s))
+        states: dict[str, dict[str, Any]] = {}
+        m, e = t.message, t.event
+        with self._read() as conn:
+            for chunk in (sids[i:i + 500] for i in range(0, len(sids), 500)):
+                for row in conn.execute(select(m.c.sid, m.c.status, m.c.error_code).where(m.c.sid.in_(chunk))):
+                    states[row.sid] = {"status": row.status, "error_code": row.error_code, "events": 0}
+                counts = conn.execute(
+                    select(e.c.message_sid, func.count()).where(e.c.kind == "status", e.c.message_sid.in_(chunk))
+                    .group_by(e.c.message_sid)
+                ).all()
+                orphans = []
+                for sid, count in counts:
+                    if sid in states:
+                        states[sid]["events"] = count
+                    else:
+                        orphans.append(sid)
+                if orphans:
+                    rows = conn.execute(select(e.c.message_sid, e.c.status, e.c.error_code)
+                                        .where(e.c.kind == "status", e.c.message_sid.in_(orphans))
+                                        .order_by(e.c.id)).all()
+                    for row in rows:
+                        best = states.setdefault(row.message_sid, {"status": None, "error_code": None, "events": 0})
+                        best["events"] += 1
+                        if status_rank(row.status) > status_rank(best["status"]):
+                            best.update(status=row.status, error_code=row.error_code)
+        return states
+
+    def find_inbound_any(
+        self, *, numbers_to: Iterable[str] = (), numbers_from: Iterable[str] = (), after_id: int = 0,
+        limit: int = 1000,
+    ) -> list[dict[str, Any]]:
+        """Inbound messages after ``after_id`` to any of ``numbers_to`` or from any of ``numbers_from``.
+
+        One query for every waiting reply sensor of a triggerer; uses the (kind, number, id) indexes.
+        """
+        to_list, from_list = sorted(set(numbers_to)), sorted(set(numbers_from))
+        if not (to_list or from_list):
+            return []
+        e = t.event
+        either = []
+        if to_list:
+            either.append(e.c.to_number.in_(to_list))
+        if from_list:
+            either.append(e.c.from_number.in_(from_list))
+        with self._read() as conn:
+            rows = conn.execute(select(e).where(e.c.kind == "inbound", e.c.id > after_id, or_(*either))
+                                .order_by(e.c.id).limit(limit)).all()
+        return [dict(r._mapping) for r in rows]
+
     def find_inbound(
         self,
         *,

@@ -1,0 +1,164 @@
+"""The sensors' triggers driven to their events against a real store (SQLite and PostgreSQL)."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import json
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from airflow_provider_twilio_sms.replies import ReplyCriteria
+from airflow_provider_twilio_sms.store.api import make_scope
+from airflow_provider_twilio_sms.triggers.sms import SmsReplyTrigger, SmsStatusTrigger, StorePoller
+
+ACCOUNT = "AC" + "4" * 32
+OURS = "+15005550006"
+USER = "+15557654321"
+
+
+@pytest.fixture
+def store_conn(store, monkeypatch):
+    url = store.engine.url.render_as_string(hide_password=False)
+    monkeypatch.setenv("AIRFLOW_CONN_TRIGGER_STORE",
+                       json.dumps({"conn_type": "generic", "extra": {"sqlalchemy_url": url}}))
+    StorePoller._pollers.clear()
+    return "trigger_store"
+
+
+def _sent(store, sid):
+    claim = store.claim(scope=make_scope(ACCOUNT), idempotency_key=sid, account_sid=ACCOUNT, conn_id="c",
+                        to_number=USER, from_number=OURS, body="hi")
+    store.record_sent(claim, {"sid": sid, "status": "queued"})
+
+
+def _callback(store, sid, status, error_code=None):
+    store.record_status_event(account_sid=ACCOUNT, conn_id="c", message_sid=sid, status=status,
+                              payload={"MessageStatus": status}, error_code=error_code)
+
+
+def _inbound(store, sid, body, frm=USER, opt=None):
+    store.record_inbound(account_sid=ACCOUNT, conn_id="c", message_sid=sid, from_number=frm, to_number=OURS,
+                         body=body, payload={"Body": body}, opt_out_type=opt)
+
+
+async def _first_event(trigger, *, then=None, timeout=10):
+    """Run the trigger; call ``then()`` in a thread once it is waiting; return its first event."""
+    agen = trigger.run()
+    task = asyncio.ensure_future(agen.__anext__())
+    await asyncio.sleep(0.1)
+    if then:
+        await asyncio.to_thread(then)
+    event = await asyncio.wait_for(task, timeout)
+    await agen.aclose()
+    return event.payload
+
+
+@pytest.mark.parametrize("trigger", [
+    SmsStatusTrigger(message_sid="SM1", success_statuses=["delivered"], failure_statuses=["failed"],
+                     store_conn_id="s", poll_interval=2, fallback_at="2026-01-01T00:00:00+00:00"),
+    SmsReplyTrigger(criteria=ReplyCriteria(from_number=USER, body_pattern=r"(\d{6})").to_json(), after_id=7,
+                    store_conn_id="s", poll_interval=3),
+])
+def test_serialize_round_trips_through_json(trigger):
+    classpath, kwargs = trigger.serialize()
+    module, name = classpath.rsplit(".", 1)
+    rebuilt = getattr(importlib.import_module(module), name)(**json.loads(json.dumps(kwargs)))
+    assert rebuilt.serialize() == (classpath, kwargs)
+
+
+class TestStatusTrigger:
+    def _trigger(self, store_conn, sid, **kw):
+        return SmsStatusTrigger(message_sid=sid, success_statuses=["delivered"],
+                                failure_statuses=["failed", "undelivered"], store_conn_id=store_conn,
+                                poll_interval=0.05, **kw)
+
+    @pytest.mark.asyncio
+    async def test_fires_success_when_the_callback_is_stored(self, store, store_conn):
+        _sent(store, "SM" + "1" * 32)
+        event = await _first_event(self._trigger(store_conn, "SM" + "1" * 32),
+                                   then=lambda: _callback(store, "SM" + "1" * 32, "delivered"))
+        assert event == {"outcome": "success", "sid": "SM" + "1" * 32, "status": "delivered", "error_code": None}
+
+    @pytest.mark.asyncio
+    async def test_fires_failure_with_the_error_code(self, store, store_conn):
+        _sent(store, "SM" + "2" * 32)
+        event = await _first_event(self._trigger(store_conn, "SM" + "2" * 32),
+                                   then=lambda: _callback(store, "SM" + "2" * 32, "undelivered", 30003))
+        assert event["outcome"] == "failure" and event["error_code"] == 30003
+
+    @pytest.mark.asyncio
+    async def test_late_sent_after_delivered_still_reads_delivered(self, store, store_conn):
+        sid = "SM" + "3" * 32
+        _sent(store, sid)
+        _callback(store, sid, "delivered")
+        _callback(store, sid, "sent")
+        event = await _first_event(self._trigger(store_conn, sid))
+        assert event["status"] == "delivered"
+
+    @pytest.mark.asyncio
+    async def test_no_callback_after_the_fallback_moment(self, store, store_conn):
+        sid = "SM" + "5" * 32
+        _sent(store, sid)
+        past = (datetime.now(timezone.utc) - timedelta(seconds=1)).isoformat()
+        event = await _first_event(self._trigger(store_conn, sid, fallback_at=past))
+        assert event == {"outcome": "no_callback", "sid": sid}
+
+
+class TestReplyTrigger:
+    def _trigger(self, store_conn, after_id=0, **criteria):
+        criteria.setdefault("from_number", USER)
+        return SmsReplyTrigger(criteria=ReplyCriteria(**criteria).to_json(), after_id=after_id,
+                               store_conn_id=store_conn, poll_interval=0.05)
+
+    @pytest.mark.asyncio
+    async def test_matching_reply_captures_groups(self, store, store_conn):
+        event = await _first_event(self._trigger(store_conn, body_pattern=r"code is (\d{6})"),
+                                   then=lambda: (_inbound(store, "SMa", "hello"),
+                                                 _inbound(store, "SMb", "Your code is 482913")))
+        assert event["outcome"] == "match"
+        assert event["result"]["message_sid"] == "SMb" and event["result"]["groups"] == ["482913"]
+        assert event["result"]["from"] == "***4321"
+
+    @pytest.mark.asyncio
+    async def test_stop_from_the_awaited_number_ends_the_wait(self, store, store_conn):
+        event = await _first_event(self._trigger(store_conn, keywords=("YES", "NO")),
+                                   then=lambda: _inbound(store, "SMs", "STOP", opt="STOP"))
+        assert event["outcome"] == "opt_out" and "***4321" in event["message"] and "STOP" in event["message"]
+
+    @pytest.mark.asyncio
+    async def test_messages_before_the_cursor_never_match(self, store, store_conn):
+        _inbound(store, "SMold", "YES")
+        cursor = store.find_inbound(from_number=USER)[-1]["id"]
+        event = await _first_event(self._trigger(store_conn, after_id=cursor, keywords=("YES", "NO")),
+                                   then=lambda: _inbound(store, "SMnew", "no thanks"))
+        assert event["result"]["message_sid"] == "SMnew" and event["result"]["groups"] == ["no"]
+
+    @pytest.mark.asyncio
+    async def test_other_numbers_do_not_match(self, store, store_conn):
+        trigger = self._trigger(store_conn, keywords=("YES",))
+        event = await _first_event(trigger, then=lambda: (_inbound(store, "SMx", "YES", frm="+15550000000"),
+                                                          _inbound(store, "SMy", "yes")))
+        assert event["result"]["message_sid"] == "SMy"
+
+
+@pytest.mark.asyncio
+async def test_one_query_per_round_however_many_sensors_wait(store, store_conn):
+    """200 waiting status triggers and 200 reply triggers share one poller: 2 queries per round."""
+    sids = [f"SM{i:032d}" for i in range(200)]
+    for sid in sids:
+        _sent(store, sid)
+    triggers = [SmsStatusTrigger(message_sid=sid, success_statuses=["delivered"], failure_statuses=["failed"],
+                                 store_conn_id=store_conn, poll_interval=0.2) for sid in sids]
+    triggers += [SmsReplyTrigger(criteria=ReplyCriteria(from_number=f"+1555{i:07d}", keywords=("YES",)).to_json(),
+                                 store_conn_id=store_conn, poll_interval=0.2) for i in range(200)]
+    tasks = [asyncio.ensure_future(t.run().__anext__()) for t in triggers]
+    await asyncio.sleep(1.1)
+    poller = next(iter(StorePoller._pollers.values()))
+    assert len(StorePoller._pollers) == 1
+    assert poller.rounds >= 3
+    assert poller.queries <= 2 * poller.rounds
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)

@@ -1,0 +1,159 @@
+"""Benchmark: the cost of one reply-sensor poke as the store grows, and a triggerer's query rate.
+
+Prints, in one run and per backend (SQLite always; PostgreSQL when TWILIO_SMS_BENCH_PG_URL or the
+local server answers):
+  1. the median time of one poke (the store query a SmsReplySensor makes) with 1 000 and with
+     1 000 000 stored events, and their ratio (goal: at most 1.5, i.e. the query is indexed);
+  2. store queries per second made by one triggerer holding 1 000 deferred sensors (500 status,
+     500 reply), against the naive 1 000 / poll_interval.
+
+    .venv/bin/python bench/sensor.py [--events 1000000] [--backend sqlite|postgres|both]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from datetime import datetime, timedelta, timezone
+
+from sqlalchemy import create_engine, insert, text
+
+from airflow_provider_twilio_sms.replies import ReplyCriteria
+from airflow_provider_twilio_sms.store import tables as t
+from airflow_provider_twilio_sms.store.api import SmsStore
+from airflow_provider_twilio_sms.store.migrate import upgrade_url
+
+OURS = "+15005550006"
+WAITED = "+15550009999"
+
+
+def _fill(url: str, total: int, have: int) -> None:
+    """Add inbound events (from 10 000 distinct numbers) until the store holds ``total``."""
+    engine = create_engine(url)
+    base = datetime.now(timezone.utc) - timedelta(days=30)
+    chunk = 20_000
+    with engine.begin() as conn:
+        for start in range(have, total, chunk):
+            rows = [{
+                "kind": "inbound", "account_sid": "AC" + "0" * 32, "conn_id": "bench",
+                "dedupe_key": f"inbound:SM{i:032d}", "message_sid": f"SM{i:032d}", "status": "received",
+                "from_number": f"+1555{i % 10_000:07d}", "to_number": OURS, "body": f"message {i}",
+                "num_media": 0, "received_at": base + timedelta(seconds=i), "payload": "{}",
+            } for i in range(start, min(total, start + chunk))]
+            conn.execute(insert(t.event), rows)
+    engine.dispose()
+
+
+def _poke_seconds(store: SmsStore, repeats: int = 200) -> float:
+    """Median time of the query one SmsReplySensor poke makes (reply from one number, since an hour ago)."""
+    criteria = ReplyCriteria(from_number=WAITED, to_number=OURS, body_pattern=r"code is (\d{6})",
+                             since=datetime.now(timezone.utc) - timedelta(hours=1))
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        rows = store.find_inbound(to_number=criteria.to_number, from_number=criteria.from_number,
+                                  since=criteria.since, limit=200)
+        [criteria.match(r) for r in rows]
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def bench_poke(url: str, big: int) -> None:
+    upgrade_url(url)
+    store = SmsStore(url)
+    _fill(url, 1_000, 0)
+    small = _poke_seconds(store)
+    _fill(url, big, 1_000)
+    with store.engine.begin() as conn:
+        conn.execute(text("ANALYZE"))
+    large = _poke_seconds(store)
+    print(f"  poke with {1_000:>9,} events: {small * 1e3:7.3f} ms")
+    print(f"  poke with {big:>9,} events: {large * 1e3:7.3f} ms")
+    print(f"  ratio large/small: {large / small:.2f}  (goal <= 1.5)")
+
+
+async def _triggerer(url: str, sensors: int, interval: float, seconds: float) -> tuple[int, float]:
+    from airflow_provider_twilio_sms.triggers.sms import SmsReplyTrigger, SmsStatusTrigger, StorePoller
+
+    os.environ["AIRFLOW_CONN_BENCH_STORE"] = json.dumps({"conn_type": "generic", "extra": {"sqlalchemy_url": url}})
+    StorePoller._pollers.clear()
+    half = sensors // 2
+    triggers = [SmsStatusTrigger(message_sid=f"SM{uuid.uuid4().hex}", success_statuses=["delivered"],
+                                 failure_statuses=["failed"], store_conn_id="bench_store", poll_interval=interval)
+                for _ in range(half)]
+    triggers += [SmsReplyTrigger(criteria=ReplyCriteria(from_number=f"+1666{i:07d}", keywords=("YES",)).to_json(),
+                                 store_conn_id="bench_store", poll_interval=interval) for i in range(sensors - half)]
+    tasks = [asyncio.ensure_future(tr.run().__anext__()) for tr in triggers]
+    await asyncio.sleep(interval)  # let every trigger register
+    poller = next(iter(StorePoller._pollers.values()))
+    start_queries, start = poller.queries, time.perf_counter()
+    await asyncio.sleep(seconds)
+    elapsed = time.perf_counter() - start
+    queries = poller.queries - start_queries
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    return queries, elapsed
+
+
+def bench_triggerer(url: str, sensors: int = 1_000, interval: float = 1.0, seconds: float = 10.0) -> None:
+    queries, elapsed = asyncio.run(_triggerer(url, sensors, interval, seconds))
+    print(f"  triggerer with {sensors} deferred sensors, poll interval {interval:.0f} s: "
+          f"{queries / elapsed:.1f} store queries/s (one query per sensor per poll would be {sensors / interval:.0f}/s)")
+
+
+def _pg_url() -> str | None:
+    admin = os.environ.get("TWILIO_SMS_BENCH_PG_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres")
+    try:
+        engine = create_engine(admin, isolation_level="AUTOCOMMIT")
+        name = f"twilio_sms_bench_{uuid.uuid4().hex[:8]}"
+        with engine.connect() as conn:
+            conn.execute(text(f'CREATE DATABASE "{name}"'))
+        engine.dispose()
+        return admin.rsplit("/", 1)[0] + "/" + name
+    except Exception as err:  # noqa: BLE001
+        print(f"PostgreSQL skipped: {type(err).__name__}: {err}".splitlines()[0])
+        return None
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--events", type=int, default=1_000_000)
+    parser.add_argument("--backend", choices=("sqlite", "postgres", "both"), default="both")
+    args = parser.parse_args()
+    backends = []
+    if args.backend in ("sqlite", "both"):
+        backends.append(("SQLite", f"sqlite:///{tempfile.mkdtemp()}/bench.db"))
+    if args.backend in ("postgres", "both") and (pg := _pg_url()):
+        backends.append(("PostgreSQL", pg))
+    for name, url in backends:
+        print(f"{name}:")
+        try:
+            bench_poke(url, args.events)
+            bench_triggerer(url)
+        finally:
+            if url.startswith("postgresql"):
+                _drop_pg(url)
+    return 0
+
+
+def _drop_pg(url: str) -> None:
+    from airflow_provider_twilio_sms.store import engine as store_engine
+
+    for engine in store_engine._engines.values():
+        engine.dispose()
+    admin = create_engine(url.rsplit("/", 1)[0] + "/postgres", isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{url.rsplit("/", 1)[1]}" WITH (FORCE)'))
+    admin.dispose()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

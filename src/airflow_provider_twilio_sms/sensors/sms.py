@@ -1,0 +1,318 @@
+"""Sensors that wait on what comes back: delivery statuses and inbound replies, read from the store.
+
+The webhook app writes Twilio's callbacks and inbound messages to the store; these sensors only read
+it (poke, reschedule, or deferred to a trigger that polls in batches). DAG files import this module
+on every parse, so nothing heavy is imported at module level.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Sequence
+from datetime import datetime, timedelta, timezone
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
+
+from airflow.sdk import BaseSensorOperator, PokeReturnValue, conf
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
+
+    from airflow_provider_twilio_sms.hooks.twilio_sms import TwilioSmsHook
+    from airflow_provider_twilio_sms.replies import ReplyCriteria
+    from airflow_provider_twilio_sms.store.api import SmsStore
+
+DEFAULT_FAILURE_STATUSES = ("failed", "undelivered", "canceled")
+
+
+def _default_deferrable() -> bool:
+    return conf.getboolean("operators", "default_deferrable", fallback=False)
+
+
+class _StoreSensor(BaseSensorOperator):
+    """What both sensors share: the store, the Twilio hook, the referenced send's stored row."""
+
+    def __init__(self, *, twilio_conn_id: str = "twilio_sms_default", store_conn_id: str | None = None,
+                 deferrable: bool | None = None, poll_interval: float = 5.0, **kwargs):
+        super().__init__(**kwargs)
+        self.twilio_conn_id = twilio_conn_id
+        self.store_conn_id = store_conn_id
+        self.deferrable = _default_deferrable() if deferrable is None else deferrable
+        self.poll_interval = poll_interval
+
+    @cached_property
+    def store(self) -> SmsStore:
+        from airflow_provider_twilio_sms.store.locate import get_store
+
+        return get_store(self.store_conn_id)
+
+    @cached_property
+    def hook(self) -> TwilioSmsHook:
+        from airflow_provider_twilio_sms.hooks.twilio_sms import TwilioSmsHook
+
+        return TwilioSmsHook(twilio_conn_id=self.twilio_conn_id)
+
+    def _sent_row(self, context: Context, task_id: str) -> dict[str, Any]:
+        """The stored outbound row of the SendSmsOperator task ``task_id`` in this DAG run."""
+        from airflow_provider_twilio_sms.store.api import make_scope
+
+        result = context["ti"].xcom_pull(task_ids=task_id)
+        if isinstance(result, list):  # a mapped upstream: take the instance with our map index
+            index = context["ti"].map_index
+            result = result[index] if 0 <= index < len(result) else None
+        if not isinstance(result, dict) or not result.get("idempotency_key"):
+            raise ValueError(f"task {task_id!r} returned no SendSmsOperator result in this DAG run; "
+                             "point the sensor at a SendSmsOperator task upstream of it")
+        row = None
+        if result.get("sid"):
+            row = self.store.get_message(sid=result["sid"])
+        if row is None:
+            from airflow_provider_twilio_sms.operators.sms import team_of
+
+            scope = make_scope(result.get("account_sid") or self.hook.settings.account_sid, team_of(context))
+            row = self.store.get_message(scope=scope, idempotency_key=result["idempotency_key"])
+        if row is None:
+            raise ValueError(f"the message sent by task {task_id!r} is not in the store: is the sensor "
+                             "reading the same store connection as the operator?")
+        return row
+
+    def _timeout_delta(self) -> timedelta | None:
+        return timedelta(seconds=self.timeout) if self.timeout else None
+
+
+class SmsStatusSensor(_StoreSensor):
+    """
+    Wait until a message reaches a delivery status (default ``delivered``).
+
+    Give exactly one of ``message_sid``, ``from_task`` (a SendSmsOperator task id in this DAG run) or
+    ``idempotency_key``. On a failure status the task fails at once with Twilio's error code and what
+    it means. When no status callback has arrived ``fallback_after`` seconds after the send, the
+    message is fetched from Twilio once and what it says is recorded (Twilio's test credentials, for
+    one, never send callbacks).
+
+    :param success_statuses: statuses that end the wait successfully.
+    :param failure_statuses: statuses that fail the task (default failed, undelivered, canceled).
+    :param fallback_after: seconds without any callback before asking Twilio once; None to never ask.
+    :param deferrable: wait in the triggerer (default ``[operators] default_deferrable``).
+    :param poll_interval: seconds between store polls while deferred.
+    """
+
+    template_fields: Sequence[str] = ("message_sid", "from_task", "idempotency_key", "twilio_conn_id",
+                                      "store_conn_id")
+
+    def __init__(self, *, message_sid: str | None = None, from_task: str | None = None,
+                 idempotency_key: str | None = None, success_statuses: Collection[str] = ("delivered",),
+                 failure_statuses: Collection[str] = DEFAULT_FAILURE_STATUSES,
+                 fallback_after: float | None = 300, **kwargs):
+        super().__init__(**kwargs)
+        self.message_sid = message_sid
+        self.from_task = from_task
+        self.idempotency_key = idempotency_key
+        self.success_statuses = tuple(success_statuses)
+        self.failure_statuses = tuple(failure_statuses)
+        self.fallback_after = fallback_after
+
+    def _message(self, context: Context) -> tuple[str | None, datetime | None, dict[str, Any] | None]:
+        """(sid, sent_at, stored row) of the awaited message."""
+        from airflow_provider_twilio_sms.store.api import make_scope
+
+        given = [x for x in (self.message_sid, self.from_task, self.idempotency_key) if x]
+        if len(given) != 1:
+            raise ValueError("SmsStatusSensor needs exactly one of message_sid, from_task or idempotency_key")
+        if self.message_sid:
+            row = self.store.get_message(sid=self.message_sid)
+            return self.message_sid, row and row.get("sent_at"), row
+        if self.from_task:
+            row = self._sent_row(context, self.from_task)
+        else:
+            from airflow_provider_twilio_sms.operators.sms import team_of
+
+            scope = make_scope(self.hook.settings.account_sid, team_of(context))
+            row = self.store.get_message(scope=scope, idempotency_key=self.idempotency_key)
+            if row is None:
+                raise ValueError("no message was sent with this idempotency key (scoped to the connection's "
+                                 "account and this DAG's team)")
+        return row.get("sid"), row.get("sent_at") or row.get("created_at"), row
+
+    def _verdict(self, sid: str, state: dict[str, Any] | None) -> dict[str, Any] | None:
+        """The XCom result when the wait is over; raises on a failure status; None to keep waiting."""
+        from airflow.sdk.exceptions import AirflowFailException
+
+        from airflow_provider_twilio_sms.errors import describe_error_code
+        from airflow_provider_twilio_sms.privacy import mask_sid
+
+        status = ((state or {}).get("status") or "").lower()
+        if status in self.failure_statuses:
+            raise AirflowFailException(f"message {mask_sid(sid)} ended {status}: "
+                                       f"{describe_error_code((state or {}).get('error_code'))}")
+        if status in self.success_statuses:
+            return {"sid": sid, "status": status, "error_code": (state or {}).get("error_code")}
+        return None
+
+    def _fallback_due(self, sent_at: datetime | None, state: dict[str, Any] | None) -> bool:
+        from airflow_provider_twilio_sms.store.api import utcnow
+
+        if self.fallback_after is None or sent_at is None or (state or {}).get("events"):
+            return False
+        return utcnow() >= sent_at + timedelta(seconds=self.fallback_after)
+
+    def _ask_twilio(self, sid: str) -> dict[str, Any] | None:
+        """Fetch the message once and record its status as an event (deduplicated like callbacks)."""
+        message = self.hook.fetch_message(sid)
+        self.log.info("No status callback arrived; Twilio says the message is %s", message.get("status"))
+        self.store.record_status_event(
+            account_sid=message.get("account_sid") or self.hook.settings.account_sid, conn_id=self.twilio_conn_id,
+            message_sid=sid, status=message.get("status") or "unknown", error_code=message.get("error_code"),
+            payload={"source": "api-fetch", "MessageStatus": message.get("status"),
+                     "ErrorCode": message.get("error_code")})
+        return self.store.message_states([sid]).get(sid)
+
+    def poke(self, context: Context) -> PokeReturnValue:
+        sid, sent_at, _ = self._message(context)
+        if not sid:
+            self.log.info("The send has no SID yet (its outcome is being reconciled); waiting")
+            return PokeReturnValue(is_done=False)
+        state = self.store.message_states([sid]).get(sid)
+        if self._fallback_due(sent_at, state):
+            state = self._ask_twilio(sid)
+        result = self._verdict(sid, state)
+        return PokeReturnValue(is_done=result is not None, xcom_value=result)
+
+    def execute(self, context: Context) -> Any:
+        if not self.deferrable:
+            return super().execute(context)
+        first = self.poke(context)
+        if first.is_done:
+            return first.xcom_value
+        self._defer(context)
+
+    def _defer(self, context: Context, *, allow_fallback: bool = True) -> None:
+        from airflow_provider_twilio_sms.triggers.sms import SmsStatusTrigger
+
+        sid, sent_at, _ = self._message(context)
+        if not sid:  # nothing to poll by yet: check again after one interval, without a worker slot
+            from airflow.providers.standard.triggers.temporal import TimeDeltaTrigger
+
+            self.defer(trigger=TimeDeltaTrigger(timedelta(seconds=self.poll_interval)), method_name="execute")
+        fallback_at = None
+        if allow_fallback and self.fallback_after is not None and sent_at is not None:
+            fallback_at = (sent_at + timedelta(seconds=self.fallback_after)).isoformat()
+        self.defer(
+            trigger=SmsStatusTrigger(message_sid=sid, success_statuses=list(self.success_statuses),
+                                     failure_statuses=list(self.failure_statuses),
+                                     store_conn_id=self.store_conn_id, poll_interval=self.poll_interval,
+                                     fallback_at=fallback_at),
+            method_name="execute_complete", timeout=self._timeout_delta())
+
+    def execute_complete(self, context: Context, event: dict[str, Any]) -> Any:
+        if event["outcome"] == "no_callback":
+            result = self._verdict(event["sid"], self._ask_twilio(event["sid"]))
+            if result is not None:
+                return result
+            self._defer(context, allow_fallback=False)
+        return self._verdict(event["sid"], {"status": event["status"], "error_code": event.get("error_code")})
+
+
+class SmsReplySensor(_StoreSensor):
+    """
+    Wait for an inbound SMS that matches, and hand its body and captured groups to the next task.
+
+    Which messages count: ``in_reply_to`` (a SendSmsOperator task id: replies from that recipient to
+    that sender after that send), or explicit ``from_number`` and/or ``to_number``. What counts:
+    ``body_pattern`` (a regular expression, searched case-insensitively unless ``case_sensitive``) or
+    ``keywords`` (the first word). Messages received before ``since`` (default: the referenced send,
+    else the DAG run's start) never match. A STOP from the awaited number fails the task at once.
+
+    XCom: ``message_sid``, ``received_at``, ``from`` (masked), ``body``, ``groups``, ``named_groups``.
+    The body and groups are what the pipeline waits for (an OTP code, a YES): they are registered as
+    secrets so task logs show them masked.
+    """
+
+    template_fields: Sequence[str] = ("in_reply_to", "from_number", "to_number", "body_pattern", "keywords",
+                                      "since", "twilio_conn_id", "store_conn_id")
+
+    def __init__(self, *, in_reply_to: str | None = None, from_number: str | None = None,
+                 to_number: str | None = None, body_pattern: str | None = None,
+                 keywords: Collection[str] | None = None, case_sensitive: bool = False,
+                 since: datetime | str | None = None, **kwargs):
+        super().__init__(**kwargs)
+        self.in_reply_to = in_reply_to
+        self.from_number = from_number
+        self.to_number = to_number
+        self.body_pattern = body_pattern
+        self.keywords = keywords
+        self.case_sensitive = case_sensitive
+        self.since = since
+
+    def criteria(self, context: Context) -> ReplyCriteria:
+        from airflow_provider_twilio_sms.phone import normalize_number
+        from airflow_provider_twilio_sms.replies import ReplyCriteria
+
+        region = self.hook.settings.default_region
+        from_number = normalize_number(self.from_number, region) if self.from_number else None
+        to_number = normalize_number(self.to_number, region) if self.to_number else None
+        since = self.since
+        if self.in_reply_to:
+            row = self._sent_row(context, self.in_reply_to)
+            from_number = from_number or row["to_number"]
+            to_number = to_number or row.get("from_number")
+            since = since or row.get("sent_at") or row["created_at"]
+        if isinstance(since, str):
+            since = datetime.fromisoformat(since)
+        if since is not None and since.tzinfo is None:
+            since = since.replace(tzinfo=timezone.utc)  # a naive time is read as UTC, as Airflow does
+        if since is None:
+            dag_run = context.get("dag_run")
+            since = getattr(dag_run, "start_date", None) or getattr(dag_run, "run_after", None)
+        return ReplyCriteria(from_number=from_number, to_number=to_number, body_pattern=self.body_pattern,
+                             keywords=tuple(self.keywords or ()), case_sensitive=self.case_sensitive, since=since)
+
+    def _scan(self, criteria: ReplyCriteria) -> tuple[dict[str, Any] | None, int]:
+        """(result, last event id seen): the first match among stored messages, or None."""
+        from airflow.sdk.exceptions import AirflowFailException
+
+        last_id = 0
+        while True:
+            rows = self.store.find_inbound(to_number=criteria.to_number, from_number=criteria.from_number,
+                                           since=criteria.since, after_id=last_id, limit=200)
+            for row in rows:
+                last_id = row["id"]
+                if criteria.is_opt_out(row):
+                    raise AirflowFailException(criteria.opt_out_message(row))
+                result = criteria.match(row)
+                if result is not None:
+                    return self._reveal(result), last_id
+            if len(rows) < 200:
+                return None, last_id
+
+    @staticmethod
+    def _reveal(result: dict[str, Any]) -> dict[str, Any]:
+        from airflow.sdk.log import mask_secret
+
+        for value in [result.get("body"), *result.get("groups", [])]:
+            if value and len(value) >= 4:
+                mask_secret(value)
+        return result
+
+    def poke(self, context: Context) -> PokeReturnValue:
+        result, _ = self._scan(self.criteria(context))
+        return PokeReturnValue(is_done=result is not None, xcom_value=result)
+
+    def execute(self, context: Context) -> Any:
+        if not self.deferrable:
+            return super().execute(context)
+        from airflow_provider_twilio_sms.triggers.sms import SmsReplyTrigger
+
+        criteria = self.criteria(context)
+        result, last_id = self._scan(criteria)
+        if result is not None:
+            return result
+        self.defer(trigger=SmsReplyTrigger(criteria=criteria.to_json(), after_id=last_id,
+                                           store_conn_id=self.store_conn_id, poll_interval=self.poll_interval),
+                   method_name="execute_complete", timeout=self._timeout_delta())
+
+    def execute_complete(self, context: Context, event: dict[str, Any]) -> Any:
+        from airflow.sdk.exceptions import AirflowFailException
+
+        if event["outcome"] == "opt_out":
+            raise AirflowFailException(event["message"])
+        return self._reveal(event["result"])

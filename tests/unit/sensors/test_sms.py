@@ -1,0 +1,164 @@
+"""Sensor pokes against a real store: statuses, replies, opt-outs, since, and deferral to the triggers."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timedelta, timezone
+from types import SimpleNamespace
+
+import pytest
+from airflow.sdk.exceptions import AirflowFailException, TaskDeferred
+
+from airflow_provider_twilio_sms.sensors.sms import SmsReplySensor, SmsStatusSensor
+from airflow_provider_twilio_sms.store.api import make_scope
+from airflow_provider_twilio_sms.triggers.sms import SmsReplyTrigger, SmsStatusTrigger
+
+ACCOUNT = "AC" + "5" * 32
+OURS = "+15005550006"
+USER = "+15557654321"
+
+
+@pytest.fixture
+def env(store, monkeypatch):
+    url = store.engine.url.render_as_string(hide_password=False)
+    monkeypatch.setenv("AIRFLOW_CONN_SENSOR_STORE",
+                       json.dumps({"conn_type": "generic", "extra": {"sqlalchemy_url": url}}))
+    monkeypatch.setenv("AIRFLOW_CONN_TWILIO_SMS_DEFAULT", json.dumps({
+        "conn_type": "twilio_sms", "login": ACCOUNT, "password": "token",
+        "extra": {"from_number": OURS, "default_region": "US"}}))
+    return store
+
+
+class _TI:
+    def __init__(self, xcom=None):
+        self.xcom, self.map_index = xcom or {}, -1
+
+    def xcom_pull(self, task_ids):
+        return self.xcom.get(task_ids)
+
+
+def _context(xcom=None, start=None):
+    start = start or datetime.now(timezone.utc) - timedelta(minutes=1)
+    return {"ti": _TI(xcom), "dag_run": SimpleNamespace(start_date=start, team_name=None)}
+
+
+def _send(store, key, sid, sent_at=None):
+    claim = store.claim(scope=make_scope(ACCOUNT), idempotency_key=key, account_sid=ACCOUNT,
+                        conn_id="twilio_sms_default", to_number=USER, from_number=OURS, body="Reply YES")
+    store.record_sent(claim, {"sid": sid, "status": "queued", "from": OURS})
+    return {"sid": sid, "idempotency_key": key, "account_sid": ACCOUNT}
+
+
+def _inbound(store, sid, body, frm=USER, opt=None, now=None):
+    store.record_inbound(account_sid=ACCOUNT, conn_id="c", message_sid=sid, from_number=frm, to_number=OURS,
+                         body=body, payload={}, opt_out_type=opt, now=now)
+
+
+def _status(store, sid, status, code=None):
+    store.record_status_event(account_sid=ACCOUNT, conn_id="c", message_sid=sid, status=status,
+                              payload={}, error_code=code)
+
+
+def status_sensor(**kw):
+    kw.setdefault("store_conn_id", "sensor_store")
+    return SmsStatusSensor(task_id="wait_delivered", deferrable=False, fallback_after=None, **kw)
+
+
+def reply_sensor(**kw):
+    kw.setdefault("store_conn_id", "sensor_store")
+    return SmsReplySensor(task_id="wait_reply", deferrable=False, **kw)
+
+
+class TestStatusSensor:
+    SID = "SM" + "e" * 32
+
+    def test_waits_then_succeeds_on_delivered(self, env):
+        sent = _send(env, "k1", self.SID)
+        sensor = status_sensor(from_task="send")
+        ctx = _context({"send": sent})
+        assert not sensor.poke(ctx).is_done
+        _status(env, self.SID, "sent")
+        assert not sensor.poke(ctx).is_done
+        _status(env, self.SID, "delivered")
+        done = sensor.poke(ctx)
+        assert done.is_done and done.xcom_value == {"sid": self.SID, "status": "delivered", "error_code": None}
+
+    def test_undelivered_fails_with_the_error_code_and_its_meaning(self, env):
+        _send(env, "k1", self.SID)
+        _status(env, self.SID, "undelivered", 30003)
+        with pytest.raises(AirflowFailException, match=r"undelivered.*30003.*unreachable"):
+            status_sensor(message_sid=self.SID).poke(_context())
+
+    def test_finds_the_message_by_idempotency_key(self, env):
+        _send(env, "explicit-key", self.SID)
+        _status(env, self.SID, "delivered")
+        assert status_sensor(idempotency_key="explicit-key").poke(_context()).is_done
+
+    def test_exactly_one_way_to_name_the_message(self, env):
+        with pytest.raises(ValueError, match="exactly one"):
+            status_sensor(message_sid=self.SID, idempotency_key="k").poke(_context())
+
+    def test_deferrable_defers_to_the_status_trigger(self, env):
+        sent = _send(env, "k1", self.SID)
+        sensor = SmsStatusSensor(task_id="w", from_task="send", store_conn_id="sensor_store", deferrable=True,
+                                 timeout=600)
+        with pytest.raises(TaskDeferred) as deferred:
+            sensor.execute(_context({"send": sent}))
+        assert isinstance(deferred.value.trigger, SmsStatusTrigger)
+        assert deferred.value.trigger.message_sid == self.SID
+        assert deferred.value.method_name == "execute_complete"
+        assert sensor.execute_complete(_context(), {"outcome": "success", "sid": self.SID, "status": "delivered",
+                                                    "error_code": None})["status"] == "delivered"
+        with pytest.raises(AirflowFailException, match="30007"):
+            sensor.execute_complete(_context(), {"outcome": "failure", "sid": self.SID, "status": "failed",
+                                                 "error_code": 30007})
+
+
+class TestReplySensor:
+    def test_in_reply_to_captures_the_code_from_the_recipient_only(self, env):
+        sent = _send(env, "k1", "SM" + "f" * 32)
+        ctx = _context({"send": sent})
+        sensor = reply_sensor(in_reply_to="send", body_pattern=r"^(YES|NO)\b")
+        assert not sensor.poke(ctx).is_done
+        _inbound(env, "SM1", "YES", frm="+15550001111")  # someone else
+        assert not sensor.poke(ctx).is_done
+        _inbound(env, "SM2", "yes please")
+        done = sensor.poke(ctx)
+        assert done.is_done
+        assert done.xcom_value["message_sid"] == "SM2" and done.xcom_value["groups"] == ["yes"]
+        assert done.xcom_value["from"] == "***4321"
+
+    def test_a_reply_received_before_since_never_matches(self, env):
+        start = datetime.now(timezone.utc)
+        _inbound(env, "SMold", "Your code is 111111", now=start - timedelta(minutes=5))
+        sensor = reply_sensor(to_number=OURS, body_pattern=r"code is (\d{6})")
+        assert not sensor.poke(_context(start=start)).is_done
+        _inbound(env, "SMnew", "Your code is 222222")
+        assert sensor.poke(_context(start=start)).xcom_value["groups"] == ["222222"]
+
+    def test_stop_fails_the_sensor_instead_of_waiting_out_the_timeout(self, env):
+        sent = _send(env, "k1", "SM" + "f" * 32)
+        _inbound(env, "SMstop", "STOP", opt="STOP")
+        with pytest.raises(AirflowFailException, match="opted out"):
+            reply_sensor(in_reply_to="send", keywords=["YES", "NO"]).poke(_context({"send": sent}))
+
+    def test_national_numbers_use_the_connections_default_region(self, env):
+        _inbound(env, "SM3", "code is 333333", frm="+14155550123")
+        sensor = reply_sensor(from_number="(415) 555-0123", body_pattern=r"(\d{6})")
+        assert sensor.poke(_context()).xcom_value["groups"] == ["333333"]
+
+    def test_needs_some_number_to_wait_on(self, env):
+        with pytest.raises(ValueError, match="needs in_reply_to, from_number or to_number"):
+            reply_sensor(body_pattern="x").poke(_context())
+
+    def test_deferrable_hands_its_cursor_to_the_trigger(self, env):
+        _inbound(env, "SMa", "hello")
+        sensor = SmsReplySensor(task_id="w", to_number=OURS, keywords=["YES"], store_conn_id="sensor_store",
+                                deferrable=True)
+        with pytest.raises(TaskDeferred) as deferred:
+            sensor.execute(_context())
+        trigger = deferred.value.trigger
+        assert isinstance(trigger, SmsReplyTrigger)
+        assert trigger.after_id == env.find_inbound(to_number=OURS)[-1]["id"]
+        with pytest.raises(AirflowFailException, match="opted out"):
+            sensor.execute_complete(_context(), {"outcome": "opt_out", "message": "***4321 opted out"})

@@ -199,3 +199,40 @@ def prism_url():
             proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
             proc.kill()
+
+
+# --- The local Twilio stand-in ------------------------------------------------------------------
+
+@pytest.fixture
+def twilio_sim():
+    """A fresh local Twilio stand-in on a free port (callbacks 50 ms apart)."""
+    from airflow_provider_twilio_sms.simulator.server import TwilioSimulator
+
+    with TwilioSimulator(callback_delay=0.05) as sim:
+        yield sim
+
+
+@pytest.fixture
+def twilio_conn(twilio_sim, monkeypatch):
+    """``twilio_sms_default`` pointing at the stand-in; returns a function to change its extras."""
+    import json
+
+    def configure(**extra):
+        extra = {"from_number": "+15005550006", "api_base_url": twilio_sim.base_url, **extra}
+        monkeypatch.setenv("AIRFLOW_CONN_TWILIO_SMS_DEFAULT", json.dumps({
+            "conn_type": "twilio_sms", "login": twilio_sim.account_sid, "password": twilio_sim.auth_token,
+            "extra": {k: v for k, v in extra.items() if v is not None}}))
+
+    configure()
+    return configure
+
+
+@pytest.fixture
+def store_conn(store, monkeypatch):
+    """``twilio_sms_store_default`` pointing at the migrated ``store`` (SQLite and PostgreSQL)."""
+    import json
+
+    url = store.engine.url.render_as_string(hide_password=False)
+    monkeypatch.setenv("AIRFLOW_CONN_TWILIO_SMS_STORE_DEFAULT",
+                       json.dumps({"conn_type": "generic", "extra": {"sqlalchemy_url": url}}))
+    return store

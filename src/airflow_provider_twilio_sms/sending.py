@@ -1,0 +1,289 @@
+"""The idempotent send path shared by ``SendSmsOperator`` and ``SmsNotifier``.
+
+One SMS per idempotency key, ever. Twilio's Messages API has no idempotency key of its own, so the
+guarantee is built here:
+
+1. validate and normalise before anything else (no store row, no HTTP for a bad number);
+2. refuse opted-out recipients before any HTTP request;
+3. claim the key in the store (unique constraint): a key already sent returns its recorded result;
+   a live claim elsewhere is waited on, never sent over; a claim whose attempt may have reached Twilio
+   is reconciled first (look the message up at Twilio, match the body hash) and never re-POSTed blindly;
+4. take a rate-limit slot for the team pool (exact, in the store);
+5. send with our retry policy: transient refusals back off with jitter (honouring Retry-After),
+   permanent errors fail at once, an unknown outcome is reconciled before any second POST.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from airflow_provider_twilio_sms.errors import (
+    OptedOutError,
+    PermanentTwilioError,
+    RetryableTwilioError,
+    TwilioSmsError,
+    UnknownOutcomeError,
+    describe_error_code,
+)
+from airflow_provider_twilio_sms.privacy import mask_number, mask_sid
+from airflow_provider_twilio_sms.rate_limit import RateLimit
+from airflow_provider_twilio_sms.store.api import Claim, body_digest, make_scope
+
+if TYPE_CHECKING:
+    from airflow_provider_twilio_sms.hooks.twilio_sms import TwilioSmsHook
+    from airflow_provider_twilio_sms.store.api import SmsStore
+
+log = logging.getLogger(__name__)
+
+# How far before the claim Twilio's clock may put the message's creation (clock skew).
+RECONCILE_SKEW = timedelta(minutes=5)
+
+
+class ClaimHeldError(TwilioSmsError):
+    """Another live attempt holds the send's claim; this attempt did not send (Airflow may retry)."""
+
+
+@dataclass(frozen=True)
+class SendRequest:
+    """One SMS to send. Numbers are normalised by :meth:`SmsSender.send` before use."""
+
+    to: str
+    body: str | None
+    idempotency_key: str
+    from_: str | None = None
+    messaging_service_sid: str | None = None
+    media_urls: tuple[str, ...] = ()
+    status_callback: str | None = None
+    validity_period: int | None = None
+    team: str | None = None
+    pool: str | None = None
+    rate_limit: RateLimit | None = None
+    rate_limit_unit: str = "messages"  # or "segments"
+    dag_id: str | None = None
+    task_id: str | None = None
+    run_id: str | None = None
+    map_index: int | None = None
+
+
+@dataclass(frozen=True)
+class RateLimited:
+    """No slot was free: nothing was sent, the claim was released; try again at ``next_free_at``."""
+
+    next_free_at: datetime
+    pool: str
+    limit: RateLimit
+
+
+@dataclass
+class RetryPolicy:
+    """Backoff for transient refusals: exponential with full jitter, bounded in attempts and time."""
+
+    max_attempts: int = 5
+    base_seconds: float = 1.0
+    cap_seconds: float = 30.0
+    max_total_seconds: float = 180.0
+    sleep: Callable[[float], None] = field(default=time.sleep, repr=False)
+
+    def delay(self, attempt: int, retry_after: float | None) -> float:
+        backoff = random.uniform(0, min(self.cap_seconds, self.base_seconds * 2 ** (attempt - 1)))
+        return max(backoff, retry_after or 0.0)
+
+
+def result_for_xcom(row: dict[str, Any], *, already_sent: bool) -> dict[str, Any]:
+    """What downstream tasks get: plain JSON, the recipient masked, no body."""
+    sent_at = row.get("sent_at")
+    return {
+        "sid": row.get("sid"),
+        "status": row.get("status"),
+        "idempotency_key": row.get("idempotency_key"),
+        "segments": row.get("num_segments"),
+        "encoding": row.get("encoding"),
+        "to": mask_number(row.get("to_number")),
+        "account_sid": row.get("account_sid"),
+        "conn_id": row.get("conn_id"),
+        "sent_at": sent_at.isoformat() if sent_at else None,
+        "already_sent": already_sent,
+    }
+
+
+class SmsSender:
+    """Sends through a :class:`TwilioSmsHook`, recording every step in an :class:`SmsStore`."""
+
+    def __init__(self, hook: TwilioSmsHook, store: SmsStore, *, lease_seconds: float = 120,
+                 retry: RetryPolicy | None = None, held_poll_seconds: float = 1.0,
+                 attempt_id: str | None = None):
+        self.hook = hook
+        self.store = store
+        self.lease_seconds = lease_seconds
+        self.retry = retry or RetryPolicy()
+        self.held_poll_seconds = held_poll_seconds
+        self.attempt_id = attempt_id
+
+    # -- the public entry point -----------------------------------------------------------------
+
+    def send(self, request: SendRequest) -> dict[str, Any] | RateLimited:
+        """Send ``request`` at most once; return the XCom result, or :class:`RateLimited`."""
+        from airflow_provider_twilio_sms.phone import normalize_number
+        from airflow_provider_twilio_sms.segments import count_segments, validate_message
+
+        settings = self.hook.settings
+        to = normalize_number(request.to, settings.default_region)
+        from_ = request.from_ or (None if request.messaging_service_sid else settings.from_number)
+        messaging_service_sid = request.messaging_service_sid or (None if from_ else settings.messaging_service_sid)
+        if from_ and not from_.isalpha():
+            from_ = normalize_number(from_, settings.default_region, sender=True)
+        validate_message(request.body, list(request.media_urls))
+        segments, _ = count_segments(request.body or "")
+        if not (from_ or messaging_service_sid):
+            settings.require_sender()
+        if self.store.is_opted_out(settings.account_sid, to):
+            raise OptedOutError(
+                f"{mask_number(to)} replied STOP to this account; not sending. They must reply START "
+                "before they can be messaged again", code=21610)
+
+        claim = self._claim(request, to, from_, messaging_service_sid, settings)
+        if not claim.owned:
+            return self._finished(claim)
+        if claim.outcome == "reconcile":
+            found = self._reconcile(claim, to, from_, request.body)
+            if found is not None:
+                return found
+
+        if request.rate_limit is not None:
+            cost = segments if request.rate_limit_unit == "segments" else 1
+            pool = self._pool(request)
+            decision = self.store.acquire_rate_slot(
+                pool, request.rate_limit.count, request.rate_limit.window_seconds,
+                grant_key=f"{claim.row['scope']}|{request.idempotency_key}", cost=cost)
+            if not decision.granted:
+                self.store.release(claim)
+                log.info("Rate limit %s of pool %s reached; next free slot at %s", request.rate_limit, pool,
+                         decision.next_free_at.isoformat())
+                return RateLimited(decision.next_free_at, pool, request.rate_limit)
+
+        return self._send_with_retries(claim, request, to, from_, messaging_service_sid)
+
+    # -- steps ----------------------------------------------------------------------------------
+
+    @staticmethod
+    def _pool(request: SendRequest) -> str:
+        from airflow_provider_twilio_sms.rate_limit import team_pool
+
+        return team_pool(request.team, request.pool)
+
+    def _claim(self, request: SendRequest, to: str, from_: str | None, messaging_service_sid: str | None,
+               settings) -> Claim:
+        """Claim the key; wait while a live attempt elsewhere holds it (it may finish, or die)."""
+        deadline = time.monotonic() + self.lease_seconds + 5
+        while True:
+            claim = self.store.claim(
+                scope=make_scope(settings.account_sid, request.team), idempotency_key=request.idempotency_key,
+                account_sid=settings.account_sid, conn_id=settings.conn_id, to_number=to, body=request.body,
+                from_number=from_, messaging_service_sid=messaging_service_sid,
+                num_media=len(request.media_urls), lease_seconds=self.lease_seconds, attempt_id=self.attempt_id,
+                team=request.team, pool=request.pool, dag_id=request.dag_id, task_id=request.task_id,
+                run_id=request.run_id, map_index=request.map_index,
+            )
+            if claim.outcome != "held":
+                return claim
+            if time.monotonic() > deadline:
+                raise ClaimHeldError(
+                    "another attempt is still sending this message (its claim is held until "
+                    f"{claim.row['lease_expires_at'].isoformat()}); nothing was sent by this attempt. "
+                    "It will be retried; raise [twilio_sms] send_lease_seconds if sends are slow")
+            log.info("Another attempt holds the claim on this message until %s; waiting",
+                     claim.row["lease_expires_at"].isoformat())
+            self.retry.sleep(self.held_poll_seconds)
+
+    def _finished(self, claim: Claim) -> dict[str, Any]:
+        row = claim.row
+        if claim.outcome == "sent":
+            log.info("Message already sent (SID %s) for this idempotency key; not sending again",
+                     mask_sid(row["sid"]))
+            return result_for_xcom(row, already_sent=True)
+        raise PermanentTwilioError(
+            f"an earlier attempt with this idempotency key failed for good: "
+            f"{describe_error_code(row.get('error_code'))}; use a new idempotency key to send again",
+            code=row.get("error_code"))
+
+    def _reconcile(self, claim: Claim, to: str, from_: str | None, body: str | None) -> dict[str, Any] | None:
+        """An earlier attempt may have reached Twilio: find its message there before sending anew."""
+        since = (claim.row.get("http_attempted_at") or claim.row["created_at"]) - RECONCILE_SKEW
+        digest = body_digest(body)
+        candidates = self.hook.list_messages(to=to, from_=from_, date_sent_after=since, limit=50)
+        for message in sorted(candidates, key=lambda m: m.get("date_created") or ""):
+            if message.get("body_sha256") != digest:
+                continue
+            owner = self.store.get_message(sid=message["sid"])
+            if owner is not None and owner["id"] != claim.message_id:
+                continue  # the same text to the same number, sent under another key
+            log.info("Reconciled: the earlier attempt's message exists at Twilio (SID %s); recording it",
+                     mask_sid(message["sid"]))
+            row = self.store.record_sent(claim, message)
+            return result_for_xcom(row, already_sent=True)
+        log.info("Reconciled: no message to %s since %s at Twilio; sending", mask_number(to), since.isoformat())
+        return None
+
+    def _send_with_retries(self, claim: Claim, request: SendRequest, to: str, from_: str | None,
+                           messaging_service_sid: str | None) -> dict[str, Any]:
+        started = time.monotonic()
+        attempt = 0
+        while True:
+            attempt += 1
+            self.store.mark_attempt(claim, lease_seconds=self.lease_seconds)
+            try:
+                result = self.hook.send_message(
+                    to, request.body, from_=from_, messaging_service_sid=messaging_service_sid,
+                    media_url=list(request.media_urls) or None, status_callback=request.status_callback,
+                    validity_period=request.validity_period)
+            except OptedOutError as err:
+                self.store.set_opt_out(claim.row["account_sid"], to, True, keyword="21610")
+                self.store.record_failed(claim, err.code, str(err))
+                raise
+            except PermanentTwilioError as err:
+                self.store.record_failed(claim, err.code, str(err))
+                raise
+            except UnknownOutcomeError:
+                # The claim stays ours and its row already says an HTTP attempt was made, so if this
+                # process dies now the next attempt reconciles too.
+                log.warning("No answer from Twilio after the request left (attempt %d); reconciling before "
+                            "any new request", attempt)
+                found = self._reconcile(claim, to, from_, request.body)
+                if found is not None:
+                    return found
+                if not self._may_retry(attempt, started, None):
+                    self.store.record_unknown(claim)
+                    raise
+                continue
+            except RetryableTwilioError as err:
+                self.store.clear_attempt(claim)
+                delay = self.retry.delay(attempt, err.retry_after)
+                if not self._may_retry(attempt, started, delay):
+                    self.store.release(claim)
+                    raise
+                log.warning("Twilio refused the request for now (%s); retrying in %.1f s (attempt %d of %d)",
+                            describe_error_code(err.code), delay, attempt, self.retry.max_attempts)
+                self.retry.sleep(delay)
+                continue
+            row = self.store.record_sent(claim, result)
+            log.info("Sent SMS to %s: SID %s, status %s, %s segment(s)", mask_number(to), mask_sid(row["sid"]),
+                     row["status"], row.get("num_segments"))
+            return result_for_xcom(row, already_sent=False)
+
+    def _may_retry(self, attempt: int, started: float, delay: float | None) -> bool:
+        elapsed = time.monotonic() - started + (delay or 0)
+        return attempt < self.retry.max_attempts and elapsed <= self.retry.max_total_seconds
+
+
+def default_idempotency_key(dag_id: str, task_id: str, run_id: str, map_index: int | None, to: str) -> str:
+    """Stable across attempts of one task instance, distinct across mapped instances; no PII inside."""
+    import hashlib
+
+    raw = "\x1f".join([dag_id, task_id, run_id, str(-1 if map_index is None else map_index), to])
+    return "ti-" + hashlib.sha256(raw.encode("utf-8")).hexdigest()[:40]

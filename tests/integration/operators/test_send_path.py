@@ -1,0 +1,232 @@
+"""The idempotent send path against the local Twilio stand-in and a real store (SQLite and PostgreSQL)."""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import signal
+import time
+
+import pytest
+
+from airflow_provider_twilio_sms.errors import (
+    InvalidMessageError,
+    OptedOutError,
+    PermanentTwilioError,
+    RetryableTwilioError,
+)
+from airflow_provider_twilio_sms.hooks.twilio_sms import TwilioSmsHook
+from airflow_provider_twilio_sms.rate_limit import parse_rate_limit
+from airflow_provider_twilio_sms.sending import RateLimited, RetryPolicy, SendRequest, SmsSender
+from airflow_provider_twilio_sms.store.api import SmsStore
+
+TO = "+14155550123"
+CTX = mp.get_context("fork")
+
+
+class Sleeps(list):
+    def __call__(self, seconds):
+        self.append(seconds)
+
+
+def sender(store, *, timeout=5.0, lease=60, sleeps=None, attempt_id=None):
+    hook = TwilioSmsHook(timeout=timeout)
+    return SmsSender(hook, store, lease_seconds=lease, attempt_id=attempt_id, held_poll_seconds=0.05,
+                     retry=RetryPolicy(max_attempts=4, base_seconds=0.01, cap_seconds=0.05,
+                                       sleep=sleeps if sleeps is not None else Sleeps()))
+
+
+def req(key="key-1", to=TO, body="Your code is 123456", **kw):
+    return SendRequest(to=to, body=body, idempotency_key=key, **kw)
+
+
+@pytest.fixture
+def env(twilio_conn, store_conn, twilio_sim):
+    return twilio_sim, store_conn
+
+
+def test_sends_once_and_a_second_call_returns_the_recorded_result(env):
+    sim, store = env
+    first = sender(store).send(req())
+    assert first["sid"].startswith("SM") and first["status"] == "queued" and not first["already_sent"]
+    assert first["to"] == "***0123" and first["segments"] == 1
+    again = sender(store).send(req())
+    assert again["sid"] == first["sid"] and again["already_sent"]
+    assert sim.count("create") == 1
+
+
+@pytest.mark.parametrize("request_, error", [
+    (req(to="+1415"), "not a valid phone number"),
+    (req(body="x" * 1601), "1600"),
+    (req(body=None), "no body"),
+])
+def test_invalid_input_fails_before_any_request_or_row(env, request_, error):
+    sim, store = env
+    with pytest.raises(InvalidMessageError, match=error):
+        sender(store).send(request_)
+    assert sim.count("create") == 0 and store.list_messages() == []
+
+
+def test_opted_out_recipient_is_refused_before_any_request(env):
+    sim, store = env
+    store.set_opt_out(sim.account_sid, TO, True, "STOP")
+    with pytest.raises(OptedOutError, match="replied STOP"):
+        sender(store).send(req())
+    assert sim.count("create") == 0
+
+
+def test_21610_from_twilio_records_the_opt_out(env):
+    sim, store = env
+    with pytest.raises(OptedOutError, match="21610"):
+        sender(store).send(req(to="+15005550004"))
+    assert store.is_opted_out(sim.account_sid, "+15005550004")
+    with pytest.raises(OptedOutError):
+        sender(store).send(req(key="key-2", to="+15005550004"))
+    assert sim.count("create") == 1
+
+
+def test_permanent_error_fails_at_once_and_stays_failed(env):
+    sim, store = env
+    with pytest.raises(PermanentTwilioError, match="21614"):
+        sender(store).send(req(to="+15005550009"))
+    with pytest.raises(PermanentTwilioError, match="failed for good"):
+        sender(store).send(req(to="+15005550009"))
+    assert sim.count("create") == 1
+
+
+def test_429_is_retried_honouring_retry_after(env):
+    sim, store = env
+    sim.add_fault("429", count=2, retry_after=2)
+    sleeps = Sleeps()
+    result = sender(store, sleeps=sleeps).send(req())
+    assert result["sid"] and sim.count("create") == 3 and len(sim.messages()) == 1
+    assert sleeps == [2, 2]
+
+
+def test_queue_full_21611_is_retried_within_the_bound(env):
+    sim, store = env
+    sleeps = Sleeps()
+    with pytest.raises(RetryableTwilioError, match="21611"):
+        sender(store, sleeps=sleeps).send(req(from_="+15005550008"))
+    assert sim.count("create") == 4 and len(sleeps) == 3
+
+
+def test_503_is_an_unknown_outcome_reconciled_before_sending_again(env):
+    sim, store = env
+    sim.add_fault("503_before", count=1)
+    result = sender(store).send(req())
+    assert result["sid"] and len(sim.messages()) == 1 and sim.count("list") == 1
+
+
+def test_retries_are_bounded(env):
+    sim, store = env
+    sim.add_fault("429", count=None, retry_after=0)
+    with pytest.raises(Exception, match="20429"):
+        sender(store).send(req())
+    assert sim.count("create") == 4 and sim.messages() == []
+    assert store.get_message(scope=f"{sim.account_sid}|", idempotency_key="key-1")["send_state"] == "claimed"
+
+
+@pytest.mark.parametrize("fault", ["500_after", "reset_after", "slow"])
+def test_unknown_outcome_is_reconciled_never_re_posted_blindly(env, fault):
+    sim, store = env
+    sim.add_fault(fault, delay=1.0)
+    result = sender(store, timeout=0.4).send(req())
+    assert sim.count("create") == 1 and len(sim.messages()) == 1
+    assert result["sid"] == sim.messages()[0]["sid"] and result["already_sent"]
+    assert sim.count("list") >= 1
+
+
+def test_reset_before_the_request_left_is_sent_again(env):
+    sim, store = env
+    sim.add_fault("reset_before")
+    result = sender(store).send(req())
+    assert len(sim.messages()) == 1 and result["sid"] == sim.messages()[0]["sid"]
+
+
+def test_reconcile_does_not_claim_the_same_text_sent_under_another_key(env):
+    sim, store = env
+    other = sender(store).send(req(key="earlier-send"))
+    sim.add_fault("500_before")  # unknown outcome: reconcile sees only the earlier, other-keyed message
+    result = sender(store).send(req(key="later-send"))
+    assert result["sid"] != other["sid"] and len(sim.messages()) == 2
+
+
+def test_rate_limit_returns_the_next_free_moment_and_sends_nothing(env):
+    sim, store = env
+    limit = parse_rate_limit("2/1m")
+    for i in range(2):
+        assert "sid" in sender(store).send(req(key=f"k{i}", rate_limit=limit, pool="qa"))
+    limited = sender(store).send(req(key="k3", rate_limit=limit, pool="qa"))
+    assert isinstance(limited, RateLimited) and limited.pool == "pool:qa"
+    assert 55 < (limited.next_free_at.timestamp() - time.time()) <= 60
+    assert sim.count("create") == 2
+    assert store.get_message(scope=f"{sim.account_sid}|", idempotency_key="k3")["http_attempted_at"] is None
+
+
+def test_segment_rate_limit_counts_segments(env):
+    sim, store = env
+    limit = parse_rate_limit("3/1m")
+    assert "sid" in sender(store).send(req(key="a", body="x" * 200, rate_limit=limit, rate_limit_unit="segments"))
+    assert isinstance(sender(store).send(req(key="b", body="x" * 200, rate_limit=limit,
+                                             rate_limit_unit="segments")), RateLimited)
+
+
+# --- several processes -------------------------------------------------------------------------
+
+def _send_in_child(url, start, out, key, limit):
+    store = SmsStore(url)
+    start.wait()
+    try:
+        result = sender(store, lease=30).send(req(key=key, rate_limit=parse_rate_limit(limit) if limit else None,
+                                                  pool="team_qa"))
+        out.put("limited" if isinstance(result, RateLimited) else ("again" if result["already_sent"] else "sent"))
+    except Exception as err:  # noqa: BLE001
+        out.put(f"error: {type(err).__name__}: {err}")
+
+
+def _run_children(store, keys, limit=None):
+    url = store.engine.url.render_as_string(hide_password=False)
+    start, out = CTX.Event(), CTX.Queue()
+    procs = [CTX.Process(target=_send_in_child, args=(url, start, out, key, limit)) for key in keys]
+    for p in procs:
+        p.start()
+    start.set()
+    for p in procs:
+        p.join(timeout=120)
+    return [out.get(timeout=5) for _ in procs]
+
+
+def test_16_processes_with_one_key_make_exactly_one_create_request(env):
+    sim, store = env
+    outcomes = _run_children(store, ["same-key"] * 16)
+    assert sim.count("create") == 1, outcomes
+    assert outcomes.count("sent") == 1 and outcomes.count("again") == 15
+
+
+def test_20_sends_from_4_processes_under_5_per_minute(env):
+    sim, store = env
+    outcomes = []
+    for batch in range(5):
+        outcomes += _run_children(store, [f"send-{batch}-{i}" for i in range(4)], limit="5/1m")
+    assert outcomes.count("sent") == 5 and outcomes.count("limited") == 15
+    assert sim.count("create") == 5
+
+
+def _die_after_twilio_accepted(url):
+    store = SmsStore(url)
+    store.record_sent = lambda *a, **k: os.kill(os.getpid(), signal.SIGKILL)  # the worker dies right here
+    sender(store, lease=1, attempt_id="try-1").send(req(key="crash-key"))
+
+
+def test_worker_killed_after_twilio_accepted_the_retry_returns_the_same_sid(env):
+    sim, store = env
+    url = store.engine.url.render_as_string(hide_password=False)
+    child = CTX.Process(target=_die_after_twilio_accepted, args=(url,))
+    child.start()
+    child.join(timeout=60)
+    assert child.exitcode == -signal.SIGKILL
+    assert sim.count("create") == 1
+    retried = sender(store, lease=1, attempt_id="try-2").send(req(key="crash-key"))
+    assert retried["sid"] == sim.messages()[0]["sid"] and retried["already_sent"]
+    assert sim.count("create") == 1

@@ -1,0 +1,68 @@
+"""``SmsNotifier``: the operator's idempotent send path as a notifier (``on_failure_callback`` and friends)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
+
+from airflow.sdk import BaseNotifier
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
+
+    from airflow_provider_twilio_sms.hooks.twilio_sms import TwilioSmsHook
+
+
+class SmsNotifier(BaseNotifier):
+    """
+    Text someone when a task or DAG run succeeds, fails or misses its deadline.
+
+    The same send path as ``SendSmsOperator``: numbers validated, opt-outs honoured, one SMS per
+    idempotency key. The default key is derived from the DAG run, the task instance (when the
+    callback has one) and the recipient, so a callback that runs twice sends once.
+
+    :param to: recipient (E.164, or national with the connection's ``default_region``).
+    :param body: message text (templated).
+    :param twilio_conn_id: the ``twilio_sms`` connection.
+    :param from_: sender; default: the connection's.
+    :param idempotency_key: explicit key (templated); default: derived as above.
+    :param store_conn_id: message store connection; default ``[twilio_sms] store_conn_id``.
+    """
+
+    template_fields: Sequence[str] = ("to", "body", "twilio_conn_id", "from_", "idempotency_key", "store_conn_id")
+
+    def __init__(self, *, to: str, body: str, twilio_conn_id: str = "twilio_sms_default", from_: str | None = None,
+                 idempotency_key: str | None = None, store_conn_id: str | None = None, **kwargs):
+        super().__init__(**kwargs)
+        self.to = to
+        self.body = body
+        self.twilio_conn_id = twilio_conn_id
+        self.from_ = from_
+        self.idempotency_key = idempotency_key
+        self.store_conn_id = store_conn_id
+
+    @cached_property
+    def hook(self) -> TwilioSmsHook:
+        from airflow_provider_twilio_sms.hooks.twilio_sms import TwilioSmsHook
+
+        return TwilioSmsHook(twilio_conn_id=self.twilio_conn_id)
+
+    def notify(self, context: Context) -> dict[str, Any]:
+        from airflow_provider_twilio_sms import config
+        from airflow_provider_twilio_sms.operators.sms import team_of
+        from airflow_provider_twilio_sms.phone import normalize_number
+        from airflow_provider_twilio_sms.sending import SendRequest, SmsSender, default_idempotency_key
+        from airflow_provider_twilio_sms.store.locate import get_store
+
+        to = normalize_number(self.to, self.hook.settings.default_region)
+        ti = context.get("ti") or context.get("task_instance")
+        dag_run = context.get("dag_run")
+        dag_id = getattr(dag_run, "dag_id", None) or getattr(ti, "dag_id", "") or ""
+        run_id = getattr(dag_run, "run_id", None) or getattr(ti, "run_id", "") or ""
+        task_id = f"notifier:{getattr(ti, 'task_id', '') or ''}"
+        key = self.idempotency_key or default_idempotency_key(dag_id, task_id, run_id, getattr(ti, "map_index", None), to)
+        request = SendRequest(to=to, body=self.body, idempotency_key=str(key), from_=self.from_, team=team_of(context),
+                              dag_id=dag_id or None, task_id=task_id, run_id=run_id or None)
+        sender = SmsSender(self.hook, get_store(self.store_conn_id), lease_seconds=config.get_int("send_lease_seconds"))
+        return sender.send(request)  # type: ignore[return-value]  # no rate limit: never RateLimited

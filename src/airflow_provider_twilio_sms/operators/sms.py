@@ -1,0 +1,200 @@
+"""``SendSmsOperator``: one SMS per task instance, ever, under the team pool's rate limit.
+
+DAG files import this module on every parse: nothing heavy is imported at module level and
+``__init__`` only assigns.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlencode
+
+from airflow.sdk import BaseOperator
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
+
+    from airflow_provider_twilio_sms.hooks.twilio_sms import TwilioSmsHook
+    from airflow_provider_twilio_sms.sending import SendRequest, SmsSender
+
+ON_RATE_LIMIT = ("defer", "fail", "wait")
+WEBHOOK_PATH = "/twilio_sms/webhooks/{conn_id}/status"
+
+
+def team_of(context: Context) -> str | None:
+    """The DAG's team when Airflow runs in multi-team mode (3.2+), else None."""
+    from airflow_provider_twilio_sms import config
+
+    if not config.airflow_multi_team():
+        return None
+    dag_run = context.get("dag_run")
+    return getattr(dag_run, "team_name", None) or None
+
+
+class SendSmsOperator(BaseOperator):
+    """
+    Send one SMS through Twilio, at most once per idempotency key.
+
+    Retries, worker crashes and restarts do not send twice: the key is claimed in the store before
+    Twilio is called, a send whose outcome is unknown is looked up at Twilio before anything is sent
+    again, and a key already sent returns its recorded result.
+
+    :param to: recipient, E.164 (``+14155550123``) or national with the connection's ``default_region``.
+    :param body: message text (up to 1600 characters); optional when ``media_url`` is given.
+    :param twilio_conn_id: the ``twilio_sms`` connection.
+    :param from_: sender number, short code or alphanumeric ID; default: the connection's.
+    :param messaging_service_sid: send through a Messaging Service instead of a fixed sender.
+    :param media_url: up to 10 media URLs (MMS).
+    :param idempotency_key: explicit key, used verbatim (scoped to the account and team). Default: derived
+        from dag_id, task_id, run_id, map_index and the recipient.
+    :param rate_limit: e.g. ``"100/1h"``; default: the connection's, else ``[twilio_sms] rate_limits``.
+    :param rate_limit_unit: ``"messages"`` or ``"segments"`` (what the limit counts).
+    :param on_rate_limit: ``"defer"`` (free the worker until the next slot), ``"fail"`` or ``"wait"``.
+    :param validity_period: seconds Twilio may keep trying to deliver (1-36000).
+    :param status_callback: URL for delivery statuses; default: the connection's ``webhook_base_url`` +
+        ``/twilio_sms/webhooks/<conn_id>/status`` with the idempotency key in the query.
+    :param store_conn_id: connection of the message store; default ``[twilio_sms] store_conn_id``.
+    :param deferrable: allow ``on_rate_limit="defer"`` to defer; when False it waits in the worker.
+    :param max_send_attempts: tries for transient Twilio refusals (429, queue full) within one task try.
+    """
+
+    template_fields: Sequence[str] = (
+        "to", "body", "twilio_conn_id", "from_", "messaging_service_sid", "media_url", "idempotency_key",
+        "rate_limit", "on_rate_limit", "validity_period", "status_callback", "store_conn_id",
+    )
+    template_fields_renderers = {"body": "txt"}
+    ui_color = "#f22f46"
+
+    def __init__(
+        self,
+        *,
+        to: str,
+        body: str | None = None,
+        twilio_conn_id: str = "twilio_sms_default",
+        from_: str | None = None,
+        messaging_service_sid: str | None = None,
+        media_url: str | list[str] | None = None,
+        idempotency_key: str | None = None,
+        rate_limit: str | None = None,
+        rate_limit_unit: str = "messages",
+        on_rate_limit: str = "defer",
+        validity_period: int | str | None = None,
+        status_callback: str | None = None,
+        store_conn_id: str | None = None,
+        deferrable: bool = True,
+        max_send_attempts: int = 5,
+        **kwargs,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.to = to
+        self.body = body
+        self.twilio_conn_id = twilio_conn_id
+        self.from_ = from_
+        self.messaging_service_sid = messaging_service_sid
+        self.media_url = media_url
+        self.idempotency_key = idempotency_key
+        self.rate_limit = rate_limit
+        self.rate_limit_unit = rate_limit_unit
+        self.on_rate_limit = on_rate_limit
+        self.validity_period = validity_period
+        self.status_callback = status_callback
+        self.store_conn_id = store_conn_id
+        self.deferrable = deferrable
+        self.max_send_attempts = max_send_attempts
+
+    @cached_property
+    def hook(self) -> TwilioSmsHook:
+        from airflow_provider_twilio_sms.hooks.twilio_sms import TwilioSmsHook
+
+        return TwilioSmsHook(twilio_conn_id=self.twilio_conn_id)
+
+    def _sender(self, context: Context) -> SmsSender:
+        from airflow_provider_twilio_sms import config
+        from airflow_provider_twilio_sms.sending import RetryPolicy, SmsSender
+        from airflow_provider_twilio_sms.store.locate import get_store
+
+        ti = context["ti"]
+        attempt_id = f"{ti.dag_id}/{ti.task_id}/{ti.run_id}/{ti.map_index}/try-{ti.try_number}"
+        return SmsSender(self.hook, get_store(self.store_conn_id),
+                         lease_seconds=config.get_int("send_lease_seconds"),
+                         retry=RetryPolicy(max_attempts=self.max_send_attempts), attempt_id=attempt_id)
+
+    def build_request(self, context: Context) -> SendRequest:
+        """Turn the rendered arguments and the task instance into a :class:`SendRequest`."""
+        from airflow_provider_twilio_sms.phone import normalize_number
+        from airflow_provider_twilio_sms.rate_limit import resolve_rate_limit
+        from airflow_provider_twilio_sms.sending import SendRequest, default_idempotency_key
+
+        if self.on_rate_limit not in ON_RATE_LIMIT:
+            raise ValueError(f"on_rate_limit={self.on_rate_limit!r}: use one of {', '.join(ON_RATE_LIMIT)}")
+        if self.rate_limit_unit not in ("messages", "segments"):
+            raise ValueError(f"rate_limit_unit={self.rate_limit_unit!r}: use 'messages' or 'segments'")
+        settings = self.hook.settings
+        ti = context["ti"]
+        team = team_of(context)
+        to = normalize_number(self.to, settings.default_region)
+        key = self.idempotency_key or default_idempotency_key(ti.dag_id, ti.task_id, ti.run_id, ti.map_index, to)
+        media = [self.media_url] if isinstance(self.media_url, str) else list(self.media_url or [])
+        return SendRequest(
+            to=to, body=self.body, idempotency_key=str(key), from_=self.from_,
+            messaging_service_sid=self.messaging_service_sid, media_urls=tuple(media),
+            status_callback=self.status_callback or self._default_status_callback(settings, str(key), team),
+            validity_period=int(self.validity_period) if self.validity_period not in (None, "") else None,
+            team=team, pool=self.pool,
+            rate_limit=resolve_rate_limit(self.rate_limit, settings.rate_limit, team, self.pool),
+            rate_limit_unit=self.rate_limit_unit, dag_id=ti.dag_id, task_id=ti.task_id, run_id=ti.run_id,
+            map_index=ti.map_index,
+        )
+
+    def _default_status_callback(self, settings, key: str, team: str | None) -> str | None:
+        if not settings.webhook_base_url:
+            return None
+        query = {"ik": key, **({"team": team} if team else {})}
+        return (settings.webhook_base_url.rstrip("/") + WEBHOOK_PATH.format(conn_id=self.twilio_conn_id)
+                + "?" + urlencode(query))
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        from airflow.sdk.exceptions import AirflowException, AirflowFailException
+
+        from airflow_provider_twilio_sms.errors import InvalidMessageError, PermanentTwilioError
+        from airflow_provider_twilio_sms.sending import RateLimited
+
+        request = self.build_request(context)
+        sender = self._sender(context)
+        while True:
+            try:
+                outcome = sender.send(request)
+            except (PermanentTwilioError, InvalidMessageError) as err:
+                # Retrying cannot help: fail now, without Airflow retries.
+                raise AirflowFailException(str(err)) from err
+            if not isinstance(outcome, RateLimited):
+                return outcome
+            if self.on_rate_limit == "fail":
+                raise AirflowException(
+                    f"rate limit {outcome.limit.count} per {outcome.limit.window_seconds} s of {outcome.pool} "
+                    f"reached; the next send is possible at {outcome.next_free_at.isoformat()}")
+            if self.on_rate_limit == "defer" and self.deferrable:
+                self._defer_until(outcome.next_free_at)
+            self.log.info("Rate limit of %s reached; waiting until %s", outcome.pool, outcome.next_free_at.isoformat())
+            self._sleep_until(outcome.next_free_at)
+
+    def _defer_until(self, moment: datetime) -> None:
+        from airflow.providers.standard.triggers.temporal import DateTimeTrigger
+
+        self.log.info("Rate limit reached; deferring until %s without holding a worker slot", moment.isoformat())
+        self.defer(trigger=DateTimeTrigger(moment=moment), method_name="execute_after_rate_limit")
+
+    @staticmethod
+    def _sleep_until(moment: datetime) -> None:
+        import time
+
+        from airflow_provider_twilio_sms.store.api import utcnow
+
+        time.sleep(max(0.0, (moment - utcnow()).total_seconds()) + 0.01)
+
+    def execute_after_rate_limit(self, context: Context, event: Any = None) -> dict[str, Any]:
+        """Resumed by the trigger once a slot should be free: run the same idempotent path again."""
+        return self.execute(context)

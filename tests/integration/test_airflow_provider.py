@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 
 import pytest
@@ -115,3 +116,16 @@ def test_secret_extras_are_redacted_by_airflow(api_client):
         assert "+15005550006" in shown["extra"]
     finally:
         api_client.delete("/api/v2/connections/twilio_redaction_check")
+
+
+def test_airflow_plugins_lists_the_plugin_with_its_app(airflow_home):
+    result = run_airflow(["plugins", "-o", "json"], airflow_home)
+    assert result.returncode == 0, result.stderr
+    [plugin] = [p for p in json.loads(result.stdout) if p["name"] == "twilio_sms"]
+    assert [app["url_prefix"] for app in plugin["fastapi_apps"]] == ["/twilio_sms"]
+
+
+def test_webhook_disabled_leaves_the_api_server_untouched(airflow_home):
+    result = run_airflow(["plugins", "-o", "json"], {**airflow_home, "AIRFLOW__TWILIO_SMS__WEBHOOK_ENABLED": "False"})
+    [plugin] = [p for p in json.loads(result.stdout) if p["name"] == "twilio_sms"]
+    assert plugin["fastapi_apps"] == []

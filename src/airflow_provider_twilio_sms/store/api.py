@@ -66,6 +66,18 @@ def make_scope(account_sid: str, team: str | None = None) -> str:
     return f"{account_sid}|{team or ''}"
 
 
+def _team_filter(column, teams: Iterable[str | None]):
+    """Rows of the given teams; ``None`` among them means rows with no team. No teams: no rows."""
+    from sqlalchemy import false
+
+    teams = list(teams)
+    named = [x for x in teams if x]
+    either = [column.in_(named)] if named else []
+    if None in teams:
+        either.append(column.is_(None))
+    return or_(*either) if either else false()
+
+
 class LeaseLostError(RuntimeError):
     """Another attempt took over this send's claim (ours had expired); this attempt must stop."""
 
@@ -588,12 +600,31 @@ class SmsStore:
         if before_id is not None:
             conditions.append(m.c.id < before_id)
         if teams is not None:
-            teams = list(teams)
-            named = [x for x in teams if x]
-            team_cond = [m.c.team.in_(named)] if named else []
-            if None in teams:
-                team_cond.append(m.c.team.is_(None))
-            conditions.append(or_(*team_cond) if team_cond else m.c.id < 0)
+            conditions.append(_team_filter(m.c.team, teams))
         with self._read() as conn:
             rows = conn.execute(select(m).where(*conditions).order_by(m.c.id.desc()).limit(limit)).all()
+        return [dict(r._mapping) for r in rows]
+
+    def list_inbound(
+        self,
+        *,
+        number: str | None = None,
+        since: datetime | None = None,
+        teams: Iterable[str | None] | None = None,
+        before_id: int | None = None,
+        limit: int = 50,
+    ) -> list[dict[str, Any]]:
+        """Inbound messages, newest first, for the read API (keyset pagination on ``before_id``)."""
+        e = t.event
+        conditions = [e.c.kind == "inbound"]
+        if number:
+            conditions.append(or_(e.c.to_number == number, e.c.from_number == number))
+        if since is not None:
+            conditions.append(e.c.received_at >= since)
+        if before_id is not None:
+            conditions.append(e.c.id < before_id)
+        if teams is not None:
+            conditions.append(_team_filter(e.c.team, teams))
+        with self._read() as conn:
+            rows = conn.execute(select(e).where(*conditions).order_by(e.c.id.desc()).limit(limit)).all()
         return [dict(r._mapping) for r in rows]

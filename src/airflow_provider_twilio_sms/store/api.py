@@ -329,12 +329,8 @@ class SmsStore:
             held = conn.execute(
                 select(g.c.granted_at).where(g.c.pool == pool, g.c.grant_key == grant_key)
             ).first()
-            grants = conn.execute(
-                select(g.c.granted_at, g.c.cost)
-                .where(g.c.pool == pool, g.c.granted_at > window_start)
-                .order_by(g.c.granted_at)
-            ).all()
-            used = sum(row.cost for row in grants)
+            in_window = and_(g.c.pool == pool, g.c.granted_at > window_start)
+            used = conn.execute(select(func.coalesce(func.sum(g.c.cost), 0)).where(in_window)).scalar_one()
             if held is not None and held.granted_at > window_start:
                 return RateDecision(True, None, used)
             if used + cost <= limit:
@@ -351,6 +347,7 @@ class SmsStore:
             # Not enough room: the earliest moment enough of the oldest grants leave the window.
             need = used + cost - limit
             freed = 0
+            grants = conn.execute(select(g.c.granted_at, g.c.cost).where(in_window).order_by(g.c.granted_at))
             for row in grants:
                 freed += row.cost
                 if freed >= need:

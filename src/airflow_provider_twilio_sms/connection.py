@@ -21,7 +21,6 @@ log = logging.getLogger(__name__)
 # encryptable as ``enc:v1:<key-id>:<base64>``, registered with ``mask_secret`` once decrypted.
 SECRET_EXTRAS: tuple[str, ...] = ("api_key_secret", "secondary_auth_token", "webhook_signing_key_secret")
 
-ENC_PREFIX = "enc:v1:"
 _SID = {"AC": "Account SID", "MG": "Messaging Service SID", "SK": "API key SID"}
 # Twilio's regions and edge locations (twilio-python applies them to the API host).
 REGIONS = frozenset({"us1", "us2", "ie1", "au1", "jp1", "sg1", "br1", "de1"})
@@ -87,15 +86,15 @@ class TwilioConnectionSettings:
         def secret(name: str, value: str | None) -> str | None:
             if not value:
                 return None
-            if value.startswith(ENC_PREFIX):
-                from airflow_provider_twilio_sms.crypto import decrypt_extra
+            from airflow_provider_twilio_sms.crypto import decrypt_extra, is_encrypted, register_secret
 
+            if is_encrypted(value):  # any enc:vN: value: an unknown version fails clearly, never goes out as-is
                 value = decrypt_extra(value, conn_id, name)
             elif name != "password" and (conn_id, name) not in _warned_plaintext:
                 _warned_plaintext.add((conn_id, name))
                 log.warning("Connection %s stores the secret extra %s in plain text; encrypt it with "
                             "`airflow twilio-sms encrypt --conn-id %s --field %s`", conn_id, name, conn_id, name)
-            _mask(value)
+            register_secret(value)  # masked in task, triggerer, api-server and CLI logs alike
             return value
 
         account_sid = (conn.login or "").strip()
@@ -170,15 +169,6 @@ class TwilioConnectionSettings:
                 parse_rate_limit(self.rate_limit)
             except ValueError as err:
                 fail("rate_limit", str(err), "Fix or clear the rate_limit extra")
-
-
-def _mask(value: str) -> None:
-    """Register a secret with Airflow's masker so it never shows in task logs."""
-    try:
-        from airflow.sdk.log import mask_secret
-    except ImportError:  # pragma: no cover - Airflow without the task SDK
-        return
-    mask_secret(value)
 
 
 def load_settings(conn_id: str) -> TwilioConnectionSettings:

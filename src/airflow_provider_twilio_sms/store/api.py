@@ -378,38 +378,32 @@ class SmsStore:
         """
         now = now or utcnow()
         status = (status or "").strip().lower()
+        m = t.message
+        # A retried delivery carries the same I-Twilio-Idempotency-Token and so the same SID and
+        # status: the unique (account, "status:SID:status") key dedupes both cases in one statement.
+        values = {
+            "kind": "status", "account_sid": account_sid, "conn_id": conn_id,
+            "dedupe_key": f"status:{message_sid}:{status}", "idempotency_token": idempotency_token,
+            "message_sid": message_sid, "status": status, "error_code": error_code,
+            "from_number": payload.get("From"), "to_number": payload.get("To"), "team": team,
+            "received_at": now, "payload": json.dumps(dict(payload), sort_keys=True),
+            "message_id": select(m.c.id).where(m.c.sid == message_sid).scalar_subquery(),
+        }
         with self._write() as conn:
-            if idempotency_token and conn.execute(
-                select(t.event.c.id).where(t.event.c.account_sid == account_sid,
-                                           t.event.c.idempotency_token == idempotency_token).limit(1)
-            ).first():
-                return False
-            values = {
-                "kind": "status", "account_sid": account_sid, "conn_id": conn_id,
-                "dedupe_key": f"status:{message_sid}:{status}", "idempotency_token": idempotency_token,
-                "message_sid": message_sid, "status": status, "error_code": error_code,
-                "from_number": payload.get("From"), "to_number": payload.get("To"), "team": team,
-                "received_at": now, "payload": json.dumps(dict(payload), sort_keys=True),
-            }
-            if not self._insert_ignore(conn, t.event, values, ["account_sid", "dedupe_key"]):
-                return False
-            m = t.message
-            if idempotency_key:
-                conn.execute(
+            if idempotency_key:  # the send's response was lost: link its row by the key first
+                linked = conn.execute(
                     update(m).where(m.c.account_sid == account_sid, m.c.idempotency_key == idempotency_key,
                                     m.c.scope == make_scope(account_sid, team), m.c.sid.is_(None))
                     .values(sid=message_sid, updated_at=now)
-                )
-            row = conn.execute(select(m.c.id).where(m.c.sid == message_sid)).first()
-            if row is None:
-                return True
-            conn.execute(update(t.event).where(t.event.c.account_sid == account_sid,
-                                               t.event.c.dedupe_key == values["dedupe_key"])
-                         .values(message_id=row.id))
+                ).rowcount
+                if linked:
+                    values["message_id"] = select(m.c.id).where(m.c.sid == message_sid).scalar_subquery()
+            if not self._insert_ignore(conn, t.event, values, ["account_sid", "dedupe_key"]):
+                return False
             rank = status_rank(status)
             if rank:
                 conn.execute(
-                    update(m).where(m.c.id == row.id, m.c.status_rank < rank)
+                    update(m).where(m.c.sid == message_sid, m.c.status_rank < rank)
                     .values(status=status, status_rank=rank, status_updated_at=now, updated_at=now,
                             error_code=error_code if error_code is not None else m.c.error_code)
                 )

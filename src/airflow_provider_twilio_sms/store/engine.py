@@ -72,7 +72,9 @@ def create_store_engine(url: str) -> Engine:
         )
         _configure_sqlite(engine)
         return engine
-    return create_engine(parsed, pool_pre_ping=True, pool_size=5, max_overflow=5, pool_recycle=1800)
+    # No pre-ping (a round trip per checkout): a connection the server dropped fails once, SQLAlchemy
+    # then discards the whole pool, and callers already treat a failed write as retryable.
+    return create_engine(parsed, pool_size=5, max_overflow=10, pool_recycle=1800)
 
 
 def get_engine(url: str) -> Engine:

@@ -19,7 +19,9 @@ EMPTY_TWIML = '<?xml version="1.0" encoding="UTF-8"?><Response/>'
 async def _verified(request: Request, conn_id: str, kind: str):
     state = request.app.state.twilio_sms
     body = await read_body(request, state.max_body_bytes)
-    settings = await run_in_threadpool(state.settings.get, conn_id)
+    hit, settings = state.settings.fresh(conn_id)
+    if not hit:
+        settings = await run_in_threadpool(state.settings.get, conn_id)
     return verify(settings, request, body, conn_id, kind)
 
 

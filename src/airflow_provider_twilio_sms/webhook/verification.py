@@ -49,11 +49,18 @@ class SettingsCache:
         self.ttl = ttl
         self._entries: dict[str, tuple[float, TwilioConnectionSettings | None]] = {}
 
+    def fresh(self, conn_id: str) -> tuple[bool, TwilioConnectionSettings | None]:
+        """(True, settings) when cached and not expired: no lookup, no thread hop."""
+        cached = self._entries.get(conn_id)
+        if cached and cached[0] > time.monotonic():
+            return True, cached[1]
+        return False, None
+
     def get(self, conn_id: str) -> TwilioConnectionSettings | None:
         now = time.monotonic()
-        cached = self._entries.get(conn_id)
-        if cached and cached[0] > now:
-            return cached[1]
+        hit, settings = self.fresh(conn_id)
+        if hit:
+            return settings
         settings = _load(conn_id)
         self._entries[conn_id] = (now + self.ttl, settings)
         return settings

@@ -581,20 +581,8 @@ class SmsStore:
     ) -> list[dict[str, Any]]:
         """Outbound messages, newest first, for the read API (keyset pagination on ``before_id``)."""
         m = t.message
-        conditions = []
-        if status:
-            conditions.append(m.c.status == status)
-        if number:
-            conditions.append(or_(m.c.to_number == number, m.c.from_number == number))
-        if since is not None:
-            conditions.append(m.c.created_at >= since)
-        if before_id is not None:
-            conditions.append(m.c.id < before_id)
-        if teams is not None:
-            conditions.append(_team_filter(m.c.team, teams))
-        with self._read() as conn:
-            rows = conn.execute(select(m).where(*conditions).order_by(m.c.id.desc()).limit(limit)).all()
-        return [dict(r._mapping) for r in rows]
+        return self._newest_first(m, m.c.created_at, [m.c.status == status] if status else [], number=number,
+                                  since=since, teams=teams, before_id=before_id, limit=limit)
 
     def list_inbound(
         self,
@@ -607,15 +595,22 @@ class SmsStore:
     ) -> list[dict[str, Any]]:
         """Inbound messages, newest first, for the read API (keyset pagination on ``before_id``)."""
         e = t.event
-        conditions = [e.c.kind == "inbound"]
+        return self._newest_first(e, e.c.received_at, [e.c.kind == "inbound"], number=number, since=since,
+                                  teams=teams, before_id=before_id, limit=limit)
+
+    def _newest_first(self, table, time_column, conditions: list, *, number: str | None,
+                      since: datetime | None, teams: Iterable[str | None] | None, before_id: int | None,
+                      limit: int) -> list[dict[str, Any]]:
+        """One page of ``table``, newest first, filtered the way the read API filters."""
+        conditions = list(conditions)
         if number:
-            conditions.append(or_(e.c.to_number == number, e.c.from_number == number))
+            conditions.append(or_(table.c.to_number == number, table.c.from_number == number))
         if since is not None:
-            conditions.append(e.c.received_at >= since)
+            conditions.append(time_column >= since)
         if before_id is not None:
-            conditions.append(e.c.id < before_id)
+            conditions.append(table.c.id < before_id)
         if teams is not None:
-            conditions.append(_team_filter(e.c.team, teams))
+            conditions.append(_team_filter(table.c.team, teams))
         with self._read() as conn:
-            rows = conn.execute(select(e).where(*conditions).order_by(e.c.id.desc()).limit(limit)).all()
+            rows = conn.execute(select(table).where(*conditions).order_by(table.c.id.desc()).limit(limit)).all()
         return [dict(r._mapping) for r in rows]

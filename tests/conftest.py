@@ -236,3 +236,15 @@ def store_conn(store, monkeypatch):
     monkeypatch.setenv("AIRFLOW_CONN_TWILIO_SMS_STORE_DEFAULT",
                        json.dumps({"conn_type": "generic", "extra": {"sqlalchemy_url": url}}))
     return store
+
+
+def dag_test(dag, **kwargs):
+    """``dag.test()`` for a DAG defined in a test: serialise it first, as the DAG processor would."""
+    from airflow.dag_processing.bundles.manager import DagBundlesManager
+    from airflow.dag_processing.dagbag import DagBag, sync_bag_to_db
+
+    DagBundlesManager().sync_bundles_to_db()
+    bag = DagBag(dag_folder="/dev/null")
+    bag.bag_dag(dag)
+    sync_bag_to_db(bag, bundle_name="dags-folder", bundle_version=None)
+    return dag.test(**kwargs)

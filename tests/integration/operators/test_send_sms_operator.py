@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from airflow_provider_twilio_sms.operators.sms import SendSmsOperator
-from conftest import REPO
+from conftest import REPO, dag_test
 
 
 @pytest.fixture
@@ -70,20 +70,10 @@ def test_the_status_callback_carries_the_idempotency_key(airflow_env, twilio_con
 
     with DAG("cb_dag", schedule=None) as dag:
         SendSmsOperator(task_id="send", to="+14155550123", body="hi", idempotency_key="order-42")
-    _run(dag)
+    dag_test(dag)
     [create] = sim._creates
     assert create["status_callback"] == ("https://airflow.example.com/twilio_sms/webhooks/twilio_sms_default/status"
                                          "?ik=order-42")
-
-
-def _run(dag):
-    """dag.test() for a DAG defined in the test: serialise it first, as the DAG processor would."""
-    from airflow.dag_processing.dagbag import DagBag, sync_bag_to_db
-
-    bag = DagBag(dag_folder="/dev/null")
-    bag.bag_dag(dag)
-    sync_bag_to_db(bag, bundle_name="dags-folder", bundle_version=None)
-    return dag.test()
 
 
 def test_permanent_error_fails_without_airflow_retries(airflow_env):
@@ -92,7 +82,7 @@ def test_permanent_error_fails_without_airflow_retries(airflow_env):
 
     with DAG("perm_dag", schedule=None, default_args={"retries": 3}) as dag:
         SendSmsOperator(task_id="send", to="+15005550009", body="hi")
-    run = _run(dag)
+    run = dag_test(dag)
     assert run.state == "failed"
     assert sim.count("create") == 1
 
@@ -110,7 +100,7 @@ def test_xcom_holds_what_downstream_needs_and_no_full_number(airflow_env):
             seen.update(result)
 
         after(sent.output)
-    assert _run(dag).state == "success"
+    assert dag_test(dag).state == "success"
     assert set(seen) >= {"sid", "status", "idempotency_key", "segments", "to", "sent_at"}
     assert seen["to"] == "***0123" and "4155550123" not in json.dumps(seen)
 

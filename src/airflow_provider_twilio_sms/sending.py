@@ -4,12 +4,12 @@ One SMS per idempotency key, ever. Twilio's Messages API has no idempotency key 
 guarantee is built here:
 
 1. validate and normalise before anything else (no store row, no HTTP for a bad number);
-2. refuse opted-out recipients before any HTTP request;
-3. claim the key in the store (unique constraint): a key already sent returns its recorded result;
+2. in one transaction, refuse opted-out recipients and claim the key in the store (unique
+   constraint): a key already sent returns its recorded result;
    a live claim elsewhere is waited on, never sent over; a claim whose attempt may have reached Twilio
    is reconciled first (look the message up at Twilio, match the body hash) and never re-POSTed blindly;
-4. take a rate-limit slot for the team pool (exact, in the store);
-5. send with our retry policy: transient refusals back off with jitter (honouring Retry-After),
+3. take a rate-limit slot for the team pool (exact, in the store);
+4. send with our retry policy: transient refusals back off with jitter (honouring Retry-After),
    permanent errors fail at once, an unknown outcome is reconciled before any second POST.
 """
 
@@ -142,12 +142,14 @@ class SmsSender:
         segments, _ = count_segments(request.body or "")
         if not (from_ or messaging_service_sid):
             settings.require_sender()
-        if self.store.is_opted_out(settings.account_sid, to):
+        # One transaction refuses an opted-out recipient and claims the key; with no rate limit to
+        # decide, it also records that the request is about to leave.
+        claim = self._claim(request, to, from_, messaging_service_sid, settings,
+                            attempting=request.rate_limit is None)
+        if claim.outcome == "opted_out":
             raise OptedOutError(
                 f"{mask_number(to)} replied STOP to this account; not sending. They must reply START "
                 "before they can be messaged again", code=21610)
-
-        claim = self._claim(request, to, from_, messaging_service_sid, settings)
         if not claim.owned:
             return self._finished(claim)
         if claim.outcome == "reconcile":
@@ -178,7 +180,7 @@ class SmsSender:
         return team_pool(request.team, request.pool)
 
     def _claim(self, request: SendRequest, to: str, from_: str | None, messaging_service_sid: str | None,
-               settings) -> Claim:
+               settings, *, attempting: bool) -> Claim:
         """Claim the key; wait while a live attempt elsewhere holds it (it may finish, or die)."""
         deadline = time.monotonic() + self.lease_seconds + 5
         while True:
@@ -188,7 +190,8 @@ class SmsSender:
                 from_number=from_, messaging_service_sid=messaging_service_sid,
                 num_media=len(request.media_urls), lease_seconds=self.lease_seconds, attempt_id=self.attempt_id,
                 team=request.team, pool=request.pool, dag_id=request.dag_id, task_id=request.task_id,
-                run_id=request.run_id, map_index=request.map_index,
+                run_id=request.run_id, map_index=request.map_index, attempting=attempting,
+                refuse_opted_out=True,
             )
             if claim.outcome != "held":
                 return claim
@@ -236,7 +239,8 @@ class SmsSender:
         attempt = 0
         while True:
             attempt += 1
-            self.store.mark_attempt(claim, lease_seconds=self.lease_seconds)
+            if attempt > 1 or not claim.row.get("http_attempted_at"):  # else the claim already marked it
+                self.store.mark_attempt(claim, lease_seconds=self.lease_seconds)
             try:
                 result = self.hook.send_message(
                     to, request.body, from_=from_, messaging_service_sid=messaging_service_sid,

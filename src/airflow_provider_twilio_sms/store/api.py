@@ -93,6 +93,7 @@ class Claim:
         answer); look the message up at Twilio before sending, never re-POST blindly.
       - ``sent`` / ``failed``: done before; ``row`` holds the recorded result. Nothing to send.
       - ``held``: a live attempt elsewhere holds the claim until ``row["lease_expires_at"]``.
+      - ``opted_out``: the recipient replied STOP (only with ``refuse_opted_out``); nothing claimed.
     """
 
     outcome: str
@@ -152,6 +153,22 @@ class SmsStore:
         except IntegrityError:
             return False
 
+    def _insert_returning(self, conn: Connection, table, values: dict, conflict_cols: list[str],
+                          match) -> dict[str, Any] | None:
+        """Insert unless the unique ``conflict_cols`` exist; the new row, or None. One statement where
+        the database can say both (INSERT ... ON CONFLICT DO NOTHING RETURNING)."""
+        if self.dialect in ("postgresql", "sqlite"):
+            if self.dialect == "postgresql":
+                from sqlalchemy.dialects.postgresql import insert as dialect_insert
+            else:
+                from sqlalchemy.dialects.sqlite import insert as dialect_insert
+            stmt = (dialect_insert(table).values(**values).on_conflict_do_nothing(index_elements=conflict_cols)
+                    .returning(*table.c))
+            return self._row(conn.execute(stmt).first())
+        if not self._insert_ignore(conn, table, values, conflict_cols):
+            return None
+        return self._row(conn.execute(select(table).where(match)).first())
+
     @staticmethod
     def _row(result_row) -> dict[str, Any] | None:
         return dict(result_row._mapping) if result_row is not None else None
@@ -183,9 +200,17 @@ class SmsStore:
         task_id: str | None = None,
         run_id: str | None = None,
         map_index: int | None = None,
+        attempting: bool = False,
+        refuse_opted_out: bool = False,
         now: datetime | None = None,
     ) -> Claim:
-        """Claim ``idempotency_key`` in ``scope`` for one send attempt. See :class:`Claim`."""
+        """Claim ``idempotency_key`` in ``scope`` for one send attempt. See :class:`Claim`.
+
+        ``attempting=True`` records in the same statement that the HTTP request is about to leave (what
+        :meth:`mark_attempt` does), for callers with nothing to decide between claiming and sending.
+        ``refuse_opted_out=True`` returns outcome ``opted_out`` (claiming nothing) when ``to_number``
+        replied STOP to this account, checked in the same transaction.
+        """
         attempt_id = attempt_id or uuid.uuid4().hex
         now = now or utcnow()
         lease = now + timedelta(seconds=lease_seconds)
@@ -196,14 +221,18 @@ class SmsStore:
             "body_sha256": body_digest(body), "num_media": num_media, "send_state": "claimed",
             "attempt_id": attempt_id, "lease_expires_at": lease, "status_rank": 0,
             "dag_id": dag_id, "task_id": task_id, "run_id": run_id, "map_index": map_index,
-            "created_at": now, "updated_at": now,
+            "created_at": now, "updated_at": now, "http_attempted_at": now if attempting else None,
         }
         key_match = and_(t.message.c.scope == scope, t.message.c.idempotency_key == idempotency_key)
         for _ in range(20):
             with self._write() as conn:
-                if self._insert_ignore(conn, t.message, values, ["scope", "idempotency_key"]):
-                    row = self._row(conn.execute(select(t.message).where(key_match)).first())
-                    return Claim("new", row, attempt_id)
+                if refuse_opted_out and conn.execute(select(t.opt_out.c.opted_out).where(
+                        t.opt_out.c.account_sid == account_sid, t.opt_out.c.number == to_number,
+                        t.opt_out.c.opted_out.is_(True))).first():
+                    return Claim("opted_out", {}, attempt_id)
+                inserted = self._insert_returning(conn, t.message, values, ["scope", "idempotency_key"], key_match)
+                if inserted is not None:
+                    return Claim("new", inserted, attempt_id)
                 row = self._row(conn.execute(select(t.message).where(key_match)).first())
                 if row is None:  # deleted between the two statements; try again
                     continue
@@ -219,12 +248,15 @@ class SmsStore:
                     .where(t.message.c.id == row["id"], t.message.c.attempt_id == row["attempt_id"],
                            t.message.c.send_state == state)
                     .values(attempt_id=attempt_id, lease_expires_at=lease, send_state="claimed",
-                            updated_at=now)
+                            updated_at=now,
+                            **({"http_attempted_at": func.coalesce(t.message.c.http_attempted_at, now)}
+                               if attempting else {}))
                 ).rowcount
                 if taken != 1:
                     continue
                 outcome = "reconcile" if row["http_attempted_at"] is not None else "resume"
-                row.update(attempt_id=attempt_id, lease_expires_at=lease)
+                row.update(attempt_id=attempt_id, lease_expires_at=lease,
+                           http_attempted_at=row["http_attempted_at"] or (now if attempting else None))
                 return Claim(outcome, row, attempt_id)
         raise RuntimeError(f"could not settle the claim on idempotency key in scope {scope!r}: "
                            "too much contention")
@@ -265,26 +297,30 @@ class SmsStore:
 
         A status already advanced by an early callback is kept: the status only moves forward.
         """
+        from sqlalchemy import case
+
         now = utcnow()
-        status = result.get("status")
-        rank = status_rank(status)
+        m = t.message
+        rank = status_rank(result.get("status"))
+        keep = m.c.status_rank >= rank  # SET expressions all see the row as it was
+        stmt = (update(m).where(m.c.id == claim.message_id, m.c.attempt_id == claim.attempt_id).values(
+            send_state="sent", sid=result["sid"],
+            status=case((keep, m.c.status), else_=result.get("status")),
+            status_rank=case((keep, m.c.status_rank), else_=rank),
+            status_updated_at=now, num_segments=result.get("num_segments"), encoding=result.get("encoding"),
+            error_code=result.get("error_code"), error_message=result.get("error_message"),
+            from_number=result.get("from") or claim.row.get("from_number"), sent_at=now, updated_at=now))
         with self._write() as conn:
-            current = self._row(conn.execute(
-                select(t.message.c.status, t.message.c.status_rank).where(t.message.c.id == claim.message_id)
-            ).first()) or {}
-            keep = (current.get("status_rank") or 0) >= rank
-            self._update_owned(
-                conn, claim,
-                send_state="sent", sid=result["sid"],
-                status=current.get("status") if keep else status,
-                status_rank=current.get("status_rank") if keep else rank,
-                status_updated_at=now,
-                num_segments=result.get("num_segments"), encoding=result.get("encoding"),
-                error_code=result.get("error_code"), error_message=result.get("error_message"),
-                from_number=result.get("from") or claim.row.get("from_number"),
-                sent_at=now, updated_at=now,
-            )
-            return self._row(conn.execute(select(t.message).where(t.message.c.id == claim.message_id)).first())
+            if self.dialect in ("postgresql", "sqlite"):
+                row = self._row(conn.execute(stmt.returning(*m.c)).first())
+            else:
+                row = self._row(conn.execute(select(m).where(m.c.id == claim.message_id)).first()) \
+                    if conn.execute(stmt).rowcount == 1 else None
+        if row is None:
+            raise LeaseLostError(
+                f"the claim on message row {claim.message_id} was taken over by another attempt "
+                "(this attempt's lease expired); its result was not recorded by this attempt")
+        return row
 
     def record_failed(self, claim: Claim, error_code: int | None, error_message: str) -> None:
         """Twilio refused the message for good; a later attempt with the same key returns this failure."""

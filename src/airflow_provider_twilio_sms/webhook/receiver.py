@@ -56,7 +56,7 @@ async def status_callback(conn_id: str, request: Request) -> Response:
             idempotency_key=verified.query.get("ik"), team=verified.query.get("team"))
     except Exception as err:  # noqa: BLE001 - any store failure must become a retryable answer
         return _store_down(err, conn_id, "status")
-    log.info("Status %s for message %s (%s)", safe_for_log(status, 20), mask_sid(p["MessageSid"]),
+    log.debug("Status %s for message %s (%s)", safe_for_log(status, 20), mask_sid(p["MessageSid"]),
              "stored" if processed else "duplicate")
     return JSONResponse({"success": True, "processed": 1 if processed else 0})
 
@@ -77,6 +77,6 @@ async def inbound_message(conn_id: str, request: Request) -> Response:
             opt_out_type=p.get("OptOutType"), team=verified.query.get("team"))
     except Exception as err:  # noqa: BLE001
         return _store_down(err, conn_id, "inbound")
-    log.info("Inbound message %s from %s (%s)", mask_sid(p["MessageSid"]), mask_number(p["From"]),
+    log.debug("Inbound message %s from %s (%s)", mask_sid(p["MessageSid"]), mask_number(p["From"]),
              "stored" if processed else "duplicate")
     return Response(EMPTY_TWIML, media_type="text/xml")

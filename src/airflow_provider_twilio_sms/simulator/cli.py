@@ -1,4 +1,14 @@
-"""``airflow twilio-sms simulator [serve|reply|fault|status]``."""
+"""``airflow twilio-sms simulator [serve|reply|fault|status]``.
+
+- ``serve`` (default): run the stand-in on ``--host``/``--port`` until SIGINT or SIGTERM; prints its base
+  URL and the test account's SID and Auth Token.
+- ``reply --from +1555... --to <our number> --body YES``: the running stand-in posts a signed inbound
+  message to the inbound URL of ``--to`` (set it with ``POST /_sim/numbers``).
+- ``fault --fault '{"kind": "429", "count": 2}'`` sets a fault (``--fault clear`` removes them all).
+- ``status``: what the running stand-in received and sent, as JSON.
+
+The last three talk to ``--url`` (default ``http://127.0.0.1:<--port>``).
+"""
 
 from __future__ import annotations
 
@@ -6,51 +16,113 @@ import json
 import signal
 import sys
 import threading
+from typing import Any
 
 
-def _url(args) -> str:
-    return (args.url or f"http://127.0.0.1:{args.port}").rstrip("/")
+def _url(args: Any) -> str:
+    if getattr(args, "url", None):
+        return str(args.url).rstrip("/")
+    host = getattr(args, "host", None) or "127.0.0.1"
+    if host in ("0.0.0.0", ""):
+        host = "127.0.0.1"
+    return f"http://{host}:{args.port}"
 
 
-def _post(args, action: str, payload: dict) -> dict:
+def _call(args: Any, method: str, action: str, payload: dict[str, Any] | None = None) -> dict[str, Any]:
     import requests
 
-    response = requests.post(f"{_url(args)}/_sim/{action}", json=payload, timeout=30)
+    url = f"{_url(args)}/_sim/{action}"
+    try:
+        response = requests.request(method, url, json=payload, timeout=30)
+    except requests.ConnectionError:
+        sys.exit(f"no Twilio stand-in answers at {_url(args)}: start one with `airflow twilio-sms simulator "
+                 f"serve --port {args.port}` or pass --url")
+    try:
+        answer = response.json()
+    except ValueError:
+        answer = {"error": response.text[:500]}
     if response.status_code != 200:
-        sys.exit(f"simulator refused {action}: {response.status_code} {response.text}")
-    return response.json()
+        sys.exit(f"the stand-in refused {action}: {answer.get('error', answer)}")
+    return answer
 
 
-def run(args) -> None:
+def run(args: Any) -> None:
     action = getattr(args, "action", None) or "serve"
     if action == "serve":
         _serve(args)
     elif action == "reply":
-        if not (args.from_ and args.to):
-            sys.exit("reply needs --from (the sender) and --to (your Twilio number with an inbound URL)")
-        answer = _post(args, "inbound", {"from": args.from_, "to": args.to, "body": args.body or ""})
-        print(f"inbound message {answer['message_sid']} delivered; the webhook answered {answer['status_code']}")
+        _reply(args)
     elif action == "fault":
-        if not args.fault:
-            sys.exit('fault needs --fault JSON, e.g. --fault \'{"kind": "429", "count": 2}\'')
-        _post(args, "faults", json.loads(args.fault))
-        print("fault set")
+        _fault(args)
+    elif action == "status":
+        print(json.dumps(_masked(_call(args, "GET", "state")), indent=2))
     else:
-        import requests
-
-        print(json.dumps(requests.get(f"{_url(args)}/_sim/state", timeout=30).json(), indent=2))
+        sys.exit(f"unknown simulator action {action!r}: serve, reply, fault or status")
 
 
-def _serve(args) -> None:
+def _masked(state: dict[str, Any]) -> dict[str, Any]:
+    """The state for a terminal: phone numbers keep their last four digits (the JSON API has them whole)."""
+    from airflow_provider_twilio_sms.privacy import mask_number
+
+    state = dict(state)
+    for key in ("outcomes", "numbers"):
+        state[key] = {mask_number(number): value for number, value in (state.get(key) or {}).items()}
+    state["opt_outs"] = [{k: mask_number(v) for k, v in pair.items()} for pair in state.get("opt_outs") or []]
+    state["faults"] = [{**fault, "to": mask_number(fault["to"]) if fault.get("to") else None}
+                       for fault in state.get("faults") or []]
+    return state
+
+
+def _reply(args: Any) -> None:
+    if not (args.from_ and args.to):
+        sys.exit("reply needs --from (the sender's number) and --to (our number, which has an inbound URL)")
+    answer = _call(args, "POST", "inbound", {"from": args.from_, "to": args.to, "body": args.body or ""})
+    code = answer.get("status_code")
+    if code is None:
+        sys.exit(f"inbound message {answer['message_sid']} could not be delivered: the webhook did not "
+                 f"answer ({answer.get('error')})")
+    print(f"inbound message {answer['message_sid']} delivered; the webhook answered {code}")
+    if not 200 <= int(code) < 300:
+        sys.exit(1)
+
+
+def _fault(args: Any) -> None:
+    if not args.fault:
+        sys.exit('fault needs --fault JSON, e.g. --fault \'{"kind": "429", "count": 2}\', or --fault clear')
+    if args.fault.strip() == "clear":
+        _call(args, "DELETE", "faults")
+        print("faults cleared")
+        return
+    try:
+        payload = json.loads(args.fault)
+    except ValueError as err:
+        sys.exit(f"--fault is not JSON: {err}")
+    if not isinstance(payload, dict):
+        sys.exit('--fault must be a JSON object such as {"kind": "503_before", "count": 1}')
+    fault = _call(args, "POST", "faults", payload)["fault"]
+    scope = ", ".join(f"{k}={fault[k]}" for k in ("to", "account", "endpoint", "count")
+                      if fault.get(k) is not None)
+    print(f"fault {fault['id']} set: {fault['kind']} ({scope})")
+
+
+def _serve(args: Any) -> None:
     from airflow_provider_twilio_sms.simulator.server import TwilioSimulator
 
-    sim = TwilioSimulator(host=args.host, port=args.port).start()
-    print(f"Twilio stand-in listening on {sim.base_url}")
-    print(f"  account SID: {sim.account_sid}")
-    print(f"  auth token:  {sim.auth_token}")
-    print(f"  use it with a twilio_sms connection whose extra api_base_url is {sim.base_url}")
+    try:
+        sim = TwilioSimulator(host=args.host or "127.0.0.1", port=args.port).start()
+    except OSError as err:
+        sys.exit(f"cannot listen on {args.host}:{args.port}: {err.strerror or err}")
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
-    stop.wait()
-    sim.stop()
+    print(f"Twilio stand-in listening on {sim.base_url}", flush=True)
+    print(f"  account SID: {sim.account_sid}")
+    print(f"  auth token:  {sim.auth_token}")
+    print(f"  point a twilio_sms connection at it: login/password above, extra api_base_url={sim.base_url}")
+    print(f"  control: {sim.base_url}/_sim/state; stop with Ctrl-C", flush=True)
+    try:
+        while not stop.wait(0.5):
+            pass
+    finally:
+        sim.stop()
+        print("Twilio stand-in stopped", flush=True)

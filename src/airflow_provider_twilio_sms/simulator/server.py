@@ -1,125 +1,136 @@
-"""A local stand-in for Twilio's Messages API: Twilio's REST shape, its errors and faults, signed callbacks.
+"""A local stand-in for Twilio's Messages API: a real HTTP server, so the whole provider runs offline.
 
-Run it from tests (``with TwilioSimulator() as sim: sim.base_url``) or with
-``airflow twilio-sms simulator``. It speaks what the provider uses of the 2010-04-01 API:
+    from airflow_provider_twilio_sms.simulator.server import TwilioSimulator
 
-- ``POST/GET /2010-04-01/Accounts/{AccountSid}/Messages.json``, ``GET .../Messages/{Sid}.json``,
-  ``GET /2010-04-01/Accounts/{AccountSid}.json``; HTTP Basic auth by Auth Token or API key.
-- Twilio's magic test numbers and validation errors, with Twilio's error body and codes.
-- Faults on demand: 429 with Retry-After, 500/503 before accepting, 500 after accepting, slow answers,
-  connection resets before or after accepting.
-- Status callbacks signed as Twilio signs them (``X-Twilio-Signature``, ``I-Twilio-Idempotency-Token``),
-  sent -> delivered/undelivered/failed, optionally duplicated or out of order, retried on 5xx.
-- Inbound messages to a configured URL per number, signed the same way.
-- ``/_sim/...`` control endpoints: faults, numbers, outcomes, inbound, state, reset.
+    with TwilioSimulator() as sim:            # 127.0.0.1, a free port
+        client = Client(sim.account_sid, sim.auth_token, environment={"X": "1"})
+        client.api.base_url = sim.base_url
+
+or ``airflow twilio-sms simulator`` from a shell. What it plays (each in its own module):
+
+- Twilio's REST shape and auth (``rest_api``, ``auth``), message resources (``messages``), list filters and
+  paging (``paging``), create validation and magic test numbers (``validation``, ``magic_numbers``),
+  segment counting (``encoding``), Twilio's error bodies (``errors``);
+- faults on demand (``faults``): 429 + Retry-After, 5xx before/after accepting, slow answers, resets;
+- statuses that advance over time (``lifecycle``) and signed, retried status callbacks (``callbacks``);
+- signed inbound messages with OptOutType, and the opt-outs they cause (``inbound``);
+- ``/_sim/...`` control and inspection endpoints (``control``).
+
+Memory is bounded: the newest ``max_messages`` messages and ``max_records`` records of each kind are kept.
+Logs never carry a full phone number, a body or a token.
 """
 
 from __future__ import annotations
 
-import heapq
-import itertools
 import json
 import logging
-import re
-import secrets
 import socket
 import struct
+import sys
 import threading
-import time
-from base64 import b64decode
-from collections import Counter
-from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from collections import Counter, deque
+from collections.abc import Callable, Mapping
+from datetime import datetime
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit
+from urllib.parse import urlencode
 
 from airflow_provider_twilio_sms.privacy import mask_number
-from airflow_provider_twilio_sms.segments import count_segments
-from airflow_provider_twilio_sms.signature import compute_signature
-from airflow_provider_twilio_sms.simulator.magic_numbers import check_create
-from airflow_provider_twilio_sms.store.api import opt_out_keyword
+from airflow_provider_twilio_sms.simulator.auth import (
+    TEST_ACCOUNT_SID, TEST_AUTH_TOKEN, Tokens, primary_token,
+)
+from airflow_provider_twilio_sms.simulator.callbacks import (
+    CallbackSender, idempotency_token, signed_headers, status_params,
+)
+from airflow_provider_twilio_sms.simulator.control import handle_control
+from airflow_provider_twilio_sms.simulator.encoding import segment_count
+from airflow_provider_twilio_sms.simulator.errors import error_body
+from airflow_provider_twilio_sms.simulator.faults import Fault, FaultBook
+from airflow_provider_twilio_sms.simulator.inbound import OptOutList, describe, inbound_params, opt_out_type
+from airflow_provider_twilio_sms.simulator.lifecycle import Lifecycle, Scheduler, utc_now
+from airflow_provider_twilio_sms.simulator.magic_numbers import VALID_FROM
+from airflow_provider_twilio_sms.simulator.messages import MessageBook, new_sid
+from airflow_provider_twilio_sms.simulator.rest_api import Answer, RestApi, request_id
+from airflow_provider_twilio_sms.simulator.validation import form_to_params
+
+__all__ = ["TEST_ACCOUNT_SID", "TEST_AUTH_TOKEN", "SimulatorServer", "TwilioSimulator"]
 
 log = logging.getLogger(__name__)
 
-TEST_ACCOUNT_SID = "AC" + "0" * 31 + "1"
-TEST_AUTH_TOKEN = "simulator-auth-token-0001"
-API_VERSION = "2010-04-01"
-_PATH = re.compile(r"^/2010-04-01/Accounts/(?P<account>[^/]+?)(?P<rest>/Messages(?:/(?P<sid>[^/]+?))?)?\.json$")
-FAULT_KINDS = ("429", "500_before", "503_before", "500_after", "slow", "reset_before", "reset_after")
-
-
-def _rfc2822(moment: datetime) -> str:
-    return moment.strftime("%a, %d %b %Y %H:%M:%S +0000")
-
-
-def _error(code: int, message: str, status: int = 400) -> tuple[int, dict]:
-    return status, {"code": code, "message": message, "more_info": f"https://www.twilio.com/docs/errors/{code}",
-                    "status": status}
-
-
-@dataclass
-class Fault:
-    """One injected fault. Applies to message creates matching ``to``/``account``; ``count`` times (None: always)."""
-
-    kind: str
-    to: str | None = None
-    account: str | None = None
-    count: int | None = None
-    retry_after: int = 1
-    delay: float = 2.0
-
-    def matches(self, account: str, to: str | None) -> bool:
-        return (self.to is None or self.to == to) and (self.account is None or self.account == account)
-
-
-@dataclass(order=True)
-class _Job:
-    due: float
-    seq: int
-    url: str = field(compare=False)
-    params: dict = field(compare=False)
-    token: str = field(compare=False)
-    idempotency_token: str = field(compare=False)
-    attempt: int = field(compare=False, default=1)
+MAX_REQUEST_BODY = 1_000_000
 
 
 class TwilioSimulator:
-    """The stand-in server. Thread-safe; every method may be called while it serves."""
+    """The stand-in. Every method is thread-safe and may be called while it serves.
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 0, *, accounts: dict[str, str] | None = None,
-                 api_keys: dict[str, tuple[str, str]] | None = None, callback_delay: float = 0.05,
-                 callback_retries: int = 3, callback_retry_delay: float = 0.2):
-        self.accounts = dict(accounts or {TEST_ACCOUNT_SID: TEST_AUTH_TOKEN})
-        self.api_keys = dict(api_keys or {})  # SK... -> (secret, account sid)
-        self.callback_delay = callback_delay
-        self.callback_retries = callback_retries
-        self.callback_retry_delay = callback_retry_delay
-        self.duplicate_callbacks = False
-        self.out_of_order = False
-        self._lock = threading.RLock()
-        self._messages: dict[str, dict[str, Any]] = {}
-        self._faults: list[Fault] = []
-        self._outcomes: dict[str, tuple[str, int | None]] = {}  # To -> (final status, error code)
-        self._inbound_urls: dict[str, str] = {}  # our number -> URL
+    :param host: address to listen on (127.0.0.1).
+    :param port: port, 0 for a free one (see :attr:`base_url`).
+    :param accounts: Account SID -> Auth Token, or (primary, secondary) tokens; default: one test account
+        (:data:`TEST_ACCOUNT_SID` / :data:`TEST_AUTH_TOKEN`). The first account is :attr:`account_sid`.
+    :param api_keys: API key SID (``SK...``) -> (secret, Account SID).
+    :param numbers: our number -> inbound URL, or ``{"inbound_url": ..., "messaging_service_sid": ...}``.
+    :param callback_delay: seconds between a message's status steps (sent, then the final status).
+    :param callback_retries: retries of a callback that got a 5xx or no answer; ``callback_retry_delay``
+        is the first backoff (doubling), ``callback_timeout`` how long to wait for an answer.
+    :param max_messages: messages kept (oldest forgotten first); ``max_records``: records kept per kind.
+    :param clock: returns the current time (timezone-aware), for tests that need other days.
+    """
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 0, *,
+                 accounts: Mapping[str, Tokens] | None = None,
+                 api_keys: Mapping[str, tuple[str, str]] | None = None,
+                 numbers: Mapping[str, str | Mapping[str, Any]] | None = None, callback_delay: float = 0.05,
+                 callback_retries: int = 3, callback_retry_delay: float = 0.2, callback_timeout: float = 15.0,
+                 callback_workers: int = 4, max_messages: int = 10_000, max_records: int = 10_000,
+                 clock: Callable[[], datetime] | None = None):
+        self.accounts: dict[str, Tokens] = dict(accounts or {TEST_ACCOUNT_SID: TEST_AUTH_TOKEN})
+        if not self.accounts:
+            raise ValueError("the stand-in needs at least one account")
+        self.api_keys: dict[str, tuple[str, str]] = dict(api_keys or {})
+        self._clock = clock or utc_now
+        self.started_at = self._clock()
+        self._lock = threading.Lock()
+        self._stopped = threading.Event()
         self._counts: Counter = Counter()
-        self._creates: list[dict[str, Any]] = []
-        self._callbacks: list[dict[str, Any]] = []
-        self._jobs: list[_Job] = []
-        self._seq = itertools.count()
-        self._wake = threading.Condition(self._lock)
-        self._stopping = False
-        self._server = ThreadingHTTPServer((host, port), _handler_for(self))
-        self._server.daemon_threads = True
-        self._threads: list[threading.Thread] = []
+        self._create_records: deque[dict[str, Any]] = deque(maxlen=max_records)
+        self._inbound_records: deque[dict[str, Any]] = deque(maxlen=max_records)
+        self._numbers: dict[str, dict[str, Any]] = {}
+        self._messages = MessageBook(max_messages)
+        self._faults = FaultBook()
+        self._opt_outs = OptOutList()
+        self._scheduler = Scheduler(is_alive=self._messages.exists, compact_at=max(1000, 4 * max_messages))
+        self._callbacks = CallbackSender(self._scheduler, self._signing_token, workers=callback_workers,
+                                         max_records=max_records)
+        self._callbacks.settings.update(retries=callback_retries, retry_delay=callback_retry_delay,
+                                        timeout=callback_timeout)
+        self._lifecycle = Lifecycle(self._scheduler, self._messages.advance, self._on_status, self._clock)
+        self._lifecycle.status_delay = callback_delay
+        self._rest = RestApi(self)
+        for number, config in (numbers or {}).items():
+            if isinstance(config, str):
+                self.set_inbound_url(number, config)
+            else:
+                self.set_inbound_url(number, config["inbound_url"],
+                                     messaging_service_sid=config.get("messaging_service_sid"))
+        self._connections: set[socket.socket] = set()
+        self._server = _Server((host, port), _handler_for(self))
+        self._serving: threading.Thread | None = None
 
     # -- lifecycle ------------------------------------------------------------------------------
 
     @property
+    def host(self) -> str:
+        return self._server.server_address[0]
+
+    @property
+    def port(self) -> int:
+        return self._server.server_address[1]
+
+    @property
     def base_url(self) -> str:
-        host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
+        host = "127.0.0.1" if self.host in ("0.0.0.0", "") else self.host
+        return f"http://{host}:{self.port}"
 
     @property
     def account_sid(self) -> str:
@@ -127,414 +138,374 @@ class TwilioSimulator:
 
     @property
     def auth_token(self) -> str:
-        return self.accounts[self.account_sid]
+        return primary_token(self.accounts, self.account_sid) or ""
 
     def start(self) -> TwilioSimulator:
-        for target in (self._server.serve_forever, self._callback_worker):
-            thread = threading.Thread(target=target, daemon=True, name=f"twilio-sim-{target.__name__}")
-            thread.start()
-            self._threads.append(thread)
+        if self._serving is not None:
+            return self
+        self._scheduler.start()
+        self._callbacks.start()
+        self._serving = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
+                                         name="twilio-sim-http", daemon=True)
+        self._serving.start()
         return self
 
     def stop(self) -> None:
-        with self._lock:
-            self._stopping = True
-            self._wake.notify_all()
-        self._server.shutdown()
+        if self._stopped.is_set():
+            return
+        self._stopped.set()
+        if self._serving is not None:
+            self._server.shutdown()
         self._server.server_close()
+        with self._lock:
+            connections = list(self._connections)
+        for conn in connections:  # idle keep-alive connections would keep their threads waiting
+            try:
+                conn.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        self._scheduler.stop()
+        self._callbacks.stop()
 
     def __enter__(self) -> TwilioSimulator:
         return self.start()
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.stop()
 
-    # -- configuration --------------------------------------------------------------------------
+    # -- steering -------------------------------------------------------------------------------
 
-    def add_fault(self, kind: str, *, to: str | None = None, account: str | None = None, count: int | None = 1,
-                  retry_after: int = 1, delay: float = 2.0) -> None:
-        if kind not in FAULT_KINDS:
-            raise ValueError(f"unknown fault {kind!r}; one of {', '.join(FAULT_KINDS)}")
-        with self._lock:
-            self._faults.append(Fault(kind, to, account, count, retry_after, delay))
+    def add_fault(self, kind: str, *, to: str | None = None, account: str | None = None,
+                  endpoint: str = "create", count: int | None = 1, retry_after: int = 1,
+                  delay: float = 2.0) -> Fault:
+        """Make the next ``count`` matching requests fail as ``kind`` (see :mod:`.faults`)."""
+        fault = self._faults.add(kind, to=to, account=account, endpoint=endpoint, count=count,
+                                 retry_after=retry_after, delay=delay)
+        log.info("Twilio stand-in: fault %s set (to %s, endpoint %s, count %s)", kind,
+                 mask_number(to) if to else "any", endpoint, count)
+        return fault
 
-    def set_outcome(self, to: str, status: str, error_code: int | None = None) -> None:
-        """Final status of messages to ``to``: delivered (default), undelivered or failed (with ErrorCode)."""
-        with self._lock:
-            self._outcomes[to] = (status, error_code)
+    def remove_fault(self, fault_id: int) -> bool:
+        return self._faults.remove(fault_id)
 
-    def set_inbound_url(self, number: str, url: str) -> None:
+    def clear_faults(self) -> None:
+        self._faults.clear()
+
+    def faults(self) -> list[dict[str, Any]]:
+        return self._faults.list()
+
+    def set_outcome(self, to: str, status: str = "delivered", error_code: int | None = None) -> None:
+        """Final status of messages to ``to``: delivered, undelivered or failed (with an ErrorCode)."""
+        self._lifecycle.set_outcome(to, status, error_code)
+
+    def outcomes(self) -> dict[str, dict[str, Any]]:
+        return self._lifecycle.outcomes()
+
+    def set_inbound_url(self, number: str, url: str, *, messaging_service_sid: str | None = None,
+                        account_sid: str | None = None) -> None:
+        """Where inbound messages to our ``number`` are posted (its "A message comes in" webhook)."""
         with self._lock:
-            self._inbound_urls[number] = url
+            self._numbers[number] = {"inbound_url": url, "messaging_service_sid": messaging_service_sid,
+                                     "account_sid": account_sid}
+
+    def numbers(self) -> dict[str, dict[str, Any]]:
+        with self._lock:
+            return {number: dict(config) for number, config in self._numbers.items()}
+
+    def add_account(self, account_sid: str, auth_token: str, secondary_auth_token: str | None = None) -> None:
+        tokens = (auth_token, secondary_auth_token) if secondary_auth_token else auth_token
+        self.accounts[account_sid] = tokens
+
+    def add_api_key(self, key_sid: str, secret: str, account_sid: str) -> None:
+        if not key_sid.startswith("SK"):
+            raise ValueError("an API key SID starts with SK")
+        self.api_keys[key_sid] = (secret, account_sid)
+
+    def configure_callbacks(self, **settings: Any) -> dict[str, Any]:
+        """Change ``status_delay`` (alias ``delay``), ``out_of_order``, ``duplicate``,
+        ``duplicate_same_token``, ``retries``, ``retry_delay``, ``timeout``; returns them all."""
+        delay = settings.pop("status_delay", settings.pop("delay", None))
+        out_of_order = settings.pop("out_of_order", None)
+        if delay is not None:
+            if isinstance(delay, bool) or not isinstance(delay, (int, float)) or delay < 0:
+                raise ValueError(f"status_delay must be a number of seconds >= 0, not {delay!r}")
+            self._lifecycle.status_delay = float(delay)
+        if out_of_order is not None:
+            if not isinstance(out_of_order, bool):
+                raise ValueError(f"out_of_order must be true or false, not {out_of_order!r}")
+            self._lifecycle.out_of_order = out_of_order
+        self._callbacks.settings.update(**settings)
+        return self.callback_settings()
+
+    def callback_settings(self) -> dict[str, Any]:
+        s = self._callbacks.settings
+        return {"status_delay": self._lifecycle.status_delay, "out_of_order": self._lifecycle.out_of_order,
+                "duplicate": s.duplicate, "duplicate_same_token": s.duplicate_same_token,
+                "retries": s.retries, "retry_delay": s.retry_delay, "timeout": s.timeout}
+
+    # Attribute-style access to the common settings (sim.callback_delay = 0.3).
+    callback_delay = property(lambda self: self._lifecycle.status_delay,
+                              lambda self, v: self.configure_callbacks(status_delay=v))
+    out_of_order = property(lambda self: self._lifecycle.out_of_order,
+                            lambda self, v: self.configure_callbacks(out_of_order=v))
+    duplicate_callbacks = property(lambda self: self._callbacks.settings.duplicate,
+                                   lambda self, v: self.configure_callbacks(duplicate=v))
 
     def reset(self) -> None:
+        """Forget messages, records, faults, outcomes, opt-outs and pending steps; keep accounts, numbers
+        and callback settings."""
+        self._scheduler.clear()
+        self._messages.clear()
+        self._faults.clear()
+        self._lifecycle.clear()
+        self._opt_outs.clear()
+        self._callbacks.clear()
         with self._lock:
-            self._messages.clear()
-            self._faults.clear()
-            self._outcomes.clear()
             self._counts.clear()
-            self._creates.clear()
-            self._callbacks.clear()
-            self._jobs.clear()
-            self.duplicate_callbacks = self.out_of_order = False
+            self._create_records.clear()
+            self._inbound_records.clear()
+
+    # -- inbound --------------------------------------------------------------------------------
+
+    def send_inbound(self, from_: str, to: str, body: str = "", media_urls: list[str] | None = None, *,
+                     account_sid: str | None = None) -> dict[str, Any]:
+        """POST a signed inbound message from ``from_`` to our number ``to``'s inbound URL.
+
+        Returns ``{"message_sid", "status_code", "content_type", "body"}`` (what the webhook answered;
+        ``status_code`` None and ``error`` when it could not be reached)."""
+        import requests
+
+        with self._lock:
+            config = dict(self._numbers.get(to) or {})
+        if not config.get("inbound_url"):
+            raise ValueError(f"no inbound URL configured for {mask_number(to)}: set one with set_inbound_url "
+                             "or POST /_sim/numbers")
+        account = account_sid or config.get("account_sid") or self.account_sid
+        auth_token = primary_token(self.accounts, account)
+        if auth_token is None:
+            raise ValueError(f"unknown account {account!r}")
+        media = [str(url) for url in media_urls or []]
+        now = self._clock()
+        sid = new_sid("MM" if media else "SM")
+        segments, _ = segment_count(body)
+        service = config.get("messaging_service_sid")
+        params = inbound_params(sid, account, from_=from_, to=to, body=body, media_urls=media,
+                                num_segments=segments, messaging_service_sid=service)
+        self._messages.add_inbound(sid, account, now, from_=from_, to=to, body=body, num_media=len(media),
+                                   num_segments=segments, messaging_service_sid=service)
+        self._opt_outs.apply(opt_out_type(body), to, from_)
+        url = config["inbound_url"]
+        token = idempotency_token()
+        result: dict[str, Any] = {"message_sid": sid}
+        try:
+            with requests.Session() as session:
+                session.trust_env = False
+                answer = session.post(url, data=urlencode(params),
+                                      headers=signed_headers(url, params, auth_token, token),
+                                      timeout=self._callbacks.settings.timeout, allow_redirects=False)
+            result.update(describe(answer))
+        except requests.RequestException as err:
+            result.update(status_code=None, error=type(err).__name__)
+        log.info("Twilio stand-in: inbound %s from %s to %s answered %s", sid, mask_number(from_),
+                 mask_number(to), result.get("status_code") or result.get("error"))
+        with self._lock:
+            self._counts["inbound_sent"] += 1
+            self._inbound_records.append({"url": url, "sid": sid, "params": params,
+                                          "idempotency_token": token, "answer": result.get("status_code"),
+                                          "error": result.get("error"), "response_body": result.get("body"),
+                                          "at": now.isoformat()})
+        return result
 
     # -- inspection -----------------------------------------------------------------------------
 
     def count(self, endpoint: str) -> int:
-        """Requests received per endpoint: ``create``, ``list``, ``fetch``, ``account``, ``unauthorized``."""
+        """Requests received per endpoint: ``create``, ``list``, ``fetch``, ``update``, ``delete``,
+        ``account``; ``unauthorized`` for those refused; ``inbound_sent`` for inbound messages posted."""
         with self._lock:
             return self._counts[endpoint]
 
-    def messages(self) -> list[dict[str, Any]]:
+    def counts(self) -> dict[str, int]:
         with self._lock:
-            return [dict(m) for m in self._messages.values()]
+            return dict(self._counts)
+
+    def messages(self) -> list[dict[str, Any]]:
+        """Every message kept (all accounts, outbound and inbound), oldest first, as
+        ``GET .../Messages/{Sid}.json`` shows it."""
+        return [m.resource for m in reversed(self._messages.snapshot())]
+
+    def message(self, sid: str) -> dict[str, Any] | None:
+        return self._messages.get(sid)
+
+    def creates(self) -> list[dict[str, Any]]:
+        """Every create request received (authenticated), oldest first: what was asked (``params``,
+        and ``to``/``from``/``body``/``status_callback``...), the answer (``status_code``,
+        ``error_code``, ``sid``) and the fault applied, if any."""
+        with self._lock:
+            return [dict(r) for r in self._create_records]
+
+    @property
+    def _creates(self) -> list[dict[str, Any]]:  # older name, kept for existing tests
+        return self.creates()
 
     def callbacks(self) -> list[dict[str, Any]]:
+        """Every status callback delivery attempt, oldest first, with the ``answer`` it got (None: no
+        answer, see ``error``), ``attempt``, ``idempotency_token``, ``duplicate`` and ``params``."""
+        return self._callbacks.records()
+
+    def wait_for_callbacks(self, count: int, timeout: float = 5.0) -> list[dict[str, Any]]:
+        """The callback records once at least ``count`` attempts were made, or at the timeout."""
+        return self._callbacks.wait(count, timeout)
+
+    def inbound_records(self) -> list[dict[str, Any]]:
         with self._lock:
-            return [dict(c) for c in self._callbacks]
+            return [dict(r) for r in self._inbound_records]
 
     def state(self) -> dict[str, Any]:
+        callbacks = self._callbacks.records()
         with self._lock:
-            return {"counts": dict(self._counts), "messages": len(self._messages),
-                    "callbacks": [{k: v for k, v in c.items() if k != "params"} for c in self._callbacks],
-                    "faults": [f.__dict__ for f in self._faults]}
+            counts = dict(self._counts)
+            creates, inbound = len(self._create_records), len(self._inbound_records)
+        return {"base_url": self.base_url, "account_sid": self.account_sid, "counts": counts,
+                "messages": len(self._messages), "creates": creates, "inbound": inbound,
+                "callbacks": {"attempts": len(callbacks),
+                              "by_answer": dict(Counter(str(c["answer"]) for c in callbacks))},
+                "faults": self._faults.list(), "outcomes": self.outcomes(), "numbers": self.numbers(),
+                "opt_outs": self._opt_outs.list(), "callback_settings": self.callback_settings()}
 
-    # -- inbound --------------------------------------------------------------------------------
+    # -- internals used by the REST layer -------------------------------------------------------
 
-    def send_inbound(self, from_: str, to: str, body: str, media_urls: list[str] | None = None,
-                     account_sid: str | None = None) -> dict[str, Any]:
-        """POST a signed inbound message to the URL configured for ``to``; returns its answer."""
-        import requests
-
-        with self._lock:
-            url = self._inbound_urls.get(to)
-        if not url:
-            raise ValueError(f"no inbound URL configured for {mask_number(to)}: set one with set_inbound_url")
-        account = account_sid or self.account_sid
-        sid = "SM" + secrets.token_hex(16)
-        media_urls = media_urls or []
-        params = {"MessageSid": sid, "SmsSid": sid, "SmsMessageSid": sid, "AccountSid": account, "From": from_,
-                  "To": to, "Body": body, "NumMedia": str(len(media_urls)), "NumSegments": str(count_segments(body)[0]),
-                  "ApiVersion": API_VERSION, "SmsStatus": "received"}
-        for i, media in enumerate(media_urls):
-            params[f"MediaUrl{i}"] = media
-            params[f"MediaContentType{i}"] = "image/jpeg"
-        keyword = _opt_out_type(body)
-        if keyword:
-            params["OptOutType"] = keyword
-        headers = {"X-Twilio-Signature": compute_signature(url, params, self.accounts[account]),
-                   "I-Twilio-Idempotency-Token": secrets.token_hex(16), "User-Agent": "TwilioProxy/1.1"}
-        response = requests.post(url, data=params, headers=headers, timeout=15)
-        with self._lock:
-            self._counts["inbound_sent"] += 1
-        return {"message_sid": sid, "status_code": response.status_code, "body": response.text}
-
-    # -- REST handling --------------------------------------------------------------------------
-
-    def _authenticate(self, header: str | None, account: str) -> bool:
-        if not header or not header.startswith("Basic "):
-            return False
-        try:
-            user, _, password = b64decode(header[6:]).decode("utf-8").partition(":")
-        except ValueError:
-            return False
-        if user.startswith("SK"):
-            secret, owner = self.api_keys.get(user, (None, None))
-            return bool(secret) and secrets.compare_digest(secret, password) and owner == account
-        token = self.accounts.get(user)
-        return bool(token) and secrets.compare_digest(token, password) and user == account
-
-    def _take_fault(self, account: str, to: str | None) -> Fault | None:
-        with self._lock:
-            for fault in self._faults:
-                if fault.matches(account, to):
-                    if fault.count is not None:
-                        fault.count -= 1
-                        if fault.count <= 0:
-                            self._faults.remove(fault)
-                    return fault
-        return None
-
-    def _create(self, account: str, form: list[tuple[str, str]]) -> tuple[int, dict]:
-        params: dict[str, Any] = {}
-        media = []
-        for key, value in form:
-            if key == "MediaUrl":
-                media.append(value)
-            else:
-                params[key] = value
-        problem = check_create(params, media)
-        if problem:
-            return _error(*problem)
-        now = datetime.now(timezone.utc)
-        sid = "SM" + secrets.token_hex(16)
-        body = params.get("Body", "")
-        segments, _ = count_segments(body)
-        message = {
-            "sid": sid, "account_sid": account, "api_version": API_VERSION, "body": body,
-            "date_created": _rfc2822(now), "date_updated": _rfc2822(now), "date_sent": None,
-            "direction": "outbound-api", "error_code": None, "error_message": None,
-            "from": params.get("From") or "+15005550006", "messaging_service_sid": params.get("MessagingServiceSid"),
-            "num_media": str(len(media)), "num_segments": str(segments), "price": None, "price_unit": "USD",
-            "status": "queued" if not params.get("MessagingServiceSid") else "accepted", "to": params["To"],
-            "uri": f"/{API_VERSION}/Accounts/{account}/Messages/{sid}.json",
-            "subresource_uris": {"media": f"/{API_VERSION}/Accounts/{account}/Messages/{sid}/Media.json"},
-            "_created": now.timestamp(), "_callback": params.get("StatusCallback"),
-        }
-        with self._lock:
-            self._messages[sid] = message
-            self._creates.append({"sid": sid, "to": params["To"], "from": params.get("From"), "body": body,
-                                  "status_callback": params.get("StatusCallback")})
-            self._schedule_lifecycle(message)
-        return 201, self._public(message)
-
-    def _schedule_lifecycle(self, message: dict[str, Any]) -> None:
-        """sent, then the final status: both applied to the message and called back (queued never is)."""
-        final, code = self._outcomes.get(message["to"], ("delivered", None))
-        steps = [("sent", None), (final, code)]
-        if self.out_of_order:
-            steps.reverse()
-        for i, (status, error_code) in enumerate(steps, start=1):
-            due = time.monotonic() + self.callback_delay * i
-            self._push(_Job(due, next(self._seq), "", {"_apply": status, "_sid": message["sid"],
-                                                       "_code": error_code}, "", ""))
-
-    def _push(self, job: _Job) -> None:
-        heapq.heappush(self._jobs, job)
-        self._wake.notify_all()
-
-    def _apply_status(self, sid: str, status: str, error_code: int | None) -> None:
-        with self._lock:
-            message = self._messages.get(sid)
-            if message is None:
-                return
-            now = datetime.now(timezone.utc)
-            from airflow_provider_twilio_sms.store.status import status_rank
-
-            if status_rank(status) > status_rank(message["status"]):
-                message.update(status=status, date_updated=_rfc2822(now), error_code=error_code,
-                               error_message=None if error_code is None else f"Twilio error {error_code}")
-                if status == "sent":
-                    message["date_sent"] = _rfc2822(now)
-            url = message.get("_callback")
-            if not url:
-                return
-            token = self.accounts[message["account_sid"]]
-            params = {"MessageSid": sid, "SmsSid": sid, "SmsStatus": status, "MessageStatus": status,
-                      "AccountSid": message["account_sid"], "From": message["from"], "To": message["to"],
-                      "ApiVersion": API_VERSION}
-            if error_code is not None:
-                params["ErrorCode"] = str(error_code)
-            if status == "delivered":
-                params["RawDlrDoneDate"] = now.strftime("%y%m%d%H%M")
-            copies = 2 if self.duplicate_callbacks else 1
-            for _ in range(copies):
-                self._push(_Job(time.monotonic(), next(self._seq), url, params, token, secrets.token_hex(16)))
-
-    def _callback_worker(self) -> None:
-        import requests
-
-        session = requests.Session()
-        while True:
-            with self._lock:
-                while not self._stopping and (not self._jobs or self._jobs[0].due > time.monotonic()):
-                    timeout = (self._jobs[0].due - time.monotonic()) if self._jobs else None
-                    self._wake.wait(timeout)
-                if self._stopping:
-                    return
-                job = heapq.heappop(self._jobs)
-            if "_apply" in job.params:
-                self._apply_status(job.params["_sid"], job.params["_apply"], job.params["_code"])
-                continue
-            self._deliver(session, job)
-
-    def _deliver(self, session, job: _Job) -> None:
-        headers = {"X-Twilio-Signature": compute_signature(job.url, job.params, job.token),
-                   "I-Twilio-Idempotency-Token": job.idempotency_token, "User-Agent": "TwilioProxy/1.1",
-                   "Content-Type": "application/x-www-form-urlencoded"}
-        try:
-            response = session.post(job.url, data=urlencode(job.params), headers=headers, timeout=15)
-            code: int | None = response.status_code
-        except Exception as err:  # noqa: BLE001 - an unreachable webhook is a result to record
-            code = None
-            log.info("Callback to %s failed: %s", urlsplit(job.url).path, type(err).__name__)
-        with self._lock:
-            self._callbacks.append({"url": job.url, "status": job.params.get("MessageStatus"),
-                                    "sid": job.params.get("MessageSid"), "answer": code, "attempt": job.attempt,
-                                    "idempotency_token": job.idempotency_token, "params": dict(job.params)})
-            if (code is None or code >= 500) and job.attempt <= self.callback_retries:
-                retry = _Job(time.monotonic() + self.callback_retry_delay * job.attempt, next(self._seq), job.url,
-                             job.params, job.token, job.idempotency_token, job.attempt + 1)
-                self._push(retry)
-
-    def _list(self, account: str, query: dict[str, str], path: str) -> dict[str, Any]:
-        def parse(value: str) -> datetime:
-            value = value.replace("Z", "+00:00")
-            moment = datetime.fromisoformat(value) if "T" in value else datetime.fromisoformat(value + "T00:00:00+00:00")
-            return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
-
-        with self._lock:
-            rows = [m for m in self._messages.values() if m["account_sid"] == account]
-        if query.get("To"):
-            rows = [m for m in rows if m["to"] == query["To"]]
-        if query.get("From"):
-            rows = [m for m in rows if m["from"] == query["From"]]
-        for key, keep in (("DateSent>", lambda t, b: t >= b), ("DateSent<", lambda t, b: t <= b)):
-            if query.get(key):
-                bound = parse(query[key]).timestamp()
-                rows = [m for m in rows if keep(m["_created"], bound)]
-        if query.get("DateSent"):
-            day = parse(query["DateSent"]).date()
-            rows = [m for m in rows if datetime.fromtimestamp(m["_created"], timezone.utc).date() == day]
-        rows.sort(key=lambda m: m["_created"], reverse=True)
-        size = max(1, min(1000, int(query.get("PageSize", 50))))
-        page = max(0, int(query.get("Page", 0)))
-        chunk = rows[page * size:(page + 1) * size]
-        base = {k: v for k, v in query.items() if k not in ("Page", "PageToken")}
-
-        def uri(p: int) -> str:
-            return f"{path}?{urlencode({**base, 'PageSize': size, 'Page': p, 'PageToken': f'PA{p}'})}"
-
-        return {"messages": [self._public(m) for m in chunk], "page": page, "page_size": size,
-                "start": page * size, "end": page * size + max(0, len(chunk) - 1), "uri": uri(page),
-                "first_page_uri": uri(0), "previous_page_uri": uri(page - 1) if page else None,
-                "next_page_uri": uri(page + 1) if (page + 1) * size < len(rows) else None}
-
-    @staticmethod
-    def _public(message: dict[str, Any]) -> dict[str, Any]:
-        return {k: v for k, v in message.items() if not k.startswith("_")}
-
-    def handle(self, request: _Handler) -> None:  # noqa: C901 - one router for a small API
-        parts = urlsplit(request.path)
-        if parts.path.startswith("/_sim/"):
-            self._control(request, parts.path[len("/_sim/"):])
-            return
-        match = _PATH.match(parts.path)
-        if not match:
-            request.reply(*_error(20404, "The requested resource was not found", 404))
-            return
-        account, rest, sid = match.group("account"), match.group("rest"), match.group("sid")
-        endpoint = ("account" if not rest else "fetch" if sid else "create" if request.command == "POST" else "list")
+    def _count(self, endpoint: str) -> None:
         with self._lock:
             self._counts[endpoint] += 1
-        if not self._authenticate(request.headers.get("Authorization"), account):
-            with self._lock:
-                self._counts["unauthorized"] += 1
-            request.reply(*_error(20003, "Authenticate", 401), headers={"WWW-Authenticate": 'Basic realm="Twilio API"'})
+
+    def _record_create(self, record: dict[str, Any], answer: Answer, message: dict[str, Any] | None) -> None:
+        params = form_to_params(record.pop("form"))
+        body = answer.body if isinstance(answer.body, dict) else {}
+        record.update(
+            at=self._clock().isoformat(), params=params, to=params.get("To"), **{"from": params.get("From")},
+            body=params.get("Body"), status_callback=params.get("StatusCallback"),
+            messaging_service_sid=params.get("MessagingServiceSid"),
+            media_urls=list(params.get("MediaUrl") or []),
+            sid=message["sid"] if message else None,
+            status_code=None if answer.reset else answer.status,
+            error_code=None if message else body.get("code"),
+        )
+        with self._lock:
+            self._create_records.append(record)
+
+    def _service_number(self, messaging_service_sid: str) -> str:
+        with self._lock:
+            for number, config in self._numbers.items():
+                if config.get("messaging_service_sid") == messaging_service_sid:
+                    return number
+        return VALID_FROM
+
+    def _signing_token(self, account_sid: str) -> str | None:
+        return primary_token(self.accounts, account_sid)
+
+    def _on_status(self, sid: str, status: str, error_code: int | None, snapshot: dict[str, Any]) -> None:
+        url = self._messages.callback_url(sid)
+        if url:
+            params = status_params(snapshot, status, error_code, self._clock())
+            self._callbacks.send(url, params, snapshot["account_sid"], sid)
+
+    def _serve_request(self, handler: _Handler) -> None:
+        length = int(handler.headers.get("Content-Length") or 0)
+        if length > MAX_REQUEST_BODY:
+            handler.close_connection = True
+            handler.answer(Answer(413, {"code": 20001, "message": "Request body too large", "status": 413}))
             return
-        if endpoint == "account":
-            request.reply(200, {"sid": account, "friendly_name": "Simulated account", "status": "active",
-                                "type": "Full", "uri": f"/{API_VERSION}/Accounts/{account}.json"})
-        elif endpoint == "fetch":
-            with self._lock:
-                message = self._messages.get(sid)
-            if message is None or message["account_sid"] != account:
-                request.reply(*_error(20404, f"The requested resource {parts.path} was not found", 404))
-            else:
-                request.reply(200, self._public(message))
-        elif endpoint == "list":
-            request.reply(200, self._list(account, dict(parse_qsl(parts.query)), parts.path))
+        body = handler.rfile.read(length) if length > 0 else b""
+        path, _, query = handler.path.partition("?")
+        if path.startswith("/_sim/"):
+            answer = handle_control(self, handler.command, path[len("/_sim/"):], body)
         else:
-            form = parse_qsl(request.read_body().decode("utf-8"), keep_blank_values=True)
-            self._create_with_faults(request, account, form)
-
-    def _create_with_faults(self, request: _Handler, account: str, form: list[tuple[str, str]]) -> None:
-        fault = self._take_fault(account, dict(form).get("To"))
-        kind = fault.kind if fault else None
-        if kind == "429":
-            request.reply(*_error(20429, "Too Many Requests", 429), headers={"Retry-After": str(fault.retry_after)})
-        elif kind in ("500_before", "503_before"):
-            status = 500 if kind == "500_before" else 503
-            request.reply(*_error(20500 if status == 500 else 20503, "Internal Server Error", status))
-        elif kind == "reset_before":
-            request.reset()
+            answer = self._rest.handle(handler.command, path, query, handler.headers.get("Authorization"),
+                                       body)
+        if answer.delay and self._stopped.wait(answer.delay):
+            answer = Answer(reset=True)  # stopping: do not hold the thread for the rest of the delay
+        if answer.reset:
+            handler.reset()
         else:
-            status, payload = self._create(account, form)
-            if kind == "slow":
-                time.sleep(fault.delay)
-            if kind == "reset_after":
-                request.reset()
-            elif kind == "500_after":
-                request.reply(*_error(20500, "Internal Server Error", 500))
-            else:
-                request.reply(status, payload)
-
-    def _control(self, request: _Handler, action: str) -> None:
-        body = json.loads(request.read_body() or b"{}") if request.command == "POST" else {}
-        try:
-            if action == "state":
-                request.reply(200, self.state())
-            elif action == "reset":
-                self.reset()
-                request.reply(200, {"ok": True})
-            elif action == "faults":
-                self.add_fault(body.pop("kind"), **body)
-                request.reply(200, {"ok": True})
-            elif action == "outcomes":
-                self.set_outcome(body["to"], body["status"], body.get("error_code"))
-                request.reply(200, {"ok": True})
-            elif action == "numbers":
-                self.set_inbound_url(body["number"], body["inbound_url"])
-                request.reply(200, {"ok": True})
-            elif action == "callbacks":
-                self.duplicate_callbacks = bool(body.get("duplicate", self.duplicate_callbacks))
-                self.out_of_order = bool(body.get("out_of_order", self.out_of_order))
-                request.reply(200, {"ok": True})
-            elif action == "inbound":
-                request.reply(200, self.send_inbound(body["from"], body["to"], body.get("body", ""),
-                                                     body.get("media_urls"), body.get("account_sid")))
-            else:
-                request.reply(404, {"error": f"unknown control action {action!r}"})
-        except (KeyError, TypeError, ValueError) as err:
-            request.reply(400, {"error": f"bad control request: {err}"})
+            handler.answer(answer)
 
 
-def _opt_out_type(body: str) -> str | None:
-    keyword = opt_out_keyword(body)
-    if keyword:
-        return keyword
-    return "HELP" if body.strip().upper() in ("HELP", "INFO") else None
+SimulatorServer = TwilioSimulator
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 128
+    allow_reuse_address = True
+
+    def handle_error(self, request, client_address) -> None:  # noqa: ANN001 - socketserver's signature
+        error = sys.exc_info()[1]
+        if isinstance(error, (ConnectionError, TimeoutError)):
+            return  # a client that went away (after a timeout or a reset fault) is not a server error
+        log.exception("Twilio stand-in: error while serving a request")
 
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    server_version = "TwilioStandIn/1.0"
     simulator: TwilioSimulator
 
-    def log_message(self, fmt, *args):  # requests carry phone numbers: no access log
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - request lines carry numbers
         pass
-
-    def read_body(self) -> bytes:
-        length = int(self.headers.get("Content-Length") or 0)
-        return self.rfile.read(length) if length else b""
 
     def setup(self) -> None:
         super().setup()
-        # Small request/response pairs on keep-alive connections: without this, Nagle's algorithm and
-        # the client's delayed ACK add ~40 ms to every answer.
+        # Small request/answer pairs on keep-alive connections: without this, Nagle's algorithm and the
+        # client's delayed ACK add ~40 ms to every answer.
         self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        with self.simulator._lock:
+            self.simulator._connections.add(self.connection)
 
-    def reply(self, status: int, payload: dict, headers: dict[str, str] | None = None) -> None:
-        data = json.dumps(payload).encode("utf-8")
-        self.send_response(status, HTTPStatus(status).phrase if status in HTTPStatus._value2member_map_ else "")
-        self.send_header("Content-Type", "application/json")
+    def finish(self) -> None:
+        with self.simulator._lock:
+            self.simulator._connections.discard(self.connection)
+        try:
+            super().finish()
+        except OSError:
+            pass
+
+    def _dispatch(self) -> None:
+        try:
+            self.simulator._serve_request(self)
+        except (ConnectionError, TimeoutError):
+            self.close_connection = True
+        except Exception:  # noqa: BLE001 - answer like Twilio would, keep serving
+            log.exception("Twilio stand-in: unexpected error for %s %s", self.command,
+                          self.path.split("?")[0])
+            try:
+                self.answer(Answer(500, error_body(20500, "An internal server error has occurred", 500)))
+            except OSError:
+                self.close_connection = True
+
+    do_GET = do_POST = do_DELETE = do_PUT = _dispatch
+
+    def answer(self, answer: Answer) -> None:
+        data = b"" if answer.status == 204 or answer.body is None else json.dumps(answer.body).encode("utf-8")
+        phrase = HTTPStatus(answer.status).phrase if answer.status in HTTPStatus._value2member_map_ else ""
+        self.send_response_only(answer.status, phrase)
+        self.send_header("Date", self.date_time_string())
+        if data:
+            self.send_header("Content-Type", "application/json; charset=utf-8")
         self.send_header("Content-Length", str(len(data)))
-        for key, value in (headers or {}).items():
+        self.send_header("Twilio-Request-Id", request_id())
+        for key, value in answer.headers.items():
             self.send_header(key, value)
+        if self.close_connection:
+            self.send_header("Connection", "close")
         self._headers_buffer.append(b"\r\n" + data)  # headers and body leave in one write
         self.flush_headers()
 
     def reset(self) -> None:
         """Drop the connection with a TCP reset and no HTTP answer."""
-        self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         self.close_connection = True
+        self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         self.connection.close()
-
-    def do_GET(self):
-        self.simulator.handle(self)
-
-    def do_POST(self):
-        self.simulator.handle(self)
 
 
 def _handler_for(simulator: TwilioSimulator) -> type[_Handler]:
-    return type("SimulatorHandler", (_Handler,), {"simulator": simulator})
+    return type("TwilioSimulatorHandler", (_Handler,), {"simulator": simulator})

@@ -1,54 +1,132 @@
-"""``airflow twilio-sms simulator``: serve, fault, reply and status through the real Airflow CLI."""
+"""``airflow twilio-sms simulator``: serve, fault, reply and status.
+
+``fault``, ``reply`` and ``status`` go through Airflow's own argument parser (so the command's
+registration and arguments are checked) in this process, which saves an Airflow start-up each; ``serve``
+runs the same ``run()`` in a process of its own, so that SIGTERM really ends it.
+"""
 
 from __future__ import annotations
 
+import argparse
 import json
+import os
+import signal
 import subprocess
+import sys
 import time
 
+import pytest
 import requests
+from conftest import free_port
+from simulator_testing import Receiver
 from twilio.request_validator import RequestValidator
 
-from conftest import airflow_bin, free_port, run_airflow
-from test_simulator import Receiver
+from airflow_provider_twilio_sms.simulator import cli
+from airflow_provider_twilio_sms.simulator.server import TEST_ACCOUNT_SID, TEST_AUTH_TOKEN
 
 
-def test_cli_serves_takes_faults_and_sends_signed_replies(airflow_home):
-    import os
+SERVE = """
+import argparse, logging
+logging.basicConfig(level=logging.INFO)
+from airflow_provider_twilio_sms.simulator.cli import run
+run(argparse.Namespace(action="serve", host="127.0.0.1", port={port}, url=None, from_=None, to=None,
+                       body=None, fault=None))
+"""
 
+
+def _airflow_cli():
+    """Run ``airflow twilio-sms simulator ...`` through Airflow's own parser, in this process."""
+    from airflow.cli.cli_parser import get_parser
+
+    parser = get_parser()
+
+    def run(*argv: str) -> None:
+        args = parser.parse_args(["twilio-sms", "simulator", *argv])
+        args.func(args)
+
+    return run
+
+
+def _wait_until_serving(server: subprocess.Popen, port: int) -> None:
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            requests.get(f"http://127.0.0.1:{port}/_sim/state", timeout=1)
+            return
+        except requests.ConnectionError:
+            if server.poll() is not None or time.monotonic() > deadline:
+                server.kill()
+                pytest.fail(f"the stand-in did not start: {server.communicate()[0][-2000:]}")
+            time.sleep(0.2)
+
+
+def test_cli_serves_takes_faults_and_sends_signed_replies(capsys):
     port = free_port()
-    server = subprocess.Popen([airflow_bin(), "twilio-sms", "simulator", "--port", str(port)],
-                              env={**os.environ, **airflow_home}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                              text=True)
     base = f"http://127.0.0.1:{port}"
+    server = subprocess.Popen([sys.executable, "-c", SERVE.format(port=port)], env=dict(os.environ),
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    hook = Receiver()
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                state = requests.get(f"{base}/_sim/state", timeout=1).json()
-                break
-            except requests.ConnectionError:
-                assert time.monotonic() < deadline and server.poll() is None, "the simulator did not start"
-                time.sleep(0.3)
-        assert state["messages"] == 0
-        fault = run_airflow(["twilio-sms", "simulator", "fault", "--port", str(port),
-                             "--fault", json.dumps({"kind": "429", "count": 1})], airflow_home)
-        assert fault.returncode == 0, fault.stderr
-        assert requests.get(f"{base}/_sim/state", timeout=5).json()["faults"][0]["kind"] == "429"
+        airflow_cli = _airflow_cli()  # while the server starts
+        _wait_until_serving(server, port)
+        airflow_cli("fault", "--port", str(port), "--fault",
+                    json.dumps({"kind": "429", "count": 1, "to": "+14155550100"}))
+        assert "fault 1 set: 429" in capsys.readouterr().out
+        [fault] = requests.get(f"{base}/_sim/state", timeout=5).json()["faults"]
+        assert (fault["kind"], fault["to"]) == ("429", "+14155550100")
+        airflow_cli("fault", "--port", str(port), "--fault", "clear")
+        assert requests.get(f"{base}/_sim/faults", timeout=5).json()["faults"] == []
 
-        hook = Receiver()
-        requests.post(f"{base}/_sim/numbers", json={"number": "+15005550006", "inbound_url": hook.url}, timeout=5)
-        reply = run_airflow(["twilio-sms", "simulator", "reply", "--port", str(port), "--from", "+14155550100",
-                             "--to", "+15005550006", "--body", "YES"], airflow_home)
-        assert reply.returncode == 0 and "the webhook answered 200" in reply.stdout, reply.stderr
+        requests.post(f"{base}/_sim/numbers", json={"number": "+15005550006", "inbound_url": hook.url},
+                      timeout=5)
+        airflow_cli("reply", "--port", str(port), "--from", "+14155550100", "--to", "+15005550006",
+                    "--body", "YES")
+        assert "the webhook answered 200" in capsys.readouterr().out
         [(_, params, headers)] = hook.wait(1)
-        from airflow_provider_twilio_sms.simulator.server import TEST_AUTH_TOKEN
-
         assert params["Body"] == "YES" and params["OptOutType"] == "START"
         assert RequestValidator(TEST_AUTH_TOKEN).validate(hook.url, params, headers["X-Twilio-Signature"])
-        status = run_airflow(["twilio-sms", "simulator", "status", "--port", str(port)], airflow_home)
-        assert json.loads(status.stdout)["counts"]["inbound_sent"] == 1
+
+        airflow_cli("status", "--url", base)
+        printed = capsys.readouterr().out
+        state = json.loads(printed)
+        assert state["counts"]["inbound_sent"] == 1 and state["account_sid"] == TEST_ACCOUNT_SID
+        assert list(state["numbers"]) == ["***0006"] and "+15005550006" not in printed
     finally:
-        server.terminate()
+        hook.close()
+        server.send_signal(signal.SIGTERM)
         out, _ = server.communicate(timeout=20)
-    assert f"listening on {base}" in out and "auth token" in out
+    assert server.returncode == 0, out[-2000:]
+    assert f"listening on {base}" in out and TEST_ACCOUNT_SID in out
+    assert f"auth token:  {TEST_AUTH_TOKEN}" in out
+    assert "stopped" in out and "+14155550100" not in out  # numbers are masked in its log lines
+
+
+def _args(**kwargs):
+    defaults = {"action": "serve", "host": "127.0.0.1", "port": 1, "url": None, "from_": None, "to": None,
+                "body": None, "fault": None}
+    return argparse.Namespace(**{**defaults, **kwargs})
+
+
+@pytest.mark.parametrize("kwargs,message", [
+    ({"action": "reply"}, "reply needs --from"),
+    ({"action": "fault"}, "fault needs --fault"),
+    ({"action": "fault", "fault": "{oops"}, "--fault is not JSON"),
+    ({"action": "status"}, "no Twilio stand-in answers at http://127.0.0.1:1"),
+])
+def test_cli_errors_say_what_to_do(kwargs, message):
+    with pytest.raises(SystemExit) as stop:
+        cli.run(_args(**kwargs))
+    assert message in str(stop.value)
+
+
+def test_cli_reports_a_refused_fault_and_a_webhook_that_failed(twilio_sim, capsys):
+    with pytest.raises(SystemExit) as stop:
+        cli.run(_args(action="fault", url=twilio_sim.base_url, fault=json.dumps({"kind": "teapot"})))
+    assert "unknown fault kind" in str(stop.value)
+    hook = Receiver(answers=[403])
+    twilio_sim.set_inbound_url("+15005550006", hook.url)
+    with pytest.raises(SystemExit) as stop:
+        cli.run(_args(action="reply", url=twilio_sim.base_url, from_="+14155550100", to="+15005550006",
+                      body="hi"))
+    assert stop.value.code == 1 and "the webhook answered 403" in capsys.readouterr().out
+    hook.close()

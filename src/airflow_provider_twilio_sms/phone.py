@@ -1,4 +1,8 @@
-"""Phone numbers: validated and normalised to E.164 before any store row or HTTP request."""
+"""Phone numbers: validated and normalised to E.164 before any store row or HTTP request.
+
+``phonenumbers`` (a large metadata package) is imported only when a number is actually checked:
+DAG files import the hook, which imports this module.
+"""
 
 from __future__ import annotations
 
@@ -7,43 +11,56 @@ import re
 from airflow_provider_twilio_sms.errors import InvalidMessageError
 from airflow_provider_twilio_sms.privacy import mask_number
 
-_SHORT_CODE = re.compile(r"^\d{3,8}$")
-_ALPHA_SENDER = re.compile(r"^(?=.*[A-Za-z])[A-Za-z0-9 ]{1,11}$")
-# Twilio's magic test numbers are not real, allocated numbers; accept them as Twilio's test API does.
-_TWILIO_TEST_PREFIX = "+1500555"
+# Short codes are 3 to 8 digits depending on the country (5-6 in the US).
+_SHORT_CODE = re.compile(r"\d{3,8}")
+# Alphanumeric sender IDs: at most 11 of A-Z, a-z, 0-9 and space, with at least one letter.
+_ALPHA_SENDER = re.compile(r"(?=.*[A-Za-z])[A-Za-z0-9 ]{1,11}")
+# Twilio's magic test numbers (+1 500 555 00xx) are not allocated numbers; Twilio's test API takes them.
+_TWILIO_TEST_NUMBER = re.compile(r"\+1500555\d{4}")
+_SEPARATORS = re.compile(r"[\s().\-/]")
+EXAMPLE = "+14155550123"
 
 
 def normalize_number(value: object, default_region: str | None = None, *, sender: bool = False) -> str:
-    """``"(415) 555-0123"`` with region US -> ``"+14155550123"``.
+    """``"(415) 555-0123"`` with ``default_region="US"`` -> ``"+14155550123"``.
 
-    With ``sender=True`` short codes (``"12345"``) and alphanumeric sender IDs (``"ACME"``) are also
-    accepted, as Twilio accepts them for ``From``. Raises :class:`InvalidMessageError` naming the
-    masked number and the fix.
+    A number written with a leading ``+`` is read as international whatever ``default_region`` says.
+    With ``sender=True`` (a ``From``), short codes (``"12345"``) and alphanumeric sender IDs
+    (``"ACME"``) are returned as given, as Twilio accepts them there. Raises
+    :class:`InvalidMessageError` naming the masked number and the fix.
     """
-    text = str(value or "").strip()
-    if sender and (_SHORT_CODE.match(text) or _ALPHA_SENDER.match(text)):
-        return text
+    text = str(value).strip() if value is not None else ""
+    role = "sender" if sender else "recipient"
     if not text:
-        raise InvalidMessageError("a phone number is empty: give the recipient in E.164, like +14155550123")
-    if text.startswith("whatsapp:"):
-        raise InvalidMessageError("WhatsApp addresses are not supported by this SMS provider")
-    compact = re.sub(r"[\s().-]", "", text)
-    if compact.startswith(_TWILIO_TEST_PREFIX) and re.fullmatch(r"\+\d{11}", compact):
+        raise InvalidMessageError(f"the {role} phone number is empty: write it in E.164 like {EXAMPLE}")
+    if sender and (_SHORT_CODE.fullmatch(text) or _ALPHA_SENDER.fullmatch(text)):
+        return text
+    if ":" in text:  # whatsapp:+1..., messenger:..., tel:...
+        raise InvalidMessageError(f"the {role} {mask_number(text)} is a channel address, not a phone number: "
+                                  f"this provider sends SMS only; write the number in E.164 like {EXAMPLE}")
+    compact = _SEPARATORS.sub("", text)
+    if _TWILIO_TEST_NUMBER.fullmatch(compact):
         return compact
     import phonenumbers
 
+    region = (default_region or "").strip().upper() or None
     try:
-        parsed = phonenumbers.parse(text, None if text.startswith("+") else (default_region or None))
+        parsed = phonenumbers.parse(text, None if compact.startswith("+") else region)
     except phonenumbers.NumberParseException:
         parsed = None
     if parsed is None or not phonenumbers.is_valid_number(parsed):
-        hint = ("write it in E.164 like +14155550123" if default_region or text.startswith("+")
-                else "write it in E.164 like +14155550123, or set default_region on the connection")
-        raise InvalidMessageError(f"{mask_number(text)} is not a valid phone number: {hint}")
+        if compact.startswith("+") or region:
+            hint = f"write it in E.164 like {EXAMPLE}"
+        else:
+            hint = f"write it in E.164 like {EXAMPLE}, or set default_region on the connection"
+        if sender:
+            hint += " (a short code or an alphanumeric sender ID of at most 11 characters also works)"
+        raise InvalidMessageError(f"the {role} {mask_number(text)} is not a valid phone number: {hint}")
     return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
 
 
 def is_valid_region(region: str) -> bool:
+    """Whether ``region`` is an ISO 3166 country code ``phonenumbers`` knows (``"US"``, ``"gb"``)."""
     import phonenumbers
 
-    return region.upper() in phonenumbers.SUPPORTED_REGIONS
+    return str(region).strip().upper() in phonenumbers.SUPPORTED_REGIONS

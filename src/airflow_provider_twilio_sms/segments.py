@@ -3,15 +3,23 @@
 Carriers bill and Twilio throttles by segment: 160 GSM-7 characters fit one SMS, 153 each once split
 (the rest is the concatenation header); any character outside GSM-7 makes the whole message UCS-2:
 70 UTF-16 code units, 67 per part. Extension characters (``{ } [ ] ~ \\ | ^ €`` and form feed) take
-two GSM-7 septets and an escape pair is never split across parts; neither is a UTF-16 surrogate pair.
+two GSM-7 septets and an escape pair is never split across parts; neither is a UTF-16 surrogate pair
+(a character outside the Basic Multilingual Plane, such as most emoji).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from airflow_provider_twilio_sms.errors import InvalidMessageError
 
+GSM_7 = "GSM-7"
+UCS_2 = "UCS-2"
 MAX_BODY_CHARS = 1600
 MAX_MEDIA = 10
+
+# (single-part capacity, capacity of each part of a concatenated message), in septets / code units
+_CAPACITY = {GSM_7: (160, 153), UCS_2: (70, 67)}
 
 _GSM_BASIC = frozenset(
     "@£$¥èéùìòÇ\nØø\rÅåΔ_ΦΓΛΩΠΨΣΘΞÆæßÉ !\"#¤%&'()*+,-./0123456789:;<=>?"
@@ -27,47 +35,60 @@ def _gsm_units(body: str) -> list[int] | None:
         if char in _GSM_BASIC:
             units.append(1)
         elif char in _GSM_EXTENSION:
-            units.append(2)
+            units.append(2)  # escape + character: one pair, never split
         else:
             return None
     return units
 
 
 def _ucs2_units(body: str) -> list[int]:
+    """UTF-16 code units per character: two (a surrogate pair, never split) above U+FFFF."""
     return [2 if ord(char) > 0xFFFF else 1 for char in body]
 
 
 def _parts(units: list[int], single: int, multi: int) -> int:
-    total = sum(units)
-    if total <= single:
-        return 1 if units else 1
+    if sum(units) <= single:
+        return 1
     parts, used = 1, 0
-    for size in units:  # an escape pair or surrogate pair never straddles two parts
-        if used + size > multi:
+    for size in units:
+        if used + size > multi:  # the pair moves whole to the next part
             parts, used = parts + 1, 0
         used += size
     return parts
 
 
-def count_segments(body: str) -> tuple[int, str]:
-    """(segments, encoding) where encoding is ``"GSM-7"`` or ``"UCS-2"``. An empty body is one segment."""
+def count_segments(body: str | None) -> tuple[int, str]:
+    """``(segments, encoding)``, encoding ``"GSM-7"`` or ``"UCS-2"``. An empty body is one segment.
+
+    >>> count_segments("a" * 161)
+    (2, 'GSM-7')
+    >>> count_segments("Ok 👍")
+    (1, 'UCS-2')
+    """
+    body = body or ""
     gsm = _gsm_units(body)
     if gsm is not None:
-        return _parts(gsm, 160, 153), "GSM-7"
-    return _parts(_ucs2_units(body), 70, 67), "UCS-2"
+        return _parts(gsm, *_CAPACITY[GSM_7]), GSM_7
+    return _parts(_ucs2_units(body), *_CAPACITY[UCS_2]), UCS_2
 
 
-def validate_message(body: str | None, media_urls: list[str] | None = None) -> None:
-    """Refuse what Twilio would refuse, before any request: no content, too long, too many media."""
-    media_urls = media_urls or []
+def validate_message(body: str | None, media_urls: Sequence[str] | None = None) -> None:
+    """Refuse what Twilio would refuse, before any request: no content, too long, too many media.
+
+    Raises :class:`InvalidMessageError` saying what to change; the body itself is never quoted.
+    """
+    media_urls = list(media_urls or [])
     if not body and not media_urls:
-        raise InvalidMessageError("the message has no body and no media URL: give a body (or media_url) to send")
+        raise InvalidMessageError("the message has no body and no media URL (Twilio error 21602): "
+                                  "give a body, or media_url")
     if body and len(body) > MAX_BODY_CHARS:
-        raise InvalidMessageError(f"the body is {len(body)} characters; Twilio accepts at most {MAX_BODY_CHARS} "
-                                  "(error 21617): shorten it or split it into several messages")
+        raise InvalidMessageError(f"the body is {len(body)} characters; Twilio accepts at most "
+                                  f"{MAX_BODY_CHARS} (error 21617): shorten it or split it into several "
+                                  "messages")
     if len(media_urls) > MAX_MEDIA:
         raise InvalidMessageError(f"{len(media_urls)} media URLs given; Twilio accepts at most {MAX_MEDIA} "
-                                  "(error 21623)")
-    for url in media_urls:
-        if not str(url).startswith(("https://", "http://")):
-            raise InvalidMessageError("a media URL is not an http(s) URL (error 21620): give public URLs")
+                                  "(error 21623): send the rest in another message")
+    for position, url in enumerate(media_urls, start=1):
+        if not isinstance(url, str) or not url.startswith(("https://", "http://")):
+            raise InvalidMessageError(f"media URL number {position} is not an http(s) URL (Twilio error "
+                                      "21620): give public URLs Twilio can fetch")

@@ -3,45 +3,85 @@
 DAG files import this module on every parse: twilio, phonenumbers and cryptography are imported only
 when a client or a number is actually needed. The hook never retries; the send path
 (``sending.py``) owns the retry policy, because only it knows whether a second POST is safe.
+
+How a failure is reported (the caller decides what to do next):
+
+========================================================  =========================================
+What happened                                             Raised
+========================================================  =========================================
+invalid number, body over 1600 characters, more than      :class:`InvalidMessageError`, before any
+10 media URLs, malformed sender, no sender configured     request (:class:`ConnectionConfigError`
+                                                          for the missing sender)
+HTTP 429 / Twilio 20429, 21611 (sender queue full),       :class:`RetryableTwilioError`, with
+30001 (queue overflow)                                    ``retry_after`` from ``Retry-After``
+21610 (recipient replied STOP)                            :class:`OptedOutError`
+any other 4xx (21211, 21212, 21408, 21606, 21612,         :class:`PermanentTwilioError`
+21614, 20003, 20404, ...)
+5xx, read timeout, connection reset or broken answer      creating a message:
+after the request was sent                                :class:`UnknownOutcomeError` (the message
+                                                          may exist: reconcile, never re-POST);
+                                                          reading: :class:`RetryableTwilioError`
+connection refused, DNS failure, connect timeout, proxy   :class:`RetryableTwilioError` (the request
+or TLS certificate failure (the request never left)       never left)
+========================================================  =========================================
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
+import re
 import threading
-from datetime import datetime
+from datetime import datetime, timezone
+from email.utils import parsedate_to_datetime
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 from airflow.sdk import BaseHook
 
 from airflow_provider_twilio_sms import __version__
 from airflow_provider_twilio_sms.errors import (
+    InvalidMessageError,
     OptedOutError,
     PermanentTwilioError,
     RetryableTwilioError,
-    TwilioApiError,
+    TwilioSmsError,
     UnknownOutcomeError,
     describe_error_code,
 )
 from airflow_provider_twilio_sms.privacy import mask_number, mask_sid
 
 if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+
     from twilio.rest import Client
 
     from airflow_provider_twilio_sms.connection import TwilioConnectionSettings
 
 USER_AGENT = f"airflow-provider-twilio-sms/{__version__}"
-RETRYABLE_CODES = frozenset({20429, 21611, 30001})
 DEFAULT_TIMEOUT = 30.0
+DEFAULT_API_URL = "https://api.twilio.com"
+# Twilio error codes that mean "not now": the message was refused before it was accepted.
+RETRYABLE_CODES = frozenset({20429, 21611, 30001})
+OPTED_OUT_CODE = 21610
+MAX_VALIDITY_PERIOD = 36000
+_MESSAGE_SID = re.compile(r"(SM|MM)[0-9a-fA-F]{32}")
+_MAY_EXIST = "the message may exist: look it up before sending again"
+# Marks the client's environment as ours: an empty mapping would make twilio-python read os.environ.
+ISOLATED_ENVIRONMENT = {"AIRFLOW_PROVIDER_TWILIO_SMS": "isolated"}
+
+log = logging.getLogger(__name__)
 
 
+@functools.cache
 def _http_client_class():
-    """A TwilioHttpClient that remembers the last response's headers per thread (for Retry-After)."""
+    """twilio-python's requests-based client, keeping each thread's last response headers (Retry-After)
+    and logging only the method and path (twilio-python logs query strings, i.e. phone numbers)."""
     from twilio.http.http_client import TwilioHttpClient
 
-    class HeaderKeepingHttpClient(TwilioHttpClient):
+    class ProviderHttpClient(TwilioHttpClient):
         def __init__(self, *args, **kwargs):
             super().__init__(*args, **kwargs)
             self._local = threading.local()
@@ -49,62 +89,93 @@ def _http_client_class():
         def request(self, *args, **kwargs):
             self._local.headers = {}
             response = super().request(*args, **kwargs)
-            self._local.headers = dict(response.headers or {})
+            self._local.headers = {str(k).lower(): v for k, v in (response.headers or {}).items()}
             return response
 
         @property
         def last_headers(self) -> dict[str, str]:
-            return getattr(self._local, "headers", {}) or {}
+            """Headers of the last response this thread received (lower-case names)."""
+            return getattr(self._local, "headers", None) or {}
 
-    return HeaderKeepingHttpClient
+        def log_request(self, kwargs: dict[str, Any]) -> None:
+            self.logger.debug("Twilio API request: %s %s", kwargs.get("method"), urlsplit(kwargs["url"]).path)
+
+        def log_response(self, status_code: int, response: Any) -> None:
+            self.logger.debug("Twilio API response: HTTP %s", status_code)
+
+    return ProviderHttpClient
 
 
 def _quiet_twilio_logger() -> logging.Logger:
-    """twilio-python logs every request's query string (phone numbers) at INFO: keep it to warnings."""
+    """A logger for a plain ``TwilioHttpClient`` that drops its INFO lines (they carry phone numbers)."""
     logger = logging.getLogger("airflow_provider_twilio_sms.twilio_http")
     logger.setLevel(logging.WARNING)
     return logger
 
 
 def _iso(value: Any) -> str | None:
-    return value.isoformat() if isinstance(value, datetime) else (str(value) if value else None)
+    if isinstance(value, datetime):
+        return value.isoformat()
+    return str(value) if value else None
 
 
-def message_to_dict(message: Any) -> dict[str, Any]:
-    """Twilio's MessageInstance as plain JSON; the body is replaced by its SHA-256."""
+def _int_or_none(value: Any) -> int | None:
+    try:
+        return int(value) if value is not None and str(value).strip() != "" else None
+    except (TypeError, ValueError):
+        return None
+
+
+def message_to_dict(message: Any, *, segments: tuple[int, str] | None = None,
+                    include_body_sha256: bool = False, include_body: bool = False) -> dict[str, Any]:
+    """Twilio's ``MessageInstance`` as plain JSON (for XCom and the store); never the body unless asked.
+
+    ``segments`` is ``(count, encoding)`` of the body we sent; else it is computed from the body Twilio
+    returned. ``num_segments`` is Twilio's own count (ours when Twilio gives none).
+    """
     from airflow_provider_twilio_sms.segments import count_segments
 
     body = getattr(message, "body", None) or ""
-    segments, encoding = count_segments(body)
-    num_segments = getattr(message, "num_segments", None)
+    count, encoding = segments or count_segments(body)
     status = getattr(message, "status", None)
-    return {
-        "sid": message.sid,
+    result: dict[str, Any] = {
+        "sid": getattr(message, "sid", None),
         "account_sid": getattr(message, "account_sid", None),
+        "messaging_service_sid": getattr(message, "messaging_service_sid", None),
         "status": str(status) if status is not None else None,
+        "direction": getattr(message, "direction", None),
         "to": getattr(message, "to", None),
         "from": getattr(message, "from_", None),
-        "messaging_service_sid": getattr(message, "messaging_service_sid", None),
-        "num_segments": int(num_segments) if str(num_segments or "").isdigit() else segments,
-        "segments": segments,
+        "num_segments": _int_or_none(getattr(message, "num_segments", None)) or count,
+        "segments": count,
         "encoding": encoding,
+        "num_media": _int_or_none(getattr(message, "num_media", None)),
         "date_created": _iso(getattr(message, "date_created", None)),
         "date_sent": _iso(getattr(message, "date_sent", None)),
-        "error_code": getattr(message, "error_code", None),
+        "date_updated": _iso(getattr(message, "date_updated", None)),
+        "error_code": _int_or_none(getattr(message, "error_code", None)),
         "error_message": getattr(message, "error_message", None),
         "price": getattr(message, "price", None),
         "price_unit": getattr(message, "price_unit", None),
-        "body_sha256": hashlib.sha256(body.encode("utf-8")).hexdigest(),
     }
+    if include_body_sha256:
+        result["body_sha256"] = hashlib.sha256(body.encode("utf-8")).hexdigest()
+    if include_body:
+        result["body"] = body
+    return result
 
 
 class TwilioSmsHook(BaseHook):
     """
-    Send and look up SMS through Twilio.
+    Send and look up SMS through Twilio's Messages API.
+
+    Numbers are checked and normalised to E.164, and the body and media checked against Twilio's
+    limits, before any request; Twilio's answers become plain JSON and its failures this provider's
+    typed errors (see the module docstring). Credentials come only from the connection.
 
     :param twilio_conn_id: a connection of type ``twilio_sms``.
-    :param timeout: seconds to wait for Twilio's answer; an answer that does not come in time is an
-        unknown outcome (:class:`UnknownOutcomeError`), never "not sent".
+    :param timeout: seconds to wait for Twilio (connecting, then reading). An answer that does not come in
+        time after a message was sent is an unknown outcome (:class:`UnknownOutcomeError`), never "not sent".
     """
 
     conn_name_attr = "twilio_conn_id"
@@ -112,38 +183,53 @@ class TwilioSmsHook(BaseHook):
     conn_type = "twilio_sms"
     hook_name = "Twilio SMS"
 
-    def __init__(self, twilio_conn_id: str = default_conn_name, timeout: float = DEFAULT_TIMEOUT, **kwargs):
+    def __init__(self, twilio_conn_id: str = default_conn_name, timeout: float = DEFAULT_TIMEOUT,
+                 **kwargs) -> None:
         super().__init__(**kwargs)
+        if not timeout or timeout <= 0:
+            raise ValueError(f"timeout must be a positive number of seconds, not {timeout!r}")
         self.twilio_conn_id = twilio_conn_id
-        self.timeout = timeout
+        self.timeout = float(timeout)
 
     @cached_property
     def settings(self) -> TwilioConnectionSettings:
+        """The connection's validated settings (read once per hook)."""
         from airflow_provider_twilio_sms.connection import load_settings
 
         return load_settings(self.twilio_conn_id)
 
     @cached_property
     def client(self) -> Client:
+        """A twilio-python client isolated from ``os.environ``, with an explicit timeout and no retries."""
         from twilio.rest import Client
 
         s = self.settings
-        username, password = (s.api_key_sid, s.api_key_secret) if s.api_key_sid else (s.account_sid, s.auth_token)
-        base = None if s.api_base_url else (s.region, s.edge)
+        username, password = s.credentials
+        local = bool(s.api_base_url)  # region and edge rewrite the host: never for an overridden base URL
         client = Client(
             username, password, s.account_sid,
-            region=base[0] if base else None, edge=base[1] if base else None,
-            http_client=_http_client_class()(timeout=self.timeout, logger=_quiet_twilio_logger()),
-            # a non-empty mapping: twilio-python falls back to os.environ for an empty one
-            environment={"AIRFLOW_PROVIDER_TWILIO_SMS": "isolated"},
+            region=None if local else s.region,
+            edge=None if local else s.api_edge,
+            http_client=_http_client_class()(timeout=self.timeout, logger=log),
+            environment=dict(ISOLATED_ENVIRONMENT),
             user_agent_extensions=[USER_AGENT],
         )
-        if s.api_base_url:
+        if local:
             client.api.base_url = s.api_base_url
         return client
 
     def get_conn(self) -> Client:
+        """The twilio-python ``Client`` (see :attr:`client`)."""
         return self.client
+
+    @property
+    def api_url(self) -> str:
+        """Where requests go: ``api_base_url``, else Twilio's host for the region and edge."""
+        s = self.settings
+        if s.api_base_url:
+            return s.api_base_url
+        region = s.region or ("us1" if s.api_edge else None)  # twilio-python's rule
+        return "https://" + ".".join(p for p in ("api", s.api_edge, region, "twilio", "com") if p)
 
     # -- operations -----------------------------------------------------------------------------
 
@@ -154,132 +240,244 @@ class TwilioSmsHook(BaseHook):
         *,
         from_: str | None = None,
         messaging_service_sid: str | None = None,
-        media_url: list[str] | None = None,
+        media_url: str | Sequence[str] | None = None,
         status_callback: str | None = None,
         validity_period: int | None = None,
     ) -> dict[str, Any]:
-        """Create one message. Validates everything first: a bad request never reaches Twilio."""
+        """Create one message and return Twilio's answer as plain JSON (no body).
+
+        Everything is validated first, so a bad request never reaches Twilio. The sender is ``from_``
+        and/or ``messaging_service_sid`` when given, else the connection's ``from_number``, else its
+        ``messaging_service_sid``. Sending again after an error is the caller's decision: see the
+        module docstring for what each error means.
+        """
         from airflow_provider_twilio_sms.phone import normalize_number
-        from airflow_provider_twilio_sms.segments import validate_message
+        from airflow_provider_twilio_sms.segments import count_segments, validate_message
 
         s = self.settings
         to = normalize_number(to, s.default_region)
-        if not (from_ or messaging_service_sid):
-            from_, messaging_service_sid = s.from_number, s.messaging_service_sid
-        if not (from_ or messaging_service_sid):
-            s.require_sender()
-        if from_:
-            from_ = normalize_number(from_, s.default_region, sender=True)
-        validate_message(body, media_url)
-        if validity_period is not None and not 1 <= int(validity_period) <= 36000:
-            from airflow_provider_twilio_sms.errors import InvalidMessageError
-
-            raise InvalidMessageError(f"validity_period {validity_period} is outside 1..36000 seconds")
+        from_, messaging_service_sid = s.resolve_sender(from_, messaging_service_sid)
+        media = [media_url] if isinstance(media_url, str) else list(media_url or [])
+        validate_message(body, media)
+        if status_callback is not None and not str(status_callback).startswith(("https://", "http://")):
+            raise InvalidMessageError("status_callback is not an http(s) URL (Twilio error 21609): give the "
+                                      "public URL Twilio should call with delivery statuses")
+        if validity_period is not None:
+            if isinstance(validity_period, bool) or _int_or_none(validity_period) is None or \
+                    not 1 <= int(validity_period) <= MAX_VALIDITY_PERIOD:
+                raise InvalidMessageError(f"validity_period must be a whole number of seconds from 1 to "
+                                          f"{MAX_VALIDITY_PERIOD}, not {validity_period!r}")
+            validity_period = int(validity_period)
+        segments = count_segments(body)
         params: dict[str, Any] = {"to": to}
-        for name, value in (("body", body), ("from_", from_), ("messaging_service_sid", messaging_service_sid),
-                            ("media_url", media_url or None), ("status_callback", status_callback),
-                            ("validity_period", validity_period)):
+        for name, value in (("body", body), ("from_", from_),
+                            ("messaging_service_sid", messaging_service_sid), ("media_url", media or None),
+                            ("status_callback", status_callback), ("validity_period", validity_period)):
             if value is not None:
                 params[name] = value
-        message = self._call(lambda: self.client.messages.create(**params), sent=True)
-        result = message_to_dict(message)
-        self.log.info("Twilio accepted an SMS to %s: SID %s, status %s", mask_number(to), mask_sid(result["sid"]),
-                      result["status"])
+        message = self._call(lambda: self.client.messages.create(**params), creates=True)
+        result = message_to_dict(message, segments=segments)
+        self.log.info("Twilio accepted an SMS to %s: SID %s, status %s, %d %s segment(s)", mask_number(to),
+                      mask_sid(result["sid"]), result["status"], segments[0], segments[1])
         return result
 
     def fetch_message(self, sid: str) -> dict[str, Any]:
-        return message_to_dict(self._call(lambda: self.client.messages(sid).fetch(), sent=False))
+        """One message by SID, as plain JSON (no body)."""
+        sid = str(sid or "").strip()
+        if not _MESSAGE_SID.fullmatch(sid):
+            raise InvalidMessageError(f"{mask_sid(sid)} is not a message SID (SM or MM followed by 32 hex "
+                                      "characters)")
+        return message_to_dict(self._call(lambda: self.client.messages(sid).fetch(), creates=False))
 
     def list_messages(self, *, to: str | None = None, from_: str | None = None,
-                      date_sent_after: datetime | None = None, limit: int = 50) -> list[dict[str, Any]]:
-        """Messages matching the filters, newest first, as plain JSON with ``body_sha256`` (no body)."""
+                      date_sent_after: datetime | None = None, limit: int = 50,
+                      include_body: bool = False) -> list[dict[str, Any]]:
+        """Recent messages, newest first, as plain JSON with ``body_sha256`` (for reconciliation).
+
+        ``date_sent_after`` keeps messages sent at or after that moment, and those created after it but
+        not sent yet. It is applied here, not by Twilio: Twilio filters ``DateSent`` by whole days and
+        leaves out messages still queued, which are exactly the ones an interrupted send may have left.
+        At most ``limit`` of the newest messages matching ``to``/``from_`` are examined. The body is
+        returned (under ``"body"``) only with ``include_body=True``.
+        """
+        from airflow_provider_twilio_sms.phone import normalize_number
+
+        if limit < 1:
+            raise ValueError(f"limit must be at least 1, not {limit!r}")
+        region = self.settings.default_region
         kwargs: dict[str, Any] = {"limit": limit, "page_size": min(limit, 1000)}
         if to:
-            kwargs["to"] = to
+            kwargs["to"] = normalize_number(to, region)
         if from_:
-            kwargs["from_"] = from_
-        if date_sent_after is not None:
-            kwargs["date_sent_after"] = date_sent_after
-        return [message_to_dict(m) for m in self._call(lambda: self.client.messages.list(**kwargs), sent=False)]
+            kwargs["from_"] = normalize_number(from_, region, sender=True)
+        since = date_sent_after
+        if since is not None and since.tzinfo is None:
+            since = since.replace(tzinfo=timezone.utc)
+        messages = self._call(lambda: self.client.messages.list(**kwargs), creates=False)
+        return [message_to_dict(m, include_body_sha256=True, include_body=include_body)
+                for m in messages if since is None or _in_window(m, since)]
 
     def test_connection(self) -> tuple[bool, str]:
-        """Fetch the account: ``(True, "Connected ...")`` or ``(False, reason)``; never raises."""
+        """Fetch the account: ``(True, "Connected to Twilio account AC…1234")`` or ``(False, reason)``.
+
+        Never raises, and the reason never contains a secret.
+        """
         try:
-            account = self._call(lambda: self.client.api.v2010.accounts(self.settings.account_sid).fetch(),
-                                 sent=False)
-        except Exception as err:  # noqa: BLE001 - the UI wants a reason, not a traceback
+            settings = self.settings
+        except TwilioSmsError as err:
             return False, str(err)
-        status = getattr(account, "status", None)
-        return True, f"Connected to Twilio account {mask_sid(account.sid)} (status {status})"
+        except Exception as err:  # noqa: BLE001 - the UI wants a reason, not a traceback
+            return False, f"Cannot read connection {self.twilio_conn_id!r}: {type(err).__name__}"
+        try:
+            account = self._call(lambda: self.client.api.v2010.accounts(settings.account_sid).fetch(),
+                                 creates=False)
+        except PermanentTwilioError as err:
+            if err.code == 20003 or err.http_status == 401:
+                return False, ("Twilio rejected the credentials (error 20003): check the Account SID and the "
+                               "Auth Token, or the API key SID and secret")
+            return False, settings.redact(f"Twilio refused to show the account: {err}")
+        except RetryableTwilioError as err:
+            if err.http_status is None:
+                return False, settings.redact(f"Cannot reach Twilio at {self.api_url}: {err}")
+            return False, settings.redact(f"Twilio is busy or unavailable: {err}")
+        except TwilioSmsError as err:
+            return False, settings.redact(str(err))
+        except Exception as err:  # noqa: BLE001
+            return False, settings.redact(f"Unexpected error talking to Twilio at {self.api_url}: "
+                                          f"{type(err).__name__}")
+        status = str(getattr(account, "status", None) or "active")
+        who = f"Twilio account {mask_sid(getattr(account, 'sid', None) or settings.account_sid)}"
+        if status != "active":
+            return False, f"Connected to {who}, but it is {status}: it cannot send messages"
+        return True, f"Connected to {who}"
 
     # -- error classification -------------------------------------------------------------------
 
-    def _call(self, operation, *, sent: bool):
-        """Run a Twilio call and turn its failures into this provider's typed errors.
+    def _call(self, operation: Callable[[], Any], *, creates: bool) -> Any:
+        """Run one Twilio request and turn its failures into this provider's typed errors.
 
-        ``sent`` says whether the call creates something (a message): then a timeout or 5xx after the
-        request left is an unknown outcome, not a failure.
+        ``creates`` says whether the request creates a message: then a failure after the request left
+        is an unknown outcome, not a failure. Twilio's own error text and the URL (which carries the
+        numbers of a list query) are not chained into the raised error.
         """
+        import json
+
         import requests
-        from twilio.base.exceptions import TwilioRestException
+        from twilio.base.exceptions import TwilioRestException, TwilioServiceException
 
         try:
             return operation()
-        except TwilioRestException as err:
-            raise self._classify(err, sent) from None
-        except (requests.exceptions.ConnectTimeout, requests.exceptions.SSLError) as err:
-            raise RetryableTwilioError(f"could not connect to Twilio ({type(err).__name__}); the request never left") from None
-        except requests.exceptions.ConnectionError as err:
-            if _never_left(err):
-                raise RetryableTwilioError(f"could not connect to Twilio ({_reason(err)}); the request never left") from None
-            if not sent:
-                raise RetryableTwilioError(f"the connection to Twilio broke ({_reason(err)})") from None
-            raise UnknownOutcomeError(f"the connection to Twilio broke after the request was sent ({_reason(err)}); "
-                                      "the message may exist") from None
-        except requests.exceptions.Timeout:
-            if not sent:
-                raise RetryableTwilioError(f"Twilio did not answer within {self.timeout:g} s") from None
-            raise UnknownOutcomeError(f"Twilio did not answer within {self.timeout:g} s after the request was sent; "
-                                      "the message may exist") from None
+        except (TwilioRestException, TwilioServiceException) as err:
+            raise self._classify_response(err, creates) from None
+        except requests.exceptions.RequestException as err:
+            raise self._classify_transport(err, creates) from None
+        except json.JSONDecodeError:
+            if creates:
+                raise UnknownOutcomeError(
+                    f"Twilio's answer to the new message could not be read; {_MAY_EXIST}") from None
+            raise RetryableTwilioError("Twilio's answer could not be read") from None
 
-    def _classify(self, err, sent: bool) -> TwilioApiError:
-        status, code = int(err.status or 0), err.code
-        what = f"{describe_error_code(code)} (HTTP {status})"
+    def _classify_response(self, err: Any, creates: bool) -> TwilioSmsError:
+        status = _int_or_none(getattr(err, "status", None)) or 0
+        code = _int_or_none(getattr(err, "code", None))
+        if code == status:  # twilio-python puts the HTTP status in ``code`` when Twilio gave no code
+            code = None
+        what = f"{describe_error_code(code)} (HTTP {status})" if code else f"Twilio answered HTTP {status}"
+        more = f"https://www.twilio.com/docs/errors/{code}" if code else None
         if status == 429 or code in RETRYABLE_CODES:
-            headers = {k.lower(): v for k, v in self.client.http_client.last_headers.items()}
-            return RetryableTwilioError(what, code=code or 20429, http_status=status,
-                                        retry_after=_seconds(headers.get("retry-after")))
-        if code == 21610:
-            return OptedOutError(what, code=code, http_status=status)
+            retry_after = _retry_after_seconds(self._last_headers().get("retry-after"))
+            return RetryableTwilioError(what, code=code or 20429, http_status=status, more_info=more,
+                                        retry_after=retry_after)
+        if code == OPTED_OUT_CODE:
+            return OptedOutError(what, code=code, http_status=status, more_info=more)
         if status >= 500:
-            if sent:
-                return UnknownOutcomeError(f"Twilio answered HTTP {status} after the request was sent; "
-                                           "the message may exist")  # type: ignore[return-value]
-            return RetryableTwilioError(what, code=code, http_status=status)
-        return PermanentTwilioError(what, code=code, http_status=status)
+            if creates:
+                return UnknownOutcomeError(f"{what} after the request was sent; {_MAY_EXIST}")
+            return RetryableTwilioError(what, code=code, http_status=status, more_info=more)
+        if code and more and describe_error_code(code) == f"Twilio error {code}":
+            what += f": see {more}"
+        return PermanentTwilioError(what, code=code, http_status=status, more_info=more)
+
+    def _classify_transport(self, err: Exception, creates: bool) -> TwilioSmsError:
+        import requests
+
+        exc = requests.exceptions
+        reason = _root_cause_name(err)
+        if isinstance(err, (exc.InvalidURL, exc.MissingSchema, exc.InvalidSchema, exc.InvalidHeader)):
+            return PermanentTwilioError(f"the request to Twilio could not be built ({type(err).__name__}); "
+                                        f"check api_base_url, region and edge of the connection")
+        if _never_left(err):
+            return RetryableTwilioError(f"could not connect to Twilio ({reason}); the request never left")
+        if isinstance(err, exc.Timeout):
+            what = f"Twilio did not answer within {self.timeout:g} s"
+        else:
+            what = f"the connection to Twilio broke ({reason})"
+        if creates:
+            return UnknownOutcomeError(f"{what} after the request was sent; {_MAY_EXIST}")
+        return RetryableTwilioError(what)
+
+    def _last_headers(self) -> dict[str, str]:
+        return getattr(self.client.http_client, "last_headers", None) or {}
 
 
-def _reason(err: Exception) -> str:
-    inner = err.args[0] if err.args else err
-    return type(getattr(inner, "reason", inner)).__name__
+def _in_window(message: Any, since: datetime) -> bool:
+    """Sent at or after ``since``, or not sent yet and created at or after it (unknown dates: kept)."""
+    moment = getattr(message, "date_sent", None) or getattr(message, "date_created", None)
+    if not isinstance(moment, datetime):
+        return True
+    return (moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)) >= since
+
+
+def _chain(err: BaseException):
+    """``err`` and what it wraps: ``reason`` (urllib3), its arguments, ``__cause__`` (not the implicit
+    ``__context__``, which may be an unrelated earlier error)."""
+    seen: set[int] = set()
+    todo: list[Any] = [err]
+    while todo:
+        inner = todo.pop(0)
+        if not isinstance(inner, BaseException) or id(inner) in seen:
+            continue
+        seen.add(id(inner))
+        yield inner
+        todo.extend([getattr(inner, "reason", None), *inner.args, inner.__cause__])
 
 
 def _never_left(err: Exception) -> bool:
-    """Connection refused, DNS failure: the request was never sent."""
-    from urllib3.exceptions import NameResolutionError, NewConnectionError
+    """Whether the request certainly never reached Twilio: no connection was ever made.
 
-    seen, inner = set(), err
-    while inner is not None and id(inner) not in seen:
-        seen.add(id(inner))
-        if isinstance(inner, (NewConnectionError, NameResolutionError, ConnectionRefusedError)):
-            return True
-        inner = getattr(inner, "reason", None) or (inner.args[0] if getattr(inner, "args", None)
-                                                   and isinstance(inner.args[0], BaseException) else None)
-    return False
+    Connection refused, DNS failure, connect timeout, proxy failure, TLS certificate rejected. A reset,
+    a read timeout or a TLS error after the handshake may come after the request was sent.
+    """
+    import ssl
+
+    import requests
+    from urllib3.exceptions import ConnectTimeoutError, NewConnectionError, ProxyError
+
+    if isinstance(err, (requests.exceptions.ConnectTimeout, requests.exceptions.ProxyError)):
+        return True
+    return any(isinstance(inner, (NewConnectionError, ConnectTimeoutError, ProxyError, ConnectionRefusedError,
+                                  ssl.SSLCertVerificationError))
+               for inner in _chain(err))
 
 
-def _seconds(value: str | None) -> float | None:
-    try:
-        return max(0.0, float(value)) if value is not None else None
-    except ValueError:
+def _root_cause_name(err: Exception) -> str:
+    """The innermost exception's class name (``ConnectionResetError``); never its text, which has the URL."""
+    names = [type(inner).__name__ for inner in _chain(err)]
+    return names[-1] if names else type(err).__name__
+
+
+def _retry_after_seconds(value: str | None) -> float | None:
+    """``Retry-After`` as seconds: a number, or an HTTP date."""
+    if value is None or str(value).strip() == "":
         return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        moment = parsedate_to_datetime(str(value))
+    except (TypeError, ValueError, IndexError):
+        return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone.utc)
+    return max(0.0, (moment - datetime.now(timezone.utc)).total_seconds())

@@ -1,64 +1,39 @@
-"""The read API for people and the UI: messages, their status history, health.
+"""The read API for people and tools: messages, one message with its status history, health.
 
-Inside the api-server it uses Airflow's own authentication (a JWT, as every Airflow API), and with
-multi-team on shows a caller only their teams' messages. Standalone it wants the bearer token from
-``[twilio_sms] webhook_api_token``. Numbers are masked; bodies only when asked for.
+Authentication comes from ``auth.py`` (Airflow's inside the api-server, a bearer token standalone).
+Numbers are masked; bodies only with ``include_body=true``. Pages are newest first: pass the
+``next_before_id`` of one page as ``before_id`` to get the next.
 """
 
 from __future__ import annotations
 
-import hmac
-from datetime import datetime
-from typing import Any
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any
 
+import anyio
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import JSONResponse
-from starlette.concurrency import run_in_threadpool
 
 from airflow_provider_twilio_sms.privacy import mask_number
+from airflow_provider_twilio_sms.webhook.auth import Visibility
 
-ALL_TEAMS = None  # the caller may see every message
-
-
-async def _airflow_viewer(request: Request) -> set[str | None] | None:
-    """Authenticate with Airflow; return the teams the caller may see (None: all)."""
-    from airflow.api_fastapi.core_api.security import bearer_scheme, get_user, oauth2_scheme
-
-    user = await get_user(request, await oauth2_scheme(request), await bearer_scheme(request))
-    from airflow_provider_twilio_sms import config
-
-    if not config.airflow_multi_team():
-        return ALL_TEAMS
-    from airflow.api_fastapi.app import get_auth_manager
-
-    teams = await run_in_threadpool(lambda: get_auth_manager().get_authorized_teams(user=user, method="GET"))
-    return {*teams, None}
+if TYPE_CHECKING:
+    from airflow_provider_twilio_sms.webhook.auth import ViewerDependency
 
 
-async def _token_viewer(request: Request) -> set[str | None] | None:
-    from airflow_provider_twilio_sms import config
-
-    expected = config.get("webhook_api_token")
-    given = request.headers.get("authorization", "")
-    if not expected:
-        raise HTTPException(401, "the read API is disabled: set [twilio_sms] webhook_api_token")
-    if not given.lower().startswith("bearer ") or not hmac.compare_digest(given[7:].strip(), expected):
-        raise HTTPException(401, "Not authenticated", headers={"WWW-Authenticate": "Bearer"})
-    return ALL_TEAMS
-
-
-async def viewer(request: Request) -> set[str | None] | None:
-    mode = request.app.state.twilio_sms.mode
-    return await (_airflow_viewer(request) if mode == "api-server" else _token_viewer(request))
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None
 
 
 def _outbound(row: dict[str, Any], include_body: bool) -> dict[str, Any]:
     out = {
-        "sid": row["sid"], "direction": "outbound", "status": row["status"], "error_code": row["error_code"],
-        "to": mask_number(row["to_number"]), "from": mask_number(row["from_number"]),
-        "segments": row["num_segments"], "team": row["team"], "dag_id": row["dag_id"], "task_id": row["task_id"],
-        "run_id": row["run_id"], "send_state": row["send_state"], "id": row["id"],
-        "created_at": row["created_at"].isoformat(), "sent_at": row["sent_at"].isoformat() if row["sent_at"] else None,
+        "id": row["id"], "sid": row["sid"], "direction": "outbound", "status": row["status"],
+        "error_code": row["error_code"], "to": mask_number(row["to_number"]),
+        "from": mask_number(row["from_number"]), "segments": row["num_segments"], "team": row["team"],
+        "conn_id": row["conn_id"], "dag_id": row["dag_id"], "task_id": row["task_id"],
+        "run_id": row["run_id"], "map_index": row["map_index"], "send_state": row["send_state"],
+        "created_at": _iso(row["created_at"]), "sent_at": _iso(row["sent_at"]),
+        "status_updated_at": _iso(row["status_updated_at"]),
     }
     if include_body:
         out["body"] = row["body"]
@@ -66,59 +41,86 @@ def _outbound(row: dict[str, Any], include_body: bool) -> dict[str, Any]:
 
 
 def _inbound(row: dict[str, Any], include_body: bool) -> dict[str, Any]:
-    out = {"sid": row["message_sid"], "direction": "inbound", "status": "received", "id": row["id"],
-           "from": mask_number(row["from_number"]), "to": mask_number(row["to_number"]),
-           "opt_out_type": row["opt_out_type"], "team": row["team"], "received_at": row["received_at"].isoformat()}
+    out = {
+        "id": row["id"], "sid": row["message_sid"], "direction": "inbound", "status": "received",
+        "from": mask_number(row["from_number"]), "to": mask_number(row["to_number"]),
+        "num_media": row["num_media"], "opt_out_type": row["opt_out_type"], "team": row["team"],
+        "conn_id": row["conn_id"], "received_at": _iso(row["received_at"]),
+    }
     if include_body:
         out["body"] = row["body"]
     return out
 
 
-router = APIRouter(prefix="/api")
+def _number(value: str | None) -> str | None:
+    """A number from the query string: ``?number=+1415...`` arrives as `` 1415...`` (``+`` means space)."""
+    if value is None or not value.strip():
+        return None
+    return "+" + value.strip() if value.startswith(" ") else value.strip()
 
 
-@router.get("/health")
-async def health(request: Request) -> JSONResponse:
-    try:
-        await run_in_threadpool(lambda: request.app.state.twilio_sms.store().check_ready())
-    except Exception:  # noqa: BLE001
-        return JSONResponse({"status": "store unavailable"}, status_code=503)
-    return JSONResponse({"status": "ok"})
+def _aware(value: datetime | None) -> datetime | None:
+    """``since`` without a zone is UTC, as every time the store keeps."""
+    if value is not None and value.tzinfo is None:
+        return value.replace(tzinfo=timezone.utc)
+    return value
 
 
-@router.get("/messages")
-async def list_messages(
-    request: Request,
-    teams: set[str | None] | None = Depends(viewer),
-    status: str | None = None,
-    direction: str = Query("outbound", pattern="^(outbound|inbound)$"),
-    number: str | None = Query(None, description="E.164 number the message went to or came from"),
-    since: datetime | None = None,
-    before_id: int | None = Query(None, description="page: the smallest id of the previous page"),
-    limit: int = Query(50, ge=1, le=500),
-    include_body: bool = False,
-) -> dict[str, Any]:
-    store = request.app.state.twilio_sms.store()
-    if direction == "outbound":
-        rows = await run_in_threadpool(store.list_messages, status=status, number=number, since=since,
-                                       teams=teams, before_id=before_id, limit=limit)
-        items = [_outbound(r, include_body) for r in rows]
-    else:
-        rows = await run_in_threadpool(store.list_inbound, number=number, since=since, teams=teams,
-                                       before_id=before_id, limit=limit)
-        items = [_inbound(r, include_body) for r in rows]
-    return {"messages": items, "next_before_id": items[-1]["id"] if len(items) == limit else None}
+def build_router(viewer: ViewerDependency) -> APIRouter:
+    """The read API's routes, authenticated by ``viewer``."""
+    router = APIRouter(prefix="/api")
 
+    @router.get("/health", summary="Whether the store answers (no authentication)")
+    async def health(request: Request) -> JSONResponse:
+        state = request.app.state.twilio_sms
+        try:
+            await anyio.to_thread.run_sync(lambda: state.store().check_ready())
+        except Exception:  # noqa: BLE001 - any failure means "not ready"; the reason goes to the server log
+            return JSONResponse({"status": "store unavailable"}, status_code=503)
+        return JSONResponse({"status": "ok"})
 
-@router.get("/messages/{sid}")
-async def get_message(request: Request, sid: str, teams: set[str | None] | None = Depends(viewer),
-                      include_body: bool = False) -> dict[str, Any]:
-    store = request.app.state.twilio_sms.store()
-    row = await run_in_threadpool(store.get_message, sid=sid)
-    if row is None or (teams is not None and row["team"] not in teams):
-        raise HTTPException(404, "no such message")
-    history = await run_in_threadpool(store.status_history, sid)
-    message = _outbound(row, include_body)
-    message["history"] = [{"status": h["status"], "error_code": h["error_code"],
-                           "received_at": h["received_at"].isoformat()} for h in history]
-    return message
+    @router.get("/messages", summary="Messages, newest first")
+    async def list_messages(
+        request: Request,
+        seen: Visibility = Depends(viewer),  # noqa: B008
+        status: str | None = Query(None, max_length=20, description="outbound only: current status"),
+        direction: str = Query("outbound", pattern="^(outbound|inbound)$"),
+        number: str | None = Query(None, max_length=32, description="E.164 number it went to or came from"),
+        since: datetime | None = Query(None, description="created (outbound) or received (inbound) since"),
+        before_id: int | None = Query(None, ge=1, description="page: next_before_id of the previous page"),
+        limit: int = Query(50, ge=1, le=500),
+        include_body: bool = False,
+    ) -> dict[str, Any]:
+        store = request.app.state.twilio_sms.store
+        teams = seen.teams
+        if direction == "outbound":
+            rows = await anyio.to_thread.run_sync(lambda: store().list_messages(
+                status=status, number=_number(number), since=_aware(since), teams=teams, before_id=before_id,
+                limit=limit))
+            items = [_outbound(r, include_body) for r in rows]
+        else:
+            rows = await anyio.to_thread.run_sync(lambda: store().list_inbound(
+                number=_number(number), since=_aware(since), teams=teams, before_id=before_id, limit=limit))
+            items = [_inbound(r, include_body) for r in rows]
+        return {"messages": items, "next_before_id": items[-1]["id"] if len(items) == limit else None}
+
+    @router.get("/messages/{sid}", summary="One outbound message with its full status history")
+    async def get_message(request: Request, sid: str, seen: Visibility = Depends(viewer),  # noqa: B008
+                          include_body: bool = False) -> dict[str, Any]:
+        store = request.app.state.twilio_sms.store
+
+        def read():
+            row = store().get_message(sid=sid)
+            if row is None or (seen.teams is not None and row["team"] not in seen.teams):
+                return None, []
+            return row, store().status_history(sid)
+
+        row, history = await anyio.to_thread.run_sync(read)
+        if row is None:
+            raise HTTPException(404, "No such message")
+        message = _outbound(row, include_body)
+        message["history"] = [{"status": h["status"], "error_code": h["error_code"],
+                               "received_at": _iso(h["received_at"])} for h in history]
+        return message
+
+    return router

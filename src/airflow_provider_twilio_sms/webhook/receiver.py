@@ -1,82 +1,143 @@
-"""The two routes Twilio calls: status callbacks and inbound messages."""
+"""The two routes Twilio calls: status callbacks and inbound messages.
+
+Each request is verified (see ``verification.py``) and then stored in one short transaction. Answers:
+status -> ``{"success": true, "processed": 1}`` (0 for a delivery already stored); inbound -> empty TwiML.
+A refused request gets only its status code. When the store cannot be written in time the answer is 503,
+never 200 (the event would be lost) and never 429 (Twilio must retry): the retry is deduplicated.
+"""
 
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING
 
+import anyio
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse, Response
-from starlette.concurrency import run_in_threadpool
+from fastapi.responses import Response
 
 from airflow_provider_twilio_sms.privacy import mask_number, mask_sid, safe_for_log
-from airflow_provider_twilio_sms.webhook.verification import Refused, read_body, verify
+from airflow_provider_twilio_sms.webhook.connections import CONN_ID_PATTERN
+from airflow_provider_twilio_sms.webhook.verification import (
+    Refused,
+    VerifiedCallback,
+    content_kind,
+    read_body,
+    verify,
+)
+
+if TYPE_CHECKING:
+    from airflow_provider_twilio_sms.webhook.app import AppState
+    from airflow_provider_twilio_sms.webhook.connections import WebhookConnection
 
 log = logging.getLogger(__name__)
 router = APIRouter()
 EMPTY_TWIML = '<?xml version="1.0" encoding="UTF-8"?><Response/>'
+STORED, DUPLICATE = b'{"success":true,"processed":1}', b'{"success":true,"processed":0}'
+# Twilio gives up on a webhook after 15 s: answer 503 well before, the write may still land (the retry is
+# then a duplicate, answered 200).
+STORE_DEADLINE_SECONDS = 10.0
 
 
-async def _verified(request: Request, conn_id: str, kind: str):
-    state = request.app.state.twilio_sms
-    body = await read_body(request, state.max_body_bytes)
-    hit, settings = state.settings.fresh(conn_id)
+class Unavailable(Exception):
+    """The request cannot be handled now: the store or the secrets backend failed or was too slow."""
+
+
+async def _connection(state: AppState, conn_id: str) -> WebhookConnection:
+    if not CONN_ID_PATTERN.fullmatch(conn_id):
+        raise Refused(404, "conn_id is not a connection id")
+    hit, found = state.connections.cached(conn_id)
     if not hit:
-        settings = await run_in_threadpool(state.settings.get, conn_id)
-    return verify(settings, request, body, conn_id, kind)
+        try:
+            with anyio.fail_after(STORE_DEADLINE_SECONDS):
+                found = await anyio.to_thread.run_sync(state.connections.get, conn_id, abandon_on_cancel=True)
+        except TimeoutError:
+            raise Unavailable("the connection lookup took too long") from None
+        except Exception as err:  # noqa: BLE001 - the secrets backend failed: retryable, not "unknown"
+            raise Unavailable(f"connection lookup failed ({type(err).__name__})") from err
+    if found is None:
+        raise Refused(404, "no usable twilio_sms connection with this id")
+    return found
 
 
-def _refusal(err: Refused, conn_id: str, kind: str) -> Response:
-    log.warning("Refused a %s webhook for connection %s: %s (HTTP %d)", kind, safe_for_log(conn_id, 60),
-                err.reason, err.status)
+async def _verified(request: Request, conn_id: str, kind: str) -> tuple[WebhookConnection, VerifiedCallback]:
+    state: AppState = request.app.state.twilio_sms
+    found = await _connection(state, conn_id)
+    content_type = content_kind(request)
+    body = await read_body(request, state.max_body_bytes)
+    return found, verify(found.settings, request, content_type, body, conn_id, kind)
+
+
+async def _write(state: AppState, method: str, **kwargs) -> bool:
+    """Run one store write in a worker thread, within the deadline; any failure is Unavailable."""
+
+    def write() -> bool:
+        return getattr(state.store(), method)(**kwargs)
+
+    try:
+        with anyio.fail_after(STORE_DEADLINE_SECONDS):
+            return await anyio.to_thread.run_sync(write, abandon_on_cancel=True)
+    except TimeoutError:
+        raise Unavailable(f"no answer from the store within {STORE_DEADLINE_SECONDS:.0f} s") from None
+    except Exception as err:  # noqa: BLE001 - whatever failed, the event is not stored: make Twilio retry
+        raise Unavailable(_describe(err)) from err
+
+
+def _describe(err: Exception) -> str:
+    """A store error in one masked line: its class, and for a config error what to fix (never a URL)."""
+    from airflow_provider_twilio_sms.errors import ConnectionConfigError
+
+    if isinstance(err, ConnectionConfigError):
+        return safe_for_log(err, 300)
+    return type(err).__name__
+
+
+def _refused(err: Refused, conn_id: str, kind: str) -> Response:
+    log.warning("Refused a Twilio %s webhook for connection %s: %s (HTTP %d)", kind,
+                safe_for_log(conn_id, 60), err.reason, err.status)
     return Response(status_code=err.status)
 
 
-def _store_down(err: Exception, conn_id: str, kind: str) -> Response:
-    # Twilio retries a 5xx (see the connection overrides in README); 200 would lose the event.
-    log.error("Could not store a %s webhook for connection %s: %s", kind, safe_for_log(conn_id, 60),
-              type(err).__name__)
+def _unavailable(err: Unavailable, conn_id: str, kind: str) -> Response:
+    log.error("Could not store a Twilio %s webhook for connection %s, answered 503 so that Twilio "
+              "retries: %s", kind, safe_for_log(conn_id, 60), err)
     return Response(status_code=503)
 
 
-@router.post("/webhooks/{conn_id}/status")
+@router.post("/webhooks/{conn_id}/status", summary="Twilio status callback (signed)")
 async def status_callback(conn_id: str, request: Request) -> Response:
+    state: AppState = request.app.state.twilio_sms
     try:
-        verified = await _verified(request, conn_id, "status")
+        found, cb = await _verified(request, conn_id, "status")
+        processed = await _write(
+            state, "record_status_event", account_sid=found.settings.account_sid, conn_id=conn_id,
+            message_sid=cb.message_sid, status=cb.status, payload=cb.params, error_code=cb.error_code,
+            idempotency_token=cb.idempotency_token, idempotency_key=cb.query.get("ik") or None,
+            team=cb.query.get("team") or None)
     except Refused as err:
-        return _refusal(err, conn_id, "status")
-    p, s = verified.params, verified.settings
-    status = (p.get("MessageStatus") or p.get("SmsStatus") or "").lower()
-    code = p.get("ErrorCode")
-    store = request.app.state.twilio_sms.store
-    try:
-        processed = await run_in_threadpool(
-            store().record_status_event, account_sid=s.account_sid, conn_id=conn_id, message_sid=p["MessageSid"],
-            status=status, payload=p, error_code=int(code) if code and code.isdigit() else None,
-            idempotency_token=request.headers.get("i-twilio-idempotency-token"),
-            idempotency_key=verified.query.get("ik"), team=verified.query.get("team"))
-    except Exception as err:  # noqa: BLE001 - any store failure must become a retryable answer
-        return _store_down(err, conn_id, "status")
-    log.debug("Status %s for message %s (%s)", safe_for_log(status, 20), mask_sid(p["MessageSid"]),
-             "stored" if processed else "duplicate")
-    return JSONResponse({"success": True, "processed": 1 if processed else 0})
+        return _refused(err, conn_id, "status")
+    except Unavailable as err:
+        return _unavailable(err, conn_id, "status")
+    if log.isEnabledFor(logging.DEBUG):
+        log.debug("Twilio status %s for message %s on connection %s: %s", cb.status, mask_sid(cb.message_sid),
+                  safe_for_log(conn_id, 60), "stored" if processed else "duplicate")
+    return Response(STORED if processed else DUPLICATE, media_type="application/json")
 
 
-@router.post("/webhooks/{conn_id}/inbound")
+@router.post("/webhooks/{conn_id}/inbound", summary="Twilio inbound message (signed)")
 async def inbound_message(conn_id: str, request: Request) -> Response:
+    state: AppState = request.app.state.twilio_sms
     try:
-        verified = await _verified(request, conn_id, "inbound")
+        found, cb = await _verified(request, conn_id, "inbound")
+        p = cb.params
+        processed = await _write(
+            state, "record_inbound", account_sid=found.settings.account_sid, conn_id=conn_id,
+            message_sid=cb.message_sid, from_number=p["From"], to_number=p["To"], body=p.get("Body"),
+            payload=p, num_media=cb.num_media, opt_out_type=p.get("OptOutType") or None,
+            team=cb.query.get("team") or found.team)
     except Refused as err:
-        return _refusal(err, conn_id, "inbound")
-    p, s = verified.params, verified.settings
-    store = request.app.state.twilio_sms.store
-    try:
-        processed = await run_in_threadpool(
-            store().record_inbound, account_sid=s.account_sid, conn_id=conn_id, message_sid=p["MessageSid"],
-            from_number=p["From"], to_number=p["To"], body=p.get("Body"), payload=p,
-            num_media=int(p.get("NumMedia") or 0) if (p.get("NumMedia") or "0").isdigit() else 0,
-            opt_out_type=p.get("OptOutType"), team=verified.query.get("team"))
-    except Exception as err:  # noqa: BLE001
-        return _store_down(err, conn_id, "inbound")
-    log.debug("Inbound message %s from %s (%s)", mask_sid(p["MessageSid"]), mask_number(p["From"]),
-             "stored" if processed else "duplicate")
+        return _refused(err, conn_id, "inbound")
+    except Unavailable as err:
+        return _unavailable(err, conn_id, "inbound")
+    log.info("Twilio inbound message %s from %s on connection %s: %s", mask_sid(cb.message_sid),
+              mask_number(p["From"]), safe_for_log(conn_id, 60), "stored" if processed else "duplicate")
     return Response(EMPTY_TWIML, media_type="text/xml")

@@ -1,19 +1,28 @@
-"""Checks a webhook request passes before anything is stored, in order, failing closed.
+"""The checks a webhook request passes before the store sees it, in this order, failing closed.
 
-Unknown connection (404) -> content type (415) -> body size (413, without reading the rest) ->
-Twilio's signature over the public URL (403) -> AccountSid of the connection (403) -> well-formed
-fields (400). Only then does the store see the request.
+1. the conn_id names a usable ``twilio_sms`` connection ........................ else 404, no detail
+2. the body is form-encoded (or JSON, which Twilio signs through ``bodySHA256``) . else 415
+3. the body is at most ``[twilio_sms] webhook_max_body_bytes``: Content-Length first, then a running
+   count while streaming; nothing past the cap is read ........................... else 413
+4. ``X-Twilio-Signature`` over the connection's public URL + path + query and the form parameters,
+   with the Auth Token, the secondary token or the connection's shared key ...... else 403
+5. ``AccountSid`` is the connection's account ...................................... else 403
+6. the fields the store keeps are well formed (SIDs, numbers, status, lengths) ... else 400
+
+A :class:`Refused` carries the HTTP status and a reason for the (masked) log line; the caller never
+sees the reason.
 """
 
 from __future__ import annotations
 
+import json
 import re
-import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 from urllib.parse import parse_qsl
 
-from airflow_provider_twilio_sms.signature import verify_signature
+from airflow_provider_twilio_sms.privacy import safe_for_log
+from airflow_provider_twilio_sms.webhook.signing import SETTINGS_HEADER, signature_matches
 
 if TYPE_CHECKING:
     from starlette.requests import Request
@@ -22,76 +31,72 @@ if TYPE_CHECKING:
 
 FORM = "application/x-www-form-urlencoded"
 JSON = "application/json"
-_SID = re.compile(r"^(SM|MM)[0-9a-fA-F]{32}$")
-_ADDRESS = re.compile(r"^(\+[1-9]\d{1,14}|\d{3,8}|[A-Za-z0-9 ]{1,11})$")
-SETTINGS_TTL_SECONDS = 30.0
+URL_PREFIX = "/twilio_sms"
+KINDS = ("status", "inbound")
+
+_MESSAGE_SID = re.compile(r"^(SM|MM)[0-9a-fA-F]{32}$")
+# E.164, a short code, or an alphanumeric sender ID (up to 11 letters, digits and spaces, one letter at least)
+_ADDRESS = re.compile(r"^(\+[1-9]\d{1,14}|\d{3,8}|(?=[A-Za-z0-9 ]*[A-Za-z])[A-Za-z0-9 ]{1,11})$")
+_STATUS = re.compile(r"^[a-z_]{1,20}$")  # unknown statuses are stored, but must fit the column
+_ERROR_CODE = re.compile(r"^\d{1,9}$")
+_NUM_MEDIA = re.compile(r"^\d{1,2}$")
+_OPT_OUT_TYPE = re.compile(r"^[A-Za-z]{1,10}$")
+_TOKEN = re.compile(r"^[\x21-\x7e]{1,200}$")
+# Fields that must appear at most once: the store keeps one value of each.
+_SINGLE = ("MessageSid", "AccountSid", "MessageStatus", "SmsStatus", "From", "To", "ErrorCode", "OptOutType",
+           "NumMedia", "Body")
 
 
 class Refused(Exception):
-    """The request is refused with ``status``; ``reason`` goes to the (masked) log, never the caller."""
+    """The request is refused with ``status``; ``reason`` goes to the masked log, never to the caller."""
 
     def __init__(self, status: int, reason: str):
         super().__init__(reason)
         self.status, self.reason = status, reason
 
 
-@dataclass
-class VerifiedRequest:
-    settings: TwilioConnectionSettings
+@dataclass(frozen=True)
+class VerifiedCallback:
+    """A request Twilio signed for this connection's account, with well-formed fields."""
+
     params: dict[str, str]
     query: dict[str, str]
+    idempotency_token: str | None
+
+    @property
+    def message_sid(self) -> str:
+        return self.params["MessageSid"]
+
+    @property
+    def status(self) -> str:
+        return (self.params.get("MessageStatus") or self.params.get("SmsStatus") or "").lower()
+
+    @property
+    def error_code(self) -> int | None:
+        code = self.params.get("ErrorCode")
+        return int(code) if code else None
+
+    @property
+    def num_media(self) -> int:
+        return int(self.params.get("NumMedia") or 0)
 
 
-class SettingsCache:
-    """Connection settings per conn_id for a short time, so the hot path skips the secrets backend."""
-
-    def __init__(self, ttl: float = SETTINGS_TTL_SECONDS):
-        self.ttl = ttl
-        self._entries: dict[str, tuple[float, TwilioConnectionSettings | None]] = {}
-
-    def fresh(self, conn_id: str) -> tuple[bool, TwilioConnectionSettings | None]:
-        """(True, settings) when cached and not expired: no lookup, no thread hop."""
-        cached = self._entries.get(conn_id)
-        if cached and cached[0] > time.monotonic():
-            return True, cached[1]
-        return False, None
-
-    def get(self, conn_id: str) -> TwilioConnectionSettings | None:
-        now = time.monotonic()
-        hit, settings = self.fresh(conn_id)
-        if hit:
-            return settings
-        settings = _load(conn_id)
-        self._entries[conn_id] = (now + self.ttl, settings)
-        return settings
-
-    def clear(self) -> None:
-        self._entries.clear()
-
-
-def _load(conn_id: str) -> TwilioConnectionSettings | None:
-    from airflow_provider_twilio_sms.connection import load_settings
-    from airflow_provider_twilio_sms.errors import ConnectionConfigError
-
-    try:
-        return load_settings(conn_id)
-    except ConnectionConfigError:
-        return None
-    except Exception as err:  # noqa: BLE001 - a missing connection raises the secrets backend's own type
-        if type(err).__name__ == "AirflowNotFoundException":
-            return None
-        raise
+def content_kind(request: Request) -> str:
+    """``FORM`` or ``JSON``, else 415."""
+    content_type = (request.headers.get("content-type") or "").split(";")[0].strip().lower()
+    if content_type not in (FORM, JSON):
+        raise Refused(415, f"content type {safe_for_log(content_type or '<none>', 60)} is not form-encoded")
+    return content_type
 
 
 async def read_body(request: Request, limit: int) -> bytes:
-    """The raw body, refusing (413) anything over ``limit`` bytes without reading past it."""
+    """The raw body, refusing (413) anything over ``limit`` bytes without reading past the cap."""
     declared = request.headers.get("content-length")
     if declared is not None:
-        try:
-            if int(declared) > limit:
-                raise Refused(413, f"declared body of {declared} bytes over the {limit} byte cap")
-        except ValueError:
-            raise Refused(400, "malformed Content-Length") from None
+        if not declared.strip().isdigit():
+            raise Refused(400, "malformed Content-Length")
+        if int(declared) > limit:
+            raise Refused(413, f"declared body of {int(declared)} bytes is over the {limit} byte cap")
     chunks, size = [], 0
     async for chunk in request.stream():
         size += len(chunk)
@@ -101,46 +106,79 @@ async def read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-def public_url(settings: TwilioConnectionSettings, request: Request, conn_id: str, kind: str) -> str:
-    """The URL Twilio called, as it signed it: the connection's public base + our path + the query."""
+def signed_url(settings: TwilioConnectionSettings, request: Request, conn_id: str, kind: str) -> str:
+    """The URL Twilio called, as it signed it: the connection's public ``webhook_base_url`` + our path +
+    the query exactly as received. Without a base URL, the URL this server saw (right only when no proxy
+    rewrites scheme, host or path on the way in)."""
     query = request.url.query
     if settings.webhook_base_url:
-        url = f"{settings.webhook_base_url}/twilio_sms/webhooks/{conn_id}/{kind}"
-    else:  # no public base configured: only right when nothing rewrites the URL on the way in
+        url = f"{settings.webhook_base_url}{URL_PREFIX}/webhooks/{conn_id}/{kind}"
+    else:
         url = str(request.url.replace(query=""))
     return f"{url}?{query}" if query else url
 
 
-def verify(settings: TwilioConnectionSettings | None, request: Request, body: bytes, conn_id: str,
-           kind: str) -> VerifiedRequest:
-    if settings is None:
-        raise Refused(404, "unknown connection")
-    content_type = (request.headers.get("content-type") or "").split(";")[0].strip().lower()
-    if content_type not in (FORM, JSON):
-        raise Refused(415, f"content type {content_type or '<none>'} is not form-encoded")
-    url = public_url(settings, request, conn_id, kind)
-    pairs = parse_qsl(body.decode("utf-8", errors="replace"), keep_blank_values=True) if content_type == FORM else None
+def verify(settings: TwilioConnectionSettings, request: Request, content_type: str, body: bytes, conn_id: str,
+           kind: str) -> VerifiedCallback:
+    """Checks 4 to 6 (signature, account, fields) on a body already read within the cap."""
     signature = request.headers.get("x-twilio-signature")
-    raw = body if content_type == JSON else None
-    if not verify_signature(url, pairs, signature, settings.webhook_tokens, raw_body=raw):
+    if not signature or not signature.isascii():
+        raise Refused(403, "no usable X-Twilio-Signature")
+    url = signed_url(settings, request, conn_id, kind)
+    if content_type == FORM:  # (bytes that are not UTF-8 cannot match Twilio's signature: 403 below)
+        pairs, raw = parse_qsl(body.decode("utf-8", errors="replace"), keep_blank_values=True), None
+    else:
+        pairs, raw = None, body
+    if not signature_matches(settings, url, pairs, signature, request.headers.get(SETTINGS_HEADER), raw):
         raise Refused(403, "signature does not match")
-    params = dict(pairs or [])
-    if content_type == JSON:
-        import json
-
-        try:
-            params = {str(k): str(v) for k, v in json.loads(body or b"{}").items()}
-        except (ValueError, AttributeError):
-            raise Refused(400, "JSON body is not an object") from None
+    params = _params(pairs, body)
     if params.get("AccountSid") != settings.account_sid:
         raise Refused(403, "AccountSid is not the connection's account")
-    if not _SID.match(params.get("MessageSid") or ""):
+    query = dict(parse_qsl(request.url.query, keep_blank_values=True))
+    token = request.headers.get("i-twilio-idempotency-token")
+    _check_fields(kind, params, query, token)
+    return VerifiedCallback(params=params, query=query, idempotency_token=token)
+
+
+def _params(pairs: list[tuple[str, str]] | None, body: bytes) -> dict[str, str]:
+    if pairs is not None:
+        seen: dict[str, str] = {}
+        for name, value in pairs:
+            if name in seen and name in _SINGLE:
+                raise Refused(400, f"field {safe_for_log(name, 30)} given more than once")
+            seen[name] = value
+        return seen
+    try:
+        document = json.loads(body or b"{}")
+    except ValueError:
+        raise Refused(400, "JSON body is not valid JSON") from None
+    if not isinstance(document, dict):
+        raise Refused(400, "JSON body is not an object")
+    return {str(k): "" if v is None else str(v) for k, v in document.items()}
+
+
+def _check_fields(kind: str, p: dict[str, str], query: dict[str, str], token: str | None) -> None:
+    if not _MESSAGE_SID.fullmatch(p.get("MessageSid") or ""):
         raise Refused(400, "MessageSid missing or malformed")
+    if any("\x00" in value for value in p.values()):
+        raise Refused(400, "a field contains a NUL character")
     for name in ("From", "To"):
-        if params.get(name) and not _ADDRESS.match(params[name]):
-            raise Refused(400, f"{name} is not a phone number, short code or sender ID")
-    if kind == "status" and not (params.get("MessageStatus") or params.get("SmsStatus")):
-        raise Refused(400, "MessageStatus missing")
-    if kind == "inbound" and not (params.get("From") and params.get("To")):
-        raise Refused(400, "From or To missing")
-    return VerifiedRequest(settings, params, dict(parse_qsl(request.url.query)))
+        if p.get(name) and not _ADDRESS.fullmatch(p[name]):
+            raise Refused(400, f"{name} is not an E.164 number, short code or sender ID")
+    if kind == "status":
+        status = (p.get("MessageStatus") or p.get("SmsStatus") or "").lower()
+        if not _STATUS.fullmatch(status):
+            raise Refused(400, "MessageStatus missing or malformed")
+        if p.get("ErrorCode") and not _ERROR_CODE.fullmatch(p["ErrorCode"]):
+            raise Refused(400, "ErrorCode is not a number")
+    else:
+        if not (p.get("From") and p.get("To")):
+            raise Refused(400, "From or To missing")
+        if p.get("NumMedia") and not _NUM_MEDIA.fullmatch(p["NumMedia"]):
+            raise Refused(400, "NumMedia is not a small number")
+        if p.get("OptOutType") and not _OPT_OUT_TYPE.fullmatch(p["OptOutType"]):
+            raise Refused(400, "OptOutType malformed")
+    if len(query.get("ik", "")) > 255 or len(query.get("team", "")) > 250:
+        raise Refused(400, "ik or team in the URL's query is too long")
+    if token is not None and not _TOKEN.fullmatch(token):
+        raise Refused(400, "I-Twilio-Idempotency-Token malformed")

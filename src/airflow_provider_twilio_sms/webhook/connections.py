@@ -1,0 +1,131 @@
+"""The ``twilio_sms`` connection a webhook URL names, read from Airflow's secrets and cached briefly.
+
+The webhook runs only in server processes (the api-server, or ``airflow twilio-sms webhook serve``), never
+in a task, so it reads connections as the api-server's own code does:
+``Connection.get_connection_from_secrets`` walks the configured secrets backend, ``AIRFLOW_CONN_*``
+variables and the metadata database, whatever the process announced itself as. With multi-team on, a
+connection owned by a team is only visible when asked for with that team, so the owning team is read
+from the metadata database first (and the webhook's inbound messages belong to it).
+
+Settings are cached per conn_id for :data:`SETTINGS_TTL_SECONDS`, unknown ids included, so the hot path
+never waits on the secrets backend; the cache is bounded so random ids cannot grow it without end.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from airflow_provider_twilio_sms.privacy import safe_for_log
+
+if TYPE_CHECKING:
+    from airflow_provider_twilio_sms.connection import TwilioConnectionSettings
+
+log = logging.getLogger(__name__)
+
+SETTINGS_TTL_SECONDS = 30.0
+MAX_CACHED_CONNECTIONS = 512
+# What the webhook accepts as a conn_id in its URL: Airflow's usual ids, nothing that needs escaping
+# (the operator puts the id into the callback URL as it is, and Twilio signs that exact URL).
+CONN_ID_PATTERN = re.compile(r"^[A-Za-z0-9_.\-]{1,250}$")
+
+
+@dataclass(frozen=True)
+class WebhookConnection:
+    """A usable ``twilio_sms`` connection: its settings and the Airflow team that owns it (if any)."""
+
+    settings: TwilioConnectionSettings
+    team: str | None = None
+
+
+def load_connection(conn_id: str) -> WebhookConnection | None:
+    """The connection behind ``conn_id``, or None when there is no usable ``twilio_sms`` connection.
+
+    A connection that exists but cannot verify webhooks (wrong type, bad Account SID, undecryptable
+    secret) is logged once per cache period, saying what to fix, and treated as unknown (404).
+    Unexpected failures propagate: the route answers 503 and Twilio retries.
+    """
+    from airflow.exceptions import AirflowNotFoundException
+    from airflow.models.connection import Connection
+
+    from airflow_provider_twilio_sms.connection import CONN_TYPE, TwilioConnectionSettings
+    from airflow_provider_twilio_sms.errors import TwilioSmsError
+
+    team = _owning_team(conn_id)
+    try:
+        conn = Connection.get_connection_from_secrets(conn_id, team_name=team)
+    except AirflowNotFoundException:
+        return None
+    except PermissionError:  # the secrets backend denies this id (AirflowSecretsBackendAccessDenied)
+        log.error("Webhook connection %s: the secrets backend denied access", safe_for_log(conn_id, 60))
+        return None
+    conn_type = (conn.conn_type or "").replace("-", "_")
+    if conn_type != CONN_TYPE:
+        log.error("Webhook connection %s has type %s, not %s: its webhooks are refused (404)",
+                  safe_for_log(conn_id, 60), safe_for_log(conn.conn_type, 40), CONN_TYPE)
+        return None
+    try:
+        settings = TwilioConnectionSettings.from_connection(conn)
+    except TwilioSmsError as err:  # ConnectionConfigError, EncryptionError: messages carry no secret
+        log.error("Webhook connection %s cannot verify webhooks, which are refused (404): %s",
+                  safe_for_log(conn_id, 60), safe_for_log(err, 400))
+        return None
+    if not settings.webhook_tokens and not settings.webhook_signing_key_secret:
+        log.error("Webhook connection %s has no Auth Token (password) nor webhook signing key, so no Twilio "
+                  "signature can be verified: its webhooks are refused (404)", safe_for_log(conn_id, 60))
+        return None
+    return WebhookConnection(settings=settings, team=team)
+
+
+def _owning_team(conn_id: str) -> str | None:
+    """The team owning the connection: multi-team only, and None for connections outside the metadata DB."""
+    from airflow_provider_twilio_sms import config
+
+    if not config.airflow_multi_team():
+        return None
+    try:
+        from airflow.models.connection import Connection
+
+        return Connection.get_team_name(conn_id) or None
+    except Exception as err:  # noqa: BLE001 - no metadata DB here (standalone): no team
+        log.debug("No team for connection %s: %s", safe_for_log(conn_id, 60), type(err).__name__)
+        return None
+
+
+class ConnectionCache:
+    """Connections per conn_id for ``ttl`` seconds (a missing one too), at most ``max_entries``."""
+
+    def __init__(self, ttl: float = SETTINGS_TTL_SECONDS, max_entries: int = MAX_CACHED_CONNECTIONS,
+                 loader=load_connection, clock=time.monotonic):
+        self.ttl, self.max_entries, self._loader, self._clock = ttl, max_entries, loader, clock
+        self._entries: OrderedDict[str, tuple[float, WebhookConnection | None]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def cached(self, conn_id: str) -> tuple[bool, WebhookConnection | None]:
+        """``(True, connection)`` when a fresh entry exists: no lookup, no thread hop."""
+        entry = self._entries.get(conn_id)
+        if entry is not None and entry[0] > self._clock():
+            return True, entry[1]
+        return False, None
+
+    def get(self, conn_id: str) -> WebhookConnection | None:
+        """The connection, looked up when not cached (blocking: call from a worker thread)."""
+        hit, found = self.cached(conn_id)
+        if hit:
+            return found
+        found = self._loader(conn_id)
+        with self._lock:
+            self._entries[conn_id] = (self._clock() + self.ttl, found)
+            self._entries.move_to_end(conn_id)
+            while len(self._entries) > self.max_entries:
+                self._entries.popitem(last=False)
+        return found
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()

@@ -1,0 +1,148 @@
+"""The read API: closed to unauthenticated callers (Airflow's auth in the api-server, a bearer token
+standalone), a message with its status history, filters and pages, and team isolation with multi-team."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+from webhook_testing import (
+    API_TOKEN,
+    INBOUND,
+    SID,
+    STATUS,
+    THEM,
+    inbound_params,
+    make_client,
+    migrated_sqlite_store,
+    post_signed,
+    send_row,
+    status_params,
+    twilio_connection,
+    use_store,
+)
+
+MESSAGES = "/twilio_sms/api/messages"
+
+
+@pytest.fixture
+def db(monkeypatch, tmp_path):
+    monkeypatch.setenv("AIRFLOW_CONN_TWILIO_SMS_DEFAULT", twilio_connection())
+    monkeypatch.setenv("AIRFLOW__TWILIO_SMS__WEBHOOK_API_TOKEN", API_TOKEN)
+    return use_store(monkeypatch, migrated_sqlite_store(f"sqlite:///{tmp_path / 'store.db'}"))
+
+
+@pytest.fixture(params=["api-server", "standalone"])
+def client(request, db):
+    return make_client(request.param, request)
+
+
+def airflow_token(username="admin", role="admin", teams=None) -> str:
+    from airflow.api_fastapi.app import get_auth_manager
+    from airflow.api_fastapi.auth.managers.simple.user import SimpleAuthManagerUser
+
+    return get_auth_manager().generate_jwt(SimpleAuthManagerUser(username=username, role=role, teams=teams))
+
+
+def auth(client) -> dict[str, str]:
+    standalone = getattr(client.app.state, "twilio_sms", None) is not None
+    return {"Authorization": f"Bearer {API_TOKEN if standalone else airflow_token()}"}
+
+
+@pytest.mark.parametrize("path", [MESSAGES, f"{MESSAGES}/{SID}", f"{MESSAGES}?direction=inbound"])
+def test_unauthenticated_callers_are_refused(client, path):
+    assert client.get(path).status_code == 401
+    refused = client.get(path, headers={"Authorization": "Bearer not-a-valid-token"}).status_code
+    assert refused in (401, 403)  # Airflow answers 403 for a token it cannot decode
+    assert client.get(path, headers={"Authorization": f"Basic {API_TOKEN}"}).status_code == 401
+
+
+def test_standalone_read_api_is_closed_without_a_configured_token(request, db, monkeypatch):
+    monkeypatch.delenv("AIRFLOW__TWILIO_SMS__WEBHOOK_API_TOKEN")
+    client = make_client("standalone", request)
+    assert client.get(MESSAGES, headers={"Authorization": "Bearer "}).status_code == 401
+    assert client.get(MESSAGES, headers={"Authorization": "Bearer ünïcode".encode()}).status_code == 401
+
+
+def test_a_message_with_its_status_history(client, db):
+    send_row(db, "order-1", body="secret body")
+    for status in ("sent", "delivered", "sent"):
+        post_signed(client, STATUS, status_params(status))
+    headers = auth(client)
+    [listed] = client.get(MESSAGES, headers=headers).json()["messages"]
+    assert listed["sid"] == SID and listed["to"] == "***0123" and "body" not in listed
+    one = client.get(f"{MESSAGES}/{SID}", headers=headers).json()
+    assert one["status"] == "delivered"
+    assert [h["status"] for h in one["history"]] == ["sent", "delivered"]  # the late "sent" is a duplicate
+    assert client.get(f"{MESSAGES}/{SID}?include_body=true", headers=headers).json()["body"] == "secret body"
+    assert client.get(f"{MESSAGES}/SM{'0' * 32}", headers=headers).status_code == 404
+    assert client.get("/twilio_sms/api/health").json() == {"status": "ok"}
+
+
+def test_filters_and_pages(client, db):
+    sids = [f"SM{i:032x}" for i in range(1, 6)]
+    for i, sid in enumerate(sids):
+        send_row(db, f"k{i}", sid=sid)
+    post_signed(client, STATUS, status_params("delivered", sid=sids[0]))
+    post_signed(client, INBOUND, inbound_params("hello"))
+    headers = auth(client)
+
+    def get(query):
+        response = client.get(f"{MESSAGES}?{query}", headers=headers)
+        assert response.status_code == 200, response.text
+        return response.json()
+
+    assert [m["sid"] for m in get("status=delivered")["messages"]] == [sids[0]]
+    assert len(get(f"number={THEM}")["messages"]) == 5  # "+" in a query string arrives as a space
+    assert get("number=%2B19995550000")["messages"] == []
+    assert get(f"since={(datetime.now(timezone.utc) + timedelta(hours=1)).isoformat().replace('+', '%2B')}")[
+        "messages"] == []
+    [inbound] = get("direction=inbound&include_body=true")["messages"]
+    assert (inbound["direction"], inbound["body"], inbound["from"]) == ("inbound", "hello", "***0123")
+    first = get("limit=2")
+    second = get(f"limit=2&before_id={first['next_before_id']}")
+    third = get(f"limit=2&before_id={second['next_before_id']}")
+    pages = [m["sid"] for page in (first, second, third) for m in page["messages"]]
+    assert pages == sids[::-1] and third["next_before_id"] is None
+    assert client.get(f"{MESSAGES}?direction=sideways", headers=headers).status_code == 422
+
+
+def test_airflow_token_from_the_login_endpoint_works(request, db, airflow_home):
+    client = make_client("api-server", request)
+    from airflow.api_fastapi.auth.managers.simple.simple_auth_manager import SimpleAuthManager
+
+    password = json.loads(Path(SimpleAuthManager.get_generated_password_file()).read_text())["admin"]
+    login = client.post("/auth/token", json={"username": "admin", "password": password})
+    assert login.status_code in (200, 201), login.text
+    token = login.json()["access_token"]
+    assert client.get(MESSAGES, headers={"Authorization": f"Bearer {token}"}).status_code == 200
+
+
+def test_multi_team_callers_see_their_teams_messages_only(request, db, airflow_home, monkeypatch):
+    from airflow.models.team import Team
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        for name in ("team_a", "team_b"):
+            session.merge(Team(name=name))
+    monkeypatch.setenv("AIRFLOW__CORE__MULTI_TEAM", "True")
+    client = make_client("api-server", request)
+    by_team = {"team_a": "SM" + "a" * 32, "team_b": "SM" + "b" * 32, None: "SM" + "c" * 32}
+    for team, sid in by_team.items():
+        send_row(db, f"key-{team}", sid=sid, team=team)
+
+    def visible(token):
+        response = client.get(MESSAGES, headers={"Authorization": f"Bearer {token}"})
+        assert response.status_code == 200, response.text
+        return {m["sid"] for m in response.json()["messages"]}
+
+    alice = airflow_token("alice", "viewer", ["team_a"])
+    assert visible(alice) == {by_team["team_a"], by_team[None]}
+    assert visible(airflow_token("bob", "user", ["team_b"])) == {by_team["team_b"], by_team[None]}
+    assert visible(airflow_token()) == set(by_team.values())  # admin
+    hidden = client.get(f"{MESSAGES}/{by_team['team_b']}", headers={"Authorization": f"Bearer {alice}"})
+    assert hidden.status_code == 404
+    monkeypatch.setenv("AIRFLOW__CORE__MULTI_TEAM", "False")
+    assert visible(alice) == set(by_team.values())  # without multi-team, teams do not partition

@@ -1,0 +1,175 @@
+"""Real concurrency and a real outage: uvicorn on loopback, 50 threads posting one callback at once, and a
+store that stops answering (PostgreSQL refusing connections, a SQLite volume gone) then comes back."""
+
+from __future__ import annotations
+
+import threading
+import time
+from urllib.parse import urlencode
+
+import pytest
+import requests
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+from webhook_testing import (
+    FORM,
+    SID,
+    STATUS,
+    ServedApp,
+    event_count,
+    make_client,
+    post_signed,
+    send_row,
+    sign,
+    status_params,
+    twilio_connection,
+    use_store,
+)
+
+from conftest import free_port
+
+
+@pytest.fixture(autouse=True)
+def connection(monkeypatch):
+    monkeypatch.setenv("AIRFLOW_CONN_TWILIO_SMS_DEFAULT", twilio_connection())
+
+
+@pytest.fixture
+def db(store, monkeypatch):
+    return use_store(monkeypatch, store)
+
+
+@pytest.mark.parametrize("same_token", [True, False], ids=["same-idempotency-token", "no-token"])
+def test_fifty_concurrent_copies_of_one_callback_make_one_event(db, same_token):
+    from airflow_provider_twilio_sms.webhook.app import create_app
+
+    send_row(db, "order-1")
+    params = status_params("delivered")
+    headers = {**FORM, **sign(STATUS, params)}
+    if same_token:
+        headers["I-Twilio-Idempotency-Token"] = "delivery-attempt-1"
+    answers: list[tuple[int, int | None]] = []
+    lock, start = threading.Lock(), threading.Barrier(50)
+
+    with ServedApp(create_app("standalone"), free_port()) as served:
+        # Warm the connection and store caches so the 50 copies race on the write itself.
+        requests.get(served.url("/twilio_sms/api/health"), timeout=10)
+
+        def hit():
+            with requests.Session() as session:
+                start.wait()
+                r = session.post(served.url(STATUS), data=urlencode(params), headers=headers, timeout=60)
+                with lock:
+                    answers.append((r.status_code, r.json()["processed"] if r.status_code == 200 else None))
+
+        threads = [threading.Thread(target=hit) for _ in range(50)]
+        for th in threads:
+            th.start()
+        for th in threads:
+            th.join()
+
+    assert sorted(answers) == [(200, 0)] * 49 + [(200, 1)]
+    assert event_count(db) == 1
+    assert db.get_message(sid=SID)["status"] == "delivered"
+
+
+@pytest.fixture
+def outage(db, monkeypatch, tmp_path):
+    """Start and end a store outage: PostgreSQL stops accepting connections (and drops the open ones);
+    SQLite's database is swapped for one on a volume that is gone."""
+    url = make_url(db.engine.url.render_as_string(hide_password=False))
+    if db.dialect == "postgresql":
+        admin = create_engine(url.set(database="postgres"), isolation_level="AUTOCOMMIT")
+
+        def set_down(down: bool) -> None:
+            with admin.connect() as c:
+                allow = "false" if down else "true"
+                c.execute(text(f'ALTER DATABASE "{url.database}" WITH ALLOW_CONNECTIONS {allow}'))
+                if down:
+                    c.execute(text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                                   "WHERE datname = :db AND pid <> pg_backend_pid()"), {"db": url.database})
+        yield set_down
+        set_down(False)
+        admin.dispose()
+        return
+
+    from airflow_provider_twilio_sms.store.api import SmsStore
+
+    gone = SmsStore(f"sqlite:///{tmp_path / 'unmounted-volume' / 'store.db'}")
+
+    def swap(down: bool) -> None:
+        use_store(monkeypatch, gone if down else db)
+
+    yield swap
+
+
+@pytest.mark.parametrize("mode", ["api-server", "standalone"])
+def test_store_outage_answers_503_and_the_retry_is_stored(request, db, outage, mode):
+    client = make_client(mode, request)
+    from webhook_testing import app_state
+
+    state = app_state(client)
+    send_row(db, "order-9")
+    assert post_signed(client, STATUS, status_params("sent")).status_code == 200  # store open and warm
+
+    outage(True)
+    state.reset()  # (SQLite: the app finds the store again, now the unreachable one)
+    params = status_params("delivered")
+    down = post_signed(client, STATUS, params, headers={"I-Twilio-Idempotency-Token": "attempt-1"})
+    assert down.status_code == 503  # never 200 (lost) and never 429
+    assert client.get("/twilio_sms/api/health").status_code == 503
+
+    outage(False)
+    state.reset()
+    retry = post_signed(client, STATUS, params, headers={"I-Twilio-Idempotency-Token": "attempt-1"})
+    assert retry.status_code == 200 and retry.json()["processed"] == 1
+    assert [h["status"] for h in db.status_history(SID)] == ["sent", "delivered"]
+    assert db.get_message(sid=SID)["status"] == "delivered"
+
+
+def test_a_store_too_slow_for_twilio_gets_503_and_the_late_write_makes_the_retry_a_duplicate(
+        request, monkeypatch, tmp_path):
+    """Twilio waits 15 s at most: past the deadline the answer is 503 (the write may still land)."""
+    from webhook_testing import migrated_sqlite_store
+
+    from airflow_provider_twilio_sms.webhook import receiver
+
+    db = use_store(monkeypatch, migrated_sqlite_store(f"sqlite:///{tmp_path / 'store.db'}"))
+    client = make_client("standalone", request)
+    landed = threading.Event()
+
+    class SlowStore:
+        def record_status_event(self, **kwargs):
+            time.sleep(0.5)
+            try:
+                return db.record_status_event(**kwargs)
+            finally:
+                landed.set()
+
+    monkeypatch.setattr(receiver, "STORE_DEADLINE_SECONDS", 0.1)
+    client.app.state.twilio_sms.use_store(SlowStore())
+    params = status_params("delivered")
+    assert post_signed(client, STATUS, params).status_code == 503
+    assert landed.wait(5)
+    client.app.state.twilio_sms.use_store(db)
+    assert post_signed(client, STATUS, params).json() == {"success": True, "processed": 0}
+    assert event_count(db) == 1
+
+
+def test_secrets_backend_failure_gets_503_not_404(request, monkeypatch, tmp_path):
+    """A connection that cannot be read right now is not an unknown one: Twilio must retry."""
+    from airflow.models.connection import Connection
+    from webhook_testing import migrated_sqlite_store
+
+    db = use_store(monkeypatch, migrated_sqlite_store(f"sqlite:///{tmp_path / 'store.db'}"))
+    client = make_client("standalone", request)
+
+    def backend_down(*args, **kwargs):
+        raise ConnectionError("vault unreachable")
+
+    monkeypatch.setattr(Connection, "get_connection_from_secrets", backend_down)
+    assert post_signed(client, STATUS, status_params("delivered")).status_code == 503
+    monkeypatch.undo()
+    use_store(monkeypatch, db)
+    monkeypatch.setenv("AIRFLOW_CONN_TWILIO_SMS_DEFAULT", twilio_connection())
+    assert post_signed(client, STATUS, status_params("delivered")).json()["processed"] == 1

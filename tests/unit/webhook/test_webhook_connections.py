@@ -1,0 +1,61 @@
+"""Which connections the webhook accepts, read from Airflow's secrets, and how long it remembers them."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import pytest
+
+from airflow_provider_twilio_sms.webhook.connections import ConnectionCache, load_connection
+
+ACCOUNT = "AC" + "3" * 32
+
+
+def _conn(monkeypatch, conn_id: str, **fields):
+    monkeypatch.setenv(f"AIRFLOW_CONN_{conn_id.upper()}", json.dumps(fields))
+
+
+def test_a_twilio_connection_is_loaded_with_its_webhook_secrets(monkeypatch):
+    _conn(monkeypatch, "tw", conn_type="twilio_sms", login=ACCOUNT, password="tok",
+          extra={"secondary_auth_token": "tok2", "webhook_base_url": "https://a.example.com/"})
+    found = load_connection("tw")
+    assert found.settings.webhook_tokens == ["tok", "tok2"]
+    assert found.settings.webhook_base_url == "https://a.example.com" and found.team is None
+
+
+@pytest.mark.parametrize("fields,logged", [
+    ({"conn_type": "http", "login": ACCOUNT, "password": "tok"}, "has type http"),
+    ({"conn_type": "twilio_sms", "login": "not-a-sid", "password": "tok"}, "login"),
+    ({"conn_type": "twilio_sms", "login": ACCOUNT, "extra": {"api_key_sid": "SK" + "1" * 32,
+                                                               "api_key_secret": "s"}}, "no Auth Token"),
+    ({"conn_type": "twilio_sms", "login": ACCOUNT, "password": "enc:v1:nokey:AAAA"}, "cannot verify"),
+])
+def test_unusable_connections_are_unknown_and_say_why(monkeypatch, caplog, fields, logged):
+    _conn(monkeypatch, "tw", **fields)
+    with caplog.at_level(logging.ERROR, logger="airflow_provider_twilio_sms"):
+        assert load_connection("tw") is None
+    assert logged in caplog.text and "tok" not in caplog.text.replace("Auth Token", "")
+
+
+def test_a_missing_connection_is_unknown(monkeypatch):
+    assert load_connection("no_such_connection_here") is None
+
+
+def test_cache_keeps_answers_for_the_ttl_and_stays_bounded():
+    calls: list[str] = []
+    clock = [0.0]
+
+    def loader(conn_id):
+        calls.append(conn_id)
+        return None if conn_id.startswith("missing") else conn_id
+
+    cache = ConnectionCache(ttl=30, max_entries=3, loader=loader, clock=lambda: clock[0])
+    assert cache.get("a") == "a" and cache.get("a") == "a" and cache.cached("a") == (True, "a")
+    assert cache.get("missing") is None and cache.get("missing") is None  # unknown ids are cached too
+    assert calls == ["a", "missing"]
+    clock[0] = 31
+    assert cache.cached("a") == (False, None) and cache.get("a") == "a" and calls[-1] == "a"
+    for name in ("b", "c", "d"):
+        cache.get(name)
+    assert len(cache._entries) == 3 and "a" not in cache._entries

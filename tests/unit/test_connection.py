@@ -225,8 +225,10 @@ def test_encrypted_secrets_are_decrypted_and_registered_with_the_masker(conn, ke
     from airflow.sdk.log import mask_logs
 
     suffix = base64.b16encode(os.urandom(6)).decode()
-    plain = {"password": f"token-{suffix}", "api_key_secret": f"key-{suffix}",
-             "secondary_auth_token": f"second-{suffix}", "webhook_signing_key_secret": f"signing-{suffix}"}
+    # Wholly random values: the masker is process-wide, and another test may have registered a word
+    # like "token" as a secret, which would mask part of a value such as "token-<suffix>".
+    plain = {field: base64.b16encode(os.urandom(12)).decode()
+             for field in ("password", "api_key_secret", "secondary_auth_token", "webhook_signing_key_secret")}
     conn_id = f"twilio_enc_{suffix.lower()}"
     encrypted = {field: crypto.encrypt_extra(value, conn_id, field) for field, value in plain.items()}
     conn(conn_id, password=encrypted.pop("password"), api_key_sid=KEY_SID,

@@ -1,8 +1,9 @@
-"""Twilio request signatures: the HMAC-SHA1 ``X-Twilio-Signature`` scheme.
+"""Twilio request signatures: ``X-Twilio-Signature``.
 
-Twilio signs a webhook request with the account's Auth Token: HMAC-SHA1 over the full URL it called
-followed by every POST parameter name and value, sorted by name, base64-encoded. JSON bodies are not
-part of that string: Twilio adds ``bodySHA256`` (hex SHA-256 of the raw body) to the query instead.
+Twilio signs a webhook request with a secret (the account's Auth Token, or a shared signing key's
+secret): an HMAC (SHA-1 classically, SHA-256 with shared keys) over the full URL it called followed by
+every POST parameter name and value, sorted by name, base64-encoded. JSON bodies are not part of that
+string: Twilio adds ``bodySHA256`` (hex SHA-256 of the raw body) to the query instead.
 
 Both the local stand-in (which signs as Twilio does) and the webhook app (which verifies) use this
 module, so the two can never drift apart; tests check both sides against twilio-python's own
@@ -20,6 +21,7 @@ from urllib.parse import parse_qsl, urlsplit, urlunsplit
 Params = Mapping[str, object] | Iterable[tuple[str, str]]
 
 _DEFAULT_PORTS = {"https": 443, "http": 80}
+ALGORITHMS = {"HMAC_SHA1": hashlib.sha1, "HMAC_SHA256": hashlib.sha256}
 
 
 def _pairs(params: Params | None) -> list[tuple[str, str]]:
@@ -36,13 +38,17 @@ def _pairs(params: Params | None) -> list[tuple[str, str]]:
     return [(str(k), str(v)) for k, v in params]
 
 
-def compute_signature(url: str, params: Params | None, auth_token: str) -> str:
-    """Return the base64 ``X-Twilio-Signature`` Twilio would send for ``url`` and form ``params``."""
+def compute_signature(url: str, params: Params | None, secret: str, algorithm: str = "HMAC_SHA1") -> str:
+    """Return the base64 ``X-Twilio-Signature`` Twilio would send for ``url`` and form ``params``.
+
+    ``algorithm`` is a key of :data:`ALGORITHMS` (a ``KeyError`` otherwise).
+    """
+    digest = ALGORITHMS[algorithm]
     by_name: dict[str, set[str]] = {}
     for key, value in _pairs(params):
         by_name.setdefault(key, set()).add(value)
     payload = url + "".join(name + value for name in sorted(by_name) for value in sorted(by_name[name]))
-    mac = hmac.new(auth_token.encode("utf-8"), payload.encode("utf-8"), hashlib.sha1)
+    mac = hmac.new(secret.encode("utf-8"), payload.encode("utf-8"), digest)
     return base64.b64encode(mac.digest()).decode("ascii")
 
 
@@ -75,17 +81,19 @@ def verify_signature(
     url: str,
     params: Params | None,
     signature: str | None,
-    auth_tokens: Iterable[str],
+    secrets: Iterable[str],
     raw_body: bytes | None = None,
+    algorithm: str = "HMAC_SHA1",
 ) -> bool:
-    """True when ``signature`` is Twilio's signature of this request under any of ``auth_tokens``.
+    """True when ``signature`` is Twilio's ``algorithm`` signature of this request under any of ``secrets``.
 
     ``params`` are the form parameters (empty for a JSON body). When the URL's query carries
     ``bodySHA256`` the raw body must hash to it, and a JSON body without that parameter is refused:
     skipping the body check is exactly the forgery hole a verifier must not have. Comparisons are
-    constant-time.
+    constant-time and on bytes (a signature with non-ASCII characters is simply wrong). An algorithm
+    not in :data:`ALGORITHMS` verifies nothing.
     """
-    if not signature:
+    if not signature or algorithm not in ALGORITHMS:
         return False
     query = dict(parse_qsl(urlsplit(url).query, keep_blank_values=True))
     expected_body_hash = query.get("bodySHA256")
@@ -95,12 +103,14 @@ def verify_signature(
         params = None
     elif raw_body is not None and params is None:
         return False
+    given = signature.encode("utf-8", "replace")
     matched = False
-    for token in auth_tokens:
-        if not token:
+    for secret in secrets:
+        if not secret:
             continue
         for candidate in url_variants(url):
             # Evaluate every candidate: the time taken does not depend on which one matched.
-            if hmac.compare_digest(compute_signature(candidate, params, token), signature):
+            computed = compute_signature(candidate, params, secret, algorithm).encode("ascii")
+            if hmac.compare_digest(computed, given):
                 matched = True
     return matched

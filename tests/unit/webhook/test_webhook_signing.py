@@ -7,11 +7,8 @@ import pytest
 from twilio.request_validator import RequestValidator, get_signature_algorithm
 
 from airflow_provider_twilio_sms.connection import TwilioConnectionSettings
-from airflow_provider_twilio_sms.webhook.signing import (
-    parse_signature_settings,
-    signature_matches,
-    verify_shared_key_signature,
-)
+from airflow_provider_twilio_sms.signature import verify_signature
+from airflow_provider_twilio_sms.webhook.signing import parse_signature_settings, signature_matches
 
 URL = "https://airflow.example.com/twilio_sms/webhooks/tw/status?ik=order-1"
 PARAMS = {"MessageSid": "SM" + "1" * 32, "MessageStatus": "delivered", "Body": "héllo wörld + 1", "Empty": ""}
@@ -33,12 +30,12 @@ def test_settings_header_is_read_like_twilio_python(header):
 def test_shared_key_signature_matches_request_validator(algorithm, url):
     signature = RequestValidator("shared-secret").compute_signature(url, PARAMS, algorithm)
     pairs = list(PARAMS.items())
-    assert verify_shared_key_signature(URL, pairs, signature, "shared-secret", algorithm)
-    assert not verify_shared_key_signature(URL, pairs, signature, "other-secret", algorithm)
+    assert verify_signature(URL, pairs, signature, ["shared-secret"], algorithm=algorithm)
+    assert not verify_signature(URL, pairs, signature, ["other-secret"], algorithm=algorithm)
     extra = pairs + [("Extra", "1")]
-    assert not verify_shared_key_signature(URL, extra, signature, "shared-secret", algorithm)
+    assert not verify_signature(URL, extra, signature, ["shared-secret"], algorithm=algorithm)
     other = "HMAC_SHA1" if algorithm == "HMAC_SHA256" else "HMAC_SHA256"
-    assert not verify_shared_key_signature(URL, pairs, signature, "shared-secret", other)
+    assert not verify_signature(URL, pairs, signature, ["shared-secret"], algorithm=other)
 
 
 def test_shared_key_json_body_needs_its_signed_hash():
@@ -46,11 +43,23 @@ def test_shared_key_json_body_needs_its_signed_hash():
     validator = RequestValidator("shared-secret")
     url = f"{URL}&bodySHA256={validator.compute_hash(body.decode())}"
     signature = validator.compute_signature(url, {}, "HMAC_SHA256")
-    assert verify_shared_key_signature(url, None, signature, "shared-secret", "HMAC_SHA256", raw_body=body)
-    assert not verify_shared_key_signature(url, None, signature, "shared-secret", "HMAC_SHA256",
-                                           raw_body=body + b" ")
+    assert verify_signature(url, None, signature, ["shared-secret"], algorithm="HMAC_SHA256", raw_body=body)
+    assert not verify_signature(url, None, signature, ["shared-secret"], algorithm="HMAC_SHA256",
+                                raw_body=body + b" ")
     unhashed = validator.compute_signature(URL, {}, "HMAC_SHA256")
-    assert not verify_shared_key_signature(URL, None, unhashed, "shared-secret", "HMAC_SHA256", raw_body=body)
+    assert not verify_signature(URL, None, unhashed, ["shared-secret"], algorithm="HMAC_SHA256", raw_body=body)
+
+
+@pytest.mark.parametrize("signature", ["sïgnature", "\udcff", "x" * 28])
+def test_a_malformed_signature_is_simply_wrong(signature):
+    # Non-ASCII or surrogate characters must not raise (hmac.compare_digest refuses non-ASCII str).
+    assert verify_signature(URL, list(PARAMS.items()), signature, ["primary"]) is False
+
+
+def test_an_unknown_algorithm_verifies_nothing():
+    signature = RequestValidator("primary").compute_signature(URL, PARAMS)
+    assert verify_signature(URL, list(PARAMS.items()), signature, ["primary"]) is True
+    assert verify_signature(URL, list(PARAMS.items()), signature, ["primary"], algorithm="HMAC_MD5") is False
 
 
 def _headers_for(token, algorithm=None, key=KEY_ID):

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import re
 
-_CONTROL = re.compile(r"[\x00-\x1f\x7f\u2028\u2029]")
+# C0 and C1 controls (NEL U+0085 ends a line in some log viewers), the Unicode line and paragraph
+# separators, and the bidirectional overrides and isolates that make a line read differently from its bytes.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
 
 
 def mask_number(number: object) -> str:

@@ -50,19 +50,22 @@ class SmsNotifier(BaseNotifier):
 
     def notify(self, context: Context) -> dict[str, Any]:
         from airflow_provider_twilio_sms import config
-        from airflow_provider_twilio_sms.operators.sms import team_of
+        from airflow_provider_twilio_sms.operators.sms import status_callback_url, team_of
         from airflow_provider_twilio_sms.phone import normalize_number
         from airflow_provider_twilio_sms.sending import SendRequest, SmsSender, default_idempotency_key
         from airflow_provider_twilio_sms.store.locate import get_store
 
-        to = normalize_number(self.to, self.hook.settings.default_region)
+        settings = self.hook.settings
+        to = normalize_number(self.to, settings.default_region)
         ti = context.get("ti") or context.get("task_instance")
         dag_run = context.get("dag_run")
         dag_id = getattr(dag_run, "dag_id", None) or getattr(ti, "dag_id", "") or ""
         run_id = getattr(dag_run, "run_id", None) or getattr(ti, "run_id", "") or ""
         task_id = f"notifier:{getattr(ti, 'task_id', '') or ''}"
         key = self.idempotency_key or default_idempotency_key(dag_id, task_id, run_id, getattr(ti, "map_index", None), to)
-        request = SendRequest(to=to, body=self.body, idempotency_key=str(key), from_=self.from_, team=team_of(context),
+        team = team_of(context)
+        request = SendRequest(to=to, body=self.body, idempotency_key=str(key), from_=self.from_, team=team,
+                              status_callback=status_callback_url(settings, self.twilio_conn_id, str(key), team),
                               dag_id=dag_id or None, task_id=task_id, run_id=run_id or None)
         sender = SmsSender(self.hook, get_store(self.store_conn_id), lease_seconds=config.get_int("send_lease_seconds"))
         return sender.send(request)  # type: ignore[return-value]  # no rate limit: never RateLimited

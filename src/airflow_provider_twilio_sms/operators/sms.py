@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlencode
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from airflow.sdk import BaseOperator
 
@@ -34,6 +34,24 @@ def team_of(context: Context) -> str | None:
     return getattr(dag_run, "team_name", None) or None
 
 
+def status_callback_url(settings, conn_id: str, key: str, team: str | None, url: str | None = None) -> str | None:
+    """The ``StatusCallback`` for one send: ``url`` (else the connection's ``webhook_base_url`` and the
+    webhook path), with the idempotency key and the team in its query.
+
+    The webhook links a callback to its message by that key when the send's answer was lost, so a
+    user-supplied URL gets it too; the URL's own query and fragment (Twilio's ``#rc=`` connection
+    overrides) are kept. None when there is neither a URL nor a ``webhook_base_url``.
+    """
+    if not url:
+        if not settings.webhook_base_url:
+            return None
+        url = settings.webhook_base_url.rstrip("/") + WEBHOOK_PATH.format(conn_id=conn_id)
+    parts = urlsplit(url)
+    query = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k not in ("ik", "team")]
+    query += [("ik", key), *([("team", team)] if team else [])]
+    return urlunsplit(parts._replace(query=urlencode(query)))
+
+
 class SendSmsOperator(BaseOperator):
     """
     Send one SMS through Twilio, at most once per idempotency key.
@@ -55,7 +73,8 @@ class SendSmsOperator(BaseOperator):
     :param on_rate_limit: ``"defer"`` (free the worker until the next slot), ``"fail"`` or ``"wait"``.
     :param validity_period: seconds Twilio may keep trying to deliver (1-36000).
     :param status_callback: URL for delivery statuses; default: the connection's ``webhook_base_url`` +
-        ``/twilio_sms/webhooks/<conn_id>/status`` with the idempotency key in the query.
+        ``/twilio_sms/webhooks/<conn_id>/status``. Either way the idempotency key (and team) is added
+        to its query, so the webhook can link a callback whose send answer was lost.
     :param store_conn_id: connection of the message store; default ``[twilio_sms] store_conn_id``.
     :param deferrable: allow ``on_rate_limit="defer"`` to defer; when False it waits in the worker.
     :param max_send_attempts: tries for transient Twilio refusals (429, queue full) within one task try.
@@ -141,20 +160,13 @@ class SendSmsOperator(BaseOperator):
         return SendRequest(
             to=to, body=self.body, idempotency_key=str(key), from_=self.from_,
             messaging_service_sid=self.messaging_service_sid, media_urls=tuple(media),
-            status_callback=self.status_callback or self._default_status_callback(settings, str(key), team),
+            status_callback=status_callback_url(settings, self.twilio_conn_id, str(key), team, self.status_callback),
             validity_period=int(self.validity_period) if self.validity_period not in (None, "") else None,
             team=team, pool=self.pool,
             rate_limit=resolve_rate_limit(self.rate_limit, settings.rate_limit, team, self.pool),
             rate_limit_unit=self.rate_limit_unit, dag_id=ti.dag_id, task_id=ti.task_id, run_id=ti.run_id,
             map_index=ti.map_index,
         )
-
-    def _default_status_callback(self, settings, key: str, team: str | None) -> str | None:
-        if not settings.webhook_base_url:
-            return None
-        query = {"ik": key, **({"team": team} if team else {})}
-        return (settings.webhook_base_url.rstrip("/") + WEBHOOK_PATH.format(conn_id=self.twilio_conn_id)
-                + "?" + urlencode(query))
 
     def execute(self, context: Context) -> dict[str, Any]:
         from airflow.sdk.exceptions import AirflowException, AirflowFailException

@@ -343,10 +343,6 @@ class TwilioSimulator:
         with self._lock:
             return [dict(r) for r in self._create_records]
 
-    @property
-    def _creates(self) -> list[dict[str, Any]]:  # older name, kept for existing tests
-        return self.creates()
-
     def callbacks(self) -> list[dict[str, Any]]:
         """Every status callback delivery attempt, oldest first, with the ``answer`` it got (None: no
         answer, see ``error``), ``attempt``, ``idempotency_token``, ``duplicate`` and ``params``."""

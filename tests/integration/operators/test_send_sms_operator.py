@@ -71,9 +71,22 @@ def test_the_status_callback_carries_the_idempotency_key(airflow_env, twilio_con
     with DAG("cb_dag", schedule=None) as dag:
         SendSmsOperator(task_id="send", to="+14155550123", body="hi", idempotency_key="order-42")
     dag_test(dag)
-    [create] = sim._creates
+    [create] = sim.creates()
     assert create["status_callback"] == ("https://airflow.example.com/twilio_sms/webhooks/twilio_sms_default/status"
                                          "?ik=order-42")
+
+
+def test_a_user_status_callback_gets_the_key_and_keeps_its_query_and_overrides(airflow_env):
+    sim, _ = airflow_env
+    from airflow.sdk import DAG
+
+    url = "https://hooks.example.com/sms/status?source=qa&ik=stale#rc=5&rp=all"
+    with DAG("user_cb_dag", schedule=None) as dag:
+        SendSmsOperator(task_id="send", to="+14155550123", body="hi", idempotency_key="order 43",
+                        status_callback=url)
+    dag_test(dag)
+    [create] = sim.creates()
+    assert create["status_callback"] == "https://hooks.example.com/sms/status?source=qa&ik=order+43#rc=5&rp=all"
 
 
 def test_permanent_error_fails_without_airflow_retries(airflow_env):
@@ -142,3 +155,18 @@ def test_notifier_sends_once_per_run_even_when_called_twice(airflow_env):
     again = notifier.notify(context)
     assert first["sid"] == again["sid"] and again["already_sent"]
     assert sim.count("create") == 1
+
+
+def test_notifier_messages_get_status_callbacks_too(airflow_env, twilio_conn):
+    from types import SimpleNamespace
+
+    from airflow_provider_twilio_sms.notifications.sms import SmsNotifier
+
+    sim, store = airflow_env
+    twilio_conn(webhook_base_url="https://airflow.example.com/")
+    context = {"dag_run": SimpleNamespace(dag_id="etl", run_id="run-2", team_name=None),
+               "ti": SimpleNamespace(dag_id="etl", task_id="load", run_id="run-2", map_index=-1)}
+    result = SmsNotifier(to="+14155550123", body="DAG failed").notify(context)
+    [create] = sim.creates()
+    assert create["status_callback"] == ("https://airflow.example.com/twilio_sms/webhooks/twilio_sms_default/status"
+                                         f"?ik={result['idempotency_key']}")

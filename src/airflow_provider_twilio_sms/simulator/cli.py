@@ -1,9 +1,12 @@
 """``airflow twilio-sms simulator [serve|reply|fault|status]``.
 
 - ``serve`` (default): run the stand-in on ``--host``/``--port`` until SIGINT or SIGTERM; prints its base
-  URL and the test account's SID and Auth Token.
-- ``reply --from +1555... --to <our number> --body YES``: the running stand-in posts a signed inbound
-  message to the inbound URL of ``--to`` (set it with ``POST /_sim/numbers``).
+  URL and the test account's SID and Auth Token. ``--inbound-url +15005550006=http://.../inbound``
+  (repeatable) sets where inbound messages to that number go; ``--callback-delay`` the seconds between
+  a send and its status callbacks.
+- ``reply --from +1555... --to <our number> --body YES [--media-url URL ...]``: the running stand-in
+  posts a signed inbound message to the inbound URL of ``--to`` (``serve --inbound-url``, or
+  ``POST /_sim/numbers``).
 - ``fault --fault '{"kind": "429", "count": 2}'`` sets a fault (``--fault clear`` removes them all).
 - ``status``: what the running stand-in received and sent, as JSON.
 
@@ -76,7 +79,11 @@ def _masked(state: dict[str, Any]) -> dict[str, Any]:
 def _reply(args: Any) -> None:
     if not (args.from_ and args.to):
         sys.exit("reply needs --from (the sender's number) and --to (our number, which has an inbound URL)")
-    answer = _call(args, "POST", "inbound", {"from": args.from_, "to": args.to, "body": args.body or ""})
+    media = list(getattr(args, "media_url", None) or [])
+    if len(media) > 10:
+        sys.exit(f"reply takes at most 10 --media-url (Twilio's limit), not {len(media)}")
+    answer = _call(args, "POST", "inbound", {"from": args.from_, "to": args.to, "body": args.body or "",
+                                             "media_urls": media})
     code = answer.get("status_code")
     if code is None:
         sys.exit(f"inbound message {answer['message_sid']} could not be delivered: the webhook did not "
@@ -105,11 +112,36 @@ def _fault(args: Any) -> None:
     print(f"fault {fault['id']} set: {fault['kind']} ({scope})")
 
 
+def _inbound_urls(values: list[str] | None) -> dict[str, str]:
+    """``["+15005550006=http://host/inbound", ...]`` -> ``{number: url}``, or exit naming the bad one."""
+    from airflow_provider_twilio_sms.errors import InvalidMessageError
+    from airflow_provider_twilio_sms.phone import normalize_number
+    from airflow_provider_twilio_sms.privacy import mask_number
+
+    numbers: dict[str, str] = {}
+    for value in values or []:
+        number, sep, url = value.partition("=")
+        if not sep or not url.strip().startswith(("http://", "https://")):
+            sys.exit(f"--inbound-url for {mask_number(number)} is not NUMBER=URL with an http(s) URL; e.g. "
+                     "--inbound-url +15005550006=http://127.0.0.1:8080/twilio_sms/webhooks/twilio_sms_default/inbound")
+        try:
+            numbers[normalize_number(number.strip())] = url.strip()
+        except InvalidMessageError as err:
+            sys.exit(f"--inbound-url: {err}")
+    return numbers
+
+
 def _serve(args: Any) -> None:
     from airflow_provider_twilio_sms.simulator.server import TwilioSimulator
 
+    options: dict[str, Any] = {"numbers": _inbound_urls(getattr(args, "inbound_url", None))}
+    delay = getattr(args, "callback_delay", None)
+    if delay is not None:
+        if delay < 0:
+            sys.exit(f"--callback-delay must be 0 or more seconds, not {delay}")
+        options["callback_delay"] = delay
     try:
-        sim = TwilioSimulator(host=args.host or "127.0.0.1", port=args.port).start()
+        sim = TwilioSimulator(host=args.host or "127.0.0.1", port=args.port, **options).start()
     except OSError as err:
         sys.exit(f"cannot listen on {args.host}:{args.port}: {err.strerror or err}")
     stop = threading.Event()

@@ -30,7 +30,7 @@ import argparse, logging
 logging.basicConfig(level=logging.INFO)
 from airflow_provider_twilio_sms.simulator.cli import run
 run(argparse.Namespace(action="serve", host="127.0.0.1", port={port}, url=None, from_=None, to=None,
-                       body=None, fault=None))
+                       body=None, fault=None, inbound_url=["+1 500-555-0006={inbound_url}"], callback_delay=0.5))
 """
 
 
@@ -63,9 +63,9 @@ def _wait_until_serving(server: subprocess.Popen, port: int) -> None:
 def test_cli_serves_takes_faults_and_sends_signed_replies(capsys):
     port = free_port()
     base = f"http://127.0.0.1:{port}"
-    server = subprocess.Popen([sys.executable, "-c", SERVE.format(port=port)], env=dict(os.environ),
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     hook = Receiver()
+    server = subprocess.Popen([sys.executable, "-c", SERVE.format(port=port, inbound_url=hook.url)],
+                              env=dict(os.environ), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         airflow_cli = _airflow_cli()  # while the server starts
         _wait_until_serving(server, port)
@@ -77,13 +77,18 @@ def test_cli_serves_takes_faults_and_sends_signed_replies(capsys):
         airflow_cli("fault", "--port", str(port), "--fault", "clear")
         assert requests.get(f"{base}/_sim/faults", timeout=5).json()["faults"] == []
 
-        requests.post(f"{base}/_sim/numbers", json={"number": "+15005550006", "inbound_url": hook.url},
-                      timeout=5)
+        # serve --inbound-url set the number's inbound URL (normalised to E.164); --callback-delay is kept
+        state = requests.get(f"{base}/_sim/state", timeout=5).json()
+        assert state["numbers"]["+15005550006"]["inbound_url"] == hook.url
+        unchanged = requests.post(f"{base}/_sim/callbacks", json={}, timeout=5).json()["settings"]
+        assert unchanged["status_delay"] == 0.5
         airflow_cli("reply", "--port", str(port), "--from", "+14155550100", "--to", "+15005550006",
-                    "--body", "YES")
+                    "--body", "YES", "--media-url", "https://example.com/a.png",
+                    "--media-url", "https://example.com/b.png")
         assert "the webhook answered 200" in capsys.readouterr().out
         [(_, params, headers)] = hook.wait(1)
         assert params["Body"] == "YES" and params["OptOutType"] == "START"
+        assert params["NumMedia"] == "2" and params["MediaUrl1"] == "https://example.com/b.png"
         assert RequestValidator(TEST_AUTH_TOKEN).validate(hook.url, params, headers["X-Twilio-Signature"])
 
         airflow_cli("status", "--url", base)
@@ -103,7 +108,7 @@ def test_cli_serves_takes_faults_and_sends_signed_replies(capsys):
 
 def _args(**kwargs):
     defaults = {"action": "serve", "host": "127.0.0.1", "port": 1, "url": None, "from_": None, "to": None,
-                "body": None, "fault": None}
+                "body": None, "fault": None, "media_url": None, "inbound_url": None, "callback_delay": None}
     return argparse.Namespace(**{**defaults, **kwargs})
 
 
@@ -112,6 +117,12 @@ def _args(**kwargs):
     ({"action": "fault"}, "fault needs --fault"),
     ({"action": "fault", "fault": "{oops"}, "--fault is not JSON"),
     ({"action": "status"}, "no Twilio stand-in answers at http://127.0.0.1:1"),
+    ({"inbound_url": ["+15005550006"]}, "is not NUMBER=URL"),
+    ({"inbound_url": ["+15005550006=ftp://x"]}, "is not NUMBER=URL"),
+    ({"inbound_url": ["12=http://127.0.0.1/x"]}, "--inbound-url: "),
+    ({"callback_delay": -1.0}, "--callback-delay must be 0 or more"),
+    ({"action": "reply", "from_": "+14155550100", "to": "+15005550006", "media_url": ["https://e.x/m"] * 11},
+     "at most 10 --media-url"),
 ])
 def test_cli_errors_say_what_to_do(kwargs, message):
     with pytest.raises(SystemExit) as stop:

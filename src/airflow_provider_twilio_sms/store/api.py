@@ -511,6 +511,13 @@ class SmsStore:
         with self._read() as conn:
             return self._row(conn.execute(select(m).where(where)).first())
 
+    def get_inbound(self, message_sid: str) -> dict[str, Any] | None:
+        """The inbound message with this SID (stored once, whatever Twilio's retries), or None."""
+        e = t.event
+        with self._read() as conn:
+            return self._row(conn.execute(select(e).where(e.c.message_sid == message_sid, e.c.kind == "inbound")
+                                          .order_by(e.c.id).limit(1)).first())
+
     def status_history(self, message_sid: str) -> list[dict[str, Any]]:
         """Every status callback stored for a message, in arrival order."""
         e = t.event

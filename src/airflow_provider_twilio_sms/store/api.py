@@ -24,11 +24,12 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import and_, delete, func, insert, or_, select, update
+from sqlalchemy import and_, func, or_, select
 from sqlalchemy.exc import IntegrityError
 
 from airflow_provider_twilio_sms.store import tables as t
-from airflow_provider_twilio_sms.store.engine import get_engine, write_options
+from airflow_provider_twilio_sms.store.engine import get_engine, write_options, writer_lock
+from airflow_provider_twilio_sms.store.statements import statements
 from airflow_provider_twilio_sms.store.status import status_rank
 
 if TYPE_CHECKING:
@@ -122,52 +123,33 @@ class SmsStore:
     def __init__(self, url_or_engine: str | Engine):
         self.engine: Engine = get_engine(url_or_engine) if isinstance(url_or_engine, str) else url_or_engine
         self.dialect = self.engine.dialect.name
+        self._sql = statements(self.dialect)
+        self._writer = self.engine.execution_options(**write_options())
 
     # -- plumbing -------------------------------------------------------------------------------
 
     @contextmanager
     def _write(self) -> Iterator[Connection]:
-        with self.engine.connect() as conn:
-            conn = conn.execution_options(**write_options())
-            with conn.begin():
-                yield conn
+        """One write transaction (SQLite: ``BEGIN IMMEDIATE``, queued behind this process's writers)."""
+        with writer_lock(self.engine), self._writer.begin() as conn:
+            yield conn
 
     @contextmanager
     def _read(self) -> Iterator[Connection]:
         with self.engine.connect() as conn, conn.begin():
             yield conn
 
-    def _insert_ignore(self, conn: Connection, table, values: dict, conflict_cols: list[str]) -> bool:
-        """Insert unless a row with the same unique ``conflict_cols`` exists; True when inserted."""
-        if self.dialect in ("postgresql", "sqlite"):
-            if self.dialect == "postgresql":
-                from sqlalchemy.dialects.postgresql import insert as dialect_insert
-            else:
-                from sqlalchemy.dialects.sqlite import insert as dialect_insert
-            stmt = dialect_insert(table).values(**values).on_conflict_do_nothing(index_elements=conflict_cols)
-            return conn.execute(stmt).rowcount == 1
+    def _insert_ignore(self, conn: Connection, stmt, values: dict) -> bool:
+        """Run ``stmt``, an insert from :mod:`.statements` that skips rows violating its unique key;
+        True when a row was inserted. Without ``ON CONFLICT`` the violation is caught in a savepoint."""
+        if self._sql.upsert:
+            return conn.execute(stmt, values).rowcount == 1
         try:
             with conn.begin_nested():
-                conn.execute(insert(table).values(**values))
+                conn.execute(stmt, values)
             return True
         except IntegrityError:
             return False
-
-    def _insert_returning(self, conn: Connection, table, values: dict, conflict_cols: list[str],
-                          match) -> dict[str, Any] | None:
-        """Insert unless the unique ``conflict_cols`` exist; the new row, or None. One statement where
-        the database can say both (INSERT ... ON CONFLICT DO NOTHING RETURNING)."""
-        if self.dialect in ("postgresql", "sqlite"):
-            if self.dialect == "postgresql":
-                from sqlalchemy.dialects.postgresql import insert as dialect_insert
-            else:
-                from sqlalchemy.dialects.sqlite import insert as dialect_insert
-            stmt = (dialect_insert(table).values(**values).on_conflict_do_nothing(index_elements=conflict_cols)
-                    .returning(*table.c))
-            return self._row(conn.execute(stmt).first())
-        if not self._insert_ignore(conn, table, values, conflict_cols):
-            return None
-        return self._row(conn.execute(select(table).where(match)).first())
 
     @staticmethod
     def _row(result_row) -> dict[str, Any] | None:
@@ -223,17 +205,17 @@ class SmsStore:
             "dag_id": dag_id, "task_id": task_id, "run_id": run_id, "map_index": map_index,
             "created_at": now, "updated_at": now, "http_attempted_at": now if attempting else None,
         }
-        key_match = and_(t.message.c.scope == scope, t.message.c.idempotency_key == idempotency_key)
+        sql = self._sql
+        by_key = {"p_scope": scope, "p_key": idempotency_key}
         for _ in range(20):
             with self._write() as conn:
-                if refuse_opted_out and conn.execute(select(t.opt_out.c.opted_out).where(
-                        t.opt_out.c.account_sid == account_sid, t.opt_out.c.number == to_number,
-                        t.opt_out.c.opted_out.is_(True))).first():
+                if refuse_opted_out and conn.execute(
+                        sql.opted_out, {"p_account_sid": account_sid, "p_number": to_number}).first():
                     return Claim("opted_out", {}, attempt_id)
-                inserted = self._insert_returning(conn, t.message, values, ["scope", "idempotency_key"], key_match)
+                inserted = self._claim_insert(conn, values, by_key)
                 if inserted is not None:
                     return Claim("new", inserted, attempt_id)
-                row = self._row(conn.execute(select(t.message).where(key_match)).first())
+                row = self._row(conn.execute(sql.message_by_key, by_key).first())
                 if row is None:  # deleted between the two statements; try again
                     continue
                 state = row["send_state"]
@@ -243,15 +225,9 @@ class SmsStore:
                 if live and row["attempt_id"] != attempt_id:
                     return Claim("held", row, attempt_id)
                 # Take the claim over, but only if nobody else did in the meantime (compare-and-set).
-                taken = conn.execute(
-                    update(t.message)
-                    .where(t.message.c.id == row["id"], t.message.c.attempt_id == row["attempt_id"],
-                           t.message.c.send_state == state)
-                    .values(attempt_id=attempt_id, lease_expires_at=lease, send_state="claimed",
-                            updated_at=now,
-                            **({"http_attempted_at": func.coalesce(t.message.c.http_attempted_at, now)}
-                               if attempting else {}))
-                ).rowcount
+                taken = conn.execute(sql.take_over(attempting), {
+                    "p_id": row["id"], "p_old_attempt": row["attempt_id"], "p_old_state": state,
+                    "p_attempt": attempt_id, "p_lease": lease, "p_now": now}).rowcount
                 if taken != 1:
                     continue
                 outcome = "reconcile" if row["http_attempted_at"] is not None else "resume"
@@ -261,13 +237,19 @@ class SmsStore:
         raise RuntimeError(f"could not settle the claim on idempotency key in scope {scope!r}: "
                            "too much contention")
 
+    def _claim_insert(self, conn: Connection, values: dict, by_key: dict) -> dict[str, Any] | None:
+        """The new claim's row, or None when the key is taken: one statement where the database can say
+        both (INSERT ... ON CONFLICT DO NOTHING RETURNING)."""
+        if self._sql.upsert:
+            return self._row(conn.execute(self._sql.claim_insert, values).first())
+        if not self._insert_ignore(conn, self._sql.claim_insert, values):
+            return None
+        return self._row(conn.execute(self._sql.message_by_key, by_key).first())
+
     def _update_owned(self, conn: Connection, claim: Claim, **values) -> None:
         values["updated_at"] = values.get("updated_at") or utcnow()
-        done = conn.execute(
-            update(t.message)
-            .where(t.message.c.id == claim.message_id, t.message.c.attempt_id == claim.attempt_id)
-            .values(**values)
-        ).rowcount
+        done = conn.execute(self._sql.update_owned,
+                            {"p_id": claim.message_id, "p_attempt": claim.attempt_id, **values}).rowcount
         if done != 1:
             raise LeaseLostError(
                 f"the claim on message row {claim.message_id} was taken over by another attempt "
@@ -297,25 +279,20 @@ class SmsStore:
 
         A status already advanced by an early callback is kept: the status only moves forward.
         """
-        from sqlalchemy import case
-
-        now = utcnow()
-        m = t.message
-        rank = status_rank(result.get("status"))
-        keep = m.c.status_rank >= rank  # SET expressions all see the row as it was
-        stmt = (update(m).where(m.c.id == claim.message_id, m.c.attempt_id == claim.attempt_id).values(
-            send_state="sent", sid=result["sid"],
-            status=case((keep, m.c.status), else_=result.get("status")),
-            status_rank=case((keep, m.c.status_rank), else_=rank),
-            status_updated_at=now, num_segments=result.get("num_segments"), encoding=result.get("encoding"),
-            error_code=result.get("error_code"), error_message=result.get("error_message"),
-            from_number=result.get("from") or claim.row.get("from_number"), sent_at=now, updated_at=now))
+        sql = self._sql
+        params = {
+            "p_id": claim.message_id, "p_attempt": claim.attempt_id, "p_sid": result["sid"],
+            "p_status": result.get("status"), "p_rank": status_rank(result.get("status")), "p_now": utcnow(),
+            "p_num_segments": result.get("num_segments"), "p_encoding": result.get("encoding"),
+            "p_error_code": result.get("error_code"), "p_error_message": result.get("error_message"),
+            "p_from_number": result.get("from") or claim.row.get("from_number"),
+        }
         with self._write() as conn:
-            if self.dialect in ("postgresql", "sqlite"):
-                row = self._row(conn.execute(stmt.returning(*m.c)).first())
+            if sql.upsert:
+                row = self._row(conn.execute(sql.record_sent, params).first())
             else:
-                row = self._row(conn.execute(select(m).where(m.c.id == claim.message_id)).first()) \
-                    if conn.execute(stmt).rowcount == 1 else None
+                row = self._row(conn.execute(sql.message_by_id, {"p_id": claim.message_id}).first()) \
+                    if conn.execute(sql.record_sent, params).rowcount == 1 else None
         if row is None:
             raise LeaseLostError(
                 f"the claim on message row {claim.message_id} was taken over by another attempt "
@@ -355,35 +332,31 @@ class SmsStore:
             raise ValueError(f"one send costs {cost}, more than the whole limit {limit} of pool {pool!r}")
         now = now or utcnow()
         window_start = now - timedelta(seconds=window_seconds)
-        g = t.rate_grant
+        sql = self._sql
+        pool_key = {"p_pool": pool, "p_key": grant_key}
+        window = {"p_pool": pool, "p_window_start": window_start}
         with self._write() as conn:
-            self._insert_ignore(conn, t.rate_pool, {"pool": pool, "updated_at": now}, ["pool"])
-            lock = select(t.rate_pool.c.pool).where(t.rate_pool.c.pool == pool)
-            if self.dialect != "sqlite":
-                lock = lock.with_for_update()
-            conn.execute(lock)
-            held = conn.execute(
-                select(g.c.granted_at).where(g.c.pool == pool, g.c.grant_key == grant_key)
-            ).first()
-            in_window = and_(g.c.pool == pool, g.c.granted_at > window_start)
-            used = conn.execute(select(func.coalesce(func.sum(g.c.cost), 0)).where(in_window)).scalar_one()
+            self._insert_ignore(conn, sql.pool_insert, {"pool": pool, "updated_at": now})
+            conn.execute(sql.pool_lock, {"p_pool": pool})
+            held = conn.execute(sql.grant_held, pool_key).first()
+            used = conn.execute(sql.window_used, window).scalar_one()
             if held is not None and held.granted_at > window_start:
                 return RateDecision(True, None, used)
             if used + cost <= limit:
                 if held is not None:  # an old grant of this key, outside the window: renew it
-                    conn.execute(update(g).where(g.c.pool == pool, g.c.grant_key == grant_key)
-                                 .values(granted_at=now, cost=cost))
+                    conn.execute(sql.grant_renew, {**pool_key, "p_now": now, "p_cost": cost})
                 else:
-                    conn.execute(insert(g).values(pool=pool, grant_key=grant_key, cost=cost, granted_at=now))
-                conn.execute(update(t.rate_pool).where(t.rate_pool.c.pool == pool).values(updated_at=now))
+                    conn.execute(sql.grant_insert, {"pool": pool, "grant_key": grant_key, "cost": cost,
+                                                    "granted_at": now})
+                conn.execute(sql.pool_touch, {"p_pool": pool, "p_now": now})
                 # Forget grants that no window can see any more (keep a day for changed limits).
                 horizon = now - timedelta(seconds=max(window_seconds, 86_400))
-                conn.execute(delete(g).where(g.c.pool == pool, g.c.granted_at <= horizon))
+                conn.execute(sql.grants_forget, {"p_pool": pool, "p_horizon": horizon})
                 return RateDecision(True, None, used + cost)
             # Not enough room: the earliest moment enough of the oldest grants leave the window.
             need = used + cost - limit
             freed = 0
-            grants = conn.execute(select(g.c.granted_at, g.c.cost).where(in_window).order_by(g.c.granted_at))
+            grants = conn.execute(sql.window_grants, window)
             for row in grants:
                 freed += row.cost
                 if freed >= need:
@@ -414,35 +387,28 @@ class SmsStore:
         """
         now = now or utcnow()
         status = (status or "").strip().lower()
-        m = t.message
+        sql = self._sql
         # A retried delivery carries the same I-Twilio-Idempotency-Token and so the same SID and
         # status: the unique (account, "status:SID:status") key dedupes both cases in one statement.
+        # The event's message_id is the outbound row with this SID (a subquery of the insert).
         values = {
             "kind": "status", "account_sid": account_sid, "conn_id": conn_id,
             "dedupe_key": f"status:{message_sid}:{status}", "idempotency_token": idempotency_token,
             "message_sid": message_sid, "status": status, "error_code": error_code,
             "from_number": payload.get("From"), "to_number": payload.get("To"), "team": team,
-            "received_at": now, "payload": json.dumps(dict(payload), sort_keys=True),
-            "message_id": select(m.c.id).where(m.c.sid == message_sid).scalar_subquery(),
+            "received_at": now, "payload": json.dumps(dict(payload), sort_keys=True), "p_message_sid": message_sid,
         }
         with self._write() as conn:
             if idempotency_key:  # the send's response was lost: link its row by the key first
-                linked = conn.execute(
-                    update(m).where(m.c.account_sid == account_sid, m.c.idempotency_key == idempotency_key,
-                                    m.c.scope == make_scope(account_sid, team), m.c.sid.is_(None))
-                    .values(sid=message_sid, updated_at=now)
-                ).rowcount
-                if linked:
-                    values["message_id"] = select(m.c.id).where(m.c.sid == message_sid).scalar_subquery()
-            if not self._insert_ignore(conn, t.event, values, ["account_sid", "dedupe_key"]):
+                conn.execute(sql.link_sid_by_key, {
+                    "p_account_sid": account_sid, "p_key": idempotency_key,
+                    "p_scope": make_scope(account_sid, team), "p_sid": message_sid, "p_now": now})
+            if not self._insert_ignore(conn, sql.event_insert, values):
                 return False
             rank = status_rank(status)
             if rank:
-                conn.execute(
-                    update(m).where(m.c.sid == message_sid, m.c.status_rank < rank)
-                    .values(status=status, status_rank=rank, status_updated_at=now, updated_at=now,
-                            error_code=error_code if error_code is not None else m.c.error_code)
-                )
+                conn.execute(sql.advance_status, {"p_sid": message_sid, "p_rank": rank, "p_status": status,
+                                                  "p_now": now, "p_error_code": error_code})
             return True
 
     def record_inbound(
@@ -471,7 +437,7 @@ class SmsStore:
             "payload": json.dumps(dict(payload), sort_keys=True),
         }
         with self._write() as conn:
-            if not self._insert_ignore(conn, t.event, values, ["account_sid", "dedupe_key"]):
+            if not self._insert_ignore(conn, self._sql.inbound_insert, values):
                 return False
             if keyword in ("STOP", "START"):
                 self._set_opt_out(conn, account_sid, from_number, keyword == "STOP", keyword, message_sid, now)
@@ -480,10 +446,12 @@ class SmsStore:
     def _set_opt_out(self, conn: Connection, account_sid: str, number: str, opted_out: bool,
                      keyword: str, message_sid: str | None, now: datetime) -> None:
         values = {"opted_out": opted_out, "keyword": keyword, "message_sid": message_sid, "updated_at": now}
-        if not self._insert_ignore(conn, t.opt_out, {"account_sid": account_sid, "number": number, **values},
-                                   ["account_sid", "number"]):
-            conn.execute(update(t.opt_out).where(t.opt_out.c.account_sid == account_sid,
-                                                 t.opt_out.c.number == number).values(**values))
+        sql = self._sql
+        if sql.upsert:  # one atomic INSERT ... ON CONFLICT DO UPDATE: the latest STOP/START wins
+            conn.execute(sql.opt_out_upsert, {"account_sid": account_sid, "number": number, **values})
+        elif not self._insert_ignore(conn, sql.opt_out_insert, {"account_sid": account_sid, "number": number,
+                                                                **values}):
+            conn.execute(sql.opt_out_update, {"p_account_sid": account_sid, "p_number": number, **values})
 
     def set_opt_out(self, account_sid: str, number: str, opted_out: bool, keyword: str = "MANUAL") -> None:
         with self._write() as conn:

@@ -2,13 +2,19 @@
 
 SQLite (the embedded default) runs in WAL mode with a busy timeout; write transactions start with
 ``BEGIN IMMEDIATE`` so two writers queue for the lock up front instead of deadlocking on an upgrade
-from a read lock. PostgreSQL gets a small pre-pinged pool.
+from a read lock. PostgreSQL gets a small pool.
+
+Within one process, SQLite writers also queue on a lock of their own (:func:`writer_lock`) before they
+ask SQLite for its write lock: SQLite's busy handler polls with sleeps of up to 100 ms, so threads that
+collide on ``BEGIN IMMEDIATE`` wait far longer than the transaction they wait for. Across processes
+SQLite's own lock still decides; the in-process lock only orders this process's writers.
 """
 
 from __future__ import annotations
 
 import os
 import threading
+from contextlib import AbstractContextManager, nullcontext
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -20,6 +26,7 @@ _WRITE_OPTION = "twilio_sms_write"
 _engines: dict[str, Engine] = {}
 _engines_pid = os.getpid()
 _lock = threading.Lock()
+_writer_locks: dict[str, _WriterLock] = {}
 
 
 def _ensure_wal(cursor) -> None:
@@ -57,6 +64,42 @@ def _configure_sqlite(engine: Engine) -> None:
     def _on_begin(conn):
         immediate = conn.get_execution_options().get(_WRITE_OPTION, False)
         conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+
+class _WriterLock:
+    """A re-entrant lock that a forked child gets fresh (a lock held by a parent's thread at the fork
+    would never be released in the child)."""
+
+    def __init__(self):
+        self._pid, self._lock = os.getpid(), threading.RLock()
+
+    def __enter__(self):
+        if self._pid != os.getpid():
+            self._pid, self._lock = os.getpid(), threading.RLock()
+        return self._lock.__enter__()
+
+    def __exit__(self, *exc):
+        return self._lock.__exit__(*exc)
+
+
+def writer_lock(engine: Engine) -> AbstractContextManager:
+    """What this process's writers to ``engine``'s database hold around a write transaction.
+
+    SQLite: one lock per database file, shared by every engine on that file in this process. Other
+    databases queue writers row by row themselves: nothing to hold.
+    """
+    if engine.dialect.name != "sqlite":
+        return nullcontext()
+    database = engine.url.database
+    if database in (None, "", ":memory:") or database.startswith("file:"):
+        key = f"engine:{id(engine)}"
+    else:
+        key = os.path.realpath(database)
+    with _lock:
+        found = _writer_locks.get(key)
+        if found is None:
+            found = _writer_locks[key] = _WriterLock()
+        return found
 
 
 def create_store_engine(url: str) -> Engine:

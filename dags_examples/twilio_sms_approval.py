@@ -19,12 +19,13 @@ with DAG(
     params={"approver": Param("+14155550100", type="string")},
 ) as dag:
     ask = SendSmsOperator(task_id="ask", to="{{ params.approver }}", body="Reply YES to approve the deploy, NO to stop it")
-    answer = SmsReplySensor(task_id="wait_answer", in_reply_to="ask", body_pattern=r"^(YES|NO)\b", mode="poke",
+    answer = SmsReplySensor(task_id="wait_answer", in_reply_to="ask", keywords=["YES", "NO"], mode="poke",
                             poke_interval=1, timeout=300)
 
     @task.branch
     def decide(reply: dict) -> str:
-        return "deploy" if reply["groups"][0].upper() == "YES" else "stop"
+        # "keyword" is the entry of keywords the reply's first word matched (any case: "yes." counts)
+        return "deploy" if reply["keyword"] == "YES" else "stop"
 
     @task
     def deploy() -> str:

@@ -2,7 +2,8 @@
 
 ``request_code`` asks the app under test (``params.signup_url``) to start a signup for our number;
 the app sends the OTP by SMS; Twilio posts it to the webhook; ``wait_for_code`` (deferred, so no
-worker slot is held while waiting) finds it in the store and hands the six digits to ``use_code``.
+worker slot is held while waiting) finds it in the store; ``use_code`` reads the six digits back from
+the store with ``read_reply`` (the sensor's XCom names the message, it never holds the code).
 """
 
 from __future__ import annotations
@@ -39,10 +40,12 @@ with DAG(
     )
 
     @task
-    def use_code(reply: dict) -> str:
-        code = reply["groups"][0]
+    def use_code(found: dict) -> str:
+        from airflow_provider_twilio_sms.replies import read_reply
+
+        code = read_reply(found).groups[0]  # masked in this task's log from here on
         # a real pipeline would now submit the code to the app under test
-        return f"captured a {len(code)}-digit code from message {reply['message_sid']}"
+        return f"captured a {len(code)}-digit code from message {found['message_sid']}"
 
     request_code() >> wait_for_code
     use_code(wait_for_code.output)

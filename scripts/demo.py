@@ -115,6 +115,18 @@ def xcom(dag_id: str, run_id: str, task_id: str):
     return value
 
 
+def xcom_text(dag_id: str, run_id: str) -> str:
+    """Every XCom value of one run, as the text Airflow's database holds."""
+    from airflow.models.xcom import XComModel
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    with create_session() as session:
+        values = session.scalars(select(XComModel.value).where(XComModel.dag_id == dag_id,
+                                                               XComModel.run_id == run_id)).all()
+    return json.dumps([v if isinstance(v, str) else json.dumps(v, default=str) for v in values])
+
+
 def _settled(store, dag_id: str, timeout: float = 20.0) -> list[dict]:
     """The DAG's messages, once their callbacks have arrived (a DAG without a sensor ends before)."""
     deadline = time.monotonic() + timeout
@@ -181,16 +193,22 @@ def main() -> int:
         if dag_id == "twilio_sms_approval":
             reply = xcom(dag_id, run.run_id, "wait_answer") or {}
             branch = xcom(dag_id, run.run_id, "deploy")
-            print(f"   reply {reply.get('message_sid')} from {reply.get('from')}: {reply.get('body')!r} -> {branch}")
+            print(f"   reply {reply.get('message_sid')} from {reply.get('from')}: {reply.get('keyword')} -> {branch}")
             if branch != "deployed":
                 failures.append("the approval did not branch to deploy")
         if dag_id == "twilio_sms_otp_capture":
+            from airflow_provider_twilio_sms.replies import read_reply
+
             reply = xcom(dag_id, run.run_id, "wait_for_code") or {}
-            code = (reply.get("groups") or [None])[0]
-            print(f"   OTP message {reply.get('message_sid')} from {reply.get('from')}; captured code {code} "
-                  f"(the app sent {app.codes[-1] if app.codes else None})")
-            if not app.codes or code != app.codes[-1]:
+            code = read_reply(reply).groups[0] if reply else None
+            same = bool(app.codes) and code == app.codes[-1]
+            print(f"   OTP message {reply.get('message_sid')} from {reply.get('from')}: "
+                  f"{xcom(dag_id, run.run_id, 'use_code')}; "
+                  f"{'the code the app sent' if same else 'NOT the code the app sent'}")
+            if not same:
                 failures.append("the captured code is not the one the app sent")
+            if code and code in xcom_text(dag_id, run.run_id):
+                failures.append("the code is in Airflow's XCom table in clear")
     print(f"\nStand-in: {sim.count('create')} messages created, "
           f"{len([c for c in sim.callbacks() if c['answer'] == 200])} signed callbacks accepted by the webhook, "
           f"{sim.count('inbound_sent')} inbound messages delivered")

@@ -1,13 +1,43 @@
-"""Which inbound message is the reply a sensor waits for: the same rules in the sensor and its trigger."""
+"""Which inbound message is the reply a sensor waits for, and what the next task reads of it.
+
+:class:`ReplyCriteria` decides, with the same rules in the sensor and in its trigger. What it hands on
+(the sensor's XCom, the trigger's event) names the reply and never holds its text: a body or a
+captured OTP code in XCom or in a trigger event would sit in clear in Airflow's database. The next
+task calls :func:`read_reply` on that XCom to get the body and the captured groups from the store,
+registered with the log masker.
+"""
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from airflow_provider_twilio_sms.privacy import mask_number
+from airflow_provider_twilio_sms.privacy import mask_number, mask_sid
+
+_PUNCTUATION = ".!,"
+
+
+def capture(body: str, *, body_pattern: str | None = None, keywords: Collection[str] = (),
+            case_sensitive: bool = False) -> tuple[list[str | None], dict[str, str | None], str | None] | None:
+    """``(groups, named_groups, keyword)`` when ``body`` is a reply of this shape, else None.
+
+    ``body_pattern`` is searched (case-insensitively unless ``case_sensitive``); else the first word
+    must be one of ``keywords`` (``keyword`` is then the entry of ``keywords`` it matched, as written
+    there, and the only group is the word as the person typed it); with neither, any body matches.
+    """
+    if body_pattern:
+        found = re.search(body_pattern, body, 0 if case_sensitive else re.IGNORECASE)
+        return (list(found.groups()), found.groupdict(), None) if found else None
+    if keywords:
+        first = body.strip().split(maxsplit=1)[0].strip(_PUNCTUATION) if body.strip() else ""
+        for keyword in keywords:
+            if first == keyword if case_sensitive else first.upper() == keyword.upper():
+                return [first], {}, keyword
+        return None
+    return [], {}, None
 
 
 @dataclass(frozen=True)
@@ -56,33 +86,80 @@ class ReplyCriteria:
         return self.concerns(event) and (event.get("opt_out_type") or "").upper() == "STOP"
 
     def match(self, event: dict[str, Any]) -> dict[str, Any] | None:
-        """The XCom result when ``event`` is the awaited reply, else None."""
+        """What the sensor hands on when ``event`` is the awaited reply (see :func:`read_reply`), else None."""
         if not self.concerns(event) or self.is_opt_out(event):
             return None
-        body = event.get("body") or ""
-        groups: list[str | None] = []
-        named: dict[str, str | None] = {}
-        if self.body_pattern:
-            flags = 0 if self.case_sensitive else re.IGNORECASE
-            found = re.search(self.body_pattern, body, flags)
-            if not found:
-                return None
-            groups, named = list(found.groups()), found.groupdict()
-        elif self.keywords:
-            first = body.strip().split(maxsplit=1)[0] if body.strip() else ""
-            wanted = {k if self.case_sensitive else k.upper() for k in self.keywords}
-            if (first if self.case_sensitive else first.upper()).strip(".!,") not in wanted:
-                return None
-            groups = [first.strip(".!,")]
+        captured = capture(event.get("body") or "", body_pattern=self.body_pattern, keywords=self.keywords,
+                           case_sensitive=self.case_sensitive)
+        if captured is None:
+            return None
         return {
             "message_sid": event["message_sid"],
             "received_at": event["received_at"].isoformat(),
             "from": mask_number(event.get("from_number")),
-            "body": body,
-            "groups": groups,
-            "named_groups": named,
+            "keyword": captured[2],
+            # how to capture the groups again from the stored body: the DAG's own settings, no personal data
+            "body_pattern": self.body_pattern,
+            "keywords": list(self.keywords),
+            "case_sensitive": self.case_sensitive,
         }
 
     def opt_out_message(self, event: dict[str, Any]) -> str:
         return (f"{mask_number(event.get('from_number'))} opted out (replied STOP, message "
                 f"{event['message_sid']}): no reply will come; stopped waiting")
+
+
+@dataclass(frozen=True)
+class Reply:
+    """A reply a :class:`~airflow_provider_twilio_sms.sensors.sms.SmsReplySensor` found, read from the store."""
+
+    message_sid: str
+    received_at: datetime
+    from_number: str
+    to_number: str
+    body: str
+    groups: list[str | None] = field(default_factory=list)
+    named_groups: dict[str, str | None] = field(default_factory=dict)
+    keyword: str | None = None
+
+    def __repr__(self) -> str:  # a repr in a log or a traceback must not show the body or the numbers
+        return (f"Reply(message_sid={mask_sid(self.message_sid)}, from={mask_number(self.from_number)}, "
+                f"groups={len(self.groups)}, keyword={self.keyword!r})")
+
+
+def read_reply(found: Mapping[str, Any], *, store_conn_id: str | None = None) -> Reply:
+    """The body and captured groups of the reply in ``found`` (an ``SmsReplySensor``'s XCom).
+
+    Reads the message from the store (``store_conn_id``, else the sensor's, else ``[twilio_sms]
+    store_conn_id``) and
+    captures the groups again with the sensor's pattern or keywords. The body, the groups and the
+    sender's number are registered with Airflow's log masker first, so a task that logs them shows
+    ``***``. Raises ``LookupError`` when the store no longer has the message.
+    """
+    from airflow_provider_twilio_sms.store.locate import get_store
+
+    sid = found.get("message_sid") if isinstance(found, Mapping) else None
+    if not sid:
+        raise ValueError("read_reply needs the XCom of an SmsReplySensor (a mapping with message_sid); "
+                         "pass e.g. wait_for_code.output to the task that calls it")
+    row = get_store(store_conn_id or found.get("store_conn_id")).get_inbound(str(sid))
+    if row is None:
+        raise LookupError(f"the reply {mask_sid(sid)} is not in the message store: was the store cleaned up, "
+                          "or does this task use another store_conn_id than the sensor?")
+    body = row.get("body") or ""
+    _mask_for_logs(body, row.get("from_number"))
+    captured = capture(body, body_pattern=found.get("body_pattern"), keywords=found.get("keywords") or (),
+                       case_sensitive=bool(found.get("case_sensitive")))
+    groups, named, keyword = captured if captured is not None else ([], {}, None)
+    _mask_for_logs(*groups)
+    return Reply(message_sid=row["message_sid"], received_at=row["received_at"],
+                 from_number=row.get("from_number") or "", to_number=row.get("to_number") or "", body=body,
+                 groups=groups, named_groups=named, keyword=keyword)
+
+
+def _mask_for_logs(*values: str | None) -> None:
+    from airflow.sdk.log import mask_secret
+
+    for value in values:
+        if value and len(value) >= 4:  # shorter values would mask every "YES" or "no" in every log line
+            mask_secret(value)

@@ -20,7 +20,8 @@ def test_demo_runs_every_example_end_to_end():
     for dag_id in ("twilio_sms_send_and_wait", "twilio_sms_approval", "twilio_sms_otp_capture",
                    "twilio_sms_bulk_mapped"):
         assert f"== {dag_id}: success" in out
-    assert "'YES' -> deployed" in out
+    assert ": YES -> deployed" in out
+    assert "the code the app sent" in out and "NOT the code" not in out
     assert "callbacks: sent -> delivered" in out
     assert "DEMO OK" in out
     assert "4155550100" not in out, "a full phone number reached the report"

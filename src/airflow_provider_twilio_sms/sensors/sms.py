@@ -214,7 +214,7 @@ class SmsStatusSensor(_StoreSensor):
 
 class SmsReplySensor(_StoreSensor):
     """
-    Wait for an inbound SMS that matches, and hand its body and captured groups to the next task.
+    Wait for an inbound SMS that matches, and tell the next task which message it is.
 
     Which messages count: ``in_reply_to`` (a SendSmsOperator task id: replies from that recipient to
     that sender after that send), or explicit ``from_number`` and/or ``to_number``. What counts:
@@ -222,9 +222,16 @@ class SmsReplySensor(_StoreSensor):
     ``keywords`` (the first word). Messages received before ``since`` (default: the referenced send,
     else the DAG run's start) never match. A STOP from the awaited number fails the task at once.
 
-    XCom: ``message_sid``, ``received_at``, ``from`` (masked), ``body``, ``groups``, ``named_groups``.
-    The body and groups are what the pipeline waits for (an OTP code, a YES): they are registered as
-    secrets so task logs show them masked.
+    XCom: ``message_sid``, ``received_at``, ``from`` (masked), ``keyword`` (the entry of ``keywords``
+    that matched, else None) and how the reply was matched; never the body or a captured code, which
+    would sit in clear in Airflow's database. The next task reads those from the store::
+
+        @task
+        def use_code(found):
+            from airflow_provider_twilio_sms.replies import read_reply
+
+            code = read_reply(found).groups[0]  # registered with the log masker
+
     """
 
     template_fields: Sequence[str] = ("in_reply_to", "from_number", "to_number", "body_pattern", "keywords",
@@ -280,18 +287,13 @@ class SmsReplySensor(_StoreSensor):
                     raise AirflowFailException(criteria.opt_out_message(row))
                 result = criteria.match(row)
                 if result is not None:
-                    return self._reveal(result), last_id
+                    return self._found(result), last_id
             if len(rows) < 200:
                 return None, last_id
 
-    @staticmethod
-    def _reveal(result: dict[str, Any]) -> dict[str, Any]:
-        from airflow.sdk.log import mask_secret
-
-        for value in [result.get("body"), *result.get("groups", [])]:
-            if value and len(value) >= 4:
-                mask_secret(value)
-        return result
+    def _found(self, result: dict[str, Any]) -> dict[str, Any]:
+        """The XCom: the match, and the store ``read_reply`` finds it in."""
+        return {**result, "store_conn_id": self.store_conn_id}
 
     def poke(self, context: Context) -> PokeReturnValue:
         result, _ = self._scan(self.criteria(context))
@@ -315,4 +317,4 @@ class SmsReplySensor(_StoreSensor):
 
         if event["outcome"] == "opt_out":
             raise AirflowFailException(event["message"])
-        return self._reveal(event["result"])
+        return self._found(event["result"])

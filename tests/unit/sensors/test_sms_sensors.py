@@ -9,6 +9,7 @@ from types import SimpleNamespace
 import pytest
 from airflow.sdk.exceptions import AirflowFailException, TaskDeferred
 
+from airflow_provider_twilio_sms.replies import read_reply
 from airflow_provider_twilio_sms.sensors.sms import SmsReplySensor, SmsStatusSensor
 from airflow_provider_twilio_sms.store.api import make_scope
 from airflow_provider_twilio_sms.triggers.sms import SmsReplyTrigger, SmsStatusTrigger
@@ -125,8 +126,10 @@ class TestReplySensor:
         _inbound(env, "SM2", "yes please")
         done = sensor.poke(ctx)
         assert done.is_done
-        assert done.xcom_value["message_sid"] == "SM2" and done.xcom_value["groups"] == ["yes"]
-        assert done.xcom_value["from"] == "***4321"
+        assert done.xcom_value["message_sid"] == "SM2" and done.xcom_value["from"] == "***4321"
+        assert "yes please" not in json.dumps(done.xcom_value) and USER not in json.dumps(done.xcom_value)
+        reply = read_reply(done.xcom_value)  # from the sensor's store, named in the XCom
+        assert (reply.body, reply.groups, reply.from_number) == ("yes please", ["yes"], USER)
 
     def test_a_reply_received_before_since_never_matches(self, env):
         start = datetime.now(timezone.utc)
@@ -134,7 +137,8 @@ class TestReplySensor:
         sensor = reply_sensor(to_number=OURS, body_pattern=r"code is (\d{6})")
         assert not sensor.poke(_context(start=start)).is_done
         _inbound(env, "SMnew", "Your code is 222222")
-        assert sensor.poke(_context(start=start)).xcom_value["groups"] == ["222222"]
+        found = sensor.poke(_context(start=start)).xcom_value
+        assert found["message_sid"] == "SMnew" and read_reply(found).groups == ["222222"]
 
     def test_stop_fails_the_sensor_instead_of_waiting_out_the_timeout(self, env):
         sent = _send(env, "k1", "SM" + "f" * 32)
@@ -145,7 +149,26 @@ class TestReplySensor:
     def test_national_numbers_use_the_connections_default_region(self, env):
         _inbound(env, "SM3", "code is 333333", frm="+14155550123")
         sensor = reply_sensor(from_number="(415) 555-0123", body_pattern=r"(\d{6})")
-        assert sensor.poke(_context()).xcom_value["groups"] == ["333333"]
+        assert read_reply(sensor.poke(_context()).xcom_value).groups == ["333333"]
+
+    def test_keywords_hand_on_the_keyword_as_the_dag_wrote_it(self, env):
+        _inbound(env, "SM4", "yes. ship it")
+        found = reply_sensor(to_number=OURS, keywords=["Yes", "No"]).poke(_context()).xcom_value
+        assert found["keyword"] == "Yes" and "ship" not in json.dumps(found)
+        assert read_reply(found).groups == ["yes"]
+
+    def test_read_reply_masks_what_it_reveals_and_says_what_is_wrong(self, env):
+        from airflow.sdk.log import mask_logs
+
+        _inbound(env, "SM5", "Your code is 918273")
+        found = reply_sensor(to_number=OURS, body_pattern=r"code is (\d{6})").poke(_context()).xcom_value
+        reply = read_reply(found)
+        assert mask_logs(None, "info", {"event": f"got {reply.groups[0]}"})["event"] == "got ***"
+        assert "918273" not in repr(reply) and USER not in repr(reply)
+        with pytest.raises(ValueError, match="XCom of an SmsReplySensor"):
+            read_reply({"groups": ["1"]})
+        with pytest.raises(LookupError, match="not in the message store"):
+            read_reply({**found, "message_sid": "SM" + "9" * 32})
 
     def test_needs_some_number_to_wait_on(self, env):
         with pytest.raises(ValueError, match="needs in_reply_to, from_number or to_number"):

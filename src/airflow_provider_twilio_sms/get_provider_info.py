@@ -46,6 +46,13 @@ CONN_FIELDS = {
     "secondary_auth_token": _text("Secondary Auth Token", "During an Auth Token rotation: the other token, "
                                   "also accepted for webhook signatures. May be encrypted (enc:v1:...).",
                                   secret=True),
+    "webhook_signing_key_sid": _text("Webhook signing key SID", "For Twilio's HMAC-SHA256 webhook "
+                                     "signatures with shared keys: the SID of the signing key Twilio names in "
+                                     "X-Twilio-Webhooks-Signature-Settings. Empty: only X-Twilio-Signature "
+                                     "(HMAC-SHA1 with the Auth Token) is checked."),
+    "webhook_signing_key_secret": _text("Webhook signing key secret", "The shared signing key's secret "
+                                        "(needed with the signing key SID). May be encrypted (enc:v1:...).",
+                                        secret=True),
     "rate_limit": _text("Rate limit", "Most messages per window for the sending team pool, e.g. 100/1h, "
                         "5/1m or 10/30s. Empty: no limit unless [twilio_sms] rate_limits sets one."),
     "api_base_url": _text("API base URL", "Override of https://api.twilio.com, for the local stand-in "
@@ -131,6 +138,8 @@ def get_provider_info() -> dict:
                         "default_region": "US",
                         "webhook_base_url": "https://airflow.example.com",
                         "secondary_auth_token": "Previous or next Auth Token",
+                        "webhook_signing_key_sid": "Signing key SID from the Twilio console",
+                        "webhook_signing_key_secret": "Signing key secret or enc:v1:...",
                         "rate_limit": "100/1h",
                         "api_base_url": "http://127.0.0.1:8099",
                     },

@@ -97,11 +97,12 @@ def test_api_server_offers_the_connection_form(api_client):
     assert standard["host"]["hidden"] and standard["port"]["hidden"]
     extra = meta["extra_fields"]
     expected = {"from_number", "messaging_service_sid", "api_key_sid", "api_key_secret", "region", "edge",
-                "default_region", "webhook_base_url", "secondary_auth_token", "rate_limit", "api_base_url"}
+                "default_region", "webhook_base_url", "secondary_auth_token", "rate_limit", "api_base_url",
+                "webhook_signing_key_sid", "webhook_signing_key_secret"}
     assert expected <= set(extra)
     assert all(extra[name]["schema"].get("title") for name in expected)
     secret = {name for name, field in extra.items() if field["schema"].get("format") == "password"}
-    assert secret == {"api_key_secret", "secondary_auth_token"}
+    assert secret == {"api_key_secret", "secondary_auth_token", "webhook_signing_key_secret"}
 
 
 def test_secret_extras_are_redacted_by_airflow(api_client):

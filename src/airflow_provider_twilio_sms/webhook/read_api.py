@@ -1,13 +1,16 @@
-"""The read API for people and tools: messages, one message with its status history, health.
+"""The read API for people, tools and the "Twilio SMS" page: messages (with their status timelines),
+one message with its status history, a delivery summary over a period, opt-outs, health.
 
-Authentication comes from ``auth.py`` (Airflow's inside the api-server, a bearer token standalone).
-Numbers are masked; bodies only with ``include_body=true``. Pages are newest first: pass the
-``next_before_id`` of one page as ``before_id`` to get the next.
+Authentication comes from ``auth.py`` (Airflow's inside the api-server, a bearer token standalone);
+every route but ``/health`` shows only the teams the caller may see. Numbers are masked; bodies only
+with ``include_body=true``. Pages are newest first: pass the ``next_before_id`` of one page as
+``before_id`` to get the next.
 """
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+import re
+from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -66,6 +69,32 @@ def _aware(value: datetime | None) -> datetime | None:
     return value
 
 
+_PERIOD = re.compile(r"^(\d{1,3})([hd])$")
+MAX_PERIOD = timedelta(days=366)
+
+
+def _period(period: str, since: datetime | None, until: datetime | None) -> tuple[datetime, datetime]:
+    """``since``/``until`` when given, else the last ``period`` (``24h``, ``7d``...) up to now."""
+    until = _aware(until) or datetime.now(timezone.utc)
+    if since is None:
+        match = _PERIOD.match(period)
+        if not match or int(match.group(1)) == 0:
+            raise HTTPException(422, "period must look like 24h or 7d (1 to 999 hours or days)")
+        amount, unit = int(match.group(1)), match.group(2)
+        since = until - (timedelta(hours=amount) if unit == "h" else timedelta(days=amount))
+    since = _aware(since)
+    if since >= until:
+        raise HTTPException(422, "since must be before until")
+    if until - since > MAX_PERIOD:
+        raise HTTPException(422, "the period may span at most 366 days")
+    return since, until
+
+
+def _timeline(history: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [{"status": h["status"], "error_code": h["error_code"], "received_at": _iso(h["received_at"])}
+            for h in history]
+
+
 def build_router(viewer: ViewerDependency) -> APIRouter:
     """The read API's routes, authenticated by ``viewer``."""
     router = APIRouter(prefix="/api")
@@ -90,14 +119,25 @@ def build_router(viewer: ViewerDependency) -> APIRouter:
         before_id: int | None = Query(None, ge=1, description="page: next_before_id of the previous page"),
         limit: int = Query(50, ge=1, le=500),
         include_body: bool = False,
+        include_history: bool = Query(False, description="outbound only: each message's status timeline"),
     ) -> dict[str, Any]:
         store = request.app.state.twilio_sms.store
         teams = seen.teams
         if direction == "outbound":
-            rows = await anyio.to_thread.run_sync(lambda: store().list_messages(
-                status=status, number=_number(number), since=_aware(since), teams=teams, before_id=before_id,
-                limit=limit))
+            def read():
+                rows = store().list_messages(status=status, number=_number(number), since=_aware(since),
+                                             teams=teams, before_id=before_id, limit=limit)
+                if not include_history:
+                    return rows, None
+                from airflow_provider_twilio_sms.store.reports import status_timelines
+
+                return rows, status_timelines(store().engine, [r["sid"] for r in rows])
+
+            rows, timelines = await anyio.to_thread.run_sync(read)
             items = [_outbound(r, include_body) for r in rows]
+            if timelines is not None:
+                for item in items:
+                    item["history"] = _timeline(timelines.get(item["sid"], []))
         else:
             rows = await anyio.to_thread.run_sync(lambda: store().list_inbound(
                 number=_number(number), since=_aware(since), teams=teams, before_id=before_id, limit=limit))
@@ -119,8 +159,35 @@ def build_router(viewer: ViewerDependency) -> APIRouter:
         if row is None:
             raise HTTPException(404, "No such message")
         message = _outbound(row, include_body)
-        message["history"] = [{"status": h["status"], "error_code": h["error_code"],
-                               "received_at": _iso(h["received_at"])} for h in history]
+        message["history"] = _timeline(history)
         return message
+
+    @router.get("/summary", summary="Delivery summary of the outbound messages created in a period")
+    async def summary(
+        request: Request,
+        seen: Visibility = Depends(viewer),  # noqa: B008
+        period: str = Query("24h", max_length=5, description="the last 24h, 7d, 30d... (ignored with since)"),
+        since: datetime | None = Query(None, description="start of the period (UTC without a zone)"),
+        until: datetime | None = Query(None, description="end of the period, exclusive (default: now)"),
+    ) -> dict[str, Any]:
+        from airflow_provider_twilio_sms.store.reports import delivery_summary
+
+        start, end = _period(period, since, until)
+        store = request.app.state.twilio_sms.store
+        return await anyio.to_thread.run_sync(
+            lambda: delivery_summary(store().engine, since=start, until=end, teams=seen.teams))
+
+    @router.get("/opt-outs", summary="Numbers that replied STOP, newest first")
+    async def list_opt_outs(
+        request: Request,
+        seen: Visibility = Depends(viewer),  # noqa: B008
+        limit: int = Query(100, ge=1, le=500),
+    ) -> dict[str, Any]:
+        from airflow_provider_twilio_sms.store.reports import opt_outs
+
+        store = request.app.state.twilio_sms.store
+        rows = await anyio.to_thread.run_sync(lambda: opt_outs(store().engine, teams=seen.teams, limit=limit))
+        return {"opt_outs": [{"number": mask_number(r["number"]), "keyword": r["keyword"], "team": r["team"],
+                              "conn_id": r["conn_id"], "updated_at": _iso(r["updated_at"])} for r in rows]}
 
     return router

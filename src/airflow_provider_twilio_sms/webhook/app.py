@@ -4,9 +4,10 @@ Building the app opens no database and reads no connection: the store and each c
 are resolved by the first request that needs them (the plugin builds the app inside the api-server
 only, and only when ``[twilio_sms] webhook_enabled`` is true).
 
-- ``mode="api-server"``: routes at ``/webhooks/...`` and ``/api/...``, for the plugin to mount at
-  ``/twilio_sms``. The read API uses Airflow's authentication. The store is the store connection, else
-  Airflow's metadata database (where ``airflow db migrate`` created the tables).
+- ``mode="api-server"``: routes at ``/webhooks/...``, ``/api/...`` and the "Twilio SMS" page at
+  ``/ui/``, for the plugin to mount at ``/twilio_sms``. The read API uses Airflow's authentication. The
+  store is the store connection, else Airflow's metadata database (where ``airflow db migrate`` created
+  the tables).
 - ``mode="standalone"``: the same app mounted at ``/twilio_sms`` of a bare root app, so the public URLs
   are the same either way. The read API wants ``[twilio_sms] webhook_api_token``. The store is
   ``store_url``, else the store connection (never guessed from Airflow's own database setting).
@@ -94,6 +95,9 @@ def create_app(mode: str = "api-server", store_url: str | None = None) -> FastAP
     app.include_router(webhook_router)
     app.include_router(build_router(viewer_for(mode)))
     if mode == "api-server":
+        from airflow_provider_twilio_sms.webhook.ui import build_router as build_ui_router
+
+        app.include_router(build_ui_router())  # the page signs in with Airflow's session cookie
         return app
     root = FastAPI(title="Twilio SMS webhooks (standalone)", version=__version__, docs_url=None,
                    redoc_url=None, openapi_url=None)

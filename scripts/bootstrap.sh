@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Create .venv (Python 3.10+) and install the provider with its test tools; idempotent.
-# Also installs Prism (Twilio's OpenAPI contract mock) under .tools/ when npm is present.
+# Also installs Prism (Twilio's OpenAPI contract mock) and playwright-core (drives Chromium in the browser
+# tests) under .tools/ when npm is present, and Debian's chromium when it is missing and we are root.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -25,4 +26,21 @@ if command -v npm >/dev/null 2>&1 && [ ! -x .tools/node_modules/.bin/prism ]; th
   mkdir -p .tools
   (cd .tools && npm install --silent --no-audit --no-fund --prefix . @stoplight/prism-cli@5 >/dev/null 2>&1) \
     || echo "bootstrap: could not install Prism with npm; contract tests will say why they skip" >&2
+fi
+
+if command -v npm >/dev/null 2>&1 && [ ! -f .tools/node_modules/playwright-core/package.json ]; then
+  mkdir -p .tools
+  (cd .tools && npm install --silent --no-audit --no-fund --prefix . playwright-core@1 >/dev/null 2>&1) \
+    || echo "bootstrap: could not install playwright-core with npm; browser tests will say why they skip" >&2
+fi
+
+# The browser tests drive Debian's chromium (never a browser downloaded by a tool).
+if [ ! -x /usr/bin/chromium ]; then
+  if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
+    echo "bootstrap: installing Debian's chromium for the browser tests (apt-get)" >&2
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) >/dev/null 2>&1 \
+      || echo "bootstrap: apt-get could not install chromium; browser tests will say why they skip" >&2
+  else
+    echo "bootstrap: /usr/bin/chromium is missing (apt-get install chromium as root); browser tests will skip" >&2
+  fi
 fi

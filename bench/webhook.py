@@ -5,7 +5,8 @@ Both apps run in this process, each served by uvicorn on 127.0.0.1, and are driv
 connection and opens the store; later ones are served from the caches), they take turns for
 ``--rounds`` rounds of ``--seconds`` each, so a load spike on the machine hits both:
 
-  - baseline: a bare Starlette handler doing one twilio ``RequestValidator.validate`` and one INSERT;
+  - baseline: a bare Starlette handler doing one twilio ``RequestValidator.validate`` and one INSERT, on an
+    engine with the store's connection settings (same SQLite pragmas, same PostgreSQL pool);
   - full app: ``create_app("standalone")``: connection lookup (cached), content type, body cap, signature
     over the public URL with both tokens and both port variants, AccountSid and field checks, dedupe on
     insert, link to the send and forward-only status update.
@@ -58,10 +59,15 @@ def baseline_app(url: str):
     from starlette.routing import Route
     from twilio.request_validator import RequestValidator
 
+    from airflow_provider_twilio_sms.store.engine import create_store_engine
+
     metadata = MetaData()
     table = Table("bench_baseline_event", metadata, Column("id", Integer, primary_key=True),
                   Column("message_sid", String(34)), Column("payload", Text))
-    engine = create_engine(url)
+    # The store's connection settings (SQLite: WAL, synchronous=NORMAL, busy timeout; PostgreSQL: the same
+    # pool), so that both sides pay the same for a durable commit. A plain create_engine() would fsync
+    # every SQLite commit (synchronous=FULL) and make the baseline slower than it has to be.
+    engine = create_store_engine(url)
     metadata.create_all(engine)
     validator = RequestValidator(TOKEN)
 

@@ -6,6 +6,7 @@ DAG files import the hook, which imports this module.
 
 from __future__ import annotations
 
+import functools
 import re
 
 from airflow_provider_twilio_sms.errors import InvalidMessageError
@@ -29,7 +30,13 @@ def normalize_number(value: object, default_region: str | None = None, *, sender
     (``"ACME"``) are returned as given, as Twilio accepts them there. Raises
     :class:`InvalidMessageError` naming the masked number and the fix.
     """
-    text = str(value).strip() if value is not None else ""
+    return _normalize(str(value).strip() if value is not None else "", default_region, sender)
+
+
+@functools.lru_cache(maxsize=4096)
+def _normalize(text: str, default_region: str | None, sender: bool) -> str:
+    """:func:`normalize_number` on the stripped text; answers are cached (``phonenumbers`` takes tens of
+    microseconds a number, and a sender checks the same few numbers again and again); refusals are not."""
     role = "sender" if sender else "recipient"
     if not text:
         raise InvalidMessageError(f"the {role} phone number is empty: write it in E.164 like {EXAMPLE}")

@@ -276,8 +276,10 @@ class SmsSender:
                 self.retry.sleep(delay)
                 continue
             row = self.store.record_sent(claim, result)
-            log.info("Sent SMS to %s: SID %s, status %s, %s segment(s)", mask_number(to), mask_sid(row["sid"]),
-                     row["status"], row.get("num_segments"))
+            # DEBUG: the hook's INFO line already says the same ("Twilio accepted an SMS to ..."); a second
+            # line at INFO costs as much as a store transaction.
+            log.debug("Recorded the SMS to %s: SID %s, status %s, %s segment(s)", mask_number(to),
+                      mask_sid(row["sid"]), row["status"], row.get("num_segments"))
             return result_for_xcom(row, already_sent=False)
 
     def _may_retry(self, attempt: int, started: float, delay: float | None) -> bool:

@@ -29,7 +29,7 @@ from sqlalchemy.exc import IntegrityError
 
 from airflow_provider_twilio_sms.store import tables as t
 from airflow_provider_twilio_sms.store.engine import get_engine, write_options, writer_lock
-from airflow_provider_twilio_sms.store.statements import statements
+from airflow_provider_twilio_sms.store.statements import CLAIM_COLUMNS, statements
 from airflow_provider_twilio_sms.store.status import status_rank
 
 if TYPE_CHECKING:
@@ -125,13 +125,14 @@ class SmsStore:
         self.dialect = self.engine.dialect.name
         self._sql = statements(self.dialect)
         self._writer = self.engine.execution_options(**write_options())
+        self._writer_lock = writer_lock(self.engine)
 
     # -- plumbing -------------------------------------------------------------------------------
 
     @contextmanager
     def _write(self) -> Iterator[Connection]:
         """One write transaction (SQLite: ``BEGIN IMMEDIATE``, queued behind this process's writers)."""
-        with writer_lock(self.engine), self._writer.begin() as conn:
+        with self._writer_lock, self._writer.begin() as conn:
             yield conn
 
     @contextmanager
@@ -209,12 +210,12 @@ class SmsStore:
         by_key = {"p_scope": scope, "p_key": idempotency_key}
         for _ in range(20):
             with self._write() as conn:
+                inserted = self._claim_insert(conn, values, by_key, refuse_opted_out)
+                if inserted is not None:
+                    return Claim("new", inserted, attempt_id)
                 if refuse_opted_out and conn.execute(
                         sql.opted_out, {"p_account_sid": account_sid, "p_number": to_number}).first():
                     return Claim("opted_out", {}, attempt_id)
-                inserted = self._claim_insert(conn, values, by_key)
-                if inserted is not None:
-                    return Claim("new", inserted, attempt_id)
                 row = self._row(conn.execute(sql.message_by_key, by_key).first())
                 if row is None:  # deleted between the two statements; try again
                     continue
@@ -237,14 +238,28 @@ class SmsStore:
         raise RuntimeError(f"could not settle the claim on idempotency key in scope {scope!r}: "
                            "too much contention")
 
-    def _claim_insert(self, conn: Connection, values: dict, by_key: dict) -> dict[str, Any] | None:
-        """The new claim's row, or None when the key is taken: one statement where the database can say
-        both (INSERT ... ON CONFLICT DO NOTHING RETURNING)."""
-        if self._sql.upsert:
-            return self._row(conn.execute(self._sql.claim_insert, values).first())
-        if not self._insert_ignore(conn, self._sql.claim_insert, values):
+    def _claim_insert(self, conn: Connection, values: dict, by_key: dict,
+                      refuse_opted_out: bool) -> dict[str, Any] | None:
+        """The new claim's row, or None when the key is taken (or, with ``refuse_opted_out``, maybe the
+        recipient opted out). PostgreSQL and SQLite decide both in one INSERT ... SELECT ... WHERE NOT
+        EXISTS (opt-out) ON CONFLICT DO NOTHING RETURNING id; the row is then what was inserted."""
+        sql = self._sql
+        if sql.upsert:
+            new_id = conn.execute(sql.claim_insert_returning(refuse_opted_out),
+                                  {f"v_{name}": values[name] for name in CLAIM_COLUMNS}).scalar()
+            if new_id is None:
+                return None
+            # As the database returns it: timestamps in UTC, every column not given NULL.
+            row = dict.fromkeys(t.message.c.keys())
+            row.update((k, v.astimezone(timezone.utc) if isinstance(v, datetime) else v) for k, v in values.items())
+            row["id"] = new_id
+            return row
+        if refuse_opted_out and conn.execute(
+                sql.opted_out, {"p_account_sid": values["account_sid"], "p_number": values["to_number"]}).first():
             return None
-        return self._row(conn.execute(self._sql.message_by_key, by_key).first())
+        if not self._insert_ignore(conn, sql.claim_insert, values):
+            return None
+        return self._row(conn.execute(sql.message_by_key, by_key).first())
 
     def _update_owned(self, conn: Connection, claim: Claim, **values) -> None:
         values["updated_at"] = values.get("updated_at") or utcnow()

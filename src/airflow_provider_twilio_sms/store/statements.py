@@ -14,11 +14,18 @@ from __future__ import annotations
 import functools
 from functools import cached_property
 
-from sqlalchemy import and_, bindparam, case, delete, func, insert, select, update
+from sqlalchemy import and_, bindparam, case, cast, delete, exists, func, insert, select, true, update
 
 from airflow_provider_twilio_sms.store import tables as t
 
 m, e, o, rp, g = t.message, t.event, t.opt_out, t.rate_pool, t.rate_grant
+
+# What a new claim's row is given; every other column of ``twilio_sms_message`` starts NULL.
+CLAIM_COLUMNS = (
+    "scope", "idempotency_key", "account_sid", "conn_id", "team", "pool", "to_number", "from_number",
+    "messaging_service_sid", "body", "body_sha256", "num_media", "send_state", "attempt_id", "lease_expires_at",
+    "status_rank", "dag_id", "task_id", "run_id", "map_index", "created_at", "updated_at", "http_attempted_at",
+)
 
 
 def _p(name: str, column):
@@ -59,9 +66,38 @@ class Statements:
 
     @cached_property
     def claim_insert(self):
-        """The new claim's row, every column given at execution; RETURNING the row where supported."""
-        stmt = self._insert_ignoring(m, ["scope", "idempotency_key"])
-        return stmt.returning(*m.c) if self.upsert else stmt
+        """The new claim's row, every column given at execution (databases without ``ON CONFLICT``)."""
+        return insert(m)
+
+    def claim_insert_returning(self, refuse_opted_out: bool):
+        """The new claim's row (:data:`CLAIM_COLUMNS` bound as ``v_<column>``) unless the key is taken,
+        or, with ``refuse_opted_out``, the recipient opted out of this account: one statement, RETURNING
+        the new id (PostgreSQL, SQLite). No row back: the caller looks at which of the two it was."""
+        return self._claim_refusing if refuse_opted_out else self._claim_plain
+
+    def _build_claim_insert(self, refuse_opted_out: bool):
+        def value(name):
+            param = _p(f"v_{name}", m.c[name])
+            # PostgreSQL types a bare parameter in a SELECT list as text; the column needs its own type.
+            return cast(param, m.c[name].type) if self.dialect == "postgresql" else param
+
+        row = select(*[value(name) for name in CLAIM_COLUMNS])
+        if refuse_opted_out:
+            row = row.where(~exists().where(o.c.account_sid == _p("v_account_sid", o.c.account_sid),
+                                            o.c.number == _p("v_to_number", o.c.number),
+                                            o.c.opted_out.is_(True)))
+        else:
+            row = row.where(true())  # SQLite parses an upsert after INSERT ... SELECT only with a WHERE
+        return (self._dialect_insert(m).from_select(list(CLAIM_COLUMNS), row)
+                .on_conflict_do_nothing(index_elements=["scope", "idempotency_key"]).returning(m.c.id))
+
+    @cached_property
+    def _claim_refusing(self):
+        return self._build_claim_insert(True)
+
+    @cached_property
+    def _claim_plain(self):
+        return self._build_claim_insert(False)
 
     @cached_property
     def message_by_key(self):

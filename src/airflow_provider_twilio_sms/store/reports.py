@@ -80,11 +80,14 @@ def status_timelines(engine: Engine, sids: Iterable[str]) -> dict[str, list[dict
     if not sids:
         return timelines
     e = t.event
+    # ``kind`` is checked here, not in SQL: with it in the WHERE clause SQLite's planner prefers an index on
+    # ``kind`` and scans every status event (30 ms at 100k events) instead of looking the SIDs up (0.2 ms).
     with engine.connect() as conn:
-        rows = conn.execute(select(e.c.message_sid, e.c.status, e.c.error_code, e.c.received_at)
-                            .where(e.c.message_sid.in_(sids), e.c.kind == "status")
-                            .order_by(e.c.message_sid, e.c.id)).all()
+        rows = conn.execute(select(e.c.message_sid, e.c.kind, e.c.status, e.c.error_code, e.c.received_at)
+                            .where(e.c.message_sid.in_(sids)).order_by(e.c.message_sid, e.c.id)).all()
     for row in rows:
+        if row.kind != "status":
+            continue
         timelines[row.message_sid].append({"status": row.status, "error_code": row.error_code,
                                            "received_at": row.received_at})
     return timelines

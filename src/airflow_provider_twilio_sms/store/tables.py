@@ -98,8 +98,10 @@ message = Table(
     Column("updated_at", UtcDateTime(), nullable=False),
     UniqueConstraint("scope", "idempotency_key", name="uq_twilio_sms_message_scope_key"),
     UniqueConstraint("sid", name="uq_twilio_sms_message_sid"),
-    Index("ix_twilio_sms_message_created", "created_at"),
-    Index("ix_twilio_sms_message_team_created", "team", "created_at"),
+    # Covering for the page's delivery summary (migration 0002): it reads these indexes only.
+    Index("ix_twilio_sms_message_created_report", "created_at", "team", "status", "send_state", "error_code"),
+    Index("ix_twilio_sms_message_team_created_report", "team", "created_at", "status", "send_state",
+          "error_code"),
     Index("ix_twilio_sms_message_to_created", "to_number", "created_at"),
 )
 
@@ -132,6 +134,7 @@ event = Table(
     Index("ix_twilio_sms_event_kind_to", "kind", "to_number", "id"),
     Index("ix_twilio_sms_event_kind_from", "kind", "from_number", "id"),
     Index("ix_twilio_sms_event_received", "received_at"),
+    Index("ix_twilio_sms_event_kind_received", "kind", "received_at", "team", "opt_out_type"),
 )
 
 # Opt-outs per (account, number), kept up to date by inbound STOP/START.

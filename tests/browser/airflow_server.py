@@ -65,8 +65,8 @@ class AirflowApiServer:
 
     def create_teams(self) -> None:
         """``airflow teams create`` for each team, in parallel (each CLI start costs seconds)."""
-        procs = [subprocess.Popen([airflow_bin(), "teams", "create", team], env=self.env,
-                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for team in TEAMS]
+        procs = [subprocess.Popen([airflow_bin(), "teams", "create", team], env=self.env, text=True,
+                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT) for team in TEAMS]
         for team, proc in zip(TEAMS, procs):
             out, _ = proc.communicate(timeout=120)
             assert proc.returncode == 0, f"airflow teams create {team} failed:\n{out[-2000:]}"
@@ -79,7 +79,8 @@ class AirflowApiServer:
         deadline = time.monotonic() + timeout
         while True:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"airflow api-server exited with {self.proc.returncode}:\n{self.log_tail()}")
+                raise RuntimeError(
+                    f"airflow api-server exited with {self.proc.returncode}:\n{self.log_tail()}")
             try:
                 with urllib.request.urlopen(f"{self.base_url}/api/v2/monitor/health", timeout=2) as answer:
                     if answer.status == 200:
@@ -87,7 +88,8 @@ class AirflowApiServer:
             except (urllib.error.URLError, OSError):
                 pass
             if time.monotonic() > deadline:
-                raise RuntimeError(f"airflow api-server did not answer within {timeout:.0f} s:\n{self.log_tail()}")
+                raise RuntimeError(
+                    f"airflow api-server did not answer within {timeout:.0f} s:\n{self.log_tail()}")
             time.sleep(0.5)
         return self
 

@@ -48,8 +48,8 @@ STOPPER = "+14155550109"
 def chromium_path() -> str:
     path = os.environ.get("TWILIO_SMS_CHROMIUM", "/usr/bin/chromium")
     if not Path(path).exists():
-        skip_or_fail("browser", f"Chromium is not at {path} (apt-get install -y chromium; scripts/bootstrap.sh "
-                                "does it as root)")
+        skip_or_fail("browser", f"Chromium is not at {path} (apt-get install -y chromium; "
+                                "scripts/bootstrap.sh does it as root)")
     if shutil.which("node") is None:
         skip_or_fail("browser", "node is not on PATH")
     if not (PLAYWRIGHT_CORE / "package.json").exists():
@@ -71,8 +71,8 @@ def run_suite(phase: str, config: dict, tmp: Path, timeout: float = 240) -> dict
     config_path, report_path = tmp / f"{phase}-config.json", tmp / f"{phase}-report.json"
     config_path.write_text(json.dumps(config))
     started = time.monotonic()
-    result = subprocess.run(["node", str(SUITE), phase, str(config_path), str(report_path)], capture_output=True,
-                            text=True, timeout=timeout)
+    result = subprocess.run(["node", str(SUITE), phase, str(config_path), str(report_path)],
+                            capture_output=True, text=True, timeout=timeout)
     report = json.loads(report_path.read_text()) if report_path.exists() else {}
     report["seconds"] = round(time.monotonic() - started, 1)
     print(f"browser phase {phase}: {report['seconds']} s, exit {result.returncode}")
@@ -90,7 +90,8 @@ def twilio_conn_json(sim, base_url: str, *, from_number: str = OUR_NUMBER_A, tea
     return spec
 
 
-def rest(server: AirflowApiServer, method: str, path: str, body: dict | None = None, user: str = "admin") -> dict:
+def rest(server: AirflowApiServer, method: str, path: str, body: dict | None = None,
+         user: str = "admin") -> dict:
     request = urllib.request.Request(f"{server.base_url}{path}", method=method,
                                      data=json.dumps(body).encode() if body is not None else None,
                                      headers={"Content-Type": "application/json",
@@ -107,7 +108,8 @@ def send_messages(sim, server, store, monkeypatch) -> dict[str, list[str]]:
 
     for conn_id in (UI_CONN, API_CONN):  # what the workers would read; same values as in the api-server
         spec = twilio_conn_json(sim, server.base_url)
-        monkeypatch.setenv(f"AIRFLOW_CONN_{conn_id.upper()}", json.dumps({**spec, "extra": json.loads(spec["extra"])}))
+        monkeypatch.setenv(f"AIRFLOW_CONN_{conn_id.upper()}",
+                           json.dumps({**spec, "extra": json.loads(spec["extra"])}))
     sim.set_outcome(TEAM_A_TO[2], "undelivered", 30003)
     sim.set_outcome(TEAM_B_TO[1], "failed", 30007)
     sids: dict[str, list[str]] = {"team_a": [], "team_b": []}
@@ -135,7 +137,8 @@ def send_messages(sim, server, store, monkeypatch) -> dict[str, list[str]]:
         if all(rows.get(s, {}).get("status") in final for s in sids["team_a"] + sids["team_b"]):
             break
         assert time.monotonic() < deadline, (
-            f"callbacks did not arrive: {[(r['status']) for r in rows.values()]}; api-server log:\n{server.log_tail()}")
+            f"callbacks did not arrive: {[r['status'] for r in rows.values()]}; "
+            f"api-server log:\n{server.log_tail()}")
         time.sleep(0.3)
     return sids
 
@@ -171,9 +174,10 @@ def ui(chromium, airflow_home, tmp_path_factory):
             server.create_teams()
             server.start()
             yield {"sim": sim, "server": server, "store": store, "tmp": tmp, "monkeypatch": monkeypatch,
-                   "config": {"baseUrl": server.base_url, "passwords": server.passwords(), "chromium": chromium,
-                              "playwrightCore": str(PLAYWRIGHT_CORE), "outDir": str(OUT_DIR),
-                              "connId": UI_CONN, "uiRoute": "twilio_sms", "airflowPortBug": airflow_has_port_bug()}}
+                   "config": {"baseUrl": server.base_url, "passwords": server.passwords(),
+                              "chromium": chromium, "playwrightCore": str(PLAYWRIGHT_CORE),
+                              "outDir": str(OUT_DIR), "connId": UI_CONN, "uiRoute": "twilio_sms",
+                              "airflowPortBug": airflow_has_port_bug()}}
         finally:
             server.stop()
             monkeypatch.undo()
@@ -317,7 +321,7 @@ def test_the_page_shows_nothing_without_a_session(messages_report):
 
 def test_screenshots_were_saved(messages_report, connection_report):
     for name in ("connection-form-filled", "connection-form-reopened", "connection-test-good",
-                 "messages-admin-light", "messages-admin-bodies", "messages-admin-dark", "messages-alice-light",
-                 "messages-bob-light"):
+                 "messages-admin-light", "messages-admin-bodies", "messages-admin-dark",
+                 "messages-alice-light", "messages-bob-light"):
         path = OUT_DIR / f"{name}.png"
         assert path.exists() and path.stat().st_size > 10_000, f"{path} missing or empty"

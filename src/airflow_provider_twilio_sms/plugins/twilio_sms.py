@@ -43,7 +43,8 @@ class TwilioSmsPlugin(AirflowPlugin):
             return []
         from airflow_provider_twilio_sms.webhook.app import create_app
 
-        return [{"app": create_app(mode="api-server"), "url_prefix": URL_PREFIX, "name": "Twilio SMS webhooks"}]
+        return [{"app": create_app(mode="api-server"), "url_prefix": URL_PREFIX,
+                 "name": "Twilio SMS webhooks"}]
 
     @cached_property
     def external_views(self) -> list[dict]:  # type: ignore[override]

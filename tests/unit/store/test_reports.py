@@ -29,8 +29,9 @@ def sent(store, n: int, *, team: str | None, status: str, error_code: int | None
 def inbound(store, n: int, *, team: str | None, body: str, from_: str = "+14155550199",
             when: datetime = NOW) -> str:
     sid = f"SM{n + 1000:032x}"
-    store.record_inbound(account_sid=ACCOUNT, conn_id="twilio_sms_default", message_sid=sid, from_number=from_,
-                         to_number="+15005550006", body=body, payload={"Body": body}, team=team, now=when)
+    store.record_inbound(account_sid=ACCOUNT, conn_id="twilio_sms_default", message_sid=sid,
+                         from_number=from_, to_number="+15005550006", body=body, payload={"Body": body},
+                         team=team, now=when)
     return sid
 
 
@@ -43,7 +44,8 @@ def test_summary_counts_rate_and_failures_by_error_code_in_the_period(store):
     sent(store, 6, team="a", status="failed", error_code=30003, created=NOW - timedelta(days=10))  # outside
     inbound(store, 1, team="a", body="STOP")
     inbound(store, 2, team="b", body="hello")
-    summary = reports.delivery_summary(store.engine, since=NOW - timedelta(days=1), until=NOW + timedelta(hours=1))
+    summary = reports.delivery_summary(store.engine, since=NOW - timedelta(days=1),
+                                       until=NOW + timedelta(hours=1))
     assert summary["total"] == 5 and summary["delivered"] == 2 and summary["failed"] == 2
     assert summary["pending"] == 1 and summary["delivery_rate"] == 0.5
     assert summary["by_status"] == {"delivered": 2, "failed": 1, "sent": 1, "undelivered": 1}

@@ -103,8 +103,17 @@ def _unavailable(err: Unavailable, conn_id: str, kind: str) -> Response:
     return Response(status_code=503)
 
 
-@router.post("/webhooks/{conn_id}/status", summary="Twilio status callback (signed)")
-async def status_callback(conn_id: str, request: Request) -> Response:
+# The routes take only the Request and read conn_id from the path themselves (it is checked against
+# CONN_ID_PATTERN first thing): a declared ``conn_id: str`` parameter costs a pydantic validation per
+# request. The OpenAPI description still documents it.
+_CONN_ID_PARAMETER = {"parameters": [{"name": "conn_id", "in": "path", "required": True,
+                                      "description": "the twilio_sms connection whose account signed the request",
+                                      "schema": {"type": "string", "title": "Conn Id"}}]}
+
+
+@router.post("/webhooks/{conn_id}/status", summary="Twilio status callback (signed)", openapi_extra=_CONN_ID_PARAMETER)
+async def status_callback(request: Request) -> Response:
+    conn_id: str = request.path_params["conn_id"]
     state: AppState = request.app.state.twilio_sms
     try:
         found, cb = await _verified(request, conn_id, "status")
@@ -123,8 +132,10 @@ async def status_callback(conn_id: str, request: Request) -> Response:
     return Response(STORED if processed else DUPLICATE, media_type="application/json")
 
 
-@router.post("/webhooks/{conn_id}/inbound", summary="Twilio inbound message (signed)")
-async def inbound_message(conn_id: str, request: Request) -> Response:
+@router.post("/webhooks/{conn_id}/inbound", summary="Twilio inbound message (signed)",
+             openapi_extra=_CONN_ID_PARAMETER)
+async def inbound_message(request: Request) -> Response:
+    conn_id: str = request.path_params["conn_id"]
     state: AppState = request.app.state.twilio_sms
     try:
         found, cb = await _verified(request, conn_id, "inbound")

@@ -126,6 +126,8 @@ class SmsStore:
         self._sql = statements(self.dialect)
         self._writer = self.engine.execution_options(**write_options())
         self._writer_lock = writer_lock(self.engine)
+        # psycopg2 can run one statement as its own transaction, without the BEGIN and COMMIT round trips
+        self._autocommit_driver = self.dialect == "postgresql" and self.engine.dialect.driver == "psycopg2"
 
     # -- plumbing -------------------------------------------------------------------------------
 
@@ -134,6 +136,29 @@ class SmsStore:
         """One write transaction (SQLite: ``BEGIN IMMEDIATE``, queued behind this process's writers)."""
         with self._writer_lock, self._writer.begin() as conn:
             yield conn
+
+    @contextmanager
+    def _write_one(self) -> Iterator[Connection]:
+        """A connection for ONE write statement, which commits on its own (atomic as any statement).
+
+        psycopg2: its autocommit flag, set on the pooled connection and cleared before it goes back (set
+        through SQLAlchemy's AUTOCOMMIT isolation level instead, every return to the pool would cost a
+        ``SET default_transaction_isolation`` round trip). Other databases: a write transaction.
+        """
+        if not self._autocommit_driver:
+            with self._write() as conn:
+                yield conn
+            return
+        with self.engine.connect() as conn:
+            dbapi_connection = conn.connection.dbapi_connection
+            dbapi_connection.autocommit = True
+            try:
+                yield conn
+            finally:
+                try:
+                    dbapi_connection.autocommit = False
+                except Exception:  # noqa: BLE001 - a broken connection must not go back to the pool
+                    conn.invalidate()
 
     @contextmanager
     def _read(self) -> Iterator[Connection]:
@@ -208,6 +233,11 @@ class SmsStore:
         }
         sql = self._sql
         by_key = {"p_scope": scope, "p_key": idempotency_key}
+        if self._autocommit_driver:  # a new key (the usual case) in one round trip; else the full path below
+            with self._write_one() as conn:
+                inserted = self._claim_insert(conn, values, by_key, refuse_opted_out)
+            if inserted is not None:
+                return Claim("new", inserted, attempt_id)
         for _ in range(20):
             with self._write() as conn:
                 inserted = self._claim_insert(conn, values, by_key, refuse_opted_out)
@@ -272,7 +302,7 @@ class SmsStore:
             )
 
     def extend_lease(self, claim: Claim, lease_seconds: float) -> None:
-        with self._write() as conn:
+        with self._write_one() as conn:
             self._update_owned(conn, claim, lease_expires_at=utcnow() + timedelta(seconds=lease_seconds))
 
     def mark_attempt(self, claim: Claim, lease_seconds: float | None = None) -> None:
@@ -281,12 +311,12 @@ class SmsStore:
         values: dict[str, Any] = {"http_attempted_at": claim.row.get("http_attempted_at") or now}
         if lease_seconds is not None:
             values["lease_expires_at"] = now + timedelta(seconds=lease_seconds)
-        with self._write() as conn:
+        with self._write_one() as conn:
             self._update_owned(conn, claim, **values)
 
     def clear_attempt(self, claim: Claim) -> None:
         """Twilio refused the request before creating anything (e.g. 429): no reconcile needed later."""
-        with self._write() as conn:
+        with self._write_one() as conn:
             self._update_owned(conn, claim, http_attempted_at=None)
 
     def record_sent(self, claim: Claim, result: Mapping[str, Any]) -> dict[str, Any]:
@@ -302,7 +332,7 @@ class SmsStore:
             "p_error_code": result.get("error_code"), "p_error_message": result.get("error_message"),
             "p_from_number": result.get("from") or claim.row.get("from_number"),
         }
-        with self._write() as conn:
+        with self._write_one() as conn:
             if sql.upsert:
                 row = self._row(conn.execute(sql.record_sent, params).first())
             else:
@@ -316,19 +346,19 @@ class SmsStore:
 
     def record_failed(self, claim: Claim, error_code: int | None, error_message: str) -> None:
         """Twilio refused the message for good; a later attempt with the same key returns this failure."""
-        with self._write() as conn:
+        with self._write_one() as conn:
             self._update_owned(conn, claim, send_state="failed", status="failed",
                                status_rank=status_rank("failed"), error_code=error_code,
                                error_message=error_message)
 
     def record_unknown(self, claim: Claim) -> None:
         """No answer after the request left: the next attempt must reconcile before sending."""
-        with self._write() as conn:
+        with self._write_one() as conn:
             self._update_owned(conn, claim, send_state="unknown", lease_expires_at=utcnow())
 
     def release(self, claim: Claim) -> None:
         """Give up the claim without sending (e.g. to defer); the next attempt resumes it."""
-        with self._write() as conn:
+        with self._write_one() as conn:
             self._update_owned(conn, claim, lease_expires_at=utcnow())
 
     # -- rate limits ----------------------------------------------------------------------------
@@ -405,25 +435,34 @@ class SmsStore:
         sql = self._sql
         # A retried delivery carries the same I-Twilio-Idempotency-Token and so the same SID and
         # status: the unique (account, "status:SID:status") key dedupes both cases in one statement.
-        # The event's message_id is the outbound row with this SID (a subquery of the insert).
-        values = {
+        event = {
             "kind": "status", "account_sid": account_sid, "conn_id": conn_id,
             "dedupe_key": f"status:{message_sid}:{status}", "idempotency_token": idempotency_token,
             "message_sid": message_sid, "status": status, "error_code": error_code,
-            "from_number": payload.get("From"), "to_number": payload.get("To"), "team": team,
-            "received_at": now, "payload": json.dumps(dict(payload), sort_keys=True), "p_message_sid": message_sid,
+            "from_number": payload.get("From"), "to_number": payload.get("To"), "body": None, "num_media": None,
+            "opt_out_type": None, "team": team, "received_at": now,
+            "payload": json.dumps(dict(payload), sort_keys=True),
         }
+        params = {f"v_{k}": v for k, v in event.items()}
+        # Which outbound row: by SID, else by the idempotency key of the callback URL (see statements.py).
+        params.update(p_sid=message_sid, p_account_sid=account_sid, p_key=idempotency_key or None,
+                      p_scope=make_scope(account_sid, team), p_rank=status_rank(status), p_status=status,
+                      p_now=now, p_error_code=error_code)
+        if sql.status_event_fused is not None:
+            with self._write_one() as conn:
+                return conn.execute(sql.status_event_fused, params).first() is not None
         with self._write() as conn:
-            if idempotency_key:  # the send's response was lost: link its row by the key first
-                conn.execute(sql.link_sid_by_key, {
-                    "p_account_sid": account_sid, "p_key": idempotency_key,
-                    "p_scope": make_scope(account_sid, team), "p_sid": message_sid, "p_now": now})
-            if not self._insert_ignore(conn, sql.event_insert, values):
-                return False
-            rank = status_rank(status)
-            if rank:
-                conn.execute(sql.advance_status, {"p_sid": message_sid, "p_rank": rank, "p_status": status,
-                                                  "p_now": now, "p_error_code": error_code})
+            if sql.upsert:
+                stored = conn.execute(sql.status_event_insert, params).first()
+                if stored is None:
+                    return False
+                message_id = stored.message_id
+            else:
+                if not self._insert_ignore(conn, sql.status_event_insert, params):
+                    return False
+                message_id = conn.execute(sql.callback_message_id, params).scalar()
+            if message_id is not None:
+                conn.execute(sql.apply_status, {**params, "p_id": message_id})
             return True
 
     def record_inbound(

@@ -14,7 +14,7 @@ from __future__ import annotations
 import functools
 from functools import cached_property
 
-from sqlalchemy import and_, bindparam, case, cast, delete, exists, func, insert, select, true, update
+from sqlalchemy import and_, bindparam, case, cast, delete, exists, func, insert, or_, select, true, update
 
 from airflow_provider_twilio_sms.store import tables as t
 
@@ -158,32 +158,61 @@ class Statements:
     # -- webhook events -------------------------------------------------------------------------
 
     @cached_property
-    def event_insert(self):
-        """One event row, deduplicated on (account, dedupe key); linked to its outbound message by SID."""
-        return self._insert_ignoring(e, ["account_sid", "dedupe_key"]).values(
-            message_id=select(m.c.id).where(m.c.sid == _p("p_message_sid", m.c.sid)).scalar_subquery())
+    def _callback_message_id(self):
+        """The outbound row a status callback is about: the one with its SID, else (the send's response was
+        lost, so no SID was recorded) the one of the idempotency key in the callback URL, if it has no SID."""
+        by_sid = select(m.c.id).where(m.c.sid == _p("p_sid", m.c.sid)).scalar_subquery()
+        by_key = (select(m.c.id).where(m.c.account_sid == _p("p_account_sid", m.c.account_sid),
+                                       m.c.idempotency_key == _p("p_key", m.c.idempotency_key),
+                                       m.c.scope == _p("p_scope", m.c.scope), m.c.sid.is_(None))
+                  .scalar_subquery())
+        return func.coalesce(by_sid, by_key)
+
+    @cached_property
+    def callback_message_id(self):
+        return select(self._callback_message_id)
+
+    @cached_property
+    def status_event_insert(self):
+        """One status event (columns bound as ``v_<column>``), deduplicated on (account, dedupe key), linked
+        to its outbound row; RETURNING that row's id (NULL: not ours) where supported."""
+        values = {c.key: _p(f"v_{c.key}", c) for c in e.c if c.key not in ("id", "message_id")}
+        stmt = self._insert_ignoring(e, ["account_sid", "dedupe_key"]).values(
+            message_id=self._callback_message_id, **values)
+        return stmt.returning(e.c.message_id) if self.upsert else stmt
+
+    def _build_apply_status(self, message_id):
+        """Onto the callback's outbound row: its SID when it had none (linked by idempotency key), and the
+        status only when it ranks higher (forward only; SET expressions all see the row as it was)."""
+        rank = _p("p_rank", m.c.status_rank)
+        now = _p("p_now", m.c.updated_at)
+        advances = m.c.status_rank < rank
+        return (update(m).where(m.c.id == message_id, or_(advances, m.c.sid.is_(None)))
+                .values(sid=func.coalesce(m.c.sid, _p("p_sid", m.c.sid)),
+                        status=case((advances, _p("p_status", m.c.status)), else_=m.c.status),
+                        status_rank=case((advances, rank), else_=m.c.status_rank),
+                        status_updated_at=case((advances, now), else_=m.c.status_updated_at),
+                        error_code=case((advances, func.coalesce(_p("p_error_code", m.c.error_code),
+                                                                 m.c.error_code)), else_=m.c.error_code),
+                        updated_at=now))
+
+    @cached_property
+    def apply_status(self):
+        return self._build_apply_status(_p("p_id", m.c.id))
+
+    @cached_property
+    def status_event_fused(self):
+        """PostgreSQL: :attr:`status_event_insert` and :attr:`apply_status` in one statement (data-modifying
+        CTEs), so a callback is one round trip and atomic on its own. A row back: stored; none: duplicate."""
+        if self.dialect != "postgresql":
+            return None
+        stored = self.status_event_insert.cte("stored")
+        applied = self._build_apply_status(stored.c.message_id).cte("applied")
+        return select(stored.c.message_id).add_cte(applied)
 
     @cached_property
     def inbound_insert(self):
         return self._insert_ignoring(e, ["account_sid", "dedupe_key"])
-
-    @cached_property
-    def link_sid_by_key(self):
-        """A send whose response was lost gets its SID from a callback carrying its idempotency key."""
-        return (update(m).where(m.c.account_sid == _p("p_account_sid", m.c.account_sid),
-                                m.c.idempotency_key == _p("p_key", m.c.idempotency_key),
-                                m.c.scope == _p("p_scope", m.c.scope), m.c.sid.is_(None))
-                .values(sid=_p("p_sid", m.c.sid), updated_at=_p("p_now", m.c.updated_at)))
-
-    @cached_property
-    def advance_status(self):
-        """Forward only: the row changes only when the new status ranks higher."""
-        rank = _p("p_rank", m.c.status_rank)
-        now = _p("p_now", m.c.updated_at)
-        return (update(m).where(m.c.sid == _p("p_sid", m.c.sid), m.c.status_rank < rank)
-                .values(status=_p("p_status", m.c.status), status_rank=rank, status_updated_at=now,
-                        updated_at=now,
-                        error_code=func.coalesce(_p("p_error_code", m.c.error_code), m.c.error_code)))
 
     @cached_property
     def opt_out_upsert(self):

@@ -79,6 +79,29 @@ class TestClaims:
         _claim(store, attempt_id="a1")
         assert _claim(store, attempt_id="a1").outcome == "resume"
 
+    def test_a_new_claims_row_is_the_stored_row(self, store):
+        now = datetime.now(timezone(timedelta(hours=2)))  # any timezone in, UTC back, as stored
+        claim = _claim(store, attempt_id="a1", attempting=True, refuse_opted_out=True, team="qa", map_index=3,
+                       now=now)
+        assert claim.outcome == "new"
+        assert claim.row == store.get_message(message_id=claim.message_id)
+        assert claim.row["created_at"] == now and claim.row["created_at"].utcoffset() == timedelta(0)
+
+    def test_an_opted_out_recipient_is_refused_and_nothing_is_claimed(self, store):
+        store.set_opt_out(ACCOUNT, TO, True)
+        assert _claim(store, attempt_id="a1", refuse_opted_out=True).outcome == "opted_out"
+        assert store.get_message(scope=SCOPE, idempotency_key="key-1") is None
+        assert _claim(store, key="other", attempt_id="a1", to_number="+15551230009",
+                      refuse_opted_out=True).outcome == "new"  # someone else's STOP refuses only them
+
+    def test_an_opt_out_after_the_claim_refuses_the_next_attempt_too(self, store):
+        first = _claim(store, attempt_id="a1", refuse_opted_out=True)
+        store.record_sent(first, {"sid": "SM" + "e" * 32, "status": "queued"})
+        store.set_opt_out(ACCOUNT, TO, True)
+        assert _claim(store, attempt_id="a2", refuse_opted_out=True).outcome == "opted_out"
+        store.set_opt_out(ACCOUNT, TO, False, keyword="START")
+        assert _claim(store, attempt_id="a2", refuse_opted_out=True).outcome == "sent"
+
     def test_keys_are_scoped_per_account_and_team(self, store):
         assert _claim(store, attempt_id="x").outcome == "new"
         assert _claim(store, attempt_id="y", scope=make_scope(ACCOUNT, "team_b")).outcome == "new"
@@ -94,6 +117,51 @@ class TestClaims:
                                          payload={}, idempotency_key="key-1")
         row = store.record_sent(claim, {"sid": sid, "status": "queued"})
         assert row["status"] == "delivered" and row["sid"] == sid
+
+
+    def test_a_callback_links_a_send_whose_response_was_lost_and_its_event(self, store):
+        claim = _claim(store, attempt_id="a1")
+        sid = "SM" + "f" * 32
+        assert store.record_status_event(account_sid=ACCOUNT, conn_id="c", message_sid=sid, status="sent",
+                                         payload={}, idempotency_key="key-1", error_code=None)
+        row = store.get_message(message_id=claim.message_id)
+        assert row["sid"] == sid and row["status"] == "sent"
+        with store.engine.connect() as conn:
+            from airflow_provider_twilio_sms.store import tables as t
+
+            linked = conn.execute(t.event.select().where(t.event.c.message_sid == sid)).one()
+        assert linked.message_id == claim.message_id
+        # a key of another account or team links nothing
+        other = "SM" + "9" * 32
+        assert store.record_status_event(account_sid=ACCOUNT, conn_id="c", message_sid=other, status="sent",
+                                         payload={}, idempotency_key="key-1", team="team_b")
+        assert store.get_message(sid=other) is None
+
+    def test_a_late_callback_changes_neither_status_nor_error_code(self, store):
+        claim = _claim(store, attempt_id="a1")
+        sid = "SM" + "7" * 32
+        store.record_sent(claim, {"sid": sid, "status": "queued"})
+        store.record_status_event(account_sid=ACCOUNT, conn_id="c", message_sid=sid, status="undelivered",
+                                  payload={}, error_code=30003)
+        before = store.get_message(sid=sid)
+        store.record_status_event(account_sid=ACCOUNT, conn_id="c", message_sid=sid, status="sent", payload={},
+                                  error_code=30005)
+        after = store.get_message(sid=sid)
+        assert (after["status"], after["error_code"], after["status_updated_at"]) == \
+            ("undelivered", 30003, before["status_updated_at"])
+
+    def test_threads_of_one_process_write_concurrently_without_errors(self, store):
+        from concurrent.futures import ThreadPoolExecutor
+
+        sids = [f"SM{i:032x}" for i in range(200)]
+
+        def one(sid):
+            return store.record_status_event(account_sid=ACCOUNT, conn_id="c", message_sid=sid, status="sent",
+                                             payload={"MessageStatus": "sent"})
+
+        with ThreadPoolExecutor(16) as pool:
+            results = list(pool.map(one, sids + sids[:50]))
+        assert results.count(True) == 200 and results.count(False) == 50
 
 
 class TestStatusEvents:

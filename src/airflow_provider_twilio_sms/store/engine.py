@@ -78,10 +78,14 @@ class _WriterLock:
     def __enter__(self):
         if self._pid != os.getpid():
             self._pid, self._lock = os.getpid(), threading.RLock()
-        return self._lock.__enter__()
+        # As long as SQLite itself would wait for a writer (its busy timeout), then fail the same way.
+        if not self._lock.acquire(timeout=SQLITE_BUSY_TIMEOUT_MS / 1000):
+            raise TimeoutError(f"the store's SQLite database stayed locked by this process's other writers "
+                               f"for {SQLITE_BUSY_TIMEOUT_MS // 1000} s")
+        return self
 
     def __exit__(self, *exc):
-        return self._lock.__exit__(*exc)
+        self._lock.release()
 
 
 def writer_lock(engine: Engine) -> AbstractContextManager:

@@ -68,10 +68,13 @@ async function formState(dialog) {
     const label = field.querySelector("label");
     const input = field.querySelector("input, textarea");
     const help = field.querySelector("[data-part=helper-text]");
-    return input && {
-      label: label ? label.textContent.replace("*", "").trim() : null,
-      name: input.getAttribute("name") || input.id, type: input.getAttribute("type") || input.tagName.toLowerCase(),
-      placeholder: input.getAttribute("placeholder"), value: input.value, help: help ? help.textContent.trim() : null,
+    if (!input) return null;
+    const type = input.getAttribute("type") || input.tagName.toLowerCase();
+    // A typed secret is never copied into the report (it could end up in a failing test's output).
+    const value = type === "password" && input.value && input.value !== "***" ? "<typed secret>" : input.value;
+    return {
+      label: label ? label.textContent.replace("*", "").trim() : null, name: input.getAttribute("name") || input.id,
+      type, placeholder: input.getAttribute("placeholder"), value, help: help ? help.textContent.trim() : null,
     };
   }).filter(Boolean));
 }

@@ -325,16 +325,23 @@ class SmsStore:
         A status already advanced by an early callback is kept: the status only moves forward.
         """
         sql = self._sql
-        params = {
-            "p_id": claim.message_id, "p_attempt": claim.attempt_id, "p_sid": result["sid"],
-            "p_status": result.get("status"), "p_rank": status_rank(result.get("status")), "p_now": utcnow(),
-            "p_num_segments": result.get("num_segments"), "p_encoding": result.get("encoding"),
-            "p_error_code": result.get("error_code"), "p_error_message": result.get("error_message"),
-            "p_from_number": result.get("from") or claim.row.get("from_number"),
+        now = utcnow()
+        recorded = {
+            "send_state": "sent", "sid": result["sid"], "status_updated_at": now,
+            "num_segments": result.get("num_segments"), "encoding": result.get("encoding"),
+            "error_code": result.get("error_code"), "error_message": result.get("error_message"),
+            "from_number": result.get("from") or claim.row.get("from_number"), "sent_at": now, "updated_at": now,
         }
+        params = {f"p_{k}": recorded[k]
+                  for k in ("sid", "num_segments", "encoding", "error_code", "error_message", "from_number")}
+        params.update(p_id=claim.message_id, p_attempt=claim.attempt_id, p_status=result.get("status"),
+                      p_rank=status_rank(result.get("status")), p_now=now)
         with self._write_one() as conn:
             if sql.upsert:
-                row = self._row(conn.execute(sql.record_sent, params).first())
+                # The claim's row with what this statement set, and what it RETURNs (SENT_RETURNING):
+                # the row as stored, without reading and converting all of its columns back.
+                returned = conn.execute(sql.record_sent, params).first()
+                row = {**claim.row, **recorded, **returned._mapping} if returned is not None else None
             else:
                 row = self._row(conn.execute(sql.message_by_id, {"p_id": claim.message_id}).first()) \
                     if conn.execute(sql.record_sent, params).rowcount == 1 else None

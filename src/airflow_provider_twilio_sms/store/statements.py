@@ -20,6 +20,11 @@ from airflow_provider_twilio_sms.store import tables as t
 
 m, e, o, rp, g = t.message, t.event, t.opt_out, t.rate_pool, t.rate_grant
 
+# The columns of a sent message's row that its sender cannot know: what callbacks (status) and this
+# attempt's own updates since the claim (lease, HTTP attempt) wrote. Every other column was given by the
+# claim and never changes, or is set by record_sent itself.
+SENT_RETURNING = ("status", "status_rank", "lease_expires_at", "http_attempted_at")
+
 # What a new claim's row is given; every other column of ``twilio_sms_message`` starts NULL.
 CLAIM_COLUMNS = (
     "scope", "idempotency_key", "account_sid", "conn_id", "team", "pool", "to_number", "from_number",
@@ -139,7 +144,8 @@ class Statements:
 
     @cached_property
     def record_sent(self):
-        """The send's result onto the owned row; a status an early callback advanced is kept."""
+        """The send's result onto the owned row; a status an early callback advanced is kept. RETURNING
+        only :data:`SENT_RETURNING` (where supported): the caller knows every other column."""
         rank = _p("p_rank", m.c.status_rank)
         keep = m.c.status_rank >= rank  # SET expressions all see the row as it was
         now = _p("p_now", m.c.updated_at)
@@ -153,7 +159,7 @@ class Statements:
                         error_code=_p("p_error_code", m.c.error_code),
                         error_message=_p("p_error_message", m.c.error_message),
                         from_number=_p("p_from_number", m.c.from_number), sent_at=now, updated_at=now))
-        return stmt.returning(*m.c) if self.upsert else stmt
+        return stmt.returning(*(m.c[name] for name in SENT_RETURNING)) if self.upsert else stmt
 
     # -- webhook events -------------------------------------------------------------------------
 

@@ -87,6 +87,17 @@ class TestClaims:
         assert claim.row == store.get_message(message_id=claim.message_id)
         assert claim.row["created_at"] == now and claim.row["created_at"].utcoffset() == timedelta(0)
 
+    def test_the_recorded_row_is_the_stored_row(self, store):
+        claim = _claim(store, attempt_id="a1")
+        store.mark_attempt(claim, lease_seconds=300)  # changes the row after the claim
+        sid = "SM" + "8" * 32
+        store.record_status_event(account_sid=ACCOUNT, conn_id="c", message_sid=sid, status="sent", payload={},
+                                  idempotency_key="key-1")  # an early callback, linked by the key
+        row = store.record_sent(claim, {"sid": sid, "status": "queued", "num_segments": 2, "encoding": "UCS-2",
+                                        "from": "+15005550006"})
+        assert row == store.get_message(sid=sid)
+        assert row["status"] == "sent" and row["send_state"] == "sent" and row["num_segments"] == 2
+
     def test_an_opted_out_recipient_is_refused_and_nothing_is_claimed(self, store):
         store.set_opt_out(ACCOUNT, TO, True)
         assert _claim(store, attempt_id="a1", refuse_opted_out=True).outcome == "opted_out"

@@ -51,8 +51,12 @@ class ConnectionConfigError(TwilioSmsError, ValueError):
     """A Twilio or store connection, or the ``[twilio_sms]`` config, is set up wrongly."""
 
     def __init__(self, conn_id: str, field: str, problem: str, fix: str):
-        self.conn_id, self.field = conn_id, field
-        super().__init__(f"Connection {conn_id!r}, field {field!r}: {problem}. {fix}")
+        from airflow_provider_twilio_sms.get_provider_info import field_label
+
+        self.conn_id, self.field, self.problem, self.fix = conn_id, field, problem, fix
+        label = field_label(field)
+        self.where = f"field {field!r}" + (f" ({label})" if label else "")
+        super().__init__(f"Connection {conn_id!r}, {self.where}: {problem}. {fix}")
 
 
 class InvalidMessageError(TwilioSmsError, ValueError):

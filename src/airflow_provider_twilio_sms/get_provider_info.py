@@ -97,6 +97,14 @@ CONFIG = {
 }
 
 
+RELABELING = {"login": "Account SID", "password": "Auth Token"}
+
+
+def field_label(field: str) -> str | None:
+    """What the connection form calls ``field`` (``login`` -> "Account SID"), or None if it has no label."""
+    return RELABELING.get(field) or CONN_FIELDS.get(field, {}).get("label")
+
+
 def get_provider_info() -> dict:
     return {
         "package-name": "airflow-provider-twilio-sms",
@@ -125,7 +133,7 @@ def get_provider_info() -> dict:
                 "conn-fields": CONN_FIELDS,
                 "ui-field-behaviour": {
                     "hidden-fields": ["host", "schema", "port", "extra"],
-                    "relabeling": {"login": "Account SID", "password": "Auth Token"},
+                    "relabeling": RELABELING,
                     "placeholders": {
                         "login": "AC0123456789abcdef0123456789abcdef",
                         "password": "Auth Token (leave empty when using an API key)",

@@ -249,7 +249,7 @@ def _test_message(result: dict) -> tuple[bool, str]:
 def test_the_test_button_reports_success_and_clear_reasons(connection_report, ui):
     tests = {t["label"]: t for t in connection_report["tests"]}
     ok, message = _test_message(tests["bad-sid"])
-    assert not ok and "'login'" in message and "AC" in message, message
+    assert not ok and "'login' (Account SID)" in message and "AC followed by 32 hex" in message, message
     ok, message = _test_message(tests["wrong-token"])
     assert not ok and "20003" in message and "rejected the credentials" in message, message
     assert "wrong-auth-token" not in message

@@ -43,6 +43,7 @@ from airflow.sdk import BaseHook
 
 from airflow_provider_twilio_sms import __version__
 from airflow_provider_twilio_sms.errors import (
+    ConnectionConfigError,
     InvalidMessageError,
     OptedOutError,
     PermanentTwilioError,
@@ -324,6 +325,9 @@ class TwilioSmsHook(BaseHook):
         """
         try:
             settings = self.settings
+        except ConnectionConfigError as err:
+            # Airflow's Test button tests a copy under a random connection id: name the field, not the id.
+            return False, f"{err.where[0].upper()}{err.where[1:]}: {err.problem}. {err.fix}"
         except TwilioSmsError as err:
             return False, str(err)
         except Exception as err:  # noqa: BLE001 - the UI wants a reason, not a traceback

@@ -221,7 +221,10 @@ async function messagesPhase(browser) {
     if (user === "admin") {
       const frame = page.frameLocator("iframe[title='Twilio SMS']");
       await frame.locator("#show-bodies").check();
-      await frame.locator("#messages td.body-col").first().waitFor({ state: "visible" });
+      // The columns show at once; their text comes with the next read (include_body=true): wait for it.
+      for (const table of ["#messages", "#inbound"]) {
+        await frame.locator(`${table} td.body-col`).filter({ hasText: /\S/ }).first().waitFor({ state: "visible" });
+      }
       view.with_bodies = await readMessagesPage(page);
       await shot(page, "messages-admin-bodies");
       // Dark mode the way Airflow keeps it (localStorage "theme", same origin), then reload.

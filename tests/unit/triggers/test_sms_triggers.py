@@ -156,7 +156,12 @@ async def test_one_query_per_round_however_many_sensors_wait(store, store_conn):
     triggers += [SmsReplyTrigger(criteria=ReplyCriteria(from_number=f"+1555{i:07d}", keywords=("YES",)).to_json(),
                                  store_conn_id=store_conn, poll_interval=0.2) for i in range(200)]
     tasks = [asyncio.ensure_future(t.run().__anext__()) for t in triggers]
-    await asyncio.sleep(1.1)
+    # Wait for rounds, not for a fixed time: a full garbage collection after a long test session can
+    # pause the process for most of a second, and the property is per round anyway.
+    deadline = asyncio.get_running_loop().time() + 15
+    while not StorePoller._pollers or next(iter(StorePoller._pollers.values())).rounds < 3:
+        assert asyncio.get_running_loop().time() < deadline, "the poller did not make 3 rounds in 15 s"
+        await asyncio.sleep(0.05)
     poller = next(iter(StorePoller._pollers.values()))
     assert len(StorePoller._pollers) == 1
     assert poller.rounds >= 3

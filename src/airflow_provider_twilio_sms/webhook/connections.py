@@ -105,6 +105,7 @@ class ConnectionCache:
         self.ttl, self.max_entries, self._loader, self._clock = ttl, max_entries, loader, clock
         self._entries: OrderedDict[str, tuple[float, WebhookConnection | None]] = OrderedDict()
         self._lock = threading.Lock()
+        self._loading: dict[str, threading.Lock] = {}  # one lookup per conn_id at a time
 
     def cached(self, conn_id: str) -> tuple[bool, WebhookConnection | None]:
         """``(True, connection)`` when a fresh entry exists: no lookup, no thread hop."""
@@ -114,16 +115,31 @@ class ConnectionCache:
         return False, None
 
     def get(self, conn_id: str) -> WebhookConnection | None:
-        """The connection, looked up when not cached (blocking: call from a worker thread)."""
+        """The connection, looked up when not cached (blocking: call from a worker thread).
+
+        Concurrent requests that miss the same conn_id wait for one lookup instead of each asking the
+        secrets backend (a burst of callbacks when the entry expires). A lookup that raises is not
+        cached: the next request tries again.
+        """
         hit, found = self.cached(conn_id)
         if hit:
             return found
-        found = self._loader(conn_id)
         with self._lock:
-            self._entries[conn_id] = (self._clock() + self.ttl, found)
-            self._entries.move_to_end(conn_id)
-            while len(self._entries) > self.max_entries:
-                self._entries.popitem(last=False)
+            loading = self._loading.setdefault(conn_id, threading.Lock())
+        with loading:
+            hit, found = self.cached(conn_id)  # loaded by the request this one waited for
+            if hit:
+                return found
+            try:
+                found = self._loader(conn_id)
+                with self._lock:
+                    self._entries[conn_id] = (self._clock() + self.ttl, found)
+                    self._entries.move_to_end(conn_id)
+                    while len(self._entries) > self.max_entries:
+                        self._entries.popitem(last=False)
+            finally:
+                with self._lock:
+                    self._loading.pop(conn_id, None)
         return found
 
     def clear(self) -> None:

@@ -42,6 +42,33 @@ def test_a_missing_connection_is_unknown(monkeypatch):
     assert load_connection("no_such_connection_here") is None
 
 
+def test_concurrent_misses_wait_for_one_lookup_and_failures_are_not_cached():
+    import threading
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    calls: list[str] = []
+    lock = threading.Lock()
+
+    def loader(conn_id):
+        with lock:
+            calls.append(conn_id)
+        time.sleep(0.2)  # a slow secrets backend
+        if conn_id == "flaky" and calls.count("flaky") == 1:
+            raise RuntimeError("backend down")
+        return conn_id
+
+    cache = ConnectionCache(ttl=30, loader=loader)
+    with ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(cache.get, ["a"] * 8 + ["b"] * 8))
+    assert answers == ["a"] * 8 + ["b"] * 8
+    assert sorted(calls) == ["a", "b"]  # one lookup per id, not one per request
+    with pytest.raises(RuntimeError):
+        cache.get("flaky")
+    assert cache.get("flaky") == "flaky" and calls.count("flaky") == 2  # the failure was not cached
+    assert cache._loading == {}
+
+
 def test_cache_keeps_answers_for_the_ttl_and_stays_bounded():
     calls: list[str] = []
     clock = [0.0]

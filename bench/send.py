@@ -19,10 +19,9 @@ import tempfile
 import time
 import uuid
 
-from sqlalchemy import create_engine, text
-
 from airflow_provider_twilio_sms.store.api import SmsStore
 from airflow_provider_twilio_sms.store.migrate import upgrade_url
+from scratch_pg import scratch_database
 
 
 def _timed(fn, n: int) -> float:
@@ -99,20 +98,6 @@ def bench_rate_limit(url: str, seconds: float) -> None:
     print(f"  rate-limit decisions, 4 processes: {total / seconds:,.0f}/s")
 
 
-def _pg() -> tuple[str, str] | None:
-    admin = os.environ.get("TWILIO_SMS_BENCH_PG_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres")
-    name = f"twilio_sms_bench_{uuid.uuid4().hex[:8]}"
-    try:
-        engine = create_engine(admin, isolation_level="AUTOCOMMIT")
-        with engine.connect() as conn:
-            conn.execute(text(f'CREATE DATABASE "{name}"'))
-        engine.dispose()
-    except Exception as err:  # noqa: BLE001
-        print(f"PostgreSQL skipped: {type(err).__name__}")
-        return None
-    return admin, admin.rsplit("/", 1)[0] + "/" + name
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--messages", type=int, default=300)
@@ -124,18 +109,11 @@ def main() -> int:
     bench_overhead(sqlite, args.messages)
     print("SQLite:")
     bench_rate_limit(sqlite, args.seconds)
-    pg = _pg()
-    if pg:
-        admin, url = pg
-        try:
+    with scratch_database() as url:
+        if url:
             upgrade_url(url)
             print("PostgreSQL:")
             bench_rate_limit(url, args.seconds)
-        finally:
-            engine = create_engine(admin, isolation_level="AUTOCOMMIT")
-            with engine.connect() as conn:
-                conn.execute(text(f'DROP DATABASE IF EXISTS "{url.rsplit("/", 1)[1]}" WITH (FORCE)'))
-            engine.dispose()
     return 0
 
 

@@ -29,6 +29,7 @@ from airflow_provider_twilio_sms.replies import ReplyCriteria
 from airflow_provider_twilio_sms.store import tables as t
 from airflow_provider_twilio_sms.store.api import SmsStore
 from airflow_provider_twilio_sms.store.migrate import upgrade_url
+from scratch_pg import scratch_database
 
 OURS = "+15005550006"
 WAITED = "+15550009999"
@@ -109,18 +110,10 @@ def bench_triggerer(url: str, sensors: int = 1_000, interval: float = 1.0, secon
           f"{queries / elapsed:.1f} store queries/s (one query per sensor per poll would be {sensors / interval:.0f}/s)")
 
 
-def _pg_url() -> str | None:
-    admin = os.environ.get("TWILIO_SMS_BENCH_PG_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres")
-    try:
-        engine = create_engine(admin, isolation_level="AUTOCOMMIT")
-        name = f"twilio_sms_bench_{uuid.uuid4().hex[:8]}"
-        with engine.connect() as conn:
-            conn.execute(text(f'CREATE DATABASE "{name}"'))
-        engine.dispose()
-        return admin.rsplit("/", 1)[0] + "/" + name
-    except Exception as err:  # noqa: BLE001
-        print(f"PostgreSQL skipped: {type(err).__name__}: {err}".splitlines()[0])
-        return None
+def _bench_backend(name: str, url: str, events: int) -> None:
+    print(f"{name}:")
+    bench_poke(url, events)
+    bench_triggerer(url)
 
 
 def main() -> int:
@@ -128,31 +121,13 @@ def main() -> int:
     parser.add_argument("--events", type=int, default=1_000_000)
     parser.add_argument("--backend", choices=("sqlite", "postgres", "both"), default="both")
     args = parser.parse_args()
-    backends = []
     if args.backend in ("sqlite", "both"):
-        backends.append(("SQLite", f"sqlite:///{tempfile.mkdtemp()}/bench.db"))
-    if args.backend in ("postgres", "both") and (pg := _pg_url()):
-        backends.append(("PostgreSQL", pg))
-    for name, url in backends:
-        print(f"{name}:")
-        try:
-            bench_poke(url, args.events)
-            bench_triggerer(url)
-        finally:
-            if url.startswith("postgresql"):
-                _drop_pg(url)
+        _bench_backend("SQLite", f"sqlite:///{tempfile.mkdtemp()}/bench.db", args.events)
+    if args.backend in ("postgres", "both"):
+        with scratch_database() as url:
+            if url:
+                _bench_backend("PostgreSQL", url, args.events)
     return 0
-
-
-def _drop_pg(url: str) -> None:
-    from airflow_provider_twilio_sms.store import engine as store_engine
-
-    for engine in store_engine._engines.values():
-        engine.dispose()
-    admin = create_engine(url.rsplit("/", 1)[0] + "/postgres", isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{url.rsplit("/", 1)[1]}" WITH (FORCE)'))
-    admin.dispose()
 
 
 if __name__ == "__main__":

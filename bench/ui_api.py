@@ -31,6 +31,8 @@ import uuid
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
+from scratch_pg import scratch_database
+
 HOME = Path(tempfile.mkdtemp(prefix="twilio-sms-bench-ui-"))
 os.environ.update({
     "AIRFLOW_HOME": str(HOME),
@@ -186,7 +188,6 @@ def main() -> int:
     from airflow.models.team import Team
     from airflow.utils.session import create_session
     from fastapi.testclient import TestClient
-    from sqlalchemy import create_engine, text
 
     with create_session() as session:
         for team in TEAMS:
@@ -196,25 +197,9 @@ def main() -> int:
     print(f"{os.cpu_count()} CPUs; calls through Airflow's api-server app (plugin, JWT auth, multi-team), "
           f"{args.repeat} timed calls each")
     bench("SQLite", f"sqlite:///{HOME / 'store.db'}", args.events, args.repeat, client)
-    admin = os.environ.get("TWILIO_SMS_BENCH_PG_URL",
-                           "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres")
-    name = f"twilio_sms_bench_{uuid.uuid4().hex[:8]}"
-    try:
-        engine = create_engine(admin, isolation_level="AUTOCOMMIT")
-        with engine.connect() as conn:
-            conn.execute(text(f'CREATE DATABASE "{name}"'))
-    except Exception as err:  # noqa: BLE001 - no server here: say so and stop
-        print(f"\nPostgreSQL skipped: {type(err).__name__}")
-        return 0
-    try:
-        bench("PostgreSQL", admin.rsplit("/", 1)[0] + "/" + name, args.events, args.repeat, client)
-    finally:
-        from airflow_provider_twilio_sms.store import engine as store_engine
-
-        for e in store_engine._engines.values():
-            e.dispose()
-        with engine.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    with scratch_database() as url:
+        if url:
+            bench("PostgreSQL", url, args.events, args.repeat, client)
     return 0
 
 

@@ -35,7 +35,9 @@ from datetime import datetime, timedelta, timezone
 from urllib.parse import parse_qsl, urlencode
 
 import requests
-from sqlalchemy import Column, Integer, MetaData, String, Table, Text, create_engine, insert, text
+from sqlalchemy import Column, Integer, MetaData, String, Table, Text, create_engine, insert
+
+from scratch_pg import scratch_database
 
 ACCOUNT = "AC" + "b" * 32
 TOKEN = "bench-auth-token"
@@ -229,25 +231,9 @@ def main() -> int:
     logging.disable(logging.WARNING)  # alembic, uvicorn and Airflow lines would drown the figures
     print(f"{CLIENTS} client threads, {args.rounds} x {args.seconds:g} s per app, {os.cpu_count()} CPUs")
     bench("SQLite", f"sqlite:///{tempfile.mkdtemp()}/bench.db", args.seconds, args.rounds)
-    admin = os.environ.get("TWILIO_SMS_BENCH_PG_URL",
-                           "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres")
-    name = f"twilio_sms_bench_{uuid.uuid4().hex[:8]}"
-    try:
-        engine = create_engine(admin, isolation_level="AUTOCOMMIT")
-        with engine.connect() as conn:
-            conn.execute(text(f'CREATE DATABASE "{name}"'))
-    except Exception as err:  # noqa: BLE001
-        print(f"PostgreSQL skipped: {type(err).__name__}")
-        return 0
-    try:
-        bench("PostgreSQL", admin.rsplit("/", 1)[0] + "/" + name, args.seconds, args.rounds)
-    finally:
-        from airflow_provider_twilio_sms.store import engine as store_engine
-
-        for e in store_engine._engines.values():
-            e.dispose()
-        with engine.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    with scratch_database() as url:
+        if url:
+            bench("PostgreSQL", url, args.seconds, args.rounds)
     return 0
 
 

@@ -6,6 +6,8 @@ A test that needs a part this machine lacks (PostgreSQL, Prism) is skipped with 
 
 from __future__ import annotations
 
+import contextlib
+
 import os
 import shutil
 import socket
@@ -166,9 +168,10 @@ def store(db_url):
 
 # --- Prism: Twilio's OpenAPI contract -----------------------------------------------------------
 
-@pytest.fixture(scope="session")
-def prism_url():
-    """Base URL of Prism mocking Twilio's published OpenAPI contract (shared/twilio-oai)."""
+@contextlib.contextmanager
+def running_prism(mode: str, *extra: str):
+    """Prism (``mock`` or ``proxy``) on Twilio's published OpenAPI contract (shared/twilio-oai), on a
+    free 127.0.0.1 port, until the block ends: yields its base URL. Skips (fails under CI) without it."""
     prism = REPO / ".tools" / "node_modules" / ".bin" / "prism"
     if not TWILIO_OAI.exists():
         skip_or_fail("prism", f"Twilio's contract is not at {TWILIO_OAI}")
@@ -177,8 +180,8 @@ def prism_url():
     if shutil.which("node") is None:
         skip_or_fail("prism", "node is not on PATH")
     port = free_port()
-    log = tempfile.NamedTemporaryFile(prefix="prism-", suffix=".log", delete=False)
-    proc = subprocess.Popen([str(prism), "mock", "-h", "127.0.0.1", "-p", str(port), str(TWILIO_OAI)],
+    log = tempfile.NamedTemporaryFile(prefix=f"prism-{mode}-", suffix=".log", delete=False)
+    proc = subprocess.Popen([str(prism), mode, "-h", "127.0.0.1", "-p", str(port), str(TWILIO_OAI), *extra],
                             stdout=log, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 120
     try:
@@ -199,6 +202,13 @@ def prism_url():
             proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
             proc.kill()
+
+
+@pytest.fixture(scope="session")
+def prism_url():
+    """Base URL of Prism mocking Twilio's published OpenAPI contract (shared/twilio-oai)."""
+    with running_prism("mock") as url:
+        yield url
 
 
 # --- The local Twilio stand-in ------------------------------------------------------------------

@@ -16,16 +16,12 @@ media requests are checked against the stand-in alone (test_simulator.py).
 from __future__ import annotations
 
 import json
-import shutil
-import subprocess
-import tempfile
 import time
 from datetime import datetime, timedelta, timezone
-from pathlib import Path
 
 import pytest
 import requests
-from conftest import REPO, TWILIO_OAI, free_port, skip_or_fail
+from conftest import running_prism
 from simulator_testing import OURS, TO, twilio_client
 
 from airflow_provider_twilio_sms.simulator.server import TwilioSimulator
@@ -123,37 +119,8 @@ def test_twilios_documented_rules_beyond_the_contract(twilio_sim, prism_url, nam
 def proxied_sim():
     """A stand-in behind Prism in proxy mode with --errors: an answer that violates Twilio's response
     schemas comes back as 500 with the violations in ``sl-violations``."""
-    prism = REPO / ".tools" / "node_modules" / ".bin" / "prism"
-    if not TWILIO_OAI.exists():
-        skip_or_fail("prism", f"Twilio's contract is not at {TWILIO_OAI}")
-    if not prism.exists() or shutil.which("node") is None:
-        skip_or_fail("prism", "Prism or node is not installed (scripts/bootstrap.sh installs Prism when npm "
-                              "exists)")
-    with TwilioSimulator(callback_delay=0.01) as sim:
-        port = free_port()
-        log = tempfile.NamedTemporaryFile(prefix="prism-proxy-", suffix=".log", delete=False)
-        proc = subprocess.Popen([str(prism), "proxy", "-h", "127.0.0.1", "-p", str(port), str(TWILIO_OAI),
-                                 sim.base_url, "--errors"], stdout=log, stderr=subprocess.STDOUT)
-        try:
-            deadline = time.monotonic() + 120
-            while True:
-                if proc.poll() is not None:
-                    pytest.fail(f"Prism exited with {proc.returncode}: {Path(log.name).read_text()[-2000:]}")
-                try:
-                    requests.get(f"http://127.0.0.1:{port}/", timeout=0.5)
-                    break
-                except requests.ConnectionError:
-                    if time.monotonic() > deadline:
-                        pytest.fail(f"Prism did not listen within 120 s: "
-                                    f"{Path(log.name).read_text()[-2000:]}")
-                    time.sleep(0.2)
-            yield sim, f"http://127.0.0.1:{port}"
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+    with TwilioSimulator(callback_delay=0.01) as sim, running_prism("proxy", sim.base_url, "--errors") as url:
+        yield sim, url
 
 
 def _violations(response: requests.Response) -> list[dict]:

@@ -114,16 +114,18 @@ def create_store_engine(url: str) -> Engine:
     from sqlalchemy.engine import make_url
 
     parsed = make_url(url)
+    # A statement's parameters never go into an exception's message: they hold phone numbers and bodies.
     if parsed.get_backend_name() == "sqlite":
         engine = create_engine(
             parsed,
             connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000, "check_same_thread": False},
+            hide_parameters=True,
         )
         _configure_sqlite(engine)
         return engine
     # No pre-ping (a round trip per checkout): a connection the server dropped fails once, SQLAlchemy
     # then discards the whole pool, and callers already treat a failed write as retryable.
-    return create_engine(parsed, pool_size=5, max_overflow=10, pool_recycle=1800)
+    return create_engine(parsed, pool_size=5, max_overflow=10, pool_recycle=1800, hide_parameters=True)
 
 
 def get_engine(url: str) -> Engine:

@@ -285,3 +285,27 @@ class TestRateLimit:
     def test_cost_above_limit_is_an_error(self, store):
         with pytest.raises(ValueError, match="more than the whole limit"):
             store.acquire_rate_slot("a", 2, 60, grant_key="x", cost=3)
+
+
+class TestErrors:
+    def test_a_database_error_names_the_statement_but_never_a_number_or_body(self, db_url):
+        """An unmigrated store (``airflow db migrate`` not run): every write fails with SQLAlchemy's
+        error naming the SQL, and the phone numbers and body it was given are not in the message."""
+        from sqlalchemy.exc import DBAPIError
+
+        from airflow_provider_twilio_sms.store.api import SmsStore
+
+        store = SmsStore(db_url)
+        with pytest.raises(DBAPIError) as claim_error:
+            _claim(store)
+        with pytest.raises(DBAPIError) as rate_error:
+            store.acquire_rate_slot("qa", 1, 60, grant_key="k")
+        with pytest.raises(DBAPIError) as inbound_error:
+            store.record_inbound(account_sid=ACCOUNT, conn_id="c", message_sid="SM" + "b" * 32,
+                                 from_number=TO, to_number="+15005550006", body="Your code is 123456",
+                                 payload={"From": TO, "Body": "Your code is 123456"})
+        for err in (claim_error.value, rate_error.value, inbound_error.value):
+            text = str(err)
+            assert "twilio_sms_" in text  # which table: the statement is there
+            for secret in (TO, "5551230001", "+15005550006", "123456"):
+                assert secret not in text, text

@@ -28,6 +28,7 @@ from sqlalchemy import and_, func, or_, select
 from sqlalchemy.exc import IntegrityError
 
 from airflow_provider_twilio_sms.store import tables as t
+from airflow_provider_twilio_sms.store.driver import DriverWriter
 from airflow_provider_twilio_sms.store.engine import get_engine, write_options, writer_lock
 from airflow_provider_twilio_sms.store.statements import CLAIM_COLUMNS, statements
 from airflow_provider_twilio_sms.store.status import status_rank
@@ -79,6 +80,14 @@ def _team_filter(column, teams: Iterable[str | None]):
     return or_(*either) if either else false()
 
 
+def _new_claim_row(values: Mapping[str, Any], new_id: int) -> dict[str, Any]:
+    """A new claim's row as the database would return it: timestamps in UTC, every column not given NULL."""
+    row = dict.fromkeys(t.message.c.keys())
+    row.update((k, v.astimezone(timezone.utc) if isinstance(v, datetime) else v) for k, v in values.items())
+    row["id"] = new_id
+    return row
+
+
 class LeaseLostError(RuntimeError):
     """Another attempt took over this send's claim (ours had expired); this attempt must stop."""
 
@@ -128,6 +137,8 @@ class SmsStore:
         self._writer_lock = writer_lock(self.engine)
         # psycopg2 can run one statement as its own transaction, without the BEGIN and COMMIT round trips
         self._autocommit_driver = self.dialect == "postgresql" and self.engine.dialect.driver == "psycopg2"
+        # The send path's two writes (a new claim, the recorded SID) straight on the DB-API connection.
+        self._driver = DriverWriter.for_engine(self.engine, self._writer_lock)
 
     # -- plumbing -------------------------------------------------------------------------------
 
@@ -233,11 +244,11 @@ class SmsStore:
         }
         sql = self._sql
         by_key = {"p_scope": scope, "p_key": idempotency_key}
-        if self._autocommit_driver:  # a new key (the usual case) in one round trip; else the full path below
-            with self._write_one() as conn:
-                inserted = self._claim_insert(conn, values, by_key, refuse_opted_out)
-            if inserted is not None:
-                return Claim("new", inserted, attempt_id)
+        if self._driver is not None:  # a new key (the usual case): one statement; else the full path below
+            new_id = self._driver.execute(sql.claim_insert_returning(refuse_opted_out),
+                                          {f"v_{name}": values[name] for name in CLAIM_COLUMNS})[0]
+            if new_id is not None:
+                return Claim("new", _new_claim_row(values, new_id["id"]), attempt_id)
         for _ in range(20):
             with self._write() as conn:
                 inserted = self._claim_insert(conn, values, by_key, refuse_opted_out)
@@ -277,13 +288,7 @@ class SmsStore:
         if sql.upsert:
             new_id = conn.execute(sql.claim_insert_returning(refuse_opted_out),
                                   {f"v_{name}": values[name] for name in CLAIM_COLUMNS}).scalar()
-            if new_id is None:
-                return None
-            # As the database returns it: timestamps in UTC, every column not given NULL.
-            row = dict.fromkeys(t.message.c.keys())
-            row.update((k, v.astimezone(timezone.utc) if isinstance(v, datetime) else v) for k, v in values.items())
-            row["id"] = new_id
-            return row
+            return None if new_id is None else _new_claim_row(values, new_id)
         if refuse_opted_out and conn.execute(
                 sql.opted_out, {"p_account_sid": values["account_sid"], "p_number": values["to_number"]}).first():
             return None
@@ -336,15 +341,19 @@ class SmsStore:
                   for k in ("sid", "num_segments", "encoding", "error_code", "error_message", "from_number")}
         params.update(p_id=claim.message_id, p_attempt=claim.attempt_id, p_status=result.get("status"),
                       p_rank=status_rank(result.get("status")), p_now=now)
-        with self._write_one() as conn:
-            if sql.upsert:
-                # The claim's row with what this statement set, and what it RETURNs (SENT_RETURNING):
-                # the row as stored, without reading and converting all of its columns back.
-                returned = conn.execute(sql.record_sent, params).first()
-                row = {**claim.row, **recorded, **returned._mapping} if returned is not None else None
-            else:
-                row = self._row(conn.execute(sql.message_by_id, {"p_id": claim.message_id}).first()) \
-                    if conn.execute(sql.record_sent, params).rowcount == 1 else None
+        # The claim's row with what this statement set, and what it RETURNs (SENT_RETURNING): the row as
+        # stored, without reading and converting all of its columns back.
+        if self._driver is not None:
+            returned = self._driver.execute(sql.record_sent, params)[0]
+            row = {**claim.row, **recorded, **returned} if returned is not None else None
+        else:
+            with self._write_one() as conn:
+                if sql.upsert:
+                    returned = conn.execute(sql.record_sent, params).first()
+                    row = {**claim.row, **recorded, **returned._mapping} if returned is not None else None
+                else:
+                    row = self._row(conn.execute(sql.message_by_id, {"p_id": claim.message_id}).first()) \
+                        if conn.execute(sql.record_sent, params).rowcount == 1 else None
         if row is None:
             raise LeaseLostError(
                 f"the claim on message row {claim.message_id} was taken over by another attempt "

@@ -1,0 +1,212 @@
+"""The send path's two store writes, run straight on the DB-API connection.
+
+Every send writes twice: the claim before the request leaves, the recorded SID after Twilio answers.
+Through SQLAlchemy's execution machinery (connection and transaction objects, execution context, result
+wrapping) each of these writes cost about three times what SQLite takes to run it. Here a statement
+from :mod:`.statements` is compiled once per dialect into the driver's SQL and the order of its
+parameters, with the column types' own bind and result conversions, and then run on the pooled DB-API
+connection: one ``BEGIN IMMEDIATE ... COMMIT`` on SQLite, one autocommitted statement on psycopg2.
+
+Nothing about what is written changes: the SQL is SQLAlchemy's compilation of the same statement, the
+values go through the same type conversions (``UtcDateTime``), the pool, its connect-time PRAGMAs and
+this process's SQLite writer lock are the same, and DB-API errors come out as SQLAlchemy's exceptions
+(``sqlalchemy.exc.OperationalError`` ...), as from every other store method.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import weakref
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Dialect, Engine
+    from sqlalchemy.sql import ClauseElement
+
+
+def _bind_converter(type_, dialect: Dialect) -> Callable[[Any], Any] | None:
+    return type_.dialect_impl(dialect).bind_processor(dialect)
+
+
+def _result_converter(type_, dialect: Dialect) -> Callable[[Any], Any] | None:
+    return type_.dialect_impl(dialect).result_processor(dialect, None)
+
+
+@dataclass(frozen=True)
+class DriverStatement:
+    """One statement as the driver runs it: its SQL, and how values become the driver's parameters."""
+
+    sql: str
+    # Positional drivers (SQLite's qmark): the bind names in the order their ``?`` appear. Named
+    # drivers (psycopg2's pyformat): None, parameters go as a mapping.
+    order: tuple[str, ...] | None
+    converters: Mapping[str, Callable[[Any], Any]]  # bind name -> the column type's conversion
+    defaults: Mapping[str, Any]  # values the statement itself binds (``send_state="sent"``)
+    returning: tuple[tuple[str, Callable[[Any], Any] | None], ...]  # RETURNING column names, conversions
+
+    @classmethod
+    def compile(cls, statement: ClauseElement, dialect: Dialect) -> DriverStatement:
+        compiled = statement.compile(dialect=dialect)
+        if getattr(compiled, "escaped_bind_names", None) or compiled.literal_execute_params \
+                or compiled.post_compile_params:
+            raise ValueError("a driver statement needs plain bind parameters (no escaped names, no "
+                             "expanding or literal-execute parameters)")
+        binds = compiled.binds
+        converters = {}
+        for name, bind in binds.items():
+            converter = _bind_converter(bind.type, dialect)
+            if converter is not None:
+                converters[name] = converter
+        defaults = {name: bind.value for name, bind in binds.items() if not bind.required}
+        order = tuple(compiled.positiontup) if compiled.positional else None
+        returning = tuple((column.key, _result_converter(column.type, dialect))
+                          for column in (compiled.effective_returning or ()))
+        return cls(compiled.string, order, converters, defaults, returning)
+
+    def parameters(self, values: Mapping[str, Any]) -> Sequence[Any] | Mapping[str, Any]:
+        """The driver's parameters for ``values`` (bind name -> value); a missing name raises KeyError."""
+        given = {**self.defaults, **values}
+        for name, convert in self.converters.items():
+            if name in given:
+                given[name] = convert(given[name])
+        if self.order is None:
+            return given
+        return tuple([given[name] for name in self.order])
+
+    def row(self, raw: Sequence[Any] | None) -> dict[str, Any] | None:
+        """A RETURNING row as ``{column: value}``, converted as the column types convert results."""
+        if raw is None:
+            return None
+        return {name: (convert(value) if convert is not None else value)
+                for (name, convert), value in zip(self.returning, raw)}
+
+
+class DriverWriter:
+    """Runs one :class:`DriverStatement` as its own transaction on ``engine`` (SQLite, psycopg2).
+
+    SQLite: each thread keeps one connection of its own for these writes (taken from the pool, so with
+    the pool's connect-time PRAGMAs, then detached from it): checking a connection out of SQLAlchemy's
+    pool and back in costs a write about as much as SQLite's ``COMMIT``. A forked child opens its own.
+    PostgreSQL: the pool, whose cost is small beside the round trip.
+    Get the one for an engine with :meth:`for_engine`.
+    """
+
+    _by_engine: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+    _by_engine_lock = threading.Lock()
+
+    def __init__(self, engine: Engine, writer_lock: AbstractContextManager):
+        from sqlalchemy.exc import DBAPIError
+
+        self.engine = engine
+        self.dialect = engine.dialect
+        self._lock = writer_lock
+        self._wrap = DBAPIError.instance
+        self._dbapi_error = engine.dialect.loaded_dbapi.Error
+        self._autocommit = engine.dialect.name == "postgresql"
+        self._own = None if self._autocommit else threading.local()
+        self._compiled: dict[int, tuple[Any, DriverStatement]] = {}
+
+    @classmethod
+    def for_engine(cls, engine: Engine, writer_lock: AbstractContextManager) -> DriverWriter | None:
+        """The engine's writer; None where the driver path does not apply (other databases and drivers)."""
+        name = engine.dialect.name
+        if not (name == "sqlite" or (name == "postgresql" and engine.dialect.driver == "psycopg2")):
+            return None
+        with cls._by_engine_lock:
+            found = cls._by_engine.get(engine)
+            if found is None:
+                found = cls._by_engine[engine] = cls(engine, writer_lock)
+            return found
+
+    def prepare(self, statement: ClauseElement) -> DriverStatement:
+        """``statement`` compiled for this engine's dialect (once: statements are built once, see
+        :mod:`.statements`; the statement object is kept so that its id cannot be reused)."""
+        found = self._compiled.get(id(statement))
+        if found is None:
+            found = self._compiled[id(statement)] = (statement, DriverStatement.compile(statement, self.dialect))
+        return found[1]
+
+    def execute(self, statement: ClauseElement, values: Mapping[str, Any]) -> tuple[dict[str, Any] | None, int]:
+        """Run ``statement`` with ``values`` and commit: (its first RETURNING row or None, its rowcount)."""
+        prepared = self.prepare(statement)
+        parameters = prepared.parameters(values)
+        with self._lock:
+            connection = self._checkout()
+            try:
+                raw, rowcount = self._run(connection, prepared, parameters)
+            except self._dbapi_error as err:
+                self._discard(connection, err)
+                # Never the parameters in the message: they hold phone numbers and bodies.
+                raise self._wrap(prepared.sql, parameters, err, self._dbapi_error, hide_parameters=True,
+                                 dialect=self.dialect) from err
+            except BaseException as err:
+                self._discard(connection, err)
+                raise
+            self._checkin(connection)
+        return prepared.row(raw), rowcount
+
+    def _checkout(self):
+        if self._own is None:
+            return self.engine.raw_connection()
+        held = getattr(self._own, "held", None)
+        if held is None or held[0] != os.getpid():  # none yet, or the parent's (never use it in a child)
+            connection = self.engine.raw_connection()
+            connection.detach()
+            held = self._own.held = (os.getpid(), connection)
+        return held[1]
+
+    def _checkin(self, connection) -> None:
+        if self._own is None:
+            connection.close()  # back to the pool
+
+    def _discard(self, connection, err: BaseException) -> None:
+        """After a failed write: SQLite's own connection is replaced by a fresh one next time; a pooled
+        one goes back to the pool (which rolls back), or is invalidated when the server dropped it."""
+        if self._own is not None:
+            self._own.held = None
+            connection.close()
+            return
+        if isinstance(err, self._dbapi_error) and self.dialect.is_disconnect(err, connection.dbapi_connection,
+                                                                              None):
+            connection.invalidate(err)
+        connection.close()
+
+    def _run(self, connection, prepared: DriverStatement, parameters) -> tuple[Sequence[Any] | None, int]:
+        dbapi_connection = connection.dbapi_connection
+        if self._autocommit:
+            dbapi_connection.autocommit = True
+            try:
+                with dbapi_connection.cursor() as cursor:
+                    cursor.execute(prepared.sql, parameters)
+                    return _first(cursor, prepared), cursor.rowcount
+            finally:
+                try:
+                    dbapi_connection.autocommit = False
+                except Exception:  # noqa: BLE001 - a broken connection must not go back to the pool
+                    connection.invalidate()
+        # SQLite, in the connection's manual mode (engine.py): the write lock is taken up front.
+        dbapi_connection.execute("BEGIN IMMEDIATE")
+        try:
+            cursor = dbapi_connection.execute(prepared.sql, parameters)
+            raw = _first(cursor, prepared)
+            rowcount = cursor.rowcount
+            cursor.close()
+            dbapi_connection.execute("COMMIT")
+        except BaseException:
+            if dbapi_connection.in_transaction:
+                dbapi_connection.execute("ROLLBACK")
+            raise
+        return raw, rowcount
+
+
+def _first(cursor, prepared: DriverStatement) -> Sequence[Any] | None:
+    """The first RETURNING row. Every row is read: SQLite counts ``rowcount`` only once the statement
+    has run to its end."""
+    if not prepared.returning:
+        return None
+    rows = cursor.fetchall()
+    return rows[0] if rows else None

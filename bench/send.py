@@ -44,11 +44,11 @@ def bench_overhead(url: str, n: int) -> None:
             "extra": {"from_number": "+15005550006", "api_base_url": sim.base_url}})
         from twilio.http.http_client import TwilioHttpClient
 
-        from airflow_provider_twilio_sms.hooks.twilio_sms import _quiet_twilio_logger
+        from airflow_provider_twilio_sms.hooks.http_client import quiet_twilio_logger
 
         # the same HTTP client settings as the hook (twilio-python logs every request at INFO otherwise)
         raw = Client(sim.account_sid, sim.auth_token, environment={"BENCH": "1"},
-                     http_client=TwilioHttpClient(timeout=30, logger=_quiet_twilio_logger()))
+                     http_client=TwilioHttpClient(timeout=30, logger=quiet_twilio_logger()))
         raw.api.base_url = sim.base_url
         sender = SmsSender(TwilioSmsHook(), SmsStore(url))
         run = uuid.uuid4().hex

@@ -67,7 +67,7 @@ def main() -> int:
     from twilio.http.http_client import TwilioHttpClient
     from twilio.rest import Client
 
-    from airflow_provider_twilio_sms.hooks.twilio_sms import _quiet_twilio_logger
+    from airflow_provider_twilio_sms.hooks.http_client import quiet_twilio_logger
 
     ctx = mp.get_context("spawn")
     out, stop = ctx.Queue(), ctx.Event()
@@ -83,7 +83,7 @@ def main() -> int:
 
     def client_loop(i: int) -> None:
         client = Client(account, token, environment={"BENCH": "1"},
-                        http_client=TwilioHttpClient(timeout=10, logger=_quiet_twilio_logger()))
+                        http_client=TwilioHttpClient(timeout=10, logger=quiet_twilio_logger()))
         client.api.base_url = base_url
         extra = {"status_callback": callback_url} if callback_url else {}
         while time.monotonic() < deadline:

@@ -28,16 +28,13 @@ or TLS certificate failure (the request never left)       never left)
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import logging
 import re
-import threading
 from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
 
 from airflow.sdk import BaseHook
 
@@ -74,44 +71,6 @@ _MAY_EXIST = "the message may exist: look it up before sending again"
 ISOLATED_ENVIRONMENT = {"AIRFLOW_PROVIDER_TWILIO_SMS": "isolated"}
 
 log = logging.getLogger(__name__)
-
-
-@functools.cache
-def _http_client_class():
-    """twilio-python's requests-based client, keeping each thread's last response headers (Retry-After)
-    and logging only the method and path (twilio-python logs query strings, i.e. phone numbers)."""
-    from twilio.http.http_client import TwilioHttpClient
-
-    class ProviderHttpClient(TwilioHttpClient):
-        def __init__(self, *args, **kwargs):
-            super().__init__(*args, **kwargs)
-            self._local = threading.local()
-
-        def request(self, *args, **kwargs):
-            self._local.headers = {}
-            response = super().request(*args, **kwargs)
-            self._local.headers = {str(k).lower(): v for k, v in (response.headers or {}).items()}
-            return response
-
-        @property
-        def last_headers(self) -> dict[str, str]:
-            """Headers of the last response this thread received (lower-case names)."""
-            return getattr(self._local, "headers", None) or {}
-
-        def log_request(self, kwargs: dict[str, Any]) -> None:
-            self.logger.debug("Twilio API request: %s %s", kwargs.get("method"), urlsplit(kwargs["url"]).path)
-
-        def log_response(self, status_code: int, response: Any) -> None:
-            self.logger.debug("Twilio API response: HTTP %s", status_code)
-
-    return ProviderHttpClient
-
-
-def _quiet_twilio_logger() -> logging.Logger:
-    """A logger for a plain ``TwilioHttpClient`` that drops its INFO lines (they carry phone numbers)."""
-    logger = logging.getLogger("airflow_provider_twilio_sms.twilio_http")
-    logger.setLevel(logging.WARNING)
-    return logger
 
 
 def _iso(value: Any) -> str | None:
@@ -204,6 +163,8 @@ class TwilioSmsHook(BaseHook):
         """A twilio-python client isolated from ``os.environ``, with an explicit timeout and no retries."""
         from twilio.rest import Client
 
+        from airflow_provider_twilio_sms.hooks.http_client import http_client_class
+
         s = self.settings
         username, password = s.credentials
         local = bool(s.api_base_url)  # region and edge rewrite the host: never for an overridden base URL
@@ -211,7 +172,7 @@ class TwilioSmsHook(BaseHook):
             username, password, s.account_sid,
             region=None if local else s.region,
             edge=None if local else s.api_edge,
-            http_client=_http_client_class()(timeout=self.timeout, logger=log),
+            http_client=http_client_class()(timeout=self.timeout, logger=log),
             environment=dict(ISOLATED_ENVIRONMENT),
             user_agent_extensions=[USER_AGENT],
         )

@@ -28,7 +28,7 @@ from sqlalchemy import and_, func, or_, select
 from sqlalchemy.exc import IntegrityError
 
 from airflow_provider_twilio_sms.store import tables as t
-from airflow_provider_twilio_sms.store.driver import DriverWriter
+from airflow_provider_twilio_sms.store.driver import DriverWriter, autocommit, autocommits
 from airflow_provider_twilio_sms.store.engine import get_engine, write_options, writer_lock
 from airflow_provider_twilio_sms.store.statements import CLAIM_COLUMNS, statements
 from airflow_provider_twilio_sms.store.status import status_rank
@@ -135,8 +135,7 @@ class SmsStore:
         self._sql = statements(self.dialect)
         self._writer = self.engine.execution_options(**write_options())
         self._writer_lock = writer_lock(self.engine)
-        # psycopg2 can run one statement as its own transaction, without the BEGIN and COMMIT round trips
-        self._autocommit_driver = self.dialect == "postgresql" and self.engine.dialect.driver == "psycopg2"
+        self._autocommit_driver = autocommits(self.engine)
         # The send path's two writes (a new claim, the recorded SID) straight on the DB-API connection.
         self._driver = DriverWriter.for_engine(self.engine, self._writer_lock)
 
@@ -152,24 +151,15 @@ class SmsStore:
     def _write_one(self) -> Iterator[Connection]:
         """A connection for ONE write statement, which commits on its own (atomic as any statement).
 
-        psycopg2: its autocommit flag, set on the pooled connection and cleared before it goes back (set
-        through SQLAlchemy's AUTOCOMMIT isolation level instead, every return to the pool would cost a
-        ``SET default_transaction_isolation`` round trip). Other databases: a write transaction.
+        psycopg2: its autocommit flag on the pooled connection (:func:`.driver.autocommit`). Other
+        databases: a write transaction.
         """
         if not self._autocommit_driver:
             with self._write() as conn:
                 yield conn
             return
-        with self.engine.connect() as conn:
-            dbapi_connection = conn.connection.dbapi_connection
-            dbapi_connection.autocommit = True
-            try:
-                yield conn
-            finally:
-                try:
-                    dbapi_connection.autocommit = False
-                except Exception:  # noqa: BLE001 - a broken connection must not go back to the pool
-                    conn.invalidate()
+        with self.engine.connect() as conn, autocommit(conn.connection.dbapi_connection, conn.invalidate):
+            yield conn
 
     @contextmanager
     def _read(self) -> Iterator[Connection]:

@@ -18,14 +18,36 @@ from __future__ import annotations
 import os
 import threading
 import weakref
-from collections.abc import Callable, Mapping, Sequence
-from contextlib import AbstractContextManager
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Dialect, Engine
     from sqlalchemy.sql import ClauseElement
+
+
+def autocommits(engine: Engine) -> bool:
+    """psycopg2 can run one statement as its own transaction (its autocommit flag), without the BEGIN
+    and COMMIT round trips."""
+    return engine.dialect.name == "postgresql" and engine.dialect.driver == "psycopg2"
+
+
+@contextmanager
+def autocommit(dbapi_connection, invalidate: Callable[[], Any]) -> Iterator[None]:
+    """psycopg2's autocommit flag on for the block, and off again before the connection goes back to the
+    pool (set through SQLAlchemy's AUTOCOMMIT isolation level instead, every return to the pool would
+    cost a ``SET default_transaction_isolation`` round trip). A connection on which the flag cannot be
+    cleared is broken: ``invalidate()`` keeps it out of the pool."""
+    dbapi_connection.autocommit = True
+    try:
+        yield
+    finally:
+        try:
+            dbapi_connection.autocommit = False
+        except Exception:  # noqa: BLE001 - a broken connection must not go back to the pool
+            invalidate()
 
 
 def _bind_converter(type_, dialect: Dialect) -> Callable[[Any], Any] | None:
@@ -106,15 +128,14 @@ class DriverWriter:
         self._lock = writer_lock
         self._wrap = DBAPIError.instance
         self._dbapi_error = engine.dialect.loaded_dbapi.Error
-        self._autocommit = engine.dialect.name == "postgresql"
+        self._autocommit = autocommits(engine)
         self._own = None if self._autocommit else threading.local()
         self._compiled: dict[int, tuple[Any, DriverStatement]] = {}
 
     @classmethod
     def for_engine(cls, engine: Engine, writer_lock: AbstractContextManager) -> DriverWriter | None:
         """The engine's writer; None where the driver path does not apply (other databases and drivers)."""
-        name = engine.dialect.name
-        if not (name == "sqlite" or (name == "postgresql" and engine.dialect.driver == "psycopg2")):
+        if not (engine.dialect.name == "sqlite" or autocommits(engine)):
             return None
         with cls._by_engine_lock:
             found = cls._by_engine.get(engine)
@@ -178,16 +199,9 @@ class DriverWriter:
     def _run(self, connection, prepared: DriverStatement, parameters) -> tuple[Sequence[Any] | None, int]:
         dbapi_connection = connection.dbapi_connection
         if self._autocommit:
-            dbapi_connection.autocommit = True
-            try:
-                with dbapi_connection.cursor() as cursor:
-                    cursor.execute(prepared.sql, parameters)
-                    return _first(cursor, prepared), cursor.rowcount
-            finally:
-                try:
-                    dbapi_connection.autocommit = False
-                except Exception:  # noqa: BLE001 - a broken connection must not go back to the pool
-                    connection.invalidate()
+            with autocommit(dbapi_connection, connection.invalidate), dbapi_connection.cursor() as cursor:
+                cursor.execute(prepared.sql, parameters)
+                return _first(cursor, prepared), cursor.rowcount
         # SQLite, in the connection's manual mode (engine.py): the write lock is taken up front.
         dbapi_connection.execute("BEGIN IMMEDIATE")
         try:

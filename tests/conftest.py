@@ -21,8 +21,8 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared"
-TWILIO_OAI = SHARED / "twilio-oai" / "twilio_api_v2010.json"
+# Twilio's OpenAPI contract, vendored with its licence and provenance (tests/contract/twilio-oai/README.md).
+TWILIO_OAI = REPO / "tests" / "contract" / "twilio-oai" / "twilio_api_v2010.json"
 
 # Airflow reads AIRFLOW_HOME when first imported: fix it before any test module imports airflow.
 _AIRFLOW_HOME = Path(tempfile.mkdtemp(prefix="twilio-sms-airflow-home-"))
@@ -170,7 +170,7 @@ def store(db_url):
 
 @contextlib.contextmanager
 def running_prism(mode: str, *extra: str):
-    """Prism (``mock`` or ``proxy``) on Twilio's published OpenAPI contract (shared/twilio-oai), on a
+    """Prism (``mock`` or ``proxy``) on Twilio's published OpenAPI contract (tests/contract/twilio-oai), on a
     free 127.0.0.1 port, until the block ends: yields its base URL. Skips (fails under CI) without it."""
     prism = REPO / ".tools" / "node_modules" / ".bin" / "prism"
     if not TWILIO_OAI.exists():
@@ -206,7 +206,7 @@ def running_prism(mode: str, *extra: str):
 
 @pytest.fixture(scope="session")
 def prism_url():
-    """Base URL of Prism mocking Twilio's published OpenAPI contract (shared/twilio-oai)."""
+    """Base URL of Prism mocking Twilio's published OpenAPI contract (tests/contract/twilio-oai)."""
     with running_prism("mock") as url:
         yield url
 

@@ -21,6 +21,10 @@ if [ ! -f "$stamp" ]; then
   rm -f .venv/.installed-*
   touch "$stamp"
 fi
+# setuptools' editable build leaves src/<name>.egg-info behind; src is on sys.path in an editable
+# install, so Python then sees the distribution twice (there and in .venv) and Airflow loads its
+# airflow.plugins entry point twice ("Plugin 'twilio_sms' already registered"). .venv has the metadata.
+rm -rf src/*.egg-info
 
 if command -v npm >/dev/null 2>&1 && [ ! -x .tools/node_modules/.bin/prism ]; then
   mkdir -p .tools

@@ -119,12 +119,32 @@ def get_provider_info() -> dict:
                 "tags": ["service"],
             }
         ],
+        "operators": [
+            {
+                "integration-name": "Twilio SMS",
+                "python-modules": ["airflow_provider_twilio_sms.operators.sms"],
+            }
+        ],
+        "sensors": [
+            {
+                "integration-name": "Twilio SMS",
+                "python-modules": ["airflow_provider_twilio_sms.sensors.sms"],
+            }
+        ],
         "hooks": [
             {
                 "integration-name": "Twilio SMS",
                 "python-modules": ["airflow_provider_twilio_sms.hooks.twilio_sms"],
             }
         ],
+        "triggers": [
+            {
+                "integration-name": "Twilio SMS",
+                "python-modules": ["airflow_provider_twilio_sms.triggers.sms"],
+            }
+        ],
+        # Airflow's schema lists notifiers by class, not by module.
+        "notifications": ["airflow_provider_twilio_sms.notifications.sms.SmsNotifier"],
         "connection-types": [
             {
                 "hook-class-name": "airflow_provider_twilio_sms.hooks.twilio_sms.TwilioSmsHook",
@@ -154,9 +174,9 @@ def get_provider_info() -> dict:
                 },
             }
         ],
-        "plugins": [
-            {"name": "twilio_sms", "plugin-class": "airflow_provider_twilio_sms.plugins.twilio_sms.TwilioSmsPlugin"}
-        ],
+        # No "plugins" key: Airflow 3.3 loads the plugin from the ``airflow.plugins`` entry point
+        # (pyproject.toml), and reads this key too only with ``[core] lazy_discover_providers=False``,
+        # where listing it here registered it twice ("Plugin 'twilio_sms' already registered").
         "db-managers": ["airflow_provider_twilio_sms.store.db_manager.TwilioSmsDBManager"],
         "cli": ["airflow_provider_twilio_sms.cli.definition.get_cli_commands"],
         "config": CONFIG,

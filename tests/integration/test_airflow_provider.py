@@ -32,6 +32,19 @@ def test_providers_list_shows_the_package(airflow_home):
     assert "airflow-provider-twilio-sms" in result.stdout
 
 
+@pytest.mark.parametrize("lazy_discover_providers", ["True", "False"])
+def test_the_plugin_is_registered_once(airflow_home, lazy_discover_providers):
+    """``airflow plugins --verbose`` (logs shown) loads the plugin once and warns of no duplicate, whether or
+    not Airflow also reads the provider info's plugins (``[core] lazy_discover_providers``)."""
+    env = {**airflow_home, "AIRFLOW__CORE__LAZY_DISCOVER_PROVIDERS": lazy_discover_providers}
+    result = run_airflow(["plugins", "--verbose", "-o", "json"], env)
+    assert result.returncode == 0, result.stderr
+    output = result.stdout + result.stderr
+    assert "already registered" not in output, output[-3000:]
+    (listing,) = [line for line in result.stdout.splitlines() if line.startswith("[{")]
+    assert [p["name"] for p in json.loads(listing)].count("twilio_sms") == 1
+
+
 def test_cli_group_is_registered(airflow_home):
     result = run_airflow(["twilio-sms", "--help"], airflow_home)
     assert result.returncode == 0, result.stderr

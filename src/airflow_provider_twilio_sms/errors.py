@@ -102,4 +102,10 @@ class UnknownOutcomeError(TwilioSmsError):
     """The request may have reached Twilio but no answer came back (timeout, 5xx, reset).
 
     The message may or may not exist: look it up before sending again, never re-POST blindly.
+    ``candidate_sids`` names the messages at Twilio that may be it, when reconciliation found some it
+    could not tell apart (a person decides).
     """
+
+    def __init__(self, message: str, *, candidate_sids: tuple[str, ...] = ()):
+        self.candidate_sids = tuple(candidate_sids)
+        super().__init__(message)

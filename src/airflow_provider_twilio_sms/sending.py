@@ -7,7 +7,8 @@ guarantee is built here:
 2. in one transaction, refuse opted-out recipients and claim the key in the store (unique
    constraint): a key already sent returns its recorded result;
    a live claim elsewhere is waited on, never sent over; a claim whose attempt may have reached Twilio
-   is reconciled first (look the message up at Twilio, match the body hash) and never re-POSTed blindly;
+   is reconciled first (``reconciliation.py``: every message Twilio created for the recipient since
+   that attempt) and never re-POSTed blindly;
 3. take a rate-limit slot for the team pool (exact, in the store);
 4. send with our retry policy: transient refusals back off with jitter (honouring Retry-After),
    permanent errors fail at once, an unknown outcome is reconciled before any second POST.
@@ -20,7 +21,7 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from airflow_provider_twilio_sms.errors import (
@@ -31,18 +32,16 @@ from airflow_provider_twilio_sms.errors import (
     UnknownOutcomeError,
     describe_error_code,
 )
+from airflow_provider_twilio_sms.hooks.twilio_sms import LIST_PAGE_SIZE
 from airflow_provider_twilio_sms.privacy import mask_number, mask_sid
 from airflow_provider_twilio_sms.rate_limit import RateLimit
-from airflow_provider_twilio_sms.store.api import Claim, body_digest, make_scope
+from airflow_provider_twilio_sms.store.api import Claim, make_scope
 
 if TYPE_CHECKING:
     from airflow_provider_twilio_sms.hooks.twilio_sms import TwilioSmsHook
     from airflow_provider_twilio_sms.store.api import SmsStore
 
 log = logging.getLogger(__name__)
-
-# How far before the claim Twilio's clock may put the message's creation (clock skew).
-RECONCILE_SKEW = timedelta(minutes=5)
 
 
 class ClaimHeldError(TwilioSmsError):
@@ -117,13 +116,14 @@ class SmsSender:
 
     def __init__(self, hook: TwilioSmsHook, store: SmsStore, *, lease_seconds: float = 120,
                  retry: RetryPolicy | None = None, held_poll_seconds: float = 1.0,
-                 attempt_id: str | None = None):
+                 attempt_id: str | None = None, reconcile_page_size: int = LIST_PAGE_SIZE):
         self.hook = hook
         self.store = store
         self.lease_seconds = lease_seconds
         self.retry = retry or RetryPolicy()
         self.held_poll_seconds = held_poll_seconds
         self.attempt_id = attempt_id
+        self.reconcile_page_size = reconcile_page_size
 
     # -- the public entry point -----------------------------------------------------------------
 
@@ -153,7 +153,7 @@ class SmsSender:
         if not claim.owned:
             return self._finished(claim)
         if claim.outcome == "reconcile":
-            found = self._reconcile(claim, to, from_, request.body)
+            found = self._reconcile(claim, to, from_, messaging_service_sid, request.body)
             if found is not None:
                 return found
 
@@ -215,22 +215,37 @@ class SmsSender:
             f"{describe_error_code(row.get('error_code'))}; use a new idempotency key to send again",
             code=row.get("error_code"))
 
-    def _reconcile(self, claim: Claim, to: str, from_: str | None, body: str | None) -> dict[str, Any] | None:
-        """An earlier attempt may have reached Twilio: find its message there before sending anew."""
-        since = (claim.row.get("http_attempted_at") or claim.row["created_at"]) - RECONCILE_SKEW
-        digest = body_digest(body)
-        candidates = self.hook.list_messages(to=to, from_=from_, date_sent_after=since, limit=50)
-        for message in sorted(candidates, key=lambda m: m.get("date_created") or ""):
-            if message.get("body_sha256") != digest:
-                continue
-            owner = self.store.get_message(sid=message["sid"])
-            if owner is not None and owner["id"] != claim.message_id:
-                continue  # the same text to the same number, sent under another key
+    def _reconcile(self, claim: Claim, to: str, from_: str | None, messaging_service_sid: str | None,
+                   body: str | None) -> dict[str, Any] | None:
+        """An earlier attempt may have reached Twilio: find its message there before sending anew.
+
+        Returns the recorded result when Twilio has it, None when Twilio certainly has not. When that
+        cannot be decided (a message that may be ours, or Twilio's list failing) the claim is left for
+        the next attempt to reconcile at once, and the error is raised: nothing is sent.
+        """
+        from airflow_provider_twilio_sms.reconciliation import find_sent_message, reconcile_since
+
+        renewed = [time.monotonic()]
+
+        def renew_lease() -> None:  # a long walk through Twilio's pages must not lose the claim
+            if time.monotonic() - renewed[0] > self.lease_seconds / 3:
+                self.store.extend_lease(claim, self.lease_seconds)
+                renewed[0] = time.monotonic()
+
+        try:
+            outcome = find_sent_message(self.hook, self.store, claim, to=to, from_=from_,
+                                        messaging_service_sid=messaging_service_sid, body=body,
+                                        page_size=self.reconcile_page_size, on_page=renew_lease)
+        except (UnknownOutcomeError, RetryableTwilioError, PermanentTwilioError):
+            self.store.record_unknown(claim)
+            raise
+        if outcome.found is not None:
             log.info("Reconciled: the earlier attempt's message exists at Twilio (SID %s); recording it",
-                     mask_sid(message["sid"]))
-            row = self.store.record_sent(claim, message)
+                     mask_sid(outcome.found["sid"]))
+            row = self.store.record_sent(claim, outcome.found)
             return result_for_xcom(row, already_sent=True)
-        log.info("Reconciled: no message to %s since %s at Twilio; sending", mask_number(to), since.isoformat())
+        log.info("Reconciled: none of the %d messages to %s since %s at Twilio is this one; sending",
+                 outcome.examined, mask_number(to), reconcile_since(claim).isoformat())
         return None
 
     def _send_with_retries(self, claim: Claim, request: SendRequest, to: str, from_: str | None,
@@ -258,7 +273,7 @@ class SmsSender:
                 # process dies now the next attempt reconciles too.
                 log.warning("No answer from Twilio after the request left (attempt %d); reconciling before "
                             "any new request", attempt)
-                found = self._reconcile(claim, to, from_, request.body)
+                found = self._reconcile(claim, to, from_, messaging_service_sid, request.body)
                 if found is not None:
                     return found
                 if not self._may_retry(attempt, started, None):

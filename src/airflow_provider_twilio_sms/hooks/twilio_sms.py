@@ -52,7 +52,7 @@ from airflow_provider_twilio_sms.errors import (
 from airflow_provider_twilio_sms.privacy import mask_number, mask_sid
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Sequence
+    from collections.abc import Callable, Iterator, Sequence
 
     from twilio.rest import Client
 
@@ -61,6 +61,7 @@ if TYPE_CHECKING:
 USER_AGENT = f"airflow-provider-twilio-sms/{__version__}"
 DEFAULT_TIMEOUT = 30.0
 DEFAULT_API_URL = "https://api.twilio.com"
+LIST_PAGE_SIZE = 1000  # the largest page Twilio's list gives
 # Twilio error codes that mean "not now": the message was refused before it was accepted.
 RETRYABLE_CODES = frozenset({20429, 21611, 30001})
 OPTED_OUT_CODE = 21610
@@ -254,30 +255,85 @@ class TwilioSmsHook(BaseHook):
     def list_messages(self, *, to: str | None = None, from_: str | None = None,
                       date_sent_after: datetime | None = None, limit: int = 50,
                       include_body: bool = False) -> list[dict[str, Any]]:
-        """Recent messages, newest first, as plain JSON with ``body_sha256`` (for reconciliation).
+        """Recent messages, newest first, as plain JSON with ``body_sha256``.
 
         ``date_sent_after`` keeps messages sent at or after that moment, and those created after it but
         not sent yet. It is applied here, not by Twilio: Twilio filters ``DateSent`` by whole days and
-        leaves out messages still queued, which are exactly the ones an interrupted send may have left.
-        At most ``limit`` of the newest messages matching ``to``/``from_`` are examined. The body is
-        returned (under ``"body"``) only with ``include_body=True``.
+        leaves out messages still queued. At most ``limit`` of the newest messages matching
+        ``to``/``from_`` are examined (reconciliation uses :meth:`messages_since`, which is bounded by
+        time instead). The body is returned (under ``"body"``) only with ``include_body=True``.
         """
-        from airflow_provider_twilio_sms.phone import normalize_number
-
         if limit < 1:
             raise ValueError(f"limit must be at least 1, not {limit!r}")
-        region = self.settings.default_region
-        kwargs: dict[str, Any] = {"limit": limit, "page_size": min(limit, 1000)}
-        if to:
-            kwargs["to"] = normalize_number(to, region)
-        if from_:
-            kwargs["from_"] = normalize_number(from_, region, sender=True)
-        since = date_sent_after
-        if since is not None and since.tzinfo is None:
-            since = since.replace(tzinfo=timezone.utc)
-        messages = self._call(lambda: self.client.messages.list(**kwargs), creates=False)
+        since = _aware(date_sent_after)
+        found: list[Any] = []
+        for page in self._pages(self._list_filters(to, from_), min(limit, LIST_PAGE_SIZE)):
+            found.extend(page[:limit - len(found)])
+            if len(found) >= limit:
+                break
         return [message_to_dict(m, include_body_sha256=True, include_body=include_body)
-                for m in messages if since is None or _in_window(m, since)]
+                for m in found if since is None or _in_window(m, since)]
+
+    def messages_since(self, since: datetime, *, to: str | None = None, from_: str | None = None,
+                       page_size: int = LIST_PAGE_SIZE,
+                       on_page: Callable[[], None] | None = None) -> list[dict[str, Any]]:
+        """Every message to ``to`` (and from ``from_``) that Twilio created at or after ``since``.
+
+        For reconciliation, which must see them all however busy the number is: the walk through
+        Twilio's pages ends by time, never after a number of messages. Two walks, each message once:
+
+        1. ``DateSent>=`` the UTC day of ``since``: every page (Twilio bounds this set by the day);
+        2. no date filter, newest first, until a page reaches a message created before ``since``:
+           messages not sent yet (queued, accepted, scheduled) have no ``date_sent``, so Twilio's
+           ``DateSent`` filter leaves out exactly the message an interrupted send may have left.
+
+        Each message is plain JSON with ``body_sha256`` and ``body`` (kept in memory only: the caller
+        compares it and must never log it). ``on_page`` is called after each page (to renew a lease).
+        A failed page raises :class:`RetryableTwilioError` (or :class:`PermanentTwilioError` for a
+        4xx), never twilio-python's own exception.
+        """
+        if page_size < 1 or page_size > LIST_PAGE_SIZE:
+            raise ValueError(f"page_size must be from 1 to {LIST_PAGE_SIZE}, not {page_size!r}")
+        since = _aware(since)
+        assert since is not None
+        filters = self._list_filters(to, from_)
+        found: dict[str, Any] = {}
+
+        def keep(page: list[Any]) -> None:
+            for message in page:
+                if _created_since(message, since):
+                    found.setdefault(getattr(message, "sid", None), message)
+            if on_page is not None:
+                on_page()
+
+        day = since.astimezone(timezone.utc).date().isoformat()
+        for page in self._pages({**filters, "date_sent_after": day}, page_size):
+            keep(page)
+        for page in self._pages(filters, page_size):
+            keep(page)
+            if not page or any(not _created_since(m, since) for m in page):
+                break
+        return [message_to_dict(m, include_body_sha256=True, include_body=True) for m in found.values()]
+
+    def _list_filters(self, to: str | None, from_: str | None) -> dict[str, Any]:
+        from airflow_provider_twilio_sms.phone import normalize_number
+
+        region = self.settings.default_region
+        filters: dict[str, Any] = {}
+        if to:
+            filters["to"] = normalize_number(to, region)
+        if from_:
+            filters["from_"] = normalize_number(from_, region, sender=True)
+        return filters
+
+    def _pages(self, filters: dict[str, Any], page_size: int) -> Iterator[list[Any]]:
+        """Twilio's pages of messages for ``filters``, newest first, each fetched only when asked for."""
+        page = self._call(lambda: self.client.messages.page(**filters, page_size=page_size), creates=False)
+        while True:
+            yield list(page)
+            if not page.next_page_url:
+                return
+            page = self._call(page.next_page, creates=False)
 
     def test_connection(self) -> tuple[bool, str]:
         """Fetch the account: ``(True, "Connected to Twilio account AC…1234")`` or ``(False, reason)``.
@@ -328,12 +384,14 @@ class TwilioSmsHook(BaseHook):
         import json
 
         import requests
-        from twilio.base.exceptions import TwilioRestException, TwilioServiceException
+        from twilio.base.exceptions import TwilioException, TwilioRestException, TwilioServiceException
 
         try:
             return operation()
         except (TwilioRestException, TwilioServiceException) as err:
             raise self._classify_response(err, creates) from None
+        except TwilioException as err:  # a list page: twilio-python raises its base class with the response
+            raise self._classify_page_failure(err, creates) from None
         except requests.exceptions.RequestException as err:
             raise self._classify_transport(err, creates) from None
         except json.JSONDecodeError:
@@ -363,6 +421,23 @@ class TwilioSmsHook(BaseHook):
             what += f": see {more}"
         return PermanentTwilioError(what, code=code, http_status=status, more_info=more)
 
+    def _classify_page_failure(self, err: Exception, creates: bool) -> TwilioSmsError:
+        """twilio-python's ``TwilioException("Unable to fetch page", response)``: classified by the
+        response's HTTP status and Twilio's error code, like any other answer."""
+        import json
+        from types import SimpleNamespace
+
+        response = next((arg for arg in err.args if hasattr(arg, "status_code")), None)
+        if response is None:  # "Page Records can not be deserialized": a broken answer
+            if creates:
+                return UnknownOutcomeError(f"Twilio's answer could not be read; {_MAY_EXIST}")
+            return RetryableTwilioError("Twilio's answer could not be read")
+        try:
+            code = json.loads(response.text or "{}").get("code")
+        except (ValueError, AttributeError):
+            code = None
+        return self._classify_response(SimpleNamespace(status=response.status_code, code=code), creates)
+
     def _classify_transport(self, err: Exception, creates: bool) -> TwilioSmsError:
         import requests
 
@@ -383,6 +458,19 @@ class TwilioSmsHook(BaseHook):
 
     def _last_headers(self) -> dict[str, str]:
         return getattr(self.client.http_client, "last_headers", None) or {}
+
+
+def _aware(moment: datetime | None) -> datetime | None:
+    """A naive moment is read as UTC."""
+    if moment is not None and moment.tzinfo is None:
+        return moment.replace(tzinfo=timezone.utc)
+    return moment
+
+
+def _created_since(message: Any, since: datetime) -> bool:
+    """Created at or after ``since`` (an unknown creation date: kept)."""
+    moment = getattr(message, "date_created", None)
+    return not isinstance(moment, datetime) or _aware(moment) >= since
 
 
 def _in_window(message: Any, since: datetime) -> bool:

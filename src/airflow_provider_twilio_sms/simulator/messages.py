@@ -9,6 +9,7 @@ never replaces a higher one, so a late ``sent`` cannot undo ``delivered``. Only 
 
 from __future__ import annotations
 
+import re
 import secrets
 import threading
 from collections import OrderedDict
@@ -22,6 +23,7 @@ from airflow_provider_twilio_sms.simulator.validation import CreateRequest
 
 API_VERSION = "2010-04-01"
 PRICE_PER_SEGMENT = 0.0079
+_LINK = re.compile(r"https?://[^\s]+", re.IGNORECASE)
 TERMINAL = frozenset({"delivered", "undelivered", "failed", "canceled", "read"})
 _RANK = {"scheduled": 0, "accepted": 0, "queued": 1, "sending": 2, "sent": 3, "receiving": 0, "received": 4,
          **{status: 4 for status in TERMINAL}}
@@ -34,6 +36,12 @@ def status_rank(status: str) -> int:
 def rfc2822(moment: datetime) -> str:
     """Twilio's date format: ``Thu, 24 Aug 2023 05:01:45 +0000`` (always GMT)."""
     return moment.strftime("%a, %d %b %Y %H:%M:%S +0000")
+
+
+def shorten_links(body: str) -> str:
+    """What Link Shortening (``ShortenUrls=true`` through a Messaging Service) sends: each http(s) URL
+    replaced by a short link on the service's domain (here Twilio's own, ``twil.io``)."""
+    return _LINK.sub(lambda _: "https://twil.io/" + secrets.token_urlsafe(6), body)
 
 
 def new_sid(prefix: str = "SM") -> str:
@@ -72,6 +80,8 @@ class MessageBook:
     def add_outbound(self, account_sid: str, request: CreateRequest, now: datetime,
                      service_number: str | None) -> dict[str, Any]:
         body = smart_encode(request.body) if request.smart_encoded else request.body
+        if request.shorten_urls:
+            body = shorten_links(body)
         segments, _ = segment_count(body)
         sid = new_sid("MM" if request.media_urls else "SM")
         if request.send_at is not None:

@@ -51,6 +51,7 @@ class CreateRequest:
     media_urls: list[str] = field(default_factory=list)
     status_callback: str | None = None
     smart_encoded: bool = False
+    shorten_urls: bool = False
     send_at: datetime | None = None  # set only for a message Twilio schedules
     validity_period: int | None = None
     params: dict[str, str | list[str]] = field(default_factory=dict)
@@ -144,6 +145,9 @@ def check_create(form: list[tuple[str, str]], now: datetime) -> CreateRequest:
                                     "message")
     if not body and not media and not params.get("ContentSid"):
         raise TwilioApiError(21602, "Message body is required.")
+    if params.get("ShortenUrls") == "true" and not service:
+        raise invalid_parameter("ShortenUrls requires a MessagingServiceSid (a Messaging Service with Link "
+                                "Shortening configured)")
     if len(body) > MAX_BODY_CHARS:
         raise TwilioApiError(21617, "The concatenated message body exceeds the 1600 character limit.")
     if len(media) > MAX_MEDIA:
@@ -174,6 +178,7 @@ def check_create(form: list[tuple[str, str]], now: datetime) -> CreateRequest:
         to=to, from_=str(sender) if sender else None, messaging_service_sid=str(service) if service else None,
         body=body, media_urls=[str(m) for m in media],
         status_callback=str(params["StatusCallback"]) if params.get("StatusCallback") else None,
-        smart_encoded=params.get("SmartEncoded") == "true", send_at=send_at,
+        smart_encoded=params.get("SmartEncoded") == "true", shorten_urls=params.get("ShortenUrls") == "true",
+        send_at=send_at,
         validity_period=int(str(validity)) if validity is not None else None, params=params,
     )

@@ -539,6 +539,18 @@ class SmsStore:
         with self._read() as conn:
             return self._row(conn.execute(select(m).where(where)).first())
 
+    def message_ids_by_sid(self, sids: Iterable[str]) -> dict[str, int]:
+        """The outbound row of each of these SIDs that a send recorded: ``{sid: row id}``, one query per
+        500 SIDs (reconciliation asks about every candidate at once)."""
+        sids = list(dict.fromkeys(s for s in sids if s))
+        m = t.message
+        found: dict[str, int] = {}
+        with self._read() as conn:
+            for chunk in (sids[i:i + 500] for i in range(0, len(sids), 500)):
+                found.update((row.sid, row.id) for row in conn.execute(select(m.c.sid, m.c.id)
+                                                                        .where(m.c.sid.in_(chunk))))
+        return found
+
     def get_inbound(self, message_sid: str) -> dict[str, Any] | None:
         """The inbound message with this SID (stored once, whatever Twilio's retries), or None."""
         e = t.event

@@ -14,6 +14,8 @@ from airflow_provider_twilio_sms.errors import (
     OptedOutError,
     PermanentTwilioError,
     RetryableTwilioError,
+    TwilioSmsError,
+    UnknownOutcomeError,
 )
 from airflow_provider_twilio_sms.hooks.twilio_sms import TwilioSmsHook
 from airflow_provider_twilio_sms.rate_limit import parse_rate_limit
@@ -21,6 +23,7 @@ from airflow_provider_twilio_sms.sending import RateLimited, RetryPolicy, SendRe
 from airflow_provider_twilio_sms.store.api import SmsStore
 
 TO = "+14155550123"
+SERVICE = "MG" + "5" * 32
 CTX = mp.get_context("fork")
 
 
@@ -29,11 +32,12 @@ class Sleeps(list):
         self.append(seconds)
 
 
-def sender(store, *, timeout=5.0, lease=60, sleeps=None, attempt_id=None):
+def sender(store, *, timeout=5.0, lease=60, sleeps=None, attempt_id=None, page_size=1000):
     hook = TwilioSmsHook(timeout=timeout)
     return SmsSender(hook, store, lease_seconds=lease, attempt_id=attempt_id, held_poll_seconds=0.05,
                      retry=RetryPolicy(max_attempts=4, base_seconds=0.01, cap_seconds=0.05,
-                                       sleep=sleeps if sleeps is not None else Sleeps()))
+                                       sleep=sleeps if sleeps is not None else Sleeps()),
+                     reconcile_page_size=page_size)
 
 
 def req(key="key-1", to=TO, body="Your code is 123456", **kw):
@@ -115,7 +119,7 @@ def test_503_is_an_unknown_outcome_reconciled_before_sending_again(env):
     sim, store = env
     sim.add_fault("503_before", count=1)
     result = sender(store).send(req())
-    assert result["sid"] and len(sim.messages()) == 1 and sim.count("list") == 1
+    assert result["sid"] and len(sim.messages()) == 1 and sim.count("list") >= 1
 
 
 def test_retries_are_bounded(env):
@@ -213,20 +217,102 @@ def test_20_sends_from_4_processes_under_5_per_minute(env):
     assert sim.count("create") == 5
 
 
-def _die_after_twilio_accepted(url):
+def _die_after_twilio_accepted(url, key="crash-key", body="Your code is 123456", rewrite=None):
+    """A worker that dies (SIGKILL) between Twilio's accept and the SID record. ``rewrite``: the message
+    goes through a Messaging Service that rewrites it (``"smart"`` encoding or ``"links"`` shortened)."""
     store = SmsStore(url)
+    doomed = sender(store, lease=1, attempt_id="try-1")
+    if rewrite:
+        def send_rewritten(to, text, **_):
+            options = {"smart_encoded": True} if rewrite == "smart" else {"shorten_urls": True}
+            doomed.hook.client.messages.create(to=to, body=text, messaging_service_sid=SERVICE, **options)
+            os.kill(os.getpid(), signal.SIGKILL)
+        doomed.hook.send_message = send_rewritten
     store.record_sent = lambda *a, **k: os.kill(os.getpid(), signal.SIGKILL)  # the worker dies right here
-    sender(store, lease=1, attempt_id="try-1").send(req(key="crash-key"))
+    doomed.send(req(key=key, body=body, messaging_service_sid=SERVICE if rewrite else None))
 
 
-def test_worker_killed_after_twilio_accepted_the_retry_returns_the_same_sid(env):
-    sim, store = env
+def _kill_a_worker_after_twilio_accepted(store, sim, **kwargs):
     url = store.engine.url.render_as_string(hide_password=False)
-    child = CTX.Process(target=_die_after_twilio_accepted, args=(url,))
+    child = CTX.Process(target=_die_after_twilio_accepted, args=(url,), kwargs=kwargs)
     child.start()
     child.join(timeout=60)
     assert child.exitcode == -signal.SIGKILL
     assert sim.count("create") == 1
+
+
+def _creates_of(sim, body):
+    return [c for c in sim.creates() if c["body"] == body]
+
+
+def test_worker_killed_after_twilio_accepted_the_retry_returns_the_same_sid(env):
+    sim, store = env
+    _kill_a_worker_after_twilio_accepted(store, sim)
     retried = sender(store, lease=1, attempt_id="try-2").send(req(key="crash-key"))
     assert retried["sid"] == sim.messages()[0]["sid"] and retried["already_sent"]
     assert sim.count("create") == 1
+
+
+@pytest.mark.parametrize("others", [55, 260])
+@pytest.mark.parametrize("delivery", ["sent", "still_queued"])
+def test_crash_recovery_sends_once_however_busy_the_number_is(env, others, delivery):
+    """After the crash, ``others`` messages go to the same number (every fifth the same text under its
+    own key, through the store; the rest other texts, straight to Twilio) before the retry, and Twilio
+    pages its list 50 at a time: the retry finds the crashed attempt's message, it does not POST."""
+    sim, store = env
+    body = "Your code is 123456"
+    if delivery == "still_queued":  # not sent yet: Twilio's DateSent filter leaves these out
+        sim.callback_delay = 3600
+    _kill_a_worker_after_twilio_accepted(store, sim, body=body)
+    crashed_sid = sim.messages()[0]["sid"]
+    hook = TwilioSmsHook()
+    for i in range(others):
+        if i % 5 == 0:
+            assert not sender(store).send(req(key=f"other-{i}", body=body))["already_sent"]
+        else:
+            hook.send_message(TO, f"Reminder {i}: your appointment is tomorrow")
+    lists_before = sim.count("list")
+    retried = sender(store, lease=1, attempt_id="try-2", page_size=50).send(req(key="crash-key", body=body))
+    assert retried["sid"] == crashed_sid and retried["already_sent"]
+    assert len(_creates_of(sim, body)) == 1 + len(range(0, others, 5))  # one per key
+    assert sim.count("create") == 1 + others
+    assert sim.count("list") - lists_before > (others + 1) // 50  # it read every page, not the newest 50
+    row = store.get_message(scope=f"{sim.account_sid}|", idempotency_key="crash-key")
+    assert row["sid"] == crashed_sid and row["send_state"] == "sent"
+
+
+@pytest.mark.parametrize("rewrite, body", [
+    ("smart", "Your code is \u201c123456\u201d \u2014 it expires in 10 minutes\u2026"),
+    ("links", "Your order shipped: track it at https://shop.example.com/orders/8812?ref=sms"),
+])
+def test_a_message_twilio_rewrote_is_an_unknown_outcome_naming_it_never_a_second_post(env, rewrite, body):
+    sim, store = env
+    _kill_a_worker_after_twilio_accepted(store, sim, body=body, rewrite=rewrite)
+    candidate = sim.messages()[0]
+    assert candidate["body"] != body  # Twilio changed the text it stored
+    hook = TwilioSmsHook()
+    for i in range(3):  # other messages to the number are not mistaken for it
+        hook.send_message(TO, f"Reminder {i}: your appointment is tomorrow")
+    for attempt in ("try-2", "try-3"):  # and it stays undecided until a person decides
+        with pytest.raises(UnknownOutcomeError) as caught:
+            sender(store, lease=1, attempt_id=attempt).send(req(key="crash-key", body=body,
+                                                                messaging_service_sid=SERVICE))
+        assert caught.value.candidate_sids == (candidate["sid"],)
+        assert candidate["sid"] in str(caught.value) and "***0123" in str(caught.value)
+        assert TO not in str(caught.value) and "123456" not in str(caught.value) \
+            and "shop.example" not in str(caught.value)
+    assert len(_creates_of(sim, body)) == 1 and sim.count("create") == 4
+    assert store.get_message(scope=f"{sim.account_sid}|", idempotency_key="crash-key")["sid"] is None
+
+
+@pytest.mark.parametrize("fault", ["500_before", "503_before", "429", "slow", "reset_before"])
+def test_a_failing_list_during_reconciliation_is_this_packages_retryable_error(env, fault):
+    sim, store = env
+    _kill_a_worker_after_twilio_accepted(store, sim)
+    sim.add_fault(fault, endpoint="list", delay=1.0, retry_after=0)
+    with pytest.raises(RetryableTwilioError) as caught:
+        sender(store, timeout=0.4, lease=1, attempt_id="try-2").send(req(key="crash-key"))
+    assert isinstance(caught.value, TwilioSmsError)
+    assert sim.count("create") == 1
+    retried = sender(store, lease=1, attempt_id="try-3").send(req(key="crash-key"))  # at once: no lease wait
+    assert retried["sid"] == sim.messages()[0]["sid"] and sim.count("create") == 1

@@ -270,3 +270,17 @@ def test_delete_and_redact(twilio_sim):
     with pytest.raises(TwilioRestException) as err:
         client.messages(sid).fetch()
     assert err.value.status == 404
+
+
+def test_link_shortening_replaces_urls_and_needs_a_messaging_service(twilio_sim):
+    """``ShortenUrls=true`` is for Messaging Services with Link Shortening: Twilio stores (and sends) the
+    text with each URL replaced by a short link; without a service the request is refused."""
+    auth = (twilio_sim.account_sid, twilio_sim.auth_token)
+    body = "Track it at https://shop.example.com/orders/8812?ref=sms today"
+    r = requests.post(messages_url(twilio_sim), data={"To": TO, "MessagingServiceSid": "MG" + "1" * 32,
+                                                      "Body": body, "ShortenUrls": "true"}, auth=auth)
+    assert r.status_code == 201
+    assert re.fullmatch(r"Track it at https://twil\.io/\S+ today", r.json()["body"])
+    refused = requests.post(messages_url(twilio_sim), data={"To": TO, "From": OURS, "Body": body,
+                                                            "ShortenUrls": "true"}, auth=auth)
+    assert refused.status_code == 400 and "MessagingServiceSid" in refused.json()["message"]

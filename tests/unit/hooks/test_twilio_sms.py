@@ -613,6 +613,70 @@ def test_list_messages_accepts_a_naive_moment_as_utc(fake_conn, fake_twilio):
     assert len(TwilioSmsHook().list_messages(to=TO, date_sent_after=naive)) == 1
 
 
+def _page_with_next(messages: list[dict[str, Any]]) -> dict[str, Any]:
+    page = list_page(messages)
+    page["next_page_uri"] = f"/2010-04-01/Accounts/{ACCOUNT}/Messages.json?PageSize=50&Page=1&PageToken=PAx"
+    return page
+
+
+@pytest.mark.parametrize("failing", [
+    Reply(500, twilio_error(20500, "Internal Server Error", 500)),
+    Reply(503, b"<html>Service Unavailable</html>"),
+    Reply(429, twilio_error(20429, "Too Many Requests", 429), headers={"Retry-After": "3"}),
+    Reply(200, message_json(), delay=1.5),
+    Reply(reset=True),
+])
+@pytest.mark.parametrize("page", [1, 2])
+def test_a_failed_list_page_is_retryable_never_twilio_pythons_exception(fake_conn, fake_twilio, failing,
+                                                                         page):
+    """twilio-python raises its bare ``TwilioException("Unable to fetch page")`` for a list page that is
+    not a 200, on the first page and on every next one."""
+    if page == 2:
+        fake_twilio.script(Reply(200, _page_with_next([message_json()])))
+    fake_twilio.script(failing)
+    since = datetime.now(timezone.utc) - timedelta(minutes=5)
+    for walk in (lambda h: h.messages_since(since, to=TO), lambda h: h.list_messages(to=TO, limit=100)):
+        with pytest.raises(RetryableTwilioError) as caught:
+            walk(TwilioSmsHook(timeout=0.5))
+        if failing.status == 429:
+            assert caught.value.code == 20429 and caught.value.retry_after == 3
+        if page == 2:
+            fake_twilio.script(Reply(200, _page_with_next([message_json()])))
+        fake_twilio.script(failing)
+    assert [s.query.get("Page", ["0"])[0] for s in fake_twilio.seen] == ["0", "1"][:page] * 2
+
+
+def test_a_refused_list_page_is_permanent(fake_conn, fake_twilio):
+    fake_twilio.script(Reply(401, twilio_error(20003, "Authenticate", 401)))
+    with pytest.raises(PermanentTwilioError) as caught:
+        TwilioSmsHook().messages_since(datetime.now(timezone.utc), to=TO)
+    assert caught.value.code == 20003
+
+
+def test_messages_since_asks_for_the_claim_day_then_walks_back_to_the_moment(fake_conn, fake_twilio):
+    now = datetime.now(timezone.utc).replace(microsecond=0)
+    since = now - timedelta(minutes=30)
+    sent = message_json(sid="SM" + "1" * 32, created=now - timedelta(minutes=20),
+                        sent=now - timedelta(minutes=19), status="delivered")
+    queued = message_json(sid="SM" + "2" * 32, created=now - timedelta(minutes=1))
+    before = message_json(sid="SM" + "3" * 32, created=now - timedelta(hours=2),
+                          sent=now - timedelta(minutes=5), status="sent")
+    older = message_json(sid="SM" + "4" * 32, created=now - timedelta(hours=3), sent=now - timedelta(hours=3))
+    fake_twilio.script(
+        Reply(200, _page_with_next([sent])), Reply(200, list_page([before])),  # DateSent>= the day, 2 pages
+        Reply(200, _page_with_next([queued])),  # then newest first, without a date
+        Reply(200, _page_with_next([sent, before, older])),
+    )
+    found = TwilioSmsHook().messages_since(since, to=TO, from_=OURS, page_size=50)
+    assert sorted(m["sid"][2] for m in found) == ["1", "2"]  # created since; each once
+    assert found[0]["body"] == "hello" and found[0]["body_sha256"]
+    walks = [s.query for s in fake_twilio.seen]
+    assert len(walks) == 4  # it stopped at the page that reached before ``since``: not a fifth
+    assert walks[0]["DateSent>"] == [since.date().isoformat()] and walks[0]["To"] == [TO]
+    assert walks[0]["From"] == [OURS] and walks[0]["PageSize"] == ["50"]
+    assert "DateSent>" not in walks[2] and walks[2]["To"] == [TO]
+
+
 # --- test_connection: never raises, never leaks ---------------------------------------------------
 
 def test_test_connection_succeeds(twilio_conn, twilio_sim):

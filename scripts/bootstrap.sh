@@ -13,7 +13,8 @@ if [ -z "$PY" ]; then
 fi
 [ -n "$PY" ] || { echo "bootstrap: no python3 found; install Python 3.10+ first" >&2; exit 1; }
 
-stamp=".venv/.installed-$(sha256sum pyproject.toml | cut -c1-16)"
+# Reinstall when the dependencies or the version (read from __init__.py into the metadata) change.
+stamp=".venv/.installed-$(cat pyproject.toml src/airflow_provider_twilio_sms/__init__.py | sha256sum | cut -c1-16)"
 if [ ! -f "$stamp" ]; then
   [ -x .venv/bin/python ] || "$PY" -m venv .venv
   .venv/bin/python -m pip install --quiet --disable-pip-version-check --upgrade pip uv

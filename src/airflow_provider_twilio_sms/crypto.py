@@ -377,10 +377,17 @@ async def aregister_secret(value: str | None, name: str | None = None) -> None:
         return
     try:
         from airflow.sdk.log import amask_secret
-    except ImportError:  # pragma: no cover - Airflow without the task SDK
-        amask_secret = None
+    except ImportError:  # the task SDK before 1.3 (Airflow 3.2) has no amask_secret: its mask_secret
+        amask_secret = None  # is documented safe in async code, and without it the SDK masker misses this
     if amask_secret is not None:
         await amask_secret(value)
+    else:
+        try:
+            from airflow.sdk.log import mask_secret
+        except ImportError:  # pragma: no cover - Airflow without the task SDK
+            mask_secret = None
+        if mask_secret is not None:
+            mask_secret(value)
     try:
         from airflow._shared.secrets_masker import mask_secret as mask_secret_core
     except ImportError:

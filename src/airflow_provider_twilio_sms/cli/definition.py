@@ -66,6 +66,10 @@ def get_cli_commands() -> list[CLICommand]:
                 Arg(("--callback-delay",), dest="callback_delay", type=float, default=None,
                     help="serve: seconds between a send and its status callbacks (default 0.05)"),
                 Arg(("--fault",), default=None, help="fault: JSON describing the fault to inject"),
+                Arg(("--control-token",), dest="control_token", default=None,
+                    help="serve: let clients off this machine use the control endpoints, with this bearer "
+                         "token (16+ characters; all clients must then send it); reply/fault/status: the "
+                         "token to send. Default: $TWILIO_SMS_SIMULATOR_CONTROL_TOKEN, else loopback only"),
             ),
         ),
         GroupCommand(

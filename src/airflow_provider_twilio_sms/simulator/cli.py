@@ -11,11 +11,17 @@
 - ``status``: what the running stand-in received and sent, as JSON.
 
 The last three talk to ``--url`` (default ``http://127.0.0.1:<--port>``).
+
+It is a developer tool, not Twilio, and says so when it starts. Its control endpoints (``/_sim/...``)
+answer only loopback clients unless ``serve`` gets ``--control-token`` (or the environment variable
+``TWILIO_SMS_SIMULATOR_CONTROL_TOKEN``); then every client must send that token, which ``reply``,
+``fault`` and ``status`` take the same way.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import signal
 import sys
 import threading
@@ -31,12 +37,20 @@ def _url(args: Any) -> str:
     return f"http://{host}:{args.port}"
 
 
+def _control_token(args: Any) -> str | None:
+    from airflow_provider_twilio_sms.simulator.control import TOKEN_ENV
+
+    return getattr(args, "control_token", None) or os.environ.get(TOKEN_ENV) or None
+
+
 def _call(args: Any, method: str, action: str, payload: dict[str, Any] | None = None) -> dict[str, Any]:
     import requests
 
     url = f"{_url(args)}/_sim/{action}"
+    token = _control_token(args)
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
     try:
-        response = requests.request(method, url, json=payload, timeout=30)
+        response = requests.request(method, url, json=payload, headers=headers, timeout=30)
     except requests.ConnectionError:
         sys.exit(f"no Twilio stand-in answers at {_url(args)}: start one with `airflow twilio-sms simulator "
                  f"serve --port {args.port}` or pass --url")
@@ -141,17 +155,24 @@ def _serve(args: Any) -> None:
             sys.exit(f"--callback-delay must be 0 or more seconds, not {delay}")
         options["callback_delay"] = delay
     try:
-        sim = TwilioSimulator(host=args.host or "127.0.0.1", port=args.port, **options).start()
+        sim = TwilioSimulator(host=args.host or "127.0.0.1", port=args.port, control_token=_control_token(args),
+                              **options).start()
     except OSError as err:
         sys.exit(f"cannot listen on {args.host}:{args.port}: {err.strerror or err}")
+    except ValueError as err:
+        sys.exit(f"--control-token: {err}")
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
+    print("This is NOT Twilio: a local stand-in for developing and testing. It sends no SMS to any phone, "
+          "and its test account and token work nowhere else.")
     print(f"Twilio stand-in listening on {sim.base_url}", flush=True)
     print(f"  account SID: {sim.account_sid}")
     print(f"  auth token:  {sim.auth_token}")
     print(f"  point a twilio_sms connection at it: login/password above, extra api_base_url={sim.base_url}")
-    print(f"  control: {sim.base_url}/_sim/state; stop with Ctrl-C", flush=True)
+    who = ("any client sending Authorization: Bearer <the control token>" if sim.control_is_remote
+           else "clients on this machine's loopback interface only")
+    print(f"  control: {sim.base_url}/_sim/state ({who}); stop with Ctrl-C", flush=True)
     try:
         while not stop.wait(0.5):
             pass

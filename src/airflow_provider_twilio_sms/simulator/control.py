@@ -17,11 +17,16 @@ Inspect: ``GET /_sim/state`` (summary), ``/_sim/requests`` (counts per endpoint 
 requests), ``/_sim/messages``, ``/_sim/callbacks`` (each delivery with the answer it got),
 ``/_sim/inbound``.
 
-These endpoints have no authentication: the stand-in is a local test tool and listens on 127.0.0.1.
+Who may call them (:func:`control_refusal`): by default only clients on the loopback interface, even
+when the stand-in's Twilio API listens on every address (``--host 0.0.0.0``). Started with a control
+token (``--control-token`` or ``TWILIO_SMS_SIMULATOR_CONTROL_TOKEN``), any client may, and every client
+must then send ``Authorization: Bearer <token>``.
 """
 
 from __future__ import annotations
 
+import hmac
+import ipaddress
 import json
 from typing import TYPE_CHECKING, Any
 
@@ -31,8 +36,50 @@ from airflow_provider_twilio_sms.simulator.rest_api import Answer
 if TYPE_CHECKING:
     from airflow_provider_twilio_sms.simulator.server import TwilioSimulator
 
+MIN_TOKEN_LENGTH = 16
+TOKEN_ENV = "TWILIO_SMS_SIMULATOR_CONTROL_TOKEN"
+
+
 class ControlError(ValueError):
     pass
+
+
+def check_control_token(token: str | None) -> str | None:
+    """``token`` if it is usable as the control token (None: loopback clients only); else ValueError."""
+    if token is None:
+        return None
+    if len(token) < MIN_TOKEN_LENGTH or token != token.strip():
+        raise ValueError(f"the control token must be at least {MIN_TOKEN_LENGTH} characters without "
+                         "surrounding spaces; make one with: python -c 'import secrets; "
+                         "print(secrets.token_urlsafe(24))'")
+    return token
+
+
+def is_loopback(host: str) -> bool:
+    """Whether a client address is on the loopback interface (127.0.0.0/8, ::1, ::ffff:127.x.y.z)."""
+    try:
+        address = ipaddress.ip_address(host.split("%", 1)[0])
+    except ValueError:
+        return False
+    mapped = getattr(address, "ipv4_mapped", None)
+    return (mapped or address).is_loopback
+
+
+def control_refusal(client_host: str, authorization: str | None, token: str | None) -> Answer | None:
+    """None when this client may use ``/_sim/...``; otherwise the answer that refuses it."""
+    if token is None:
+        if is_loopback(client_host):
+            return None
+        return Answer(403, {"error": "the stand-in's control endpoints answer only clients on this machine's "
+                                     "loopback interface; to steer it from elsewhere, start it with "
+                                     f"--control-token (or {TOKEN_ENV}) and send "
+                                     "Authorization: Bearer <token>"})
+    scheme, _, given = (authorization or "").partition(" ")
+    if scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), token.encode()):
+        return None
+    return Answer(401, {"error": "this stand-in's control endpoints need Authorization: Bearer <its control "
+                                 f"token> (the --control-token or {TOKEN_ENV} it was started with)"},
+                  {"WWW-Authenticate": 'Bearer realm="twilio-sms-simulator-control"'})
 
 
 def _object(body: bytes) -> dict[str, Any]:

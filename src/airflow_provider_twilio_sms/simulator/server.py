@@ -43,7 +43,7 @@ from airflow_provider_twilio_sms.simulator.auth import (
 from airflow_provider_twilio_sms.simulator.callbacks import (
     CallbackSender, idempotency_token, signed_headers, status_params,
 )
-from airflow_provider_twilio_sms.simulator.control import handle_control
+from airflow_provider_twilio_sms.simulator.control import check_control_token, control_refusal, handle_control
 from airflow_provider_twilio_sms.simulator.encoding import segment_count
 from airflow_provider_twilio_sms.simulator.errors import error_body
 from airflow_provider_twilio_sms.simulator.faults import Fault, FaultBook
@@ -75,6 +75,9 @@ class TwilioSimulator:
         is the first backoff (doubling), ``callback_timeout`` how long to wait for an answer.
     :param max_messages: messages kept (oldest forgotten first); ``max_records``: records kept per kind.
     :param clock: returns the current time (timezone-aware), for tests that need other days.
+    :param control_token: None (default): the ``/_sim/...`` control endpoints answer only loopback clients.
+        A token (16+ characters): they answer any client that sends ``Authorization: Bearer <token>``, and
+        no other.
     """
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0, *,
@@ -83,7 +86,8 @@ class TwilioSimulator:
                  numbers: Mapping[str, str | Mapping[str, Any]] | None = None, callback_delay: float = 0.05,
                  callback_retries: int = 3, callback_retry_delay: float = 0.2, callback_timeout: float = 15.0,
                  callback_workers: int = 4, max_messages: int = 10_000, max_records: int = 10_000,
-                 clock: Callable[[], datetime] | None = None):
+                 clock: Callable[[], datetime] | None = None, control_token: str | None = None):
+        self._control_token = check_control_token(control_token)
         self.accounts: dict[str, Tokens] = dict(accounts or {TEST_ACCOUNT_SID: TEST_AUTH_TOKEN})
         if not self.accounts:
             raise ValueError("the stand-in needs at least one account")
@@ -131,6 +135,11 @@ class TwilioSimulator:
     def base_url(self) -> str:
         host = "127.0.0.1" if self.host in ("0.0.0.0", "") else self.host
         return f"http://{host}:{self.port}"
+
+    @property
+    def control_is_remote(self) -> bool:
+        """Whether clients off the loopback interface may use the control endpoints (with the token)."""
+        return self._control_token is not None
 
     @property
     def account_sid(self) -> str:
@@ -414,7 +423,9 @@ class TwilioSimulator:
         body = handler.rfile.read(length) if length > 0 else b""
         path, _, query = handler.path.partition("?")
         if path.startswith("/_sim/"):
-            answer = handle_control(self, handler.command, path[len("/_sim/"):], body)
+            answer = (control_refusal(handler.client_address[0], handler.headers.get("Authorization"),
+                                      self._control_token)
+                      or handle_control(self, handler.command, path[len("/_sim/"):], body))
         else:
             answer = self._rest.handle(handler.command, path, query, handler.headers.get("Authorization"),
                                        body)

@@ -101,6 +101,8 @@ def test_cli_serves_takes_faults_and_sends_signed_replies(capsys):
         server.send_signal(signal.SIGTERM)
         out, _ = server.communicate(timeout=20)
     assert server.returncode == 0, out[-2000:]
+    assert out.startswith("This is NOT Twilio: a local stand-in") and "sends no SMS" in out
+    assert "control: " in out and "loopback interface only" in out
     assert f"listening on {base}" in out and TEST_ACCOUNT_SID in out
     assert f"auth token:  {TEST_AUTH_TOKEN}" in out
     assert "stopped" in out and "+14155550100" not in out  # numbers are masked in its log lines
@@ -108,7 +110,8 @@ def test_cli_serves_takes_faults_and_sends_signed_replies(capsys):
 
 def _args(**kwargs):
     defaults = {"action": "serve", "host": "127.0.0.1", "port": 1, "url": None, "from_": None, "to": None,
-                "body": None, "fault": None, "media_url": None, "inbound_url": None, "callback_delay": None}
+                "body": None, "fault": None, "media_url": None, "inbound_url": None, "callback_delay": None,
+                "control_token": None}
     return argparse.Namespace(**{**defaults, **kwargs})
 
 
@@ -121,6 +124,7 @@ def _args(**kwargs):
     ({"inbound_url": ["+15005550006=ftp://x"]}, "is not NUMBER=URL"),
     ({"inbound_url": ["12=http://127.0.0.1/x"]}, "--inbound-url: "),
     ({"callback_delay": -1.0}, "--callback-delay must be 0 or more"),
+    ({"control_token": "short"}, "--control-token: the control token must be at least 16 characters"),
     ({"action": "reply", "from_": "+14155550100", "to": "+15005550006", "media_url": ["https://e.x/m"] * 11},
      "at most 10 --media-url"),
 ])

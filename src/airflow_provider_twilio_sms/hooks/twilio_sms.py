@@ -315,6 +315,38 @@ class TwilioSmsHook(BaseHook):
                 break
         return [message_to_dict(m, include_body_sha256=True, include_body=True) for m in found.values()]
 
+    def fetch_statuses(self, sids: Sequence[str], *, created_after: datetime | None = None,
+                       max_pages: int = 2, max_fetches: int = 5) -> dict[str, dict[str, Any]]:
+        """What Twilio says of many messages, in at most ``max_pages + max_fetches`` requests however
+        many SIDs are asked about: ``{sid: message as plain JSON (no body)}``.
+
+        One SID is fetched. More are looked for in the account's newest pages (1000 messages each),
+        until all are found or a page reaches a message created before ``created_after``; those not
+        found there are fetched one by one, at most ``max_fetches`` of them (the rest wait for the
+        caller's next round). A message Twilio no longer has (deleted) is left out. A failed request
+        raises, as :meth:`fetch_message` does.
+        """
+        wanted = list(dict.fromkeys(s for s in sids if s))
+        asked = set(wanted)
+        found: dict[str, dict[str, Any]] = {}
+        if len(wanted) > 1 and max_pages > 0:
+            since = _aware(created_after)
+            for number, page in enumerate(self._pages({}, LIST_PAGE_SIZE), start=1):
+                for message in page:
+                    if getattr(message, "sid", None) in asked:
+                        found[message.sid] = message_to_dict(message)
+                if len(found) == len(wanted) or number >= max_pages or not page or (
+                        since is not None and any(not _created_since(m, since) for m in page)):
+                    break
+        for sid in [s for s in wanted if s not in found][:max_fetches]:
+            try:
+                found[sid] = self.fetch_message(sid)
+            except PermanentTwilioError as err:
+                if err.code != 20404 and err.http_status != 404:
+                    raise
+                self.log.info("Twilio no longer has message %s; not asking about it", mask_sid(sid))
+        return found
+
     def _list_filters(self, to: str | None, from_: str | None) -> dict[str, Any]:
         from airflow_provider_twilio_sms.phone import normalize_number
 

@@ -19,6 +19,7 @@ if TYPE_CHECKING:
 
     from airflow_provider_twilio_sms.hooks.twilio_sms import TwilioSmsHook
     from airflow_provider_twilio_sms.replies import ReplyCriteria
+    from airflow_provider_twilio_sms.status_fallback import FallbackSchedule
     from airflow_provider_twilio_sms.store.api import SmsStore
 
 DEFAULT_FAILURE_STATUSES = ("failed", "undelivered", "canceled")
@@ -85,13 +86,17 @@ class SmsStatusSensor(_StoreSensor):
 
     Give exactly one of ``message_sid``, ``from_task`` (a SendSmsOperator task id in this DAG run) or
     ``idempotency_key``. On a failure status the task fails at once with Twilio's error code and what
-    it means. When no status callback has arrived ``fallback_after`` seconds after the send, the
-    message is fetched from Twilio once and what it says is recorded (Twilio's test credentials, for
-    one, never send callbacks).
+    it means. Callbacks can be lost (and Twilio's test credentials never send any): from
+    ``fallback_after`` seconds after the send on, while the stored status ends nothing, Twilio is asked
+    every ``fallback_interval`` seconds, doubling up to ``fallback_max_interval``, and what it says is
+    stored as a status event from a poll (see :mod:`.status_fallback`). Deferred, the triggerer asks
+    Twilio for every waiting sensor together, in a few requests a round.
 
     :param success_statuses: statuses that end the wait successfully.
     :param failure_statuses: statuses that fail the task (default failed, undelivered, canceled).
-    :param fallback_after: seconds without any callback before asking Twilio once; None to never ask.
+    :param fallback_after: seconds after the send before Twilio is first asked; None never to ask.
+    :param fallback_interval: seconds between the first two asks; each next interval doubles.
+    :param fallback_max_interval: the longest interval between two asks.
     :param deferrable: wait in the triggerer (default ``[operators] default_deferrable``).
     :param poll_interval: seconds between store polls while deferred.
     """
@@ -102,7 +107,8 @@ class SmsStatusSensor(_StoreSensor):
     def __init__(self, *, message_sid: str | None = None, from_task: str | None = None,
                  idempotency_key: str | None = None, success_statuses: Collection[str] = ("delivered",),
                  failure_statuses: Collection[str] = DEFAULT_FAILURE_STATUSES,
-                 fallback_after: float | None = 300, **kwargs):
+                 fallback_after: float | None = 300, fallback_interval: float = 60,
+                 fallback_max_interval: float = 900, **kwargs):
         super().__init__(**kwargs)
         self.message_sid = message_sid
         self.from_task = from_task
@@ -110,6 +116,8 @@ class SmsStatusSensor(_StoreSensor):
         self.success_statuses = tuple(success_statuses)
         self.failure_statuses = tuple(failure_statuses)
         self.fallback_after = fallback_after
+        self.fallback_interval = fallback_interval
+        self.fallback_max_interval = fallback_max_interval
 
     def _message(self, context: Context) -> tuple[str | None, datetime | None, dict[str, Any] | None]:
         """(sid, sent_at, stored row) of the awaited message."""
@@ -148,33 +156,56 @@ class SmsStatusSensor(_StoreSensor):
             return {"sid": sid, "status": status, "error_code": (state or {}).get("error_code")}
         return None
 
-    def _fallback_due(self, sent_at: datetime | None, state: dict[str, Any] | None) -> bool:
-        from airflow_provider_twilio_sms.store.api import utcnow
+    def _fallback_at(self, sent_at: datetime | None) -> datetime | None:
+        if self.fallback_after is None or sent_at is None:
+            return None
+        return sent_at + timedelta(seconds=self.fallback_after)
 
-        if self.fallback_after is None or sent_at is None or (state or {}).get("events"):
-            return False
-        return utcnow() >= sent_at + timedelta(seconds=self.fallback_after)
+    def _schedule(self, sid: str, sent_at: datetime | None) -> FallbackSchedule | None:
+        """This sensor's schedule of asks about ``sid`` (kept across pokes of one run of the task)."""
+        from airflow_provider_twilio_sms.status_fallback import FallbackSchedule, finishing_statuses
 
-    def _ask_twilio(self, sid: str) -> dict[str, Any] | None:
-        """Fetch the message once and record its status as an event (deduplicated like callbacks)."""
-        message = self.hook.fetch_message(sid)
-        self.log.info("No status callback arrived; Twilio says the message is %s", message.get("status"))
-        self.store.record_status_event(
-            account_sid=message.get("account_sid") or self.hook.settings.account_sid, conn_id=self.twilio_conn_id,
-            message_sid=sid, status=message.get("status") or "unknown", error_code=message.get("error_code"),
-            payload={"source": "api-fetch", "MessageStatus": message.get("status"),
-                     "ErrorCode": message.get("error_code")})
+        due_at = self._fallback_at(sent_at)
+        if due_at is None:
+            return None
+        schedules = getattr(self, "_fallback_schedules", None)
+        if schedules is None:
+            schedules = self._fallback_schedules = {}
+        if sid not in schedules:
+            schedules[sid] = FallbackSchedule(due_at, finishing_statuses(self.success_statuses,
+                                                                         self.failure_statuses),
+                                              self.fallback_interval, self.fallback_max_interval)
+        return schedules[sid]
+
+    def _ask_twilio(self, sid: str, sent_at: datetime | None) -> dict[str, Any] | None:
+        """Ask Twilio about the message, store what it says as a status event; the stored state after."""
+        from airflow_provider_twilio_sms.status_fallback import ask_twilio
+
+        ask_twilio(self.hook, self.store, self.twilio_conn_id, [sid], created_after=sent_at)
         return self.store.message_states([sid]).get(sid)
 
     def poke(self, context: Context) -> PokeReturnValue:
+        from airflow_provider_twilio_sms.store.api import utcnow
+
         sid, sent_at, _ = self._message(context)
         if not sid:
             self.log.info("The send has no SID yet (its outcome is being reconciled); waiting")
             return PokeReturnValue(is_done=False)
         state = self.store.message_states([sid]).get(sid)
-        if self._fallback_due(sent_at, state):
-            state = self._ask_twilio(sid)
         result = self._verdict(sid, state)
+        schedule = self._schedule(sid, sent_at)
+        now = utcnow()
+        if result is None and schedule is not None and schedule.due((state or {}).get("status"), now):
+            from airflow_provider_twilio_sms.errors import TwilioSmsError
+
+            schedule.asked(now)
+            self.log.info("No status callback ended the wait %.0f s after the send; asking Twilio",
+                          (now - sent_at).total_seconds() if sent_at else 0)
+            try:
+                result = self._verdict(sid, self._ask_twilio(sid, sent_at))
+            except TwilioSmsError as err:  # keep waiting on the store; ask again after the next interval
+                self.log.warning("Could not ask Twilio about the message (%s); asking again at %s", err,
+                                 schedule.due_at.isoformat())
         return PokeReturnValue(is_done=result is not None, xcom_value=result)
 
     def execute(self, context: Context) -> Any:
@@ -185,30 +216,37 @@ class SmsStatusSensor(_StoreSensor):
             return first.xcom_value
         self._defer(context)
 
-    def _defer(self, context: Context, *, allow_fallback: bool = True) -> None:
+    def resume_after_wait(self, context: Context, event: Any = None) -> Any:
+        """Resumed after waiting for the send's SID (Airflow passes the timer's ``event``): look again."""
+        return self.execute(context)
+
+    def _defer(self, context: Context) -> None:
         from airflow_provider_twilio_sms.triggers.sms import SmsStatusTrigger
 
         sid, sent_at, _ = self._message(context)
         if not sid:  # nothing to poll by yet: check again after one interval, without a worker slot
             from airflow.providers.standard.triggers.temporal import TimeDeltaTrigger
 
-            self.defer(trigger=TimeDeltaTrigger(timedelta(seconds=self.poll_interval)), method_name="execute")
-        fallback_at = None
-        if allow_fallback and self.fallback_after is not None and sent_at is not None:
-            fallback_at = (sent_at + timedelta(seconds=self.fallback_after)).isoformat()
+            self.defer(trigger=TimeDeltaTrigger(timedelta(seconds=self.poll_interval)),
+                       method_name="resume_after_wait")
+        fallback_at = self._fallback_at(sent_at)
         self.defer(
             trigger=SmsStatusTrigger(message_sid=sid, success_statuses=list(self.success_statuses),
                                      failure_statuses=list(self.failure_statuses),
                                      store_conn_id=self.store_conn_id, poll_interval=self.poll_interval,
-                                     fallback_at=fallback_at),
+                                     fallback_at=fallback_at and fallback_at.isoformat(),
+                                     twilio_conn_id=self.twilio_conn_id,
+                                     sent_at=sent_at and sent_at.isoformat(),
+                                     fallback_interval=self.fallback_interval,
+                                     fallback_max_interval=self.fallback_max_interval),
             method_name="execute_complete", timeout=self._timeout_delta())
 
     def execute_complete(self, context: Context, event: dict[str, Any]) -> Any:
-        if event["outcome"] == "no_callback":
-            result = self._verdict(event["sid"], self._ask_twilio(event["sid"]))
+        if event["outcome"] == "no_callback":  # a trigger deferred by an earlier version: ask once, wait on
+            result = self._verdict(event["sid"], self._ask_twilio(event["sid"], None))
             if result is not None:
                 return result
-            self._defer(context, allow_fallback=False)
+            self._defer(context)
         return self._verdict(event["sid"], {"status": event["status"], "error_code": event.get("error_code")})
 
 

@@ -5,6 +5,10 @@ for the same store registers with one :class:`StorePoller` per event loop, which
 round for all status waiters (``sid IN (...)``) and one for all reply waiters (numbers ``IN (...)``,
 after the lowest cursor), then hands each trigger its answer. Queries per second stay flat as the
 number of waiting sensors grows.
+
+The same holds for Twilio: a status waiter whose callbacks did not come is asked about at Twilio
+(:mod:`.status_fallback`) by the poller, together with every other waiter due in that round, in a few
+requests per Twilio connection whatever their number.
 """
 
 from __future__ import annotations
@@ -13,19 +17,35 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from airflow_provider_twilio_sms.replies import ReplyCriteria
+from airflow_provider_twilio_sms.status_fallback import (
+    DEFAULT_INTERVAL,
+    DEFAULT_MAX_INTERVAL,
+    FallbackSchedule,
+    finishing_statuses,
+)
 
 if TYPE_CHECKING:
+    from airflow_provider_twilio_sms.hooks.twilio_sms import TwilioSmsHook
     from airflow_provider_twilio_sms.store.api import SmsStore
 
 log = logging.getLogger(__name__)
 
 DEFAULT_POLL_INTERVAL = 5.0
+
+
+@dataclass
+class _TwilioAsk:
+    """A status waiter's fallback: which connection to ask through, when, and since when it was sent."""
+
+    conn_id: str
+    sent_at: datetime | None
+    schedule: FallbackSchedule
 
 
 @dataclass(eq=False)
@@ -45,8 +65,11 @@ class StorePoller:
         self.interval = interval
         self._status: dict[str, list[asyncio.Future]] = {}
         self._replies: set[_ReplyWaiter] = set()
+        self._asks: dict[str, _TwilioAsk] = {}  # by SID: kept across rounds (the backoff), while awaited
+        self._hooks: dict[str, TwilioSmsHook] = {}
         self._task: asyncio.Task | None = None
         self.queries = 0  # store round trips made, for benchmarks and tests
+        self.twilio_asks = 0  # batches sent to Twilio (each a few requests), for tests
         self.rounds = 0
 
     @classmethod
@@ -61,10 +84,13 @@ class StorePoller:
         if self._task is None or self._task.done():
             self._task = asyncio.get_running_loop().create_task(self._run())
 
-    async def next_status(self, sid: str) -> dict[str, Any] | None:
-        """The message's state as of the next polling round."""
+    async def next_status(self, sid: str, ask: _TwilioAsk | None = None) -> dict[str, Any] | None:
+        """The message's state as of the next polling round; with ``ask``, Twilio is asked in that round
+        when its schedule says so (and what it said is in the state)."""
         future = asyncio.get_running_loop().create_future()
         self._status.setdefault(sid, []).append(future)
+        if ask is not None:
+            self._asks.setdefault(sid, ask)  # the one already there keeps its backoff
         self._ensure_running()
         try:
             return await future
@@ -97,14 +123,52 @@ class StorePoller:
 
     async def _poll_statuses(self) -> None:
         if not self._status:
+            self._asks.clear()
             return
         waiting, self._status = self._status, {}
+        self._asks = {sid: ask for sid, ask in self._asks.items() if sid in waiting}  # the rest finished
         states = await asyncio.to_thread(self.store.message_states, list(waiting))
         self.queries += 1
+        now = datetime.now(timezone.utc)
+        due = [sid for sid, ask in self._asks.items()
+               if ask.schedule.due((states.get(sid) or {}).get("status"), now)]
+        if due:
+            await self._ask_twilio(due, now)
+            states.update(await asyncio.to_thread(self.store.message_states, due))
+            self.queries += 1
         for sid, futures in waiting.items():
             for future in futures:
                 if not future.done():
                     future.set_result(states.get(sid))
+
+    async def _ask_twilio(self, due: list[str], now: datetime) -> None:
+        """One batch per Twilio connection for every waiter due this round; a failure is logged and the
+        waiters are asked again after their next interval."""
+        from airflow_provider_twilio_sms.status_fallback import ask_twilio
+
+        by_conn: dict[str, list[str]] = {}
+        for sid in due:
+            by_conn.setdefault(self._asks[sid].conn_id, []).append(sid)
+            self._asks[sid].schedule.asked(now)
+        for conn_id, sids in by_conn.items():
+            sent = [self._asks[sid].sent_at for sid in sids]
+            oldest = None if None in sent else min(sent)  # type: ignore[type-var]
+            self.twilio_asks += 1
+            try:
+                await asyncio.to_thread(ask_twilio, self._hook(conn_id), self.store, conn_id, sids,
+                                        created_after=oldest and oldest - timedelta(minutes=5))
+            except Exception:  # Twilio or the connection failing must not stop the store polling
+                self._hooks.pop(conn_id, None)  # read the connection again next time (rotated token?)
+                log.exception("Asking Twilio (connection %s) about %d message(s) failed; asking again "
+                              "after their next interval", conn_id, len(sids))
+
+    def _hook(self, conn_id: str) -> TwilioSmsHook:
+        from airflow_provider_twilio_sms.hooks.twilio_sms import TwilioSmsHook
+
+        hook = self._hooks.get(conn_id)
+        if hook is None:
+            hook = self._hooks[conn_id] = TwilioSmsHook(twilio_conn_id=conn_id)
+        return hook
 
     async def _poll_replies(self) -> None:
         waiters = [w for w in self._replies if not w.future.done()]
@@ -140,16 +204,21 @@ async def _store_for(store_conn_id: str | None) -> tuple[SmsStore, str]:
 
 
 class SmsStatusTrigger(BaseTrigger):
-    """Fires when a message reaches a success or failure status, or when no callback came in time.
+    """Fires when a message reaches a success or failure status.
 
-    Events: ``{"outcome": "success" | "failure", "sid", "status", "error_code"}`` or
-    ``{"outcome": "no_callback", "sid"}`` after ``fallback_after`` seconds with no stored status callback
-    (the sensor then asks Twilio once, in the worker).
+    Events: ``{"outcome": "success" | "failure", "sid", "status", "error_code"}``. From ``fallback_at``
+    on, while the stored status ends nothing, Twilio is asked through ``twilio_conn_id`` (batched with
+    every other waiter of the triggerer, see :mod:`.status_fallback`) every ``fallback_interval`` seconds,
+    doubling up to ``fallback_max_interval``. A trigger serialized without ``twilio_conn_id`` (before
+    this was so) fires ``{"outcome": "no_callback", "sid"}`` at ``fallback_at`` when no status callback
+    is stored, and the sensor asks Twilio itself.
     """
 
     def __init__(self, *, message_sid: str, success_statuses: list[str], failure_statuses: list[str],
                  store_conn_id: str | None = None, poll_interval: float = DEFAULT_POLL_INTERVAL,
-                 fallback_at: str | None = None):
+                 fallback_at: str | None = None, twilio_conn_id: str | None = None,
+                 sent_at: str | None = None, fallback_interval: float = DEFAULT_INTERVAL,
+                 fallback_max_interval: float = DEFAULT_MAX_INTERVAL):
         super().__init__()
         self.message_sid = message_sid
         self.success_statuses = list(success_statuses)
@@ -157,20 +226,38 @@ class SmsStatusTrigger(BaseTrigger):
         self.store_conn_id = store_conn_id
         self.poll_interval = poll_interval
         self.fallback_at = fallback_at
+        self.twilio_conn_id = twilio_conn_id
+        self.sent_at = sent_at
+        self.fallback_interval = fallback_interval
+        self.fallback_max_interval = fallback_max_interval
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return (f"{type(self).__module__}.{type(self).__qualname__}", {
             "message_sid": self.message_sid, "success_statuses": self.success_statuses,
             "failure_statuses": self.failure_statuses, "store_conn_id": self.store_conn_id,
             "poll_interval": self.poll_interval, "fallback_at": self.fallback_at,
+            "twilio_conn_id": self.twilio_conn_id, "sent_at": self.sent_at,
+            "fallback_interval": self.fallback_interval, "fallback_max_interval": self.fallback_max_interval,
         })
+
+    def _ask(self) -> _TwilioAsk | None:
+        if not (self.fallback_at and self.twilio_conn_id):
+            return None
+        schedule = FallbackSchedule(datetime.fromisoformat(self.fallback_at),
+                                    finishing_statuses(self.success_statuses, self.failure_statuses),
+                                    self.fallback_interval, self.fallback_max_interval)
+        return _TwilioAsk(self.twilio_conn_id, datetime.fromisoformat(self.sent_at) if self.sent_at else None,
+                          schedule)
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
         store, url = await _store_for(self.store_conn_id)
         poller = StorePoller.for_store(store, url, self.poll_interval)
-        fallback_at = datetime.fromisoformat(self.fallback_at) if self.fallback_at else None
+        ask = self._ask()
+        no_callback_at = None  # a trigger from before Twilio was asked in the triggerer
+        if self.fallback_at and ask is None:
+            no_callback_at = datetime.fromisoformat(self.fallback_at)
         while True:
-            state = await poller.next_status(self.message_sid) or {}
+            state = await poller.next_status(self.message_sid, ask) or {}
             status = (state.get("status") or "").lower()
             if status in self.success_statuses or status in self.failure_statuses:
                 yield TriggerEvent({
@@ -178,7 +265,7 @@ class SmsStatusTrigger(BaseTrigger):
                     "sid": self.message_sid, "status": status, "error_code": state.get("error_code"),
                 })
                 return
-            if fallback_at and not state.get("events") and datetime.now(timezone.utc) >= fallback_at:
+            if no_callback_at and not state.get("events") and datetime.now(timezone.utc) >= no_callback_at:
                 yield TriggerEvent({"outcome": "no_callback", "sid": self.message_sid})
                 return
 

@@ -747,3 +747,17 @@ def test_logs_mask_numbers_and_never_show_bodies_or_tokens(twilio_conn, twilio_s
     assert "***0123" in text  # the send was logged, masked
     for secret in ("4155550123", "5005550001", "482913", twilio_sim.auth_token):
         assert secret not in text
+
+
+def test_fetch_statuses_of_many_messages_reads_pages_then_fetches_a_bounded_few(twilio_conn, twilio_sim):
+    hook = TwilioSmsHook()
+    listed = [hook.send_message(TO, f"n{i}")["sid"] for i in range(6)]
+    gone = ["SM" + f"{i:032x}" for i in range(12)]  # not at Twilio: never in a page, 404 when fetched
+    before = twilio_sim.counts()
+    found = hook.fetch_statuses(listed + gone, max_pages=2, max_fetches=3)
+    assert sorted(found) == sorted(listed) and found[listed[0]]["status"]
+    after = twilio_sim.counts()
+    assert after.get("list", 0) - before.get("list", 0) == 1  # the only page
+    assert after.get("fetch", 0) - before.get("fetch", 0) == 3  # the budget, not 12
+    assert hook.fetch_statuses([listed[0]])[listed[0]]["sid"] == listed[0]
+    assert twilio_sim.count("list") == after.get("list", 0)  # one SID: fetched, no page

@@ -58,6 +58,10 @@ async def _first_event(trigger, *, then=None, timeout=10):
 @pytest.mark.parametrize("trigger", [
     SmsStatusTrigger(message_sid="SM1", success_statuses=["delivered"], failure_statuses=["failed"],
                      store_conn_id="s", poll_interval=2, fallback_at="2026-01-01T00:00:00+00:00"),
+    SmsStatusTrigger(message_sid="SM1", success_statuses=["delivered"], failure_statuses=["failed"],
+                     store_conn_id="s", poll_interval=2, fallback_at="2026-01-01T00:05:00+00:00",
+                     twilio_conn_id="twilio_sms_qa", sent_at="2026-01-01T00:00:00+00:00", fallback_interval=30,
+                     fallback_max_interval=600),
     SmsReplyTrigger(criteria=ReplyCriteria(from_number=USER, body_pattern=r"(\d{6})").to_json(), after_id=7,
                     store_conn_id="s", poll_interval=3),
 ])
@@ -98,7 +102,7 @@ class TestStatusTrigger:
         assert event["status"] == "delivered"
 
     @pytest.mark.asyncio
-    async def test_no_callback_after_the_fallback_moment(self, store, store_conn):
+    async def test_a_trigger_serialized_without_a_twilio_connection_fires_no_callback(self, store, store_conn):
         sid = "SM" + "5" * 32
         _sent(store, sid)
         past = (datetime.now(timezone.utc) - timedelta(seconds=1)).isoformat()

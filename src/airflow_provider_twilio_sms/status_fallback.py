@@ -1,0 +1,79 @@
+"""Asking Twilio for a delivery status that its callbacks did not bring.
+
+A status callback can be lost (the webhook was down past Twilio's retries, a proxy dropped it, test
+credentials never send any). A status sensor then cannot wait on the store alone: once
+``fallback_after`` has passed since the send, and for as long as the stored status is not one that
+ends the wait, it asks Twilio, at an interval that doubles from ``interval`` up to ``max_interval``.
+What Twilio says is stored like a callback (an event whose payload says ``"source": "poll"``), so the
+status moves forward in the store for every reader, and a repeated answer is stored once.
+
+Used by :class:`.SmsStatusSensor` in poke and reschedule mode (one message) and by the triggerer's shared
+:class:`.StorePoller` (every waiting message of a connection in one batch per round).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from airflow_provider_twilio_sms.privacy import mask_sid
+
+if TYPE_CHECKING:
+    from collections.abc import Collection, Sequence
+
+    from airflow_provider_twilio_sms.hooks.twilio_sms import TwilioSmsHook
+    from airflow_provider_twilio_sms.store.api import SmsStore
+
+log = logging.getLogger(__name__)
+
+DEFAULT_INTERVAL = 60.0
+DEFAULT_MAX_INTERVAL = 900.0
+POLL_SOURCE = "poll"
+
+
+@dataclass
+class FallbackSchedule:
+    """When to ask Twilio next about one message: at ``due_at``, then after ``interval`` seconds,
+    doubling up to ``max_interval``; never while the stored status is one of ``ends``."""
+
+    due_at: datetime
+    ends: frozenset[str]
+    interval: float = DEFAULT_INTERVAL
+    max_interval: float = DEFAULT_MAX_INTERVAL
+    asks: int = field(default=0)
+
+    def __post_init__(self) -> None:
+        if not 0 < self.interval <= self.max_interval:
+            raise ValueError(f"the fallback interval must be positive and at most the maximum interval "
+                             f"({self.max_interval:g} s), not {self.interval!r}")
+
+    def due(self, status: str | None, now: datetime) -> bool:
+        return (status or "").lower() not in self.ends and now >= self.due_at
+
+    def asked(self, now: datetime) -> None:
+        self.asks += 1
+        self.due_at = now + timedelta(seconds=min(self.interval * 2 ** (self.asks - 1), self.max_interval))
+
+
+def ask_twilio(hook: TwilioSmsHook, store: SmsStore, conn_id: str, sids: Sequence[str], *,
+               created_after: datetime | None = None) -> dict[str, dict[str, Any]]:
+    """Ask Twilio about ``sids`` (a few requests however many: :meth:`.TwilioSmsHook.fetch_statuses`)
+    and store each status it gives as a status event from a poll. Returns ``{sid: Twilio's message}``."""
+    messages = hook.fetch_statuses(sids, created_after=created_after)
+    for sid, message in messages.items():
+        status = message.get("status")
+        if not status:
+            continue
+        store.record_status_event(
+            account_sid=message.get("account_sid") or hook.settings.account_sid, conn_id=conn_id,
+            message_sid=sid, status=status, error_code=message.get("error_code"),
+            payload={"source": POLL_SOURCE, "MessageStatus": status, "ErrorCode": message.get("error_code")})
+    log.info("Asked Twilio about %d message(s) whose status callbacks did not come: %s", len(sids),
+             ", ".join(f"{mask_sid(sid)} {messages[sid].get('status')}" for sid in list(messages)[:10]))
+    return messages
+
+
+def finishing_statuses(success: Collection[str], failure: Collection[str]) -> frozenset[str]:
+    return frozenset(s.lower() for s in (*success, *failure))

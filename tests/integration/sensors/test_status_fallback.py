@@ -1,0 +1,215 @@
+"""A status the callbacks never brought: the sensors ask Twilio (the local stand-in), shared and backing off.
+
+The scene in every test: the send is stored, the webhook stored ``sent``, and the final callback was lost,
+while Twilio (the stand-in) already knows the message was delivered. Real store (SQLite and PostgreSQL),
+real HTTP to the stand-in, real triggers, and Airflow's own deferral round trip through ``dag.test()``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+from datetime import datetime, timedelta, timezone
+from types import SimpleNamespace
+
+import pytest
+from sqlalchemy import select
+
+from airflow_provider_twilio_sms.hooks.twilio_sms import TwilioSmsHook
+from airflow_provider_twilio_sms.sending import SendRequest, SmsSender
+from airflow_provider_twilio_sms.sensors.sms import SmsStatusSensor
+from airflow_provider_twilio_sms.status_fallback import POLL_SOURCE
+from airflow_provider_twilio_sms.store import tables as t
+from airflow_provider_twilio_sms.store.api import make_scope
+from airflow_provider_twilio_sms.triggers.sms import SmsStatusTrigger, StorePoller
+from conftest import dag_test
+
+CONN = "twilio_sms_default"
+
+
+def _wait_until(check, timeout=15.0):
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
+
+
+def _send(store, sim, key, to="+14155550123"):
+    """Send through the real send path; the webhook stores ``sent``; the ``delivered`` callback is lost."""
+    result = SmsSender(TwilioSmsHook(), store).send(SendRequest(to=to, body="Your order shipped",
+                                                               idempotency_key=key))
+    sid = result["sid"]
+    store.record_status_event(account_sid=sim.account_sid, conn_id=CONN, message_sid=sid, status="sent",
+                              payload={"MessageStatus": "sent"})
+    return sid
+
+
+def _delivered_at_twilio(sim, sids):
+    _wait_until(lambda: all((sim.message(s) or {}).get("status") == "delivered" for s in sids))
+
+
+def _poll_events(store, sid):
+    e = t.event
+    with store.engine.connect() as conn:
+        rows = conn.execute(select(e.c.status, e.c.payload).where(e.c.message_sid == sid, e.c.kind == "status")
+                            .order_by(e.c.id)).all()
+    return [(row.status, json.loads(row.payload).get("source")) for row in rows]
+
+
+def _context():
+    return {"ti": SimpleNamespace(map_index=-1, xcom_pull=lambda task_ids: None),
+            "dag_run": SimpleNamespace(team_name=None)}
+
+
+@pytest.fixture
+def env(twilio_conn, store_conn, twilio_sim):
+    StorePoller._pollers.clear()
+    return twilio_sim, store_conn
+
+
+# --- poke (and reschedule) mode -----------------------------------------------------------------------
+
+def test_poke_asks_twilio_when_sent_is_stored_and_the_last_callback_was_lost(env):
+    sim, store = env
+    sid = _send(store, sim, "k1")
+    _delivered_at_twilio(sim, [sid])
+    sensor = SmsStatusSensor(task_id="wait", message_sid=sid, fallback_after=0, deferrable=False)
+    done = sensor.poke(_context())
+    assert done.is_done and done.xcom_value == {"sid": sid, "status": "delivered", "error_code": None}
+    assert _poll_events(store, sid) == [("sent", None), ("delivered", POLL_SOURCE)]
+    assert store.get_message(sid=sid)["status"] == "delivered"  # the store moved on for every reader
+
+
+def test_poke_does_not_ask_before_fallback_after(env):
+    sim, store = env
+    sid = _send(store, sim, "k1")
+    _delivered_at_twilio(sim, [sid])
+    fetches = sim.count("fetch")
+    sensor = SmsStatusSensor(task_id="wait", message_sid=sid, fallback_after=3600, deferrable=False)
+    assert not sensor.poke(_context()).is_done and sim.count("fetch") == fetches
+
+
+def test_poke_asks_at_a_backing_off_interval_while_twilio_has_nothing_new(env):
+    sim, store = env
+    sim.callback_delay = 3600  # Twilio keeps the message queued: nothing ends the wait
+    sid = _send(store, sim, "k1")
+    sensor = SmsStatusSensor(task_id="wait", message_sid=sid, fallback_after=0, fallback_interval=0.2,
+                             fallback_max_interval=0.4, deferrable=False)
+    fetches, pokes = sim.count("fetch"), 0
+    started = time.monotonic()
+    while time.monotonic() - started < 1.5:
+        assert not sensor.poke(_context()).is_done
+        pokes += 1
+        time.sleep(0.02)
+    asks = sim.count("fetch") - fetches
+    # due at 0, then 0.2, 0.4 (doubled), 0.4 (the cap) ... apart: at most 1 + 1.5 / 0.2, at least 2
+    assert 2 <= asks <= 8 < pokes
+
+
+# --- deferred: one poller asks Twilio for every waiting trigger ------------------------------------------
+
+def _trigger(sid, sent_at, **kw):
+    return SmsStatusTrigger(message_sid=sid, success_statuses=["delivered"], failure_statuses=["failed"],
+                            poll_interval=0.1, fallback_at=sent_at.isoformat(), twilio_conn_id=CONN,
+                            sent_at=sent_at.isoformat(), **kw)
+
+
+@pytest.mark.asyncio
+async def test_waiting_triggers_share_their_twilio_requests(env):
+    """40 triggers waiting on 40 messages learn from Twilio in one round of a few requests, not 40."""
+    sim, store = env
+    sids = await asyncio.to_thread(lambda: [_send(store, sim, f"k{i}", to=f"+1415555{i:04d}")
+                                            for i in range(40)])
+    await asyncio.to_thread(_delivered_at_twilio, sim, sids)
+    sent_at = datetime.now(timezone.utc) - timedelta(minutes=1)
+    before = sim.count("list") + sim.count("fetch")
+    runs = [_trigger(sid, sent_at).run() for sid in sids]
+    events = await asyncio.wait_for(asyncio.gather(*(run.__anext__() for run in runs)), 60)
+    for run in runs:
+        await run.aclose()
+    assert [e.payload["status"] for e in events] == ["delivered"] * 40
+    assert [e.payload["sid"] for e in events] == sids
+    poller = next(iter(StorePoller._pollers.values()))
+    assert len(StorePoller._pollers) == 1 and poller.twilio_asks == 1
+    assert sim.count("list") + sim.count("fetch") - before <= 2  # one page of the account's messages
+    assert all(_poll_events(store, sid)[-1] == ("delivered", POLL_SOURCE) for sid in sids)
+
+
+@pytest.mark.asyncio
+async def test_twilio_requests_per_round_do_not_grow_with_the_waiting_triggers(env):
+    """Twilio says nothing new (messages still queued there): every round's asks stay a few requests."""
+    sim, store = env
+    sim.callback_delay = 3600
+    sids = await asyncio.to_thread(lambda: [_send(store, sim, f"k{i}", to=f"+1415555{i:04d}")
+                                            for i in range(30)])
+    sent_at = datetime.now(timezone.utc) - timedelta(minutes=1)
+    before = sim.count("list") + sim.count("fetch")
+    tasks = [asyncio.ensure_future(_trigger(sid, sent_at, fallback_interval=0.1,
+                                            fallback_max_interval=0.2).run().__anext__()) for sid in sids]
+    deadline = asyncio.get_running_loop().time() + 30
+    while not StorePoller._pollers or next(iter(StorePoller._pollers.values())).twilio_asks < 3:
+        assert asyncio.get_running_loop().time() < deadline, "Twilio was not asked 3 times in 30 s"
+        await asyncio.sleep(0.05)
+    poller = next(iter(StorePoller._pollers.values()))
+    asks, requests = poller.twilio_asks, sim.count("list") + sim.count("fetch") - before
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    assert not any(task.done() and not task.cancelled() for task in tasks)
+    assert requests <= 2 * asks + 2  # a page (and a fetch budget never needed) per ask, not 30
+
+
+# --- a real deferral round trip: Airflow resumes the sensor, twice ---------------------------------------
+
+DEFERRALS: list[str] = []
+
+
+class RecordingStatusSensor(SmsStatusSensor):
+    """Records the method Airflow is told to resume with; everything else is the real sensor."""
+
+    def defer(self, **kwargs):
+        DEFERRALS.append(kwargs["method_name"])
+        super().defer(**kwargs)
+
+
+def test_deferred_sensor_resumes_when_the_send_had_no_sid_yet(airflow_home, env):
+    """The send's answer was lost (no SID stored) when the sensor defers; later the ``sent`` callback
+    (found by the idempotency key in its URL) brings the SID, the ``delivered`` callback is lost, and the
+    triggerer asks Twilio once ``fallback_after`` has passed. dag.test() runs each trigger in line and
+    resumes the task as Airflow does (``resume_execution`` with the trigger's event)."""
+    from airflow.sdk import DAG, task
+
+    sim, store = env
+    key = "lost-answer-key"
+    DEFERRALS.clear()
+
+    @task
+    def send_whose_answer_was_lost():
+        hook = TwilioSmsHook()
+        claim = store.claim(scope=make_scope(sim.account_sid), idempotency_key=key, account_sid=sim.account_sid,
+                            conn_id=CONN, to_number="+14155550123", from_number="+15005550006", body="hi",
+                            attempting=True)
+        sid = hook.send_message("+14155550123", "hi")["sid"]
+        store.record_unknown(claim)  # the answer never came back
+
+        def callback_with_the_key():  # the webhook stores Twilio's ``sent``, linked by the URL's key
+            time.sleep(1.5)
+            store.record_status_event(account_sid=sim.account_sid, conn_id=CONN, message_sid=sid,
+                                      status="sent", payload={"MessageStatus": "sent"}, idempotency_key=key)
+
+        threading.Thread(target=callback_with_the_key, daemon=True).start()
+        return {"sid": None, "idempotency_key": key, "account_sid": sim.account_sid}
+
+    with DAG("status_fallback_round_trip", schedule=None) as dag:
+        wait = RecordingStatusSensor(task_id="wait", from_task="send_whose_answer_was_lost", deferrable=True,
+                                     poll_interval=0.3, fallback_after=5, timeout=120)
+        send_whose_answer_was_lost() >> wait
+    run = dag_test(dag)
+    states = {ti.task_id: ti.state for ti in run.get_task_instances()}
+    assert states == {"send_whose_answer_was_lost": "success", "wait": "success"}, states
+    assert DEFERRALS[0] == "resume_after_wait" and DEFERRALS[-1] == "execute_complete"
+    row = store.get_message(scope=make_scope(sim.account_sid), idempotency_key=key)
+    assert row["status"] == "delivered"
+    assert _poll_events(store, row["sid"])[-1] == ("delivered", POLL_SOURCE)

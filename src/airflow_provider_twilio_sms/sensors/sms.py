@@ -90,7 +90,8 @@ class SmsStatusSensor(_StoreSensor):
     ``fallback_after`` seconds after the send on, while the stored status ends nothing, Twilio is asked
     every ``fallback_interval`` seconds, doubling up to ``fallback_max_interval``, and what it says is
     stored as a status event from a poll (see :mod:`.status_fallback`). Deferred, the triggerer asks
-    Twilio for every waiting sensor together, in a few requests a round.
+    Twilio for every waiting sensor together, in a few requests a round. In reschedule mode each poke is
+    a new run of the task, which forgets the backoff: Twilio is then asked at most once a poke.
 
     :param success_statuses: statuses that end the wait successfully.
     :param failure_statuses: statuses that fail the task (default failed, undelivered, canceled).

@@ -37,6 +37,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 DEFAULT_POLL_INTERVAL = 5.0
+# Asking Twilio holds up the round's store polling for every waiter: wait less than the hook's default.
+TWILIO_TIMEOUT = 10.0
 
 
 @dataclass
@@ -167,7 +169,7 @@ class StorePoller:
 
         hook = self._hooks.get(conn_id)
         if hook is None:
-            hook = self._hooks[conn_id] = TwilioSmsHook(twilio_conn_id=conn_id)
+            hook = self._hooks[conn_id] = TwilioSmsHook(twilio_conn_id=conn_id, timeout=TWILIO_TIMEOUT)
         return hook
 
     async def _poll_replies(self) -> None:

@@ -213,3 +213,13 @@ def test_deferred_sensor_resumes_when_the_send_had_no_sid_yet(airflow_home, env)
     row = store.get_message(scope=make_scope(sim.account_sid), idempotency_key=key)
     assert row["status"] == "delivered"
     assert _poll_events(store, row["sid"])[-1] == ("delivered", POLL_SOURCE)
+
+
+def test_a_trigger_deferred_by_an_earlier_version_still_ends(env):
+    """Its ``no_callback`` event (no Twilio connection in its kwargs): the sensor asks Twilio itself."""
+    sim, store = env
+    sid = _send(store, sim, "k1")
+    _delivered_at_twilio(sim, [sid])
+    sensor = SmsStatusSensor(task_id="wait", message_sid=sid, deferrable=True)
+    assert sensor.execute_complete(_context(), {"outcome": "no_callback", "sid": sid})["status"] == "delivered"
+    assert _poll_events(store, sid)[-1] == ("delivered", POLL_SOURCE)

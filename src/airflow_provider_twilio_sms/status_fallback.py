@@ -58,21 +58,23 @@ class FallbackSchedule:
 
 
 def ask_twilio(hook: TwilioSmsHook, store: SmsStore, conn_id: str, sids: Sequence[str], *,
-               created_after: datetime | None = None) -> dict[str, dict[str, Any]]:
+               created_after: datetime | None = None) -> dict[str, dict[str, Any] | None]:
     """Ask Twilio about ``sids`` (a few requests however many: :meth:`.TwilioSmsHook.fetch_statuses`)
-    and store each status it gives as a status event from a poll. Returns ``{sid: Twilio's message}``."""
-    messages = hook.fetch_statuses(sids, created_after=created_after)
-    for sid, message in messages.items():
-        status = message.get("status")
+    and store each status it gives as a status event from a poll. Returns what Twilio was asked about
+    this time: ``{sid: Twilio's message, or None when it has none}``; the other SIDs wait their turn."""
+    answers = hook.fetch_statuses(sids, created_after=created_after)
+    for sid, message in answers.items():
+        status = (message or {}).get("status")
         if not status:
             continue
         store.record_status_event(
             account_sid=message.get("account_sid") or hook.settings.account_sid, conn_id=conn_id,
             message_sid=sid, status=status, error_code=message.get("error_code"),
             payload={"source": POLL_SOURCE, "MessageStatus": status, "ErrorCode": message.get("error_code")})
-    log.info("Asked Twilio about %d message(s) whose status callbacks did not come: %s", len(sids),
-             ", ".join(f"{mask_sid(sid)} {messages[sid].get('status')}" for sid in list(messages)[:10]))
-    return messages
+    log.info("Asked Twilio about %d of %d message(s) whose status callbacks did not come: %s", len(answers),
+             len(sids), ", ".join(f"{mask_sid(sid)} {(m or {}).get('status')}" for sid, m in
+                                  list(answers.items())[:10]))
+    return answers
 
 
 def finishing_statuses(success: Collection[str], failure: Collection[str]) -> frozenset[str]:

@@ -316,19 +316,19 @@ class TwilioSmsHook(BaseHook):
         return [message_to_dict(m, include_body_sha256=True, include_body=True) for m in found.values()]
 
     def fetch_statuses(self, sids: Sequence[str], *, created_after: datetime | None = None,
-                       max_pages: int = 2, max_fetches: int = 5) -> dict[str, dict[str, Any]]:
+                       max_pages: int = 2, max_fetches: int = 5) -> dict[str, dict[str, Any] | None]:
         """What Twilio says of many messages, in at most ``max_pages + max_fetches`` requests however
-        many SIDs are asked about: ``{sid: message as plain JSON (no body)}``.
+        many SIDs are asked about: ``{sid: message as plain JSON (no body), or None when Twilio has no
+        such message (deleted)}``. A SID missing from the answer was not asked about this time.
 
         One SID is fetched. More are looked for in the account's newest pages (1000 messages each),
         until all are found or a page reaches a message created before ``created_after``; those not
         found there are fetched one by one, at most ``max_fetches`` of them (the rest wait for the
-        caller's next round). A message Twilio no longer has (deleted) is left out. A failed request
-        raises, as :meth:`fetch_message` does.
+        caller's next round). A failed request raises, as :meth:`fetch_message` does.
         """
         wanted = list(dict.fromkeys(s for s in sids if s))
         asked = set(wanted)
-        found: dict[str, dict[str, Any]] = {}
+        found: dict[str, dict[str, Any] | None] = {}
         if len(wanted) > 1 and max_pages > 0:
             since = _aware(created_after)
             for number, page in enumerate(self._pages({}, LIST_PAGE_SIZE), start=1):
@@ -344,7 +344,8 @@ class TwilioSmsHook(BaseHook):
             except PermanentTwilioError as err:
                 if err.code != 20404 and err.http_status != 404:
                     raise
-                self.log.info("Twilio no longer has message %s; not asking about it", mask_sid(sid))
+                self.log.info("Twilio has no message %s (deleted?)", mask_sid(sid))
+                found[sid] = None
         return found
 
     def _list_filters(self, to: str | None, from_: str | None) -> dict[str, Any]:

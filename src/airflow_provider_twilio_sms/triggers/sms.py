@@ -144,25 +144,28 @@ class StorePoller:
                     future.set_result(states.get(sid))
 
     async def _ask_twilio(self, due: list[str], now: datetime) -> None:
-        """One batch per Twilio connection for every waiter due this round; a failure is logged and the
-        waiters are asked again after their next interval."""
+        """One batch per Twilio connection for every waiter due this round. Those Twilio was asked about
+        wait their next interval; those left out by the batch's bound stay due for the next round. A
+        failure is logged, and the whole batch waits its next interval."""
         from airflow_provider_twilio_sms.status_fallback import ask_twilio
 
         by_conn: dict[str, list[str]] = {}
         for sid in due:
             by_conn.setdefault(self._asks[sid].conn_id, []).append(sid)
-            self._asks[sid].schedule.asked(now)
         for conn_id, sids in by_conn.items():
             sent = [self._asks[sid].sent_at for sid in sids]
             oldest = None if None in sent else min(sent)  # type: ignore[type-var]
             self.twilio_asks += 1
             try:
-                await asyncio.to_thread(ask_twilio, self._hook(conn_id), self.store, conn_id, sids,
-                                        created_after=oldest and oldest - timedelta(minutes=5))
+                answered = await asyncio.to_thread(ask_twilio, self._hook(conn_id), self.store, conn_id, sids,
+                                                   created_after=oldest and oldest - timedelta(minutes=5))
             except Exception:  # Twilio or the connection failing must not stop the store polling
                 self._hooks.pop(conn_id, None)  # read the connection again next time (rotated token?)
+                answered = sids
                 log.exception("Asking Twilio (connection %s) about %d message(s) failed; asking again "
                               "after their next interval", conn_id, len(sids))
+            for sid in answered:
+                self._asks[sid].schedule.asked(now)
 
     def _hook(self, conn_id: str) -> TwilioSmsHook:
         from airflow_provider_twilio_sms.hooks.twilio_sms import TwilioSmsHook

@@ -223,3 +223,34 @@ def test_a_trigger_deferred_by_an_earlier_version_still_ends(env):
     sensor = SmsStatusSensor(task_id="wait", message_sid=sid, deferrable=True)
     assert sensor.execute_complete(_context(), {"outcome": "no_callback", "sid": sid})["status"] == "delivered"
     assert _poll_events(store, sid)[-1] == ("delivered", POLL_SOURCE)
+
+
+@pytest.mark.asyncio
+async def test_messages_past_the_batch_bound_are_asked_next_round_and_then_back_off(env):
+    """A batch fetches at most 5 messages the pages did not show: the rest are asked in the next round,
+    and each message Twilio does not have (deleted) is asked once an interval, not every round."""
+    sim, store = env
+    real = await asyncio.to_thread(_send, store, sim, "real")
+    await asyncio.to_thread(_delivered_at_twilio, sim, [real])
+    gone = [f"SM{i:032x}" for i in range(8)]
+    for sid in gone:
+        await asyncio.to_thread(store.record_status_event, account_sid=sim.account_sid, conn_id=CONN,
+                                message_sid=sid, status="sent", payload={"MessageStatus": "sent"})
+    sent_at = datetime.now(timezone.utc) - timedelta(minutes=1)
+    fetches = sim.count("fetch")
+    tasks = {sid: asyncio.ensure_future(_trigger(sid, sent_at, fallback_interval=60).run().__anext__())
+             for sid in [real, *gone]}
+    event = await asyncio.wait_for(asyncio.shield(tasks[real]), 30)
+    assert event.payload["status"] == "delivered"
+    poller = next(iter(StorePoller._pollers.values()))
+    deadline = asyncio.get_running_loop().time() + 30
+    while sim.count("fetch") - fetches < len(gone):
+        assert asyncio.get_running_loop().time() < deadline, "the rest were not asked in the next rounds"
+        await asyncio.sleep(0.05)
+    rounds = poller.rounds
+    while poller.rounds < rounds + 5:
+        await asyncio.sleep(0.05)
+    assert sim.count("fetch") - fetches == len(gone)  # each once; the next ask is a minute away
+    for task in tasks.values():
+        task.cancel()
+    await asyncio.gather(*tasks.values(), return_exceptions=True)

@@ -5,7 +5,10 @@ local server answers):
   1. the median time of one poke (the store query a SmsReplySensor makes) with 1 000 and with
      1 000 000 stored events, and their ratio (goal: at most 1.5, i.e. the query is indexed);
   2. store queries per second made by one triggerer holding 1 000 deferred sensors (500 status,
-     500 reply), against the naive 1 000 / poll_interval.
+     500 reply), against the naive 1 000 / poll_interval;
+  3. requests to Twilio (the local stand-in) made by one triggerer whose 1 000 status sensors all wait
+     on statuses whose callbacks were lost, until every one has its status, against the naive one
+     request per sensor per round.
 
     .venv/bin/python bench/sensor.py [--events 1000000] [--backend sqlite|postgres|both]
 """
@@ -110,10 +113,48 @@ def bench_triggerer(url: str, sensors: int = 1_000, interval: float = 1.0, secon
           f"{queries / elapsed:.1f} store queries/s (one query per sensor per poll would be {sensors / interval:.0f}/s)")
 
 
+async def _twilio_fallback(url: str, sensors: int) -> tuple[int, int, float]:
+    from airflow_provider_twilio_sms.hooks.twilio_sms import TwilioSmsHook
+    from airflow_provider_twilio_sms.simulator.server import TwilioSimulator
+    from airflow_provider_twilio_sms.triggers.sms import SmsStatusTrigger, StorePoller
+
+    store = SmsStore(url)
+    with TwilioSimulator(callback_delay=0.01) as sim:
+        os.environ["AIRFLOW_CONN_BENCH_STORE"] = json.dumps({"conn_type": "generic",
+                                                             "extra": {"sqlalchemy_url": url}})
+        os.environ["AIRFLOW_CONN_BENCH_TWILIO"] = json.dumps({
+            "conn_type": "twilio_sms", "login": sim.account_sid, "password": sim.auth_token,
+            "extra": {"from_number": OURS, "api_base_url": sim.base_url}})
+        hook = TwilioSmsHook(twilio_conn_id="bench_twilio")
+        sids = [hook.send_message(f"+1415555{i:04d}", "hello")["sid"] for i in range(sensors)]
+        for sid in sids:  # the webhook stored ``sent``; the final callback was lost
+            store.record_status_event(account_sid=sim.account_sid, conn_id="bench_twilio", message_sid=sid,
+                                      status="sent", payload={})
+        StorePoller._pollers.clear()
+        sent_at = (datetime.now(timezone.utc) - timedelta(minutes=1)).isoformat()
+        before = sim.count("list") + sim.count("fetch")
+        start = time.perf_counter()
+        runs = [SmsStatusTrigger(message_sid=sid, success_statuses=["delivered"], failure_statuses=["failed"],
+                                 store_conn_id="bench_store", poll_interval=0.5, fallback_at=sent_at,
+                                 twilio_conn_id="bench_twilio", sent_at=sent_at).run() for sid in sids]
+        await asyncio.gather(*(run.__anext__() for run in runs))
+        elapsed = time.perf_counter() - start
+        poller = next(iter(StorePoller._pollers.values()))
+        return sim.count("list") + sim.count("fetch") - before, poller.rounds, elapsed
+
+
+def bench_twilio_fallback(url: str, sensors: int = 1_000) -> None:
+    requests, rounds, elapsed = asyncio.run(_twilio_fallback(url, sensors))
+    print(f"  triggerer with {sensors} sensors whose final callbacks were lost: all done in {rounds} round(s), "
+          f"{elapsed:.1f} s, {requests} Twilio request(s) (one per sensor per round would be "
+          f"{sensors * rounds}; ratio {requests / (sensors * rounds):.4f})")
+
+
 def _bench_backend(name: str, url: str, events: int) -> None:
     print(f"{name}:")
     bench_poke(url, events)
     bench_triggerer(url)
+    bench_twilio_fallback(url)
 
 
 def main() -> int:

@@ -23,7 +23,7 @@ import tempfile
 import time
 import uuid
 
-from airflow_provider_twilio_sms.store.api import SmsStore
+from airflow_provider_twilio_sms.store.api import SmsStore, key_digest
 from airflow_provider_twilio_sms.store.migrate import upgrade_url
 from scratch_pg import scratch_database
 
@@ -53,7 +53,9 @@ def _floor_writes(store: SmsStore, n: int):
     claims, records = [], []
     for i in range(n):
         row = dict.fromkeys(CLAIM_COLUMNS)
-        row.update(scope="AC|", idempotency_key=f"floor-{run}-{i}", account_sid="AC", conn_id="bench",
+        key = f"floor-{run}-{i}"
+        row.update(scope="AC|", idempotency_key=key, idempotency_key_sha256=key_digest(key), account_sid="AC",
+                   conn_id="bench",
                    to_number="+14155550123", from_number="+15005550006", body=f"Your code is {i:06d}",
                    body_sha256="0" * 64, num_media=0, send_state="claimed", attempt_id=run, status_rank=0,
                    lease_expires_at=now, created_at=now, updated_at=now, http_attempted_at=now)

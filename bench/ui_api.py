@@ -60,6 +60,7 @@ def fill(url: str, events: int, seed: int = 7) -> dict[str, int]:
     from sqlalchemy import insert, text
 
     from airflow_provider_twilio_sms.store import tables as t
+    from airflow_provider_twilio_sms.store.api import key_digest
     from airflow_provider_twilio_sms.store.engine import get_engine
 
     rng = random.Random(seed)
@@ -87,7 +88,7 @@ def fill(url: str, events: int, seed: int = 7) -> dict[str, int]:
         sid, to = f"SM{i:032x}", f"+1415{rng.randrange(10**7):07d}"
         messages.append({
             "id": i, "scope": f"{ACCOUNT}|{team or ''}", "idempotency_key": f"bench-{i}",
-            "account_sid": ACCOUNT,
+            "idempotency_key_sha256": key_digest(f"bench-{i}"), "account_sid": ACCOUNT,
             "conn_id": "twilio_sms_default", "team": team, "pool": None, "to_number": to,
             "from_number": "+15005550006", "body": f"Your code is {rng.randrange(10**6):06d}",
             "body_sha256": "0" * 64, "num_media": 0, "send_state": "sent", "attempt_id": uuid.uuid4().hex,

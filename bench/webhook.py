@@ -105,10 +105,11 @@ def signed_callbacks(sids: list[str]) -> list[tuple[str, dict]]:
 def seed_sent_messages(url: str, sids: list[str]) -> None:
     """Outbound rows as the operator leaves them (sent, status queued), one per SID, in bulk."""
     from airflow_provider_twilio_sms.store import tables as t
-    from airflow_provider_twilio_sms.store.api import body_digest, make_scope
+    from airflow_provider_twilio_sms.store.api import body_digest, key_digest, make_scope
 
     now = datetime.now(timezone.utc)
-    rows = [{"scope": make_scope(ACCOUNT), "idempotency_key": f"bench-{sid}", "account_sid": ACCOUNT,
+    rows = [{"scope": make_scope(ACCOUNT), "idempotency_key": f"bench-{sid}",
+             "idempotency_key_sha256": key_digest(f"bench-{sid}"), "account_sid": ACCOUNT,
              "conn_id": "twilio_sms_default", "to_number": "+14155550123", "from_number": "+15005550006",
              "body": "bench", "body_sha256": body_digest("bench"), "num_media": 0, "send_state": "sent",
              "attempt_id": "bench", "lease_expires_at": now + timedelta(minutes=2), "sid": sid,

@@ -66,6 +66,16 @@ class InvalidMessageError(TwilioSmsError, ValueError):
     """
 
 
+class ValueTooLongError(InvalidMessageError):
+    """A value (an identifier of the send: DAG, task or run id, team, pool, sender...) is longer than the
+    store keeps. Raised before anything is claimed or sent, the same on every database."""
+
+    def __init__(self, field: str, length: int, limit: int):
+        self.field, self.length, self.limit = field, length, limit
+        super().__init__(f"{field} is {length} characters long, longer than the {limit} the twilio_sms store "
+                         f"keeps; nothing was claimed or sent. Shorten {field} to at most {limit} characters")
+
+
 class EncryptionError(TwilioSmsError):
     """An encrypted extra could not be decrypted, or a key is missing or malformed."""
 

@@ -94,13 +94,14 @@ class RetryPolicy:
         return max(backoff, retry_after or 0.0)
 
 
-def result_for_xcom(row: dict[str, Any], *, already_sent: bool) -> dict[str, Any]:
-    """What downstream tasks get: plain JSON, the recipient masked, no body."""
+def result_for_xcom(row: dict[str, Any], idempotency_key: str, *, already_sent: bool) -> dict[str, Any]:
+    """What downstream tasks get: plain JSON, the recipient masked, no body. The key is the caller's,
+    whole: the row keeps it only when it fits."""
     sent_at = row.get("sent_at")
     return {
         "sid": row.get("sid"),
         "status": row.get("status"),
-        "idempotency_key": row.get("idempotency_key"),
+        "idempotency_key": idempotency_key,
         "segments": row.get("num_segments"),
         "encoding": row.get("encoding"),
         "to": mask_number(row.get("to_number")),
@@ -151,9 +152,9 @@ class SmsSender:
                 f"{mask_number(to)} replied STOP to this account; not sending. They must reply START "
                 "before they can be messaged again", code=21610)
         if not claim.owned:
-            return self._finished(claim)
+            return self._finished(claim, request.idempotency_key)
         if claim.outcome == "reconcile":
-            found = self._reconcile(claim, to, from_, messaging_service_sid, request.body)
+            found = self._reconcile(claim, request, to, from_, messaging_service_sid)
             if found is not None:
                 return found
 
@@ -204,19 +205,19 @@ class SmsSender:
                      claim.row["lease_expires_at"].isoformat())
             self.retry.sleep(self.held_poll_seconds)
 
-    def _finished(self, claim: Claim) -> dict[str, Any]:
+    def _finished(self, claim: Claim, key: str) -> dict[str, Any]:
         row = claim.row
         if claim.outcome == "sent":
             log.info("Message already sent (SID %s) for this idempotency key; not sending again",
                      mask_sid(row["sid"]))
-            return result_for_xcom(row, already_sent=True)
+            return result_for_xcom(row, key, already_sent=True)
         raise PermanentTwilioError(
             f"an earlier attempt with this idempotency key failed for good: "
             f"{describe_error_code(row.get('error_code'))}; use a new idempotency key to send again",
             code=row.get("error_code"))
 
-    def _reconcile(self, claim: Claim, to: str, from_: str | None, messaging_service_sid: str | None,
-                   body: str | None) -> dict[str, Any] | None:
+    def _reconcile(self, claim: Claim, request: SendRequest, to: str, from_: str | None,
+                   messaging_service_sid: str | None) -> dict[str, Any] | None:
         """An earlier attempt may have reached Twilio: find its message there before sending anew.
 
         Returns the recorded result when Twilio has it, None when Twilio certainly has not. When that
@@ -234,7 +235,7 @@ class SmsSender:
 
         try:
             outcome = find_sent_message(self.hook, self.store, claim, to=to, from_=from_,
-                                        messaging_service_sid=messaging_service_sid, body=body,
+                                        messaging_service_sid=messaging_service_sid, body=request.body,
                                         page_size=self.reconcile_page_size, on_page=renew_lease)
         except (UnknownOutcomeError, RetryableTwilioError, PermanentTwilioError):
             self.store.record_unknown(claim)
@@ -243,7 +244,7 @@ class SmsSender:
             log.info("Reconciled: the earlier attempt's message exists at Twilio (SID %s); recording it",
                      mask_sid(outcome.found["sid"]))
             row = self.store.record_sent(claim, outcome.found)
-            return result_for_xcom(row, already_sent=True)
+            return result_for_xcom(row, request.idempotency_key, already_sent=True)
         log.info("Reconciled: none of the %d messages to %s since %s at Twilio is this one; sending",
                  outcome.examined, mask_number(to), reconcile_since(claim).isoformat())
         return None
@@ -273,7 +274,7 @@ class SmsSender:
                 # process dies now the next attempt reconciles too.
                 log.warning("No answer from Twilio after the request left (attempt %d); reconciling before "
                             "any new request", attempt)
-                found = self._reconcile(claim, to, from_, messaging_service_sid, request.body)
+                found = self._reconcile(claim, request, to, from_, messaging_service_sid)
                 if found is not None:
                     return found
                 if not self._may_retry(attempt, started, None):
@@ -295,7 +296,7 @@ class SmsSender:
             # line at INFO costs as much as a store transaction.
             log.debug("Recorded the SMS to %s: SID %s, status %s, %s segment(s)", mask_number(to),
                       mask_sid(row["sid"]), row["status"], row.get("num_segments"))
-            return result_for_xcom(row, already_sent=False)
+            return result_for_xcom(row, request.idempotency_key, already_sent=False)
 
     def _may_retry(self, attempt: int, started: float, delay: float | None) -> bool:
         elapsed = time.monotonic() - started + (delay or 0)

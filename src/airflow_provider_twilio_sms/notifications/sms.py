@@ -61,8 +61,10 @@ class SmsNotifier(BaseNotifier):
         dag_run = context.get("dag_run")
         dag_id = getattr(dag_run, "dag_id", None) or getattr(ti, "dag_id", "") or ""
         run_id = getattr(dag_run, "run_id", None) or getattr(ti, "run_id", "") or ""
-        task_id = f"notifier:{getattr(ti, 'task_id', '') or ''}"
-        key = self.idempotency_key or default_idempotency_key(dag_id, task_id, run_id, getattr(ti, "map_index", None), to)
+        task_id = getattr(ti, "task_id", None) or None
+        # "notifier:" keeps the key apart from a SendSmsOperator's in the same task; the row keeps the task id.
+        key = self.idempotency_key or default_idempotency_key(dag_id, f"notifier:{task_id or ''}", run_id,
+                                                              getattr(ti, "map_index", None), to)
         team = team_of(context)
         request = SendRequest(to=to, body=self.body, idempotency_key=str(key), from_=self.from_, team=team,
                               status_callback=status_callback_url(settings, self.twilio_conn_id, str(key), team),

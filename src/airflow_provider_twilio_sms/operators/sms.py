@@ -36,20 +36,34 @@ def team_of(context: Context) -> str | None:
 
 def status_callback_url(settings, conn_id: str, key: str, team: str | None, url: str | None = None) -> str | None:
     """The ``StatusCallback`` for one send: ``url`` (else the connection's ``webhook_base_url`` and the
-    webhook path), with the idempotency key and the team in its query.
+    webhook path), with the idempotency key's SHA-256 (``ik_sha256``) and the team in its query.
 
     The webhook links a callback to its message by that key when the send's answer was lost, so a
     user-supplied URL gets it too; the URL's own query and fragment (Twilio's ``#rc=`` connection
-    overrides) are kept. None when there is neither a URL nor a ``webhook_base_url``.
+    overrides) are kept. The digest, not the key: a key may be of any length, Twilio takes URLs of at most
+    4000 characters. None when there is neither a URL nor a ``webhook_base_url``.
     """
+    from airflow_provider_twilio_sms.store.api import key_digest
+
     if not url:
         if not settings.webhook_base_url:
             return None
         url = settings.webhook_base_url.rstrip("/") + WEBHOOK_PATH.format(conn_id=conn_id)
     parts = urlsplit(url)
-    query = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k not in ("ik", "team")]
-    query += [("ik", key), *([("team", team)] if team else [])]
+    ours = ("ik", "ik_sha256", "team")
+    query = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k not in ours]
+    query += [("ik_sha256", key_digest(key)), *([("team", team)] if team else [])]
     return urlunsplit(parts._replace(query=urlencode(query)))
+
+
+def attempt_id_of(ti) -> str:
+    """Who owns the send's claim: this try of this task instance. The same in every run of one try (a
+    resumed deferral takes its own claim back), another in the next try. The ids, up to 250 characters
+    each, go in as a SHA-256: the attempt id has a fixed length (75 characters up to try 9999)."""
+    import hashlib
+
+    instance = "\x1f".join([ti.dag_id, ti.task_id, ti.run_id, str(ti.map_index)])
+    return f"ti-{hashlib.sha256(instance.encode('utf-8')).hexdigest()}/try-{ti.try_number}"
 
 
 class SendSmsOperator(BaseOperator):
@@ -73,8 +87,8 @@ class SendSmsOperator(BaseOperator):
     :param on_rate_limit: ``"defer"`` (free the worker until the next slot), ``"fail"`` or ``"wait"``.
     :param validity_period: seconds Twilio may keep trying to deliver (1-36000).
     :param status_callback: URL for delivery statuses; default: the connection's ``webhook_base_url`` +
-        ``/twilio_sms/webhooks/<conn_id>/status``. Either way the idempotency key (and team) is added
-        to its query, so the webhook can link a callback whose send answer was lost.
+        ``/twilio_sms/webhooks/<conn_id>/status``. Either way the idempotency key's SHA-256 (and the team)
+        is added to its query, so the webhook can link a callback whose send answer was lost.
     :param store_conn_id: connection of the message store; default ``[twilio_sms] store_conn_id``.
     :param deferrable: allow ``on_rate_limit="defer"`` to defer; when False it waits in the worker.
     :param max_send_attempts: tries for transient Twilio refusals (429, queue full) within one task try.
@@ -135,11 +149,10 @@ class SendSmsOperator(BaseOperator):
         from airflow_provider_twilio_sms.sending import RetryPolicy, SmsSender
         from airflow_provider_twilio_sms.store.locate import get_store
 
-        ti = context["ti"]
-        attempt_id = f"{ti.dag_id}/{ti.task_id}/{ti.run_id}/{ti.map_index}/try-{ti.try_number}"
         return SmsSender(self.hook, get_store(self.store_conn_id),
                          lease_seconds=config.get_int("send_lease_seconds"),
-                         retry=RetryPolicy(max_attempts=self.max_send_attempts), attempt_id=attempt_id)
+                         retry=RetryPolicy(max_attempts=self.max_send_attempts),
+                         attempt_id=attempt_id_of(context["ti"]))
 
     def build_request(self, context: Context) -> SendRequest:
         """Turn the rendered arguments and the task instance into a :class:`SendRequest`."""

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import and_, func, or_, select
 from sqlalchemy.exc import IntegrityError
 
+from airflow_provider_twilio_sms.errors import ValueTooLongError
 from airflow_provider_twilio_sms.store import tables as t
 from airflow_provider_twilio_sms.store.driver import DriverWriter, autocommit, autocommits
 from airflow_provider_twilio_sms.store.engine import get_engine, write_options, writer_lock
@@ -61,6 +62,39 @@ def utcnow() -> datetime:
 def body_digest(body: str | None) -> str:
     """SHA-256 of a message body: how reconciliation matches a message without reading bodies."""
     return hashlib.sha256((body or "").encode("utf-8")).hexdigest()
+
+
+def _string_limits(table) -> tuple[tuple[str, int], ...]:
+    return tuple((c.key, c.type.length) for c in table.c if getattr(c.type, "length", None))
+
+
+_DISPLAY_KEY_LENGTH = t.message.c.idempotency_key.type.length
+_CLAIM_LIMITS = _string_limits(t.message)
+_POOL_LIMIT = t.rate_pool.c.pool.type.length
+
+
+def key_digest(key: str) -> str:
+    """SHA-256 (hex) of an idempotency key, or of a rate grant key: what the store finds and keeps them
+    unique by, whatever their length."""
+    return hashlib.sha256(key.encode("utf-8")).hexdigest()
+
+
+def displayed_key(key: str) -> str | None:
+    """The idempotency key as stored for display: the key itself when it fits its column, else None
+    (never a cut-down key that could be mistaken for another)."""
+    return key if len(key) <= _DISPLAY_KEY_LENGTH else None
+
+
+def check_fits(values: Mapping[str, Any], limits: Iterable[tuple[str, int]]) -> None:
+    """Raise :class:`ValueTooLongError` naming the first value longer than its column keeps.
+
+    Every database then behaves alike: PostgreSQL would refuse the value ("value too long"), SQLite would
+    keep it whole; here it is refused before anything is written, in words that say which value it was.
+    """
+    for name, limit in limits:
+        value = values.get(name)
+        if isinstance(value, str) and len(value) > limit:
+            raise ValueTooLongError(name, len(value), limit)
 
 
 def make_scope(account_sid: str, team: str | None = None) -> str:
@@ -223,8 +257,10 @@ class SmsStore:
         attempt_id = attempt_id or uuid.uuid4().hex
         now = now or utcnow()
         lease = now + timedelta(seconds=lease_seconds)
+        key_sha256 = key_digest(idempotency_key)
         values = {
-            "scope": scope, "idempotency_key": idempotency_key, "account_sid": account_sid,
+            "scope": scope, "idempotency_key": displayed_key(idempotency_key),
+            "idempotency_key_sha256": key_sha256, "account_sid": account_sid,
             "conn_id": conn_id, "team": team, "pool": pool, "to_number": to_number,
             "from_number": from_number, "messaging_service_sid": messaging_service_sid, "body": body,
             "body_sha256": body_digest(body), "num_media": num_media, "send_state": "claimed",
@@ -232,8 +268,9 @@ class SmsStore:
             "dag_id": dag_id, "task_id": task_id, "run_id": run_id, "map_index": map_index,
             "created_at": now, "updated_at": now, "http_attempted_at": now if attempting else None,
         }
+        check_fits(values, _CLAIM_LIMITS)  # before anything is written: nothing claimed, nothing sent
         sql = self._sql
-        by_key = {"p_scope": scope, "p_key": idempotency_key}
+        by_key = {"p_scope": scope, "p_key_sha256": key_sha256}
         if self._driver is not None:  # a new key (the usual case): one statement; else the full path below
             new_id = self._driver.execute(sql.claim_insert_returning(refuse_opted_out),
                                           {f"v_{name}": values[name] for name in CLAIM_COLUMNS})[0]
@@ -266,8 +303,8 @@ class SmsStore:
                 row.update(attempt_id=attempt_id, lease_expires_at=lease,
                            http_attempted_at=row["http_attempted_at"] or (now if attempting else None))
                 return Claim(outcome, row, attempt_id)
-        raise RuntimeError(f"could not settle the claim on idempotency key in scope {scope!r}: "
-                           "too much contention")
+        raise RuntimeError(f"could not settle the claim on idempotency key (SHA-256 {key_sha256[:12]}...) in "
+                           f"scope {scope!r}: too much contention")
 
     def _claim_insert(self, conn: Connection, values: dict, by_key: dict,
                       refuse_opted_out: bool) -> dict[str, Any] | None:
@@ -377,10 +414,13 @@ class SmsStore:
 
         Exact across processes and machines: the pool's lock row serialises deciders (``FOR UPDATE``
         on PostgreSQL, ``BEGIN IMMEDIATE`` on SQLite). Asking again with the same ``grant_key``
-        (a resumed or retried send) returns the grant already held and spends nothing more.
+        (a resumed or retried send) returns the grant already held and spends nothing more. The grant key
+        may be of any length: its SHA-256 is what is stored.
         """
         if cost > limit:
             raise ValueError(f"one send costs {cost}, more than the whole limit {limit} of pool {pool!r}")
+        check_fits({"pool": pool}, (("pool", _POOL_LIMIT),))
+        grant_key = key_digest(grant_key)
         now = now or utcnow()
         window_start = now - timedelta(seconds=window_seconds)
         sql = self._sql
@@ -427,6 +467,7 @@ class SmsStore:
         error_code: int | None = None,
         idempotency_token: str | None = None,
         idempotency_key: str | None = None,
+        idempotency_key_sha256: str | None = None,
         team: str | None = None,
         now: datetime | None = None,
     ) -> bool:
@@ -434,7 +475,8 @@ class SmsStore:
 
         Returns False (and changes nothing) for a delivery already stored: the same idempotency token,
         or the same message SID and status. The outbound row is found by SID, or, when the send's
-        response was lost, by the idempotency key carried in the callback URL's query.
+        response was lost, by the idempotency key carried in the callback URL's query: its SHA-256
+        (``idempotency_key_sha256``), or the key itself (URLs made before keys were stored by digest).
         """
         now = now or utcnow()
         status = (status or "").strip().lower()
@@ -451,7 +493,9 @@ class SmsStore:
         }
         params = {f"v_{k}": v for k, v in event.items()}
         # Which outbound row: by SID, else by the idempotency key of the callback URL (see statements.py).
-        params.update(p_sid=message_sid, p_account_sid=account_sid, p_key=idempotency_key or None,
+        if not idempotency_key_sha256 and idempotency_key:
+            idempotency_key_sha256 = key_digest(idempotency_key)
+        params.update(p_sid=message_sid, p_account_sid=account_sid, p_key_sha256=idempotency_key_sha256 or None,
                       p_scope=make_scope(account_sid, team), p_rank=status_rank(status), p_status=status,
                       p_now=now, p_error_code=error_code)
         if sql.status_event_fused is not None:
@@ -533,7 +577,7 @@ class SmsStore:
         elif message_id is not None:
             where = m.c.id == message_id
         elif scope and idempotency_key:
-            where = and_(m.c.scope == scope, m.c.idempotency_key == idempotency_key)
+            where = and_(m.c.scope == scope, m.c.idempotency_key_sha256 == key_digest(idempotency_key))
         else:
             raise ValueError("get_message needs sid, message_id, or scope and idempotency_key")
         with self._read() as conn:

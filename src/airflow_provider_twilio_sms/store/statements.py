@@ -14,7 +14,21 @@ from __future__ import annotations
 import functools
 from functools import cached_property
 
-from sqlalchemy import and_, bindparam, case, cast, delete, exists, func, insert, or_, select, true, update
+from sqlalchemy import (
+    String,
+    and_,
+    bindparam,
+    case,
+    cast,
+    delete,
+    exists,
+    func,
+    insert,
+    or_,
+    select,
+    true,
+    update,
+)
 
 from airflow_provider_twilio_sms.store import tables as t
 
@@ -27,7 +41,7 @@ SENT_RETURNING = ("status", "status_rank", "lease_expires_at", "http_attempted_a
 
 # What a new claim's row is given; every other column of ``twilio_sms_message`` starts NULL.
 CLAIM_COLUMNS = (
-    "scope", "idempotency_key", "account_sid", "conn_id", "team", "pool", "to_number", "from_number",
+    "scope", "idempotency_key", "idempotency_key_sha256", "account_sid", "conn_id", "team", "pool", "to_number", "from_number",
     "messaging_service_sid", "body", "body_sha256", "num_media", "send_state", "attempt_id", "lease_expires_at",
     "status_rank", "dag_id", "task_id", "run_id", "map_index", "created_at", "updated_at", "http_attempted_at",
 )
@@ -83,8 +97,12 @@ class Statements:
     def _build_claim_insert(self, refuse_opted_out: bool):
         def value(name):
             param = _p(f"v_{name}", m.c[name])
-            # PostgreSQL types a bare parameter in a SELECT list as text; the column needs its own type.
-            return cast(param, m.c[name].type) if self.dialect == "postgresql" else param
+            # PostgreSQL types a bare parameter in a SELECT list as text, which the INSERT turns into a text
+            # column's type (raising "value too long" when it does not fit); any other column needs its own
+            # type. Never CAST to a VARCHAR(n): PostgreSQL's explicit cast cuts the value to n silently.
+            if self.dialect != "postgresql" or isinstance(m.c[name].type, String):
+                return param
+            return cast(param, m.c[name].type)
 
         row = select(*[value(name) for name in CLAIM_COLUMNS])
         if refuse_opted_out:
@@ -94,7 +112,7 @@ class Statements:
         else:
             row = row.where(true())  # SQLite parses an upsert after INSERT ... SELECT only with a WHERE
         return (self._dialect_insert(m).from_select(list(CLAIM_COLUMNS), row)
-                .on_conflict_do_nothing(index_elements=["scope", "idempotency_key"]).returning(m.c.id))
+                .on_conflict_do_nothing(index_elements=["scope", "idempotency_key_sha256"]).returning(m.c.id))
 
     @cached_property
     def _claim_refusing(self):
@@ -107,7 +125,7 @@ class Statements:
     @cached_property
     def message_by_key(self):
         return select(m).where(m.c.scope == _p("p_scope", m.c.scope),
-                               m.c.idempotency_key == _p("p_key", m.c.idempotency_key))
+                               m.c.idempotency_key_sha256 == _p("p_key_sha256", m.c.idempotency_key_sha256))
 
     @cached_property
     def message_by_id(self):
@@ -166,10 +184,12 @@ class Statements:
     @cached_property
     def _callback_message_id(self):
         """The outbound row a status callback is about: the one with its SID, else (the send's response was
-        lost, so no SID was recorded) the one of the idempotency key in the callback URL, if it has no SID."""
+        lost, so no SID was recorded) the one of the idempotency key (its SHA-256) in the callback URL, if it
+        has no SID."""
         by_sid = select(m.c.id).where(m.c.sid == _p("p_sid", m.c.sid)).scalar_subquery()
         by_key = (select(m.c.id).where(m.c.account_sid == _p("p_account_sid", m.c.account_sid),
-                                       m.c.idempotency_key == _p("p_key", m.c.idempotency_key),
+                                       m.c.idempotency_key_sha256 == _p("p_key_sha256",
+                                                                        m.c.idempotency_key_sha256),
                                        m.c.scope == _p("p_scope", m.c.scope), m.c.sid.is_(None))
                   .scalar_subquery())
         return func.coalesce(by_sid, by_key)

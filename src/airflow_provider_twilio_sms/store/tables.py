@@ -65,7 +65,10 @@ message = Table(
     metadata,
     Column("id", Id, primary_key=True, autoincrement=True),
     Column("scope", String(300), nullable=False),
-    Column("idempotency_key", String(255), nullable=False),
+    # Keys come at any length: the row is found, and kept unique, by the key's SHA-256 (hex); the key itself
+    # is kept for display only when it fits (else NULL). Never truncated.
+    Column("idempotency_key", String(255)),
+    Column("idempotency_key_sha256", String(64), nullable=False),
     Column("account_sid", String(34), nullable=False),
     Column("conn_id", String(250), nullable=False),
     Column("team", String(250)),
@@ -96,7 +99,7 @@ message = Table(
     Column("created_at", UtcDateTime(), nullable=False),
     Column("sent_at", UtcDateTime()),
     Column("updated_at", UtcDateTime(), nullable=False),
-    UniqueConstraint("scope", "idempotency_key", name="uq_twilio_sms_message_scope_key"),
+    UniqueConstraint("scope", "idempotency_key_sha256", name="uq_twilio_sms_message_scope_key_sha256"),
     UniqueConstraint("sid", name="uq_twilio_sms_message_sid"),
     # Covering for the page's delivery summary (migration 0002): it reads these indexes only.
     Index("ix_twilio_sms_message_created_report", "created_at", "team", "status", "send_state", "error_code"),
@@ -149,11 +152,12 @@ opt_out = Table(
     Column("updated_at", UtcDateTime(), nullable=False),
 )
 
-# Rate limiting: one lock row per team pool, one grant row per accepted send within the window.
+# Rate limiting: one lock row per team pool, one grant row per accepted send within the window. A pool is
+# "pool:" + an Airflow pool name (at most 256 characters) or "team:" + a team name (at most 250 here).
 rate_pool = Table(
     "twilio_sms_rate_pool",
     metadata,
-    Column("pool", String(256), primary_key=True),
+    Column("pool", String(300), primary_key=True),
     Column("updated_at", UtcDateTime(), nullable=False),
 )
 
@@ -161,8 +165,8 @@ rate_grant = Table(
     "twilio_sms_rate_grant",
     metadata,
     Column("id", Id, primary_key=True, autoincrement=True),
-    Column("pool", String(256), nullable=False),
-    Column("grant_key", String(300), nullable=False),
+    Column("pool", String(300), nullable=False),
+    Column("grant_key", String(300), nullable=False),  # SHA-256 (hex) of the caller's grant key
     Column("cost", Integer, nullable=False),
     Column("granted_at", UtcDateTime(), nullable=False),
     UniqueConstraint("pool", "grant_key", name="uq_twilio_sms_rate_grant_pool_key"),

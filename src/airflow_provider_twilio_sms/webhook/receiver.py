@@ -121,6 +121,7 @@ async def status_callback(request: Request) -> Response:
             state, "record_status_event", account_sid=found.settings.account_sid, conn_id=conn_id,
             message_sid=cb.message_sid, status=cb.status, payload=cb.params, error_code=cb.error_code,
             idempotency_token=cb.idempotency_token, idempotency_key=cb.query.get("ik") or None,
+            idempotency_key_sha256=cb.query.get("ik_sha256") or None,
             team=cb.query.get("team") or None)
     except Refused as err:
         return _refused(err, conn_id, "status")

@@ -42,6 +42,7 @@ _ERROR_CODE = re.compile(r"^\d{1,9}$")
 _NUM_MEDIA = re.compile(r"^\d{1,2}$")
 _OPT_OUT_TYPE = re.compile(r"^[A-Za-z]{1,10}$")
 _TOKEN = re.compile(r"^[\x21-\x7e]{1,200}$")
+_KEY_SHA256 = re.compile(r"^[0-9a-f]{64}$")
 # Fields that must appear at most once: the store keeps one value of each.
 _SINGLE = ("MessageSid", "AccountSid", "MessageStatus", "SmsStatus", "From", "To", "ErrorCode", "OptOutType",
            "NumMedia", "Body")
@@ -178,7 +179,10 @@ def _check_fields(kind: str, p: dict[str, str], query: dict[str, str], token: st
             raise Refused(400, "NumMedia is not a small number")
         if p.get("OptOutType") and not _OPT_OUT_TYPE.fullmatch(p["OptOutType"]):
             raise Refused(400, "OptOutType malformed")
+    # ``ik`` (the key itself) is in URLs made before keys were stored by digest; those keys fit 255.
     if len(query.get("ik", "")) > 255 or len(query.get("team", "")) > 250:
         raise Refused(400, "ik or team in the URL's query is too long")
+    if "ik_sha256" in query and not _KEY_SHA256.fullmatch(query["ik_sha256"]):
+        raise Refused(400, "ik_sha256 in the URL's query is not a SHA-256 in hex")
     if token is not None and not _TOKEN.fullmatch(token):
         raise Refused(400, "I-Twilio-Idempotency-Token malformed")

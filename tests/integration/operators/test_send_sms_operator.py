@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import textwrap
+from hashlib import sha256
 from pathlib import Path
 
 import pytest
@@ -73,20 +74,21 @@ def test_the_status_callback_carries_the_idempotency_key(airflow_env, twilio_con
     dag_test(dag)
     [create] = sim.creates()
     assert create["status_callback"] == ("https://airflow.example.com/twilio_sms/webhooks/twilio_sms_default/status"
-                                         "?ik=order-42")
+                                         f"?ik_sha256={sha256(b'order-42').hexdigest()}")
 
 
 def test_a_user_status_callback_gets_the_key_and_keeps_its_query_and_overrides(airflow_env):
     sim, _ = airflow_env
     from airflow.sdk import DAG
 
-    url = "https://hooks.example.com/sms/status?source=qa&ik=stale#rc=5&rp=all"
+    url = "https://hooks.example.com/sms/status?source=qa&ik=stale&ik_sha256=stale#rc=5&rp=all"
     with DAG("user_cb_dag", schedule=None) as dag:
         SendSmsOperator(task_id="send", to="+14155550123", body="hi", idempotency_key="order 43",
                         status_callback=url)
     dag_test(dag)
     [create] = sim.creates()
-    assert create["status_callback"] == "https://hooks.example.com/sms/status?source=qa&ik=order+43#rc=5&rp=all"
+    assert create["status_callback"] == ("https://hooks.example.com/sms/status?source=qa"
+                                         f"&ik_sha256={sha256(b'order 43').hexdigest()}#rc=5&rp=all")
 
 
 def test_permanent_error_fails_without_airflow_retries(airflow_env):
@@ -169,4 +171,4 @@ def test_notifier_messages_get_status_callbacks_too(airflow_env, twilio_conn):
     result = SmsNotifier(to="+14155550123", body="DAG failed").notify(context)
     [create] = sim.creates()
     assert create["status_callback"] == ("https://airflow.example.com/twilio_sms/webhooks/twilio_sms_default/status"
-                                         f"?ik={result['idempotency_key']}")
+                                         f"?ik_sha256={sha256(result['idempotency_key'].encode()).hexdigest()}")

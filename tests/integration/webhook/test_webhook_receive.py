@@ -103,6 +103,19 @@ def test_callback_finds_its_send_by_the_key_in_the_query_when_the_sid_was_lost(s
     assert db.get_message(sid=other) is None
 
 
+def test_callback_finds_a_long_keyed_send_by_the_keys_digest_in_the_query(standalone, db):
+    """Keys of any length: the URL carries the key's SHA-256 (what the operator puts there); two keys
+    sharing their first 255 characters stay two messages."""
+    from hashlib import sha256
+
+    shared = "order/" + "x" * 300
+    mine, other = send_row(db, shared + "-a", sid=None), send_row(db, shared + "-b", sid=None)
+    query = f"ik_sha256={sha256((shared + '-a').encode()).hexdigest()}"
+    assert post_signed(standalone, STATUS, status_params("sent"), query=query).json()["processed"] == 1
+    assert db.get_message(message_id=mine.message_id)["sid"] == SID
+    assert db.get_message(message_id=other.message_id)["sid"] is None
+
+
 def test_unknown_status_is_stored_and_moves_nothing(standalone, db):
     send_row(db, "order-3")
     assert post_signed(standalone, STATUS, status_params("teleported")).json()["processed"] == 1

@@ -17,8 +17,8 @@ On SQLite the message table is recreated (copy, drop, rename); with foreign keys
 every event's ``message_id`` to NULL (``ON DELETE SET NULL``), so those links are saved and put back (the
 copy keeps row ids).
 
-Revision ID: 0004_twilio_sms
-Revises: 0003_twilio_sms
+Revision ID: 0003_twilio_sms
+Revises: 0002_twilio_sms
 Create Date: 2026-12-04
 """
 
@@ -30,8 +30,8 @@ from contextlib import contextmanager
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0004_twilio_sms"
-down_revision = "0002_twilio_sms"  # 0003 not on main yet
+revision = "0003_twilio_sms"
+down_revision = "0002_twilio_sms"
 branch_labels = None
 depends_on = None
 

@@ -1,4 +1,4 @@
-"""Migration 0004 (keys by SHA-256) upgrades a store holding sends, linked events and rate grants, and
+"""The key-digest migration (keys by SHA-256) upgrades a store holding sends, linked events and rate grants, and
 downgrades cleanly, on SQLite and PostgreSQL: every stored key is still found, and only by itself."""
 
 from __future__ import annotations
@@ -13,10 +13,11 @@ from sqlalchemy import create_engine, text
 from airflow_provider_twilio_sms.store import migrate
 from airflow_provider_twilio_sms.store.api import SmsStore, make_scope
 
+REVISION = "0003_twilio_sms"  # keys by SHA-256
 ACCOUNT = "AC" + "5" * 32
 SCOPE = make_scope(ACCOUNT, "team_a")
 SID = "SM" + "6" * 32
-BEFORE = ScriptDirectory.from_config(migrate.alembic_config()).get_revision("0004_twilio_sms").down_revision
+BEFORE = ScriptDirectory.from_config(migrate.alembic_config()).get_revision(REVISION).down_revision
 
 
 def _seed(url: str, now: datetime) -> None:
@@ -54,11 +55,11 @@ def _one(url: str, sql: str):
         engine.dispose()
 
 
-def test_0004_gives_stored_rows_their_digests_and_keeps_links_grants_and_answers(db_url):
+def test_it_gives_stored_rows_their_digests_and_keeps_links_grants_and_answers(db_url):
     migrate.upgrade_url(db_url, BEFORE)
     now = datetime.now(timezone.utc)
     _seed(db_url, now)
-    assert migrate.upgrade_url(db_url) == (BEFORE, "0004_twilio_sms")
+    assert migrate.upgrade_url(db_url) == (BEFORE, REVISION)
 
     assert sorted(_one(db_url, "SELECT idempotency_key, idempotency_key_sha256 FROM twilio_sms_message")) == [
         (key, sha256(key.encode()).hexdigest()) for key in ("order-1", "order-2")]
@@ -93,4 +94,4 @@ def test_0004_gives_stored_rows_their_digests_and_keeps_links_grants_and_answers
     assert keys == ["order-1", "order-2", "sha256:" + sha256(long_key.encode()).hexdigest()]
     [(still_linked,)] = _one(db_url, "SELECT count(*) FROM twilio_sms_event WHERE message_id IS NOT NULL")
     assert still_linked == 1
-    assert migrate.upgrade_url(db_url) == (BEFORE, "0004_twilio_sms")
+    assert migrate.upgrade_url(db_url) == (BEFORE, REVISION)

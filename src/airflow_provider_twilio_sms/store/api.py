@@ -69,7 +69,7 @@ def _string_limits(table) -> tuple[tuple[str, int], ...]:
 
 
 _DISPLAY_KEY_LENGTH = t.message.c.idempotency_key.type.length
-_CLAIM_LIMITS = _string_limits(t.message)
+_CLAIM_LIMITS = tuple((name, limit) for name, limit in _string_limits(t.message) if name in CLAIM_COLUMNS)
 _POOL_LIMIT = t.rate_pool.c.pool.type.length
 
 
@@ -93,7 +93,7 @@ def check_fits(values: Mapping[str, Any], limits: Iterable[tuple[str, int]]) -> 
     """
     for name, limit in limits:
         value = values.get(name)
-        if isinstance(value, str) and len(value) > limit:
+        if value is not None and len(value) > limit:
             raise ValueTooLongError(name, len(value), limit)
 
 

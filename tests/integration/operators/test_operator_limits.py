@@ -198,3 +198,18 @@ def test_a_pool_name_over_airflows_limit_fails_by_name_before_anything_is_claime
     with pytest.raises(AirflowFailException, match="pool is 257 characters.*at most 256"):
         op.execute(_context(_ti(1, task_id="send"), team=None))
     assert sim.count("create") == 0 and _rows(store) == []
+
+
+def test_the_notifier_keeps_a_task_id_at_airflows_limit_whole(env):
+    """The notifier's key is apart from the operator's ("notifier:" in what is hashed), but its row keeps the
+    task id itself: "notifier:" + 250 characters no longer overflows the column (PostgreSQL cut it)."""
+    from airflow_provider_twilio_sms.notifications.sms import SmsNotifier
+
+    sim, store = env
+    ti = _ti(1)
+    context = {"ti": ti, "dag_run": SimpleNamespace(dag_id=DAG_ID, run_id=RUN_ID, team_name=None)}
+    first = SmsNotifier(to="+14155550123", body="DAG failed").notify(context)
+    again = SmsNotifier(to="+14155550123", body="DAG failed").notify(context)
+    assert again["sid"] == first["sid"] and again["already_sent"] and sim.count("create") == 1
+    [row] = _rows(store)
+    assert (row["dag_id"], row["task_id"], row["run_id"]) == (DAG_ID, TASK_ID, RUN_ID)

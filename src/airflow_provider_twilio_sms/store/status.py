@@ -24,6 +24,7 @@ STATUS_RANK: dict[str, int] = {
     "received": 5,
 }
 
+INBOUND_STATUSES = frozenset({"receiving", "received"})
 TERMINAL_STATUSES = frozenset({"delivered", "undelivered", "failed", "canceled", "read", "received",
                                "partially_delivered"})
 FAILURE_STATUSES = frozenset({"failed", "undelivered", "canceled"})

@@ -9,9 +9,8 @@ with ``include_body=true``. Pages are newest first: pass the ``next_before_id`` 
 
 from __future__ import annotations
 
-import re
-from datetime import datetime, timedelta, timezone
-from typing import TYPE_CHECKING, Any
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, Literal
 
 import anyio
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
@@ -19,6 +18,18 @@ from fastapi.responses import JSONResponse
 
 from airflow_provider_twilio_sms.privacy import mask_number
 from airflow_provider_twilio_sms.webhook.auth import Visibility
+from airflow_provider_twilio_sms.webhook.read_params import (
+    BeforeId,
+    Limit,
+    MessageSid,
+    Number,
+    OutboundStatus,
+    Period,
+    PeriodEnd,
+    PeriodStart,
+    Since,
+    period_bounds,
+)
 
 if TYPE_CHECKING:
     from airflow_provider_twilio_sms.webhook.auth import ViewerDependency
@@ -55,41 +66,6 @@ def _inbound(row: dict[str, Any], include_body: bool) -> dict[str, Any]:
     return out
 
 
-def _number(value: str | None) -> str | None:
-    """A number from the query string: ``?number=+1415...`` arrives as `` 1415...`` (``+`` means space)."""
-    if value is None or not value.strip():
-        return None
-    return "+" + value.strip() if value.startswith(" ") else value.strip()
-
-
-def _aware(value: datetime | None) -> datetime | None:
-    """``since`` without a zone is UTC, as every time the store keeps."""
-    if value is not None and value.tzinfo is None:
-        return value.replace(tzinfo=timezone.utc)
-    return value
-
-
-_PERIOD = re.compile(r"^(\d{1,3})([hd])$")
-MAX_PERIOD = timedelta(days=366)
-
-
-def _period(period: str, since: datetime | None, until: datetime | None) -> tuple[datetime, datetime]:
-    """``since``/``until`` when given, else the last ``period`` (``24h``, ``7d``...) up to now."""
-    until = _aware(until) or datetime.now(timezone.utc)
-    if since is None:
-        match = _PERIOD.match(period)
-        if not match or int(match.group(1)) == 0:
-            raise HTTPException(422, "period must look like 24h or 7d (1 to 999 hours or days)")
-        amount, unit = int(match.group(1)), match.group(2)
-        since = until - (timedelta(hours=amount) if unit == "h" else timedelta(days=amount))
-    since = _aware(since)
-    if since >= until:
-        raise HTTPException(422, "since must be before until")
-    if until - since > MAX_PERIOD:
-        raise HTTPException(422, "the period may span at most 366 days")
-    return since, until
-
-
 def _timeline(history: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [{"status": h["status"], "error_code": h["error_code"], "received_at": _iso(h["received_at"])}
             for h in history]
@@ -112,12 +88,12 @@ def build_router(viewer: ViewerDependency) -> APIRouter:
     async def list_messages(
         request: Request,
         seen: Visibility = Depends(viewer),  # noqa: B008
-        status: str | None = Query(None, max_length=20, description="outbound only: current status"),
-        direction: str = Query("outbound", pattern="^(outbound|inbound)$"),
-        number: str | None = Query(None, max_length=32, description="E.164 number it went to or came from"),
-        since: datetime | None = Query(None, description="created (outbound) or received (inbound) since"),
-        before_id: int | None = Query(None, ge=1, description="page: next_before_id of the previous page"),
-        limit: int = Query(50, ge=1, le=500),
+        status: OutboundStatus | None = Query(None, description="outbound only: current status"),  # noqa: B008
+        direction: Literal["outbound", "inbound"] = "outbound",
+        number: Number = None,
+        since: Since = None,
+        before_id: BeforeId = None,
+        limit: Limit = 50,
         include_body: bool = False,
         include_history: bool = Query(False, description="outbound only: each message's status timeline"),
     ) -> dict[str, Any]:
@@ -125,7 +101,7 @@ def build_router(viewer: ViewerDependency) -> APIRouter:
         teams = seen.teams
         if direction == "outbound":
             def read():
-                rows = store().list_messages(status=status, number=_number(number), since=_aware(since),
+                rows = store().list_messages(status=status.value if status else None, number=number, since=since,
                                              teams=teams, before_id=before_id, limit=limit)
                 if not include_history:
                     return rows, None
@@ -140,12 +116,12 @@ def build_router(viewer: ViewerDependency) -> APIRouter:
                     item["history"] = _timeline(timelines.get(item["sid"], []))
         else:
             rows = await anyio.to_thread.run_sync(lambda: store().list_inbound(
-                number=_number(number), since=_aware(since), teams=teams, before_id=before_id, limit=limit))
+                number=number, since=since, teams=teams, before_id=before_id, limit=limit))
             items = [_inbound(r, include_body) for r in rows]
         return {"messages": items, "next_before_id": items[-1]["id"] if len(items) == limit else None}
 
     @router.get("/messages/{sid}", summary="One outbound message with its full status history")
-    async def get_message(request: Request, sid: str, seen: Visibility = Depends(viewer),  # noqa: B008
+    async def get_message(request: Request, sid: MessageSid, seen: Visibility = Depends(viewer),  # noqa: B008
                           include_body: bool = False) -> dict[str, Any]:
         store = request.app.state.twilio_sms.store
 
@@ -166,13 +142,13 @@ def build_router(viewer: ViewerDependency) -> APIRouter:
     async def summary(
         request: Request,
         seen: Visibility = Depends(viewer),  # noqa: B008
-        period: str = Query("24h", max_length=5, description="the last 24h, 7d, 30d... (ignored with since)"),
-        since: datetime | None = Query(None, description="start of the period (UTC without a zone)"),
-        until: datetime | None = Query(None, description="end of the period, exclusive (default: now)"),
+        period: Period = "24h",
+        since: PeriodStart = None,
+        until: PeriodEnd = None,
     ) -> dict[str, Any]:
         from airflow_provider_twilio_sms.store.reports import delivery_summary
 
-        start, end = _period(period, since, until)
+        start, end = period_bounds(period, since, until)
         store = request.app.state.twilio_sms.store
         return await anyio.to_thread.run_sync(
             lambda: delivery_summary(store().engine, since=start, until=end, teams=seen.teams))
@@ -181,7 +157,7 @@ def build_router(viewer: ViewerDependency) -> APIRouter:
     async def list_opt_outs(
         request: Request,
         seen: Visibility = Depends(viewer),  # noqa: B008
-        limit: int = Query(100, ge=1, le=500),
+        limit: Limit = 100,
     ) -> dict[str, Any]:
         from airflow_provider_twilio_sms.store.reports import opt_outs
 

@@ -21,6 +21,7 @@ from airflow_provider_twilio_sms.webhook.verification import (
     Refused,
     VerifiedCallback,
     content_kind,
+    form_schema,
     read_body,
     verify,
 )
@@ -105,13 +106,18 @@ def _unavailable(err: Unavailable, conn_id: str, kind: str) -> Response:
 
 # The routes take only the Request and read conn_id from the path themselves (it is checked against
 # CONN_ID_PATTERN first thing): a declared ``conn_id: str`` parameter costs a pydantic validation per
-# request. The OpenAPI description still documents it.
-_CONN_ID_PARAMETER = {"parameters": [{"name": "conn_id", "in": "path", "required": True,
-                                      "description": "the twilio_sms connection whose account signed the request",
-                                      "schema": {"type": "string", "title": "Conn Id"}}]}
+# request. The OpenAPI description still documents it, with the signed form Twilio posts.
+_CONN_ID = {"name": "conn_id", "in": "path", "required": True, "schema": {"type": "string", "title": "Conn Id"},
+            "description": "the twilio_sms connection whose account signed the request"}
 
 
-@router.post("/webhooks/{conn_id}/status", summary="Twilio status callback (signed)", openapi_extra=_CONN_ID_PARAMETER)
+def _documented(kind: str) -> dict:
+    form = form_schema(kind)
+    return {**form, "parameters": [_CONN_ID, *form["parameters"]]}
+
+
+@router.post("/webhooks/{conn_id}/status", summary="Twilio status callback (signed)",
+             openapi_extra=_documented("status"))
 async def status_callback(request: Request) -> Response:
     conn_id: str = request.path_params["conn_id"]
     state: AppState = request.app.state.twilio_sms
@@ -134,7 +140,7 @@ async def status_callback(request: Request) -> Response:
 
 
 @router.post("/webhooks/{conn_id}/inbound", summary="Twilio inbound message (signed)",
-             openapi_extra=_CONN_ID_PARAMETER)
+             openapi_extra=_documented("inbound"))
 async def inbound_message(request: Request) -> Response:
     conn_id: str = request.path_params["conn_id"]
     state: AppState = request.app.state.twilio_sms

@@ -34,9 +34,9 @@ JSON = "application/json"
 URL_PREFIX = "/twilio_sms"
 KINDS = ("status", "inbound")
 
-_MESSAGE_SID = re.compile(r"^(SM|MM)[0-9a-fA-F]{32}$")
+MESSAGE_SID = re.compile(r"^(SM|MM)[0-9a-fA-F]{32}$")
 # E.164, a short code, or an alphanumeric sender ID (up to 11 letters, digits and spaces, one letter at least)
-_ADDRESS = re.compile(r"^(\+[1-9]\d{1,14}|\d{3,8}|(?=[A-Za-z0-9 ]*[A-Za-z])[A-Za-z0-9 ]{1,11})$")
+ADDRESS = re.compile(r"^(\+[1-9]\d{1,14}|\d{3,8}|(?=[A-Za-z0-9 ]*[A-Za-z])[A-Za-z0-9 ]{1,11})$")
 _STATUS = re.compile(r"^[a-z_]{1,20}$")  # unknown statuses are stored, but must fit the column
 _ERROR_CODE = re.compile(r"^\d{1,9}$")
 _NUM_MEDIA = re.compile(r"^\d{1,2}$")
@@ -46,6 +46,34 @@ _KEY_SHA256 = re.compile(r"^[0-9a-f]{64}$")
 # Fields that must appear at most once: the store keeps one value of each.
 _SINGLE = ("MessageSid", "AccountSid", "MessageStatus", "SmsStatus", "From", "To", "ErrorCode", "OptOutType",
            "NumMedia", "Body")
+
+
+def form_schema(kind: str) -> dict:
+    """The form fields check 6 accepts for ``kind``, as an OpenAPI request body (the routes' documentation;
+    Twilio sends more fields than these, and they are kept in the stored payload)."""
+
+    def text(pattern: re.Pattern | None = None, max_length: int | None = None) -> dict:
+        return {"type": "string", **({"pattern": pattern.pattern} if pattern else {}),
+                **({"maxLength": max_length} if max_length else {})}
+
+    fields = {"MessageSid": text(MESSAGE_SID), "AccountSid": text(re.compile(r"^AC[0-9a-fA-F]{32}$")),
+              "From": text(ADDRESS), "To": text(ADDRESS)}
+    if kind == "status":
+        fields.update(MessageStatus=text(_STATUS), SmsStatus=text(_STATUS), ErrorCode=text(_ERROR_CODE))
+        required = ["MessageSid", "AccountSid", "MessageStatus"]
+    else:
+        fields.update(Body=text(max_length=1600), NumMedia=text(_NUM_MEDIA), OptOutType=text(_OPT_OUT_TYPE))
+        required = ["MessageSid", "AccountSid", "From", "To"]
+    schema = {"type": "object", "properties": fields, "required": required,
+              "additionalProperties": {"type": "string"}}
+    headers = [
+        {"name": "X-Twilio-Signature", "in": "header", "required": True, "schema": {"type": "string"},
+         "description": "Twilio's signature of the public URL and the form (check 4)"},
+        {"name": "I-Twilio-Idempotency-Token", "in": "header", "required": False,
+         "schema": text(_TOKEN), "description": "one delivery attempt: a retry carries the same token"},
+    ]
+    return {"parameters": headers,
+            "requestBody": {"required": True, "content": {FORM: {"schema": schema}}}}
 
 
 class Refused(Exception):
@@ -159,12 +187,12 @@ def _params(pairs: list[tuple[str, str]] | None, body: bytes) -> dict[str, str]:
 
 
 def _check_fields(kind: str, p: dict[str, str], query: dict[str, str], token: str | None) -> None:
-    if not _MESSAGE_SID.fullmatch(p.get("MessageSid") or ""):
+    if not MESSAGE_SID.fullmatch(p.get("MessageSid") or ""):
         raise Refused(400, "MessageSid missing or malformed")
     if any("\x00" in value for value in p.values()):
         raise Refused(400, "a field contains a NUL character")
     for name in ("From", "To"):
-        if p.get(name) and not _ADDRESS.fullmatch(p[name]):
+        if p.get(name) and not ADDRESS.fullmatch(p[name]):
             raise Refused(400, f"{name} is not an E.164 number, short code or sender ID")
     if kind == "status":
         status = (p.get("MessageStatus") or p.get("SmsStatus") or "").lower()

@@ -146,3 +146,69 @@ def test_multi_team_callers_see_their_teams_messages_only(request, db, airflow_h
     assert hidden.status_code == 404
     monkeypatch.setenv("AIRFLOW__CORE__MULTI_TEAM", "False")
     assert visible(alice) == set(by_team.values())  # without multi-team, teams do not partition
+
+
+# (query, the parameter the 422 names, what its message says is allowed)
+OUT_OF_RANGE = [
+    ("/messages?before_id=9223372036854775808", "before_id", "9223372036854775807"),  # 2^63: SQLite overflowed
+    ("/messages?before_id=0", "before_id", "greater than or equal to 1"),
+    ("/messages?limit=501", "limit", "500"),
+    ("/messages?since=0001-01-01T00:00:00%2B14:00", "since", "1970-01-01T00:00:00Z and 9999-12-31"),  # year 0
+    ("/messages?direction=inbound&since=0001-01-01T00:00:00%2B14:00", "since", "1970-01-01T00:00:00Z"),
+    ("/messages?since=9999-12-31T23:59:59-14:00", "since", "1970-01-01T00:00:00Z"),  # year 10000 in UTC
+    ("/messages?since=1969-12-31T23:59:59Z", "since", "1970-01-01T00:00:00Z"),
+    ("/messages?number=%00", "number", "E.164"),
+    ("/messages?number=4155550123", "number", "E.164 number like +14155550123 (write + as %2B)"),
+    ("/messages?number=%2B1" + "5" * 40, "number", "at most 32 characters"),
+    ("/messages?status=%00", "status", "'delivered'"),
+    ("/messages?status=received", "status", "'undelivered'"),  # an inbound status
+    ("/messages?direction=sideways", "direction", "'outbound' or 'inbound'"),
+    ("/messages?include_body=maybe", "include_body", "boolean"),
+    (f"/messages/SM{'0' * 31}%00", "sid", "(SM|MM)[0-9a-fA-F]{32}"),
+    (f"/messages/SM{'0' * 32}{'0' * 200}", "sid", "at most 34 characters"),
+    ("/summary?since=0001-01-01T00:00:00%2B14:00&until=0001-01-02T00:00:00", "since", "1970-01-01T00:00:00Z"),
+    ("/summary?until=0001-01-01T00:00:00&period=366d", "until", "1970-01-01T00:00:00Z"),
+    ("/summary?period=0h", "period", "1 hour to 366 days"),
+    ("/summary?period=367d", "period", "1 hour to 366 days"),
+    ("/summary?period=10000h", "period", "at most 5 characters"),
+    ("/summary?period=1000d", "period", "1 hour to 366 days"),
+    ("/summary?period=7w", "period", "1 hour to 366 days"),
+    ("/summary?since=2026-01-02T00:00:00&until=2026-01-01T00:00:00", "since", "before until"),
+    ("/summary?since=2020-01-01T00:00:00&until=2026-01-01T00:00:00", "since", "at most 366 days"),
+    ("/opt-outs?limit=0", "limit", "greater than or equal to 1"),
+]
+# Edges that are allowed.
+IN_RANGE = [
+    "/messages?before_id=9223372036854775807", "/messages?direction=inbound&before_id=9223372036854775807",
+    "/messages?since=1970-01-01T00:00:00Z", "/messages?since=9999-12-31T00:00:00",
+    "/messages?since=2026-01-01T00:00:00%2B14:00", f"/messages?number={THEM}", "/messages?number=%2B14155550123",
+    "/messages?status=delivered&limit=500", "/summary?until=1970-01-02T00:00:00&period=366d",
+    "/summary?until=9999-12-31T00:00:00Z&period=1h", "/summary?period=366d", "/summary?period=8784h", "/opt-outs?limit=500",
+    f"/messages/{SID}?include_body=true",
+]
+
+
+@pytest.fixture
+def any_db(monkeypatch, store):
+    """The read API's store on SQLite and on PostgreSQL."""
+    monkeypatch.setenv("AIRFLOW_CONN_TWILIO_SMS_DEFAULT", twilio_connection())
+    monkeypatch.setenv("AIRFLOW__TWILIO_SMS__WEBHOOK_API_TOKEN", API_TOKEN)
+    return use_store(monkeypatch, store)
+
+
+@pytest.mark.parametrize("mode", ["api-server", "standalone"])
+def test_out_of_range_parameters_are_a_422_naming_the_parameter_and_its_range(request, any_db, mode):
+    from fastapi.testclient import TestClient
+
+    client = TestClient(make_client(mode, request).app, raise_server_exceptions=False)
+    send_row(any_db, "range-1", body="secret body")
+    headers = auth(client)
+    for query, parameter, allowed in OUT_OF_RANGE:
+        answer = client.get(f"/twilio_sms/api{query}", headers=headers)
+        assert answer.status_code == 422, f"{query} -> {answer.status_code} {answer.text[:300]}"
+        named = [e for e in answer.json()["detail"] if e["loc"][-1] == parameter]
+        assert named, f"{query}: the 422 does not name {parameter}: {answer.text[:300]}"
+        assert any(allowed in e["msg"] for e in named), f"{query}: {named[0]['msg']!r} lacks {allowed!r}"
+    for query in IN_RANGE:
+        answer = client.get(f"/twilio_sms/api{query}", headers=headers)
+        assert answer.status_code == 200, f"{query} -> {answer.status_code} {answer.text[:300]}"

@@ -11,7 +11,8 @@ One module-scoped scenario, in the order a user goes:
    team_b (the one made in the form); the stand-in calls the api-server's webhook back with signed
    statuses and inbound replies (one of them STOP);
 3. admin opens "Twilio SMS" from Airflow's Browse menu (light, bodies on request, dark); alice (team_a)
-   and bob (team_b) see only their team's messages.
+   and bob (team_b) see only their team's messages, their bodies withheld (Viewers may not read
+   connections).
 
 Screenshots: test-output/browser/. Skipped with the reason when Chromium, node or playwright-core is
 missing, unless TWILIO_SMS_TEST_REQUIRE names ``browser`` (CI): then it fails.
@@ -291,6 +292,19 @@ def test_numbers_are_masked_and_bodies_shown_only_on_request(messages_report):
     assert all(m["body_visible"] for m in shown["messages"])
     assert "Your code is 123450" in {m["body"] for m in shown["messages"]}
     assert "Team B says hello" in {m["body"] for m in shown["inbound"]}
+    assert not any(m["body_withheld"] for m in shown["messages"] + shown["inbound"])
+
+
+def test_viewers_who_may_not_read_the_connection_see_bodies_withheld(messages_report):
+    """alice and bob are Viewers: Airflow lets them see their teams' messages, not read the connections,
+    so ticking "Show message bodies" shows each body as withheld, with the reason in its tooltip."""
+    for user in ("alice", "bob"):
+        shown = messages_report["views"][user]["with_bodies"]
+        rows = shown["messages"] + shown["inbound"]
+        assert rows and all(m["body_visible"] and m["body"] == "withheld" for m in rows), rows
+        assert all("you may not read connection" in m["body_withheld"] for m in rows)
+        for text in ("Your code is", "Team B", "YES confirmed", "STOP"):
+            assert all(text not in m["body"] for m in rows)
 
 
 def test_the_page_follows_airflow_dark_mode(messages_report):
@@ -322,6 +336,6 @@ def test_the_page_shows_nothing_without_a_session(messages_report):
 def test_screenshots_were_saved(messages_report, connection_report):
     for name in ("connection-form-filled", "connection-form-reopened", "connection-test-good",
                  "messages-admin-light", "messages-admin-bodies", "messages-admin-dark",
-                 "messages-alice-light", "messages-bob-light"):
+                 "messages-alice-light", "messages-bob-light", "messages-alice-bodies"):
         path = OUT_DIR / f"{name}.png"
         assert path.exists() and path.stat().st_size > 10_000, f"{path} missing or empty"

@@ -191,9 +191,11 @@ async function readMessagesPage(page) {
         status: tr.children[5].querySelector(".badge").dataset.status,
         timeline: [...tr.querySelectorAll(".timeline .badge")].map((b) => b.dataset.status),
         body_visible: getComputedStyle(tr.children[7]).display !== "none", body: tr.children[7].textContent,
+        body_withheld: tr.children[7].classList.contains("withheld") ? tr.children[7].title : null,
       })),
       inbound: rows("inbound").map((tr) => ({ sid: tr.dataset.sid, cells: cells(tr),
-        body_visible: getComputedStyle(tr.children[5]).display !== "none", body: tr.children[5].textContent })),
+        body_visible: getComputedStyle(tr.children[5]).display !== "none", body: tr.children[5].textContent,
+        body_withheld: tr.children[5].classList.contains("withheld") ? tr.children[5].title : null })),
       opt_outs: rows("opt-outs").map(cells),
       text: body.innerText,
     };
@@ -245,6 +247,13 @@ async function messagesPhase(browser) {
         return timings;
       });
       view.api_timings_total_ms = Date.now() - started;
+    } else {
+      // A viewer may not read the connections: asking for bodies shows each one withheld, no text.
+      const frame = page.frameLocator("iframe[title='Twilio SMS']");
+      await frame.locator("#show-bodies").check();
+      await frame.locator("#messages td.body-col.withheld").first().waitFor({ state: "visible" });
+      view.with_bodies = await readMessagesPage(page);
+      await shot(page, `messages-${user}-bodies`);
     }
     report.views[user] = view;
     save();

@@ -3,8 +3,9 @@ one message with its status history, a delivery summary over a period, opt-outs,
 
 Authentication comes from ``auth.py`` (Airflow's inside the api-server, a bearer token standalone);
 every route but ``/health`` shows only the teams the caller may see. Numbers are masked; bodies only
-with ``include_body=true``. Pages are newest first: pass the ``next_before_id`` of one page as
-``before_id`` to get the next.
+with ``include_body=true``, and only of the messages whose connection the caller may read: the others
+come with ``"body": null`` and ``body_withheld`` saying why. Pages are newest first: pass the
+``next_before_id`` of one page as ``before_id`` to get the next.
 """
 
 from __future__ import annotations
@@ -35,11 +36,32 @@ if TYPE_CHECKING:
     from airflow_provider_twilio_sms.webhook.auth import ViewerDependency
 
 
+BODY = "with the message text, for messages whose connection the caller may read (others: body_withheld)"
+
+
 def _iso(value: datetime | None) -> str | None:
     return value.isoformat() if value is not None else None
 
 
-def _outbound(row: dict[str, Any], include_body: bool) -> dict[str, Any]:
+def _body(out: dict[str, Any], row: dict[str, Any], readable: frozenset[str] | None) -> dict[str, Any]:
+    """Add the body when it was asked for (``readable`` is not None) and the caller may read the message's
+    connection; otherwise ``None`` with the reason."""
+    if readable is None:
+        return out
+    if row["conn_id"] in readable:
+        out["body"] = row["body"]
+    else:
+        out["body"] = None
+        out["body_withheld"] = f"you may not read connection {row['conn_id']}"
+    return out
+
+
+def _readable(seen: Visibility, include_body: bool, rows: list[dict[str, Any]]) -> frozenset[str] | None:
+    """The connections whose bodies go out with ``rows`` (None: bodies not asked for). Blocking."""
+    return seen.bodies_readable({r["conn_id"] for r in rows}) if include_body else None
+
+
+def _outbound(row: dict[str, Any], readable: frozenset[str] | None) -> dict[str, Any]:
     out = {
         "id": row["id"], "sid": row["sid"], "direction": "outbound", "status": row["status"],
         "error_code": row["error_code"], "to": mask_number(row["to_number"]),
@@ -49,21 +71,17 @@ def _outbound(row: dict[str, Any], include_body: bool) -> dict[str, Any]:
         "created_at": _iso(row["created_at"]), "sent_at": _iso(row["sent_at"]),
         "status_updated_at": _iso(row["status_updated_at"]),
     }
-    if include_body:
-        out["body"] = row["body"]
-    return out
+    return _body(out, row, readable)
 
 
-def _inbound(row: dict[str, Any], include_body: bool) -> dict[str, Any]:
+def _inbound(row: dict[str, Any], readable: frozenset[str] | None) -> dict[str, Any]:
     out = {
         "id": row["id"], "sid": row["message_sid"], "direction": "inbound", "status": "received",
         "from": mask_number(row["from_number"]), "to": mask_number(row["to_number"]),
         "num_media": row["num_media"], "opt_out_type": row["opt_out_type"], "team": row["team"],
         "conn_id": row["conn_id"], "received_at": _iso(row["received_at"]),
     }
-    if include_body:
-        out["body"] = row["body"]
-    return out
+    return _body(out, row, readable)
 
 
 def _timeline(history: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -88,53 +106,58 @@ def build_router(viewer: ViewerDependency) -> APIRouter:
     async def list_messages(
         request: Request,
         seen: Visibility = Depends(viewer),  # noqa: B008
-        status: OutboundStatus | None = Query(None, description="outbound only: current status"),  # noqa: B008
+        status: OutboundStatus | None = Query(None, description="outbound only: status now"),  # noqa: B008
         direction: Literal["outbound", "inbound"] = "outbound",
         number: Number = None,
         since: Since = None,
         before_id: BeforeId = None,
         limit: Limit = 50,
-        include_body: bool = False,
+        include_body: bool = Query(False, description=BODY),
         include_history: bool = Query(False, description="outbound only: each message's status timeline"),
     ) -> dict[str, Any]:
         store = request.app.state.twilio_sms.store
         teams = seen.teams
         if direction == "outbound":
             def read():
-                rows = store().list_messages(status=status.value if status else None, number=number, since=since,
-                                             teams=teams, before_id=before_id, limit=limit)
+                rows = store().list_messages(status=status.value if status else None, number=number,
+                                             since=since, teams=teams, before_id=before_id, limit=limit)
+                readable = _readable(seen, include_body, rows)
                 if not include_history:
-                    return rows, None
+                    return rows, readable, None
                 from airflow_provider_twilio_sms.store.reports import status_timelines
 
-                return rows, status_timelines(store().engine, [r["sid"] for r in rows])
+                return rows, readable, status_timelines(store().engine, [r["sid"] for r in rows])
 
-            rows, timelines = await anyio.to_thread.run_sync(read)
-            items = [_outbound(r, include_body) for r in rows]
+            rows, readable, timelines = await anyio.to_thread.run_sync(read)
+            items = [_outbound(r, readable) for r in rows]
             if timelines is not None:
                 for item in items:
                     item["history"] = _timeline(timelines.get(item["sid"], []))
         else:
-            rows = await anyio.to_thread.run_sync(lambda: store().list_inbound(
-                number=number, since=since, teams=teams, before_id=before_id, limit=limit))
-            items = [_inbound(r, include_body) for r in rows]
+            def read_inbound():
+                rows = store().list_inbound(number=number, since=since, teams=teams, before_id=before_id,
+                                            limit=limit)
+                return rows, _readable(seen, include_body, rows)
+
+            rows, readable = await anyio.to_thread.run_sync(read_inbound)
+            items = [_inbound(r, readable) for r in rows]
         return {"messages": items, "next_before_id": items[-1]["id"] if len(items) == limit else None}
 
     @router.get("/messages/{sid}", summary="One outbound message with its full status history")
     async def get_message(request: Request, sid: MessageSid, seen: Visibility = Depends(viewer),  # noqa: B008
-                          include_body: bool = False) -> dict[str, Any]:
+                          include_body: bool = Query(False, description=BODY)) -> dict[str, Any]:
         store = request.app.state.twilio_sms.store
 
         def read():
             row = store().get_message(sid=sid)
             if row is None or (seen.teams is not None and row["team"] not in seen.teams):
-                return None, []
-            return row, store().status_history(sid)
+                return None, None, []
+            return row, _readable(seen, include_body, [row]), store().status_history(sid)
 
-        row, history = await anyio.to_thread.run_sync(read)
+        row, readable, history = await anyio.to_thread.run_sync(read)
         if row is None:
             raise HTTPException(404, "No such message")
-        message = _outbound(row, include_body)
+        message = _outbound(row, readable)
         message["history"] = _timeline(history)
         return message
 

@@ -107,7 +107,7 @@ PeriodEnd = Annotated[datetime | None,
                       Query(description=f"end of the period, exclusive (default: now); {_TIME_RANGE}"),
                       AfterValidator(_time_in_range)]
 Period = Annotated[str, Query(max_length=5, json_schema_extra={"pattern": _PERIOD.pattern},
-                              description=f"the last 1h to {MAX_PERIOD.days}d: 24h, 7d, 30d... (ignored with since)"),
+                              description=f"the last 1h to {MAX_PERIOD.days}d: 24h, 7d... (not with since)"),
                    AfterValidator(_period)]
 Number = Annotated[str | None, Query(max_length=32, json_schema_extra={"pattern": ADDRESS.pattern},
                                      description="E.164 number it went to or came from (+ as %2B), a short "

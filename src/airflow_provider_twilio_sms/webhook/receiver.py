@@ -107,7 +107,8 @@ def _unavailable(err: Unavailable, conn_id: str, kind: str) -> Response:
 # The routes take only the Request and read conn_id from the path themselves (it is checked against
 # CONN_ID_PATTERN first thing): a declared ``conn_id: str`` parameter costs a pydantic validation per
 # request. The OpenAPI description still documents it, with the signed form Twilio posts.
-_CONN_ID = {"name": "conn_id", "in": "path", "required": True, "schema": {"type": "string", "title": "Conn Id"},
+_CONN_ID = {"name": "conn_id", "in": "path", "required": True,
+            "schema": {"type": "string", "title": "Conn Id"},
             "description": "the twilio_sms connection whose account signed the request"}
 
 

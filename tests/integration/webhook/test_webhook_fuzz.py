@@ -65,8 +65,9 @@ def tokens() -> dict[str, dict[str, str]]:
     from airflow.api_fastapi.auth.managers.simple.user import SimpleAuthManagerUser
 
     manager = get_auth_manager()
-    return {role: {"Authorization": f"Bearer {manager.generate_jwt(SimpleAuthManagerUser(username=role, role=role))}"}
-            for role in ("admin", "viewer")}
+    jwt = {role: manager.generate_jwt(SimpleAuthManagerUser(username=role, role=role))
+           for role in ("admin", "viewer")}
+    return {role: {"Authorization": f"Bearer {token}"} for role, token in jwt.items()}
 
 
 def answered(case, response) -> int:

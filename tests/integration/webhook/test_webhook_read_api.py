@@ -9,7 +9,9 @@ from pathlib import Path
 
 import pytest
 from webhook_testing import (
+    ACCOUNT,
     API_TOKEN,
+    CONN_ID,
     INBOUND,
     SID,
     STATUS,
@@ -150,7 +152,7 @@ def test_multi_team_callers_see_their_teams_messages_only(request, db, airflow_h
 
 # (query, the parameter the 422 names, what its message says is allowed)
 OUT_OF_RANGE = [
-    ("/messages?before_id=9223372036854775808", "before_id", "9223372036854775807"),  # 2^63: SQLite overflowed
+    ("/messages?before_id=9223372036854775808", "before_id", "9223372036854775807"),  # 2^63: a 500 on SQLite
     ("/messages?before_id=0", "before_id", "greater than or equal to 1"),
     ("/messages?limit=501", "limit", "500"),
     ("/messages?since=0001-01-01T00:00:00%2B14:00", "since", "1970-01-01T00:00:00Z and 9999-12-31"),  # year 0
@@ -181,9 +183,11 @@ OUT_OF_RANGE = [
 IN_RANGE = [
     "/messages?before_id=9223372036854775807", "/messages?direction=inbound&before_id=9223372036854775807",
     "/messages?since=1970-01-01T00:00:00Z", "/messages?since=9999-12-31T00:00:00",
-    "/messages?since=2026-01-01T00:00:00%2B14:00", f"/messages?number={THEM}", "/messages?number=%2B14155550123",
+    "/messages?since=2026-01-01T00:00:00%2B14:00", f"/messages?number={THEM}",
+    "/messages?number=%2B14155550123",
     "/messages?status=delivered&limit=500", "/summary?until=1970-01-02T00:00:00&period=366d",
-    "/summary?until=9999-12-31T00:00:00Z&period=1h", "/summary?period=366d", "/summary?period=8784h", "/opt-outs?limit=500",
+    "/summary?until=9999-12-31T00:00:00Z&period=1h", "/summary?period=366d", "/summary?period=8784h",
+    "/opt-outs?limit=500",
     f"/messages/{SID}?include_body=true",
 ]
 
@@ -212,3 +216,85 @@ def test_out_of_range_parameters_are_a_422_naming_the_parameter_and_its_range(re
     for query in IN_RANGE:
         answer = client.get(f"/twilio_sms/api{query}", headers=headers)
         assert answer.status_code == 200, f"{query} -> {answer.status_code} {answer.text[:300]}"
+
+
+def _bodies(client, headers, query: str = "") -> dict[str, tuple[str | None, str | None]]:
+    """sid -> (body, body_withheld) of outbound and inbound messages and of each outbound message alone."""
+    seen = {}
+    for direction in ("outbound", "inbound"):
+        answer = client.get(f"{MESSAGES}?direction={direction}&include_body=true{query}", headers=headers)
+        assert answer.status_code == 200, answer.text
+        for m in answer.json()["messages"]:
+            seen[m["sid"]] = (m["body"], m.get("body_withheld"))
+            if direction == "outbound":
+                one = client.get(f"{MESSAGES}/{m['sid']}?include_body=true", headers=headers).json()
+                assert (one["body"], one.get("body_withheld")) == seen[m["sid"]]
+    return seen
+
+
+def _inbound_row(store, sid: str, conn_id: str, body: str, team: str | None = None) -> None:
+    assert store.record_inbound(account_sid=ACCOUNT, conn_id=conn_id, message_sid=sid, from_number=THEM,
+                                to_number="+15005550006", body=body, payload={"Body": body}, team=team)
+
+
+@pytest.mark.parametrize(("role", "readable"),
+                         [("admin", True), ("op", True), ("user", False), ("viewer", False)])
+def test_bodies_only_for_callers_who_may_read_the_connection(request, db, airflow_home, role, readable):
+    client = make_client("api-server", request)
+    send_row(db, "otp-1", body="Your code is 424242")
+    _inbound_row(db, "SM" + "9" * 32, CONN_ID, "my code is 424242")
+    headers = {"Authorization": f"Bearer {airflow_token(role, role)}"}
+    bodies = _bodies(client, headers)
+    assert set(bodies) == {SID, "SM" + "9" * 32}  # every message is listed, whoever asks
+    if readable:
+        assert bodies == {SID: ("Your code is 424242", None), "SM" + "9" * 32: ("my code is 424242", None)}
+    else:
+        assert all(body is None and CONN_ID in why for body, why in bodies.values()), bodies
+        listed = client.get(f"{MESSAGES}?include_body=true&include_history=true", headers=headers).text
+        assert "424242" not in listed
+    plain = client.get(MESSAGES, headers=headers).json()["messages"]
+    assert all("body" not in m and "body_withheld" not in m for m in plain)
+
+
+def test_bodies_follow_each_message_connection_and_its_team(request, db, airflow_home, monkeypatch):
+    """Multi-team: a caller reads the bodies of the connections of their own teams (as an Op or above);
+    a message they may see (no team) on another team's connection comes without its body."""
+    from airflow.models.team import Team
+    from airflow.utils.session import create_session
+
+    from webhook_testing import metadata_db_connection
+
+    with create_session() as session:
+        for name in ("team_a", "team_b"):
+            session.merge(Team(name=name))
+    monkeypatch.setenv("AIRFLOW__CORE__MULTI_TEAM", "True")
+    removers = [metadata_db_connection(conn_id, team=team) for conn_id, team in (("sms_a", "team_a"),
+                                                                                  ("sms_b", "team_b"))]
+    request.addfinalizer(lambda: [remove() for remove in removers])
+    client = make_client("api-server", request)
+    a, b, b_shared = "SM" + "a" * 32, "SM" + "b" * 32, "SM" + "c" * 32
+    send_row(db, "a", sid=a, team="team_a", conn_id="sms_a", body="body a")
+    send_row(db, "b", sid=b, team="team_b", conn_id="sms_b", body="body b")
+    send_row(db, "shared", sid=b_shared, team=None, conn_id="sms_b", body="body shared")
+    _inbound_row(db, "SM" + "d" * 32, "sms_a", "reply a", team="team_a")
+    _inbound_row(db, "SM" + "e" * 32, "sms_b", "reply b", team=None)
+
+    def bodies(username, role, teams):
+        found = _bodies(client, {"Authorization": f"Bearer {airflow_token(username, role, teams)}"})
+        return {sid: body for sid, (body, _) in found.items()}
+
+    assert bodies("alice", "op", ["team_a"]) == {a: "body a", b_shared: None, "SM" + "d" * 32: "reply a",
+                                                 "SM" + "e" * 32: None}
+    assert bodies("bob", "op", ["team_b"]) == {b: "body b", b_shared: "body shared",
+                                               "SM" + "e" * 32: "reply b"}
+    both = bodies("carol", "op", ["team_a", "team_b"])
+    assert both == {a: "body a", b: "body b", b_shared: "body shared", "SM" + "d" * 32: "reply a",
+                    "SM" + "e" * 32: "reply b"}
+    assert set(bodies("dave", "viewer", ["team_a", "team_b"]).values()) == {None}
+    assert None not in bodies("admin", "admin", None).values()
+
+
+def test_standalone_token_reads_every_body(request, db):
+    client = make_client("standalone", request)
+    send_row(db, "otp-1", body="Your code is 424242")
+    assert _bodies(client, auth(client)) == {SID: ("Your code is 424242", None)}

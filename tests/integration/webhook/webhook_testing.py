@@ -148,12 +148,13 @@ def event_count(store: SmsStore) -> int:
     return snapshot(store)["event"]
 
 
-def send_row(store: SmsStore, key: str, sid: str | None = SID, team: str | None = None, body: str = "hi"):
+def send_row(store: SmsStore, key: str, sid: str | None = SID, team: str | None = None, body: str = "hi",
+             conn_id: str = CONN_ID):
     """An outbound message as the operator leaves it: claimed, and recorded as queued when ``sid`` is set."""
     from airflow_provider_twilio_sms.store.api import make_scope
 
     claim = store.claim(scope=make_scope(ACCOUNT, team), idempotency_key=key, account_sid=ACCOUNT,
-                        conn_id=CONN_ID, to_number=THEM, body=body, team=team, dag_id="dag", task_id="send",
+                        conn_id=conn_id, to_number=THEM, body=body, team=team, dag_id="dag", task_id="send",
                         run_id="run")
     if sid is not None:
         store.record_sent(claim, {"sid": sid, "status": "queued", "num_segments": 1})

@@ -136,6 +136,12 @@ function task(m) {
   return el("span", { class: "mono" }, `${m.dag_id}.${m.task_id || ""}${index}`);
 }
 
+// A body the viewer may not read (no read access to its connection) says so instead of showing text.
+function bodyCell(m) {
+  if (m.body_withheld) return el("td", { class: "body-col body withheld", title: m.body_withheld }, "withheld");
+  return el("td", { class: "body-col body" }, m.body === undefined || m.body === null ? "" : m.body);
+}
+
 function renderMessages(messages) {
   fill("messages", messages, (m) => el("tr", { "data-sid": m.sid || "" },
     el("td", {}, timeEl(m.created_at)),
@@ -145,7 +151,7 @@ function renderMessages(messages) {
     el("td", {}, task(m)),
     el("td", {}, badge(m.status || m.send_state), m.error_code ? el("span", { class: "mono" }, ` ${m.error_code}`) : null),
     el("td", {}, timeline(m.history)),
-    el("td", { class: "body-col body" }, m.body === undefined ? "" : m.body)));
+    bodyCell(m)));
 }
 
 function keyword(word) {
@@ -160,7 +166,7 @@ function renderInbound(messages) {
     el("td", { class: "mono" }, m.to),
     el("td", {}, m.team || el("span", { class: "muted" }, "—")),
     el("td", {}, keyword(m.opt_out_type)),
-    el("td", { class: "body-col body" }, m.body === undefined ? "" : m.body)));
+    bodyCell(m)));
 }
 
 function renderOptOuts(rows) {

@@ -100,6 +100,8 @@ class SendSmsOperator(BaseOperator):
     )
     template_fields_renderers = {"body": "txt"}
     ui_color = "#f22f46"
+    # Rendered recipients are masked before Airflow stores the rendered fields (see _do_render_template_fields).
+    number_fields: Sequence[str] = ("to",)
 
     def __init__(
         self,
@@ -137,6 +139,24 @@ class SendSmsOperator(BaseOperator):
         self.store_conn_id = store_conn_id
         self.deferrable = deferrable
         self.max_send_attempts = max_send_attempts
+
+    def _do_render_template_fields(self, parent: Any, template_fields: Any, context: Any, jinja_env: Any,
+                                   seen_oids: set[int]) -> None:
+        """Render as Airflow does, then register each rendered recipient with Airflow's secrets masker.
+
+        Right after rendering, the task runner stores the rendered template fields in Airflow's
+        ``rendered_task_instance_fields`` table (the "Rendered Templates" tab), redacted by that masker: so
+        the table, and the task log, show ``***`` where the number was. Mapped tasks render through this
+        same method (``MappedOperator.render_template_fields`` calls it on the unmapped task).
+        """
+        super()._do_render_template_fields(parent, template_fields, context, jinja_env, seen_oids)
+        if parent is self:
+            from airflow_provider_twilio_sms.crypto import register_secret
+
+            for name in self.number_fields:
+                value = getattr(self, name, None)
+                if isinstance(value, str):
+                    register_secret(value.strip())
 
     @cached_property
     def hook(self) -> TwilioSmsHook:

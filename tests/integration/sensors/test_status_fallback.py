@@ -53,8 +53,8 @@ def _delivered_at_twilio(sim, sids):
 def _poll_events(store, sid):
     e = t.event
     with store.engine.connect() as conn:
-        rows = conn.execute(select(e.c.status, e.c.payload).where(e.c.message_sid == sid, e.c.kind == "status")
-                            .order_by(e.c.id)).all()
+        rows = conn.execute(select(e.c.status, e.c.payload)
+                            .where(e.c.message_sid == sid, e.c.kind == "status").order_by(e.c.id)).all()
     return [(row.status, json.loads(row.payload).get("source")) for row in rows]
 
 
@@ -174,45 +174,62 @@ class RecordingStatusSensor(SmsStatusSensor):
         super().defer(**kwargs)
 
 
-def test_deferred_sensor_resumes_when_the_send_had_no_sid_yet(airflow_home, env):
-    """The send's answer was lost (no SID stored) when the sensor defers; later the ``sent`` callback
-    (found by the idempotency key in its URL) brings the SID, the ``delivered`` callback is lost, and the
-    triggerer asks Twilio once ``fallback_after`` has passed. dag.test() runs each trigger in line and
-    resumes the task as Airflow does (``resume_execution`` with the trigger's event)."""
+def _wait_for_deferral(method_name, timeout=60.0):
+    deadline = time.monotonic() + timeout
+    while method_name not in DEFERRALS and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
+@pytest.mark.parametrize("final", ["lost, Twilio is asked", "called back"])
+def test_deferred_sensor_resumes_when_the_send_had_no_sid_yet(airflow_home, env, final):
+    """The send's answer was lost (no SID stored) when the sensor defers; once it has, the ``sent``
+    callback (found by the idempotency key in its URL) brings the SID. Then either the ``delivered``
+    callback is lost and Twilio is asked (by the sensor, or by the triggerer once ``fallback_after`` has
+    passed), or it comes while the sensor waits in the triggerer. dag.test() runs each trigger in line
+    and resumes the task as Airflow does (``resume_execution`` with the trigger's event)."""
     from airflow.sdk import DAG, task
 
     sim, store = env
     key = "lost-answer-key"
     DEFERRALS.clear()
+    asks_twilio = final.startswith("lost")
 
     @task
     def send_whose_answer_was_lost():
         hook = TwilioSmsHook()
-        claim = store.claim(scope=make_scope(sim.account_sid), idempotency_key=key, account_sid=sim.account_sid,
-                            conn_id=CONN, to_number="+14155550123", from_number="+15005550006", body="hi",
-                            attempting=True)
+        claim = store.claim(scope=make_scope(sim.account_sid), idempotency_key=key,
+                            account_sid=sim.account_sid, conn_id=CONN, to_number="+14155550123",
+                            from_number="+15005550006", body="hi", attempting=True)
         sid = hook.send_message("+14155550123", "hi")["sid"]
         store.record_unknown(claim)  # the answer never came back
 
-        def callback_with_the_key():  # the webhook stores Twilio's ``sent``, linked by the URL's key
-            time.sleep(1.5)
+        def webhook():  # what the webhook stores of Twilio's callbacks, in step with the sensor
+            _wait_for_deferral("resume_after_wait")
             store.record_status_event(account_sid=sim.account_sid, conn_id=CONN, message_sid=sid,
                                       status="sent", payload={"MessageStatus": "sent"}, idempotency_key=key)
+            if not asks_twilio:
+                _wait_for_deferral("execute_complete")
+                store.record_status_event(account_sid=sim.account_sid, conn_id=CONN, message_sid=sid,
+                                          status="delivered", payload={"MessageStatus": "delivered"})
 
-        threading.Thread(target=callback_with_the_key, daemon=True).start()
+        threading.Thread(target=webhook, daemon=True).start()
         return {"sid": None, "idempotency_key": key, "account_sid": sim.account_sid}
 
     with DAG("status_fallback_round_trip", schedule=None) as dag:
         wait = RecordingStatusSensor(task_id="wait", from_task="send_whose_answer_was_lost", deferrable=True,
-                                     poll_interval=0.3, fallback_after=5, timeout=120)
+                                     poll_interval=0.3, fallback_after=3 if asks_twilio else None,
+                                     fallback_interval=0.5, timeout=120)
         send_whose_answer_was_lost() >> wait
     run = dag_test(dag)
     states = {ti.task_id: ti.state for ti in run.get_task_instances()}
     assert states == {"send_whose_answer_was_lost": "success", "wait": "success"}, states
-    assert DEFERRALS[0] == "resume_after_wait" and DEFERRALS[-1] == "execute_complete"
+    assert DEFERRALS[0] == "resume_after_wait"  # deferred with no SID, resumed by Airflow
     row = store.get_message(scope=make_scope(sim.account_sid), idempotency_key=key)
     assert row["status"] == "delivered"
-    assert _poll_events(store, row["sid"])[-1] == ("delivered", POLL_SOURCE)
+    if asks_twilio:
+        assert _poll_events(store, row["sid"])[-1] == ("delivered", POLL_SOURCE)
+    else:
+        assert DEFERRALS[-1] == "execute_complete"  # and the status trigger's event resumed it
 
 
 def test_a_trigger_deferred_by_an_earlier_version_still_ends(env):
@@ -221,7 +238,8 @@ def test_a_trigger_deferred_by_an_earlier_version_still_ends(env):
     sid = _send(store, sim, "k1")
     _delivered_at_twilio(sim, [sid])
     sensor = SmsStatusSensor(task_id="wait", message_sid=sid, deferrable=True)
-    assert sensor.execute_complete(_context(), {"outcome": "no_callback", "sid": sid})["status"] == "delivered"
+    done = sensor.execute_complete(_context(), {"outcome": "no_callback", "sid": sid})
+    assert done["status"] == "delivered"
     assert _poll_events(store, sid)[-1] == ("delivered", POLL_SOURCE)
 
 

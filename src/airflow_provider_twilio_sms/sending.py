@@ -9,9 +9,13 @@ guarantee is built here:
    a live claim elsewhere is waited on, never sent over; a claim whose attempt may have reached Twilio
    is reconciled first (``reconciliation.py``: every message Twilio created for the recipient since
    that attempt) and never re-POSTed blindly;
-3. take a rate-limit slot for the team pool (exact, in the store);
-4. send with our retry policy: transient refusals back off with jitter (honouring Retry-After),
-   permanent errors fail at once, an unknown outcome is reconciled before any second POST.
+3. send with our retry policy: transient refusals back off with jitter (honouring Retry-After),
+   permanent errors fail at once, an unknown outcome is reconciled before any second POST. Under a rate
+   limit every POST takes its slot in the team pool right before it leaves (exact, on the database's
+   clock, see :meth:`SmsStore.acquire_rate_slot`): after the client is built and after any backoff, and
+   again when it could not leave within ``rate_send_bound``; once Twilio answered, the slot counts the
+   request until then only, and a request that never left gives its slot back. A send the limit turns
+   away leaves no row behind (nothing reached Twilio): the next attempt claims anew.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from airflow_provider_twilio_sms.errors import (
+    InvalidMessageError,
     OptedOutError,
     PermanentTwilioError,
     RetryableTwilioError,
@@ -35,7 +40,7 @@ from airflow_provider_twilio_sms.errors import (
 from airflow_provider_twilio_sms.hooks.twilio_sms import LIST_PAGE_SIZE
 from airflow_provider_twilio_sms.privacy import mask_number, mask_sid
 from airflow_provider_twilio_sms.rate_limit import RateLimit
-from airflow_provider_twilio_sms.store.api import Claim, make_scope
+from airflow_provider_twilio_sms.store.api import Claim, RateGrant, make_scope
 
 if TYPE_CHECKING:
     from airflow_provider_twilio_sms.hooks.twilio_sms import TwilioSmsHook
@@ -72,11 +77,13 @@ class SendRequest:
 
 @dataclass(frozen=True)
 class RateLimited:
-    """No slot was free: nothing was sent, the claim was released; try again at ``next_free_at``."""
+    """No slot was free: nothing was sent, the claim was given up; try again in ``wait_seconds``, at
+    ``next_free_at`` on the database's clock (a worker's clock may differ: wait the seconds)."""
 
     next_free_at: datetime
     pool: str
     limit: RateLimit
+    wait_seconds: float = 0.0
 
 
 @dataclass
@@ -117,7 +124,8 @@ class SmsSender:
 
     def __init__(self, hook: TwilioSmsHook, store: SmsStore, *, lease_seconds: float = 120,
                  retry: RetryPolicy | None = None, held_poll_seconds: float = 1.0,
-                 attempt_id: str | None = None, reconcile_page_size: int = LIST_PAGE_SIZE):
+                 attempt_id: str | None = None, reconcile_page_size: int = LIST_PAGE_SIZE,
+                 rate_send_bound: float = 1.0):
         self.hook = hook
         self.store = store
         self.lease_seconds = lease_seconds
@@ -125,6 +133,10 @@ class SmsSender:
         self.held_poll_seconds = held_poll_seconds
         self.attempt_id = attempt_id
         self.reconcile_page_size = reconcile_page_size
+        # How long after its rate-limit grant a request may still be handed to the client; later, it takes
+        # a new grant. The grant's slots count the request for this long plus the client's timeout (the
+        # connect may take that long) before Twilio answers.
+        self.rate_send_bound = rate_send_bound
 
     # -- the public entry point -----------------------------------------------------------------
 
@@ -141,6 +153,12 @@ class SmsSender:
             from_ = normalize_number(from_, settings.default_region, sender=True)
         validate_message(request.body, list(request.media_urls))
         segments, _ = count_segments(request.body or "")
+        cost = segments if request.rate_limit_unit == "segments" else 1
+        if request.rate_limit is not None and cost > request.rate_limit.count:
+            raise InvalidMessageError(
+                f"this message is {cost} segments, more than the whole rate limit {request.rate_limit.count} per "
+                f"{request.rate_limit.window_seconds} s of its pool: it could never be sent; shorten it or raise "
+                "the limit")
         if not (from_ or messaging_service_sid):
             settings.require_sender()
         # One transaction refuses an opted-out recipient and claims the key; with no rate limit to
@@ -158,19 +176,7 @@ class SmsSender:
             if found is not None:
                 return found
 
-        if request.rate_limit is not None:
-            cost = segments if request.rate_limit_unit == "segments" else 1
-            pool = self._pool(request)
-            decision = self.store.acquire_rate_slot(
-                pool, request.rate_limit.count, request.rate_limit.window_seconds,
-                grant_key=f"{claim.row['scope']}|{request.idempotency_key}", cost=cost)
-            if not decision.granted:
-                self.store.release(claim)
-                log.info("Rate limit %s of pool %s reached; next free slot at %s", request.rate_limit, pool,
-                         decision.next_free_at.isoformat())
-                return RateLimited(decision.next_free_at, pool, request.rate_limit)
-
-        return self._send_with_retries(claim, request, to, from_, messaging_service_sid)
+        return self._send_with_retries(claim, request, to, from_, messaging_service_sid, cost)
 
     # -- steps ----------------------------------------------------------------------------------
 
@@ -250,18 +256,23 @@ class SmsSender:
         return None
 
     def _send_with_retries(self, claim: Claim, request: SendRequest, to: str, from_: str | None,
-                           messaging_service_sid: str | None) -> dict[str, Any]:
+                           messaging_service_sid: str | None, cost: int) -> dict[str, Any] | RateLimited:
         started = time.monotonic()
         attempt = 0
         while True:
             attempt += 1
-            if attempt > 1 or not claim.row.get("http_attempted_at"):  # else the claim already marked it
+            grant = None
+            if request.rate_limit is not None:
+                grant = self._rate_grant(claim, request, cost)
+                if isinstance(grant, RateLimited):
+                    self.store.withdraw(claim)
+                    log.info("Rate limit %s of pool %s reached; next free slot in %.1f s", request.rate_limit,
+                             grant.pool, grant.wait_seconds)
+                    return grant
+            elif attempt > 1 or not claim.row.get("http_attempted_at"):  # else the claim already marked it
                 self.store.mark_attempt(claim, lease_seconds=self.lease_seconds)
             try:
-                result = self.hook.send_message(
-                    to, request.body, from_=from_, messaging_service_sid=messaging_service_sid,
-                    media_url=list(request.media_urls) or None, status_callback=request.status_callback,
-                    validity_period=request.validity_period)
+                result = self._post(grant, to, request, from_, messaging_service_sid)
             except OptedOutError as err:
                 self.store.set_opt_out(claim.row["account_sid"], to, True, keyword="21610")
                 self.store.record_failed(claim, err.code, str(err))
@@ -297,6 +308,55 @@ class SmsSender:
             log.debug("Recorded the SMS to %s: SID %s, status %s, %s segment(s)", mask_number(to),
                       mask_sid(row["sid"]), row["status"], row.get("num_segments"))
             return result_for_xcom(row, request.idempotency_key, already_sent=False)
+
+    def _rate_grant(self, claim: Claim, request: SendRequest, cost: int) -> RateGrant | RateLimited:
+        """Slots for the POST about to leave, taken as late as possible: the client is built first, and a
+        grant that could not be handed on within ``rate_send_bound`` is given back and taken anew. The
+        attempt is marked (the request may reach Twilio) under the grant."""
+        limit = request.rate_limit
+        pool = self._pool(request)
+        self.hook.get_conn()  # building the client (imports, settings) must not eat into the bound
+        hold = self.rate_send_bound + self.hook.timeout + 1.0
+        while True:
+            asked = time.monotonic()
+            decision = self.store.acquire_rate_slot(pool, limit.count, limit.window_seconds, cost=cost,
+                                                    hold_seconds=hold)
+            if not decision.granted:
+                return RateLimited(decision.next_free_at, pool, limit, decision.wait_seconds)
+            try:
+                self.store.mark_attempt(claim, lease_seconds=self.lease_seconds)
+            except BaseException:
+                self._settle(decision.grant, reached_twilio=False)
+                raise
+            if time.monotonic() - asked <= self.rate_send_bound:
+                return decision.grant
+            log.info("The request could not leave within %.1f s of its rate-limit slot; taking a new one",
+                     self.rate_send_bound)
+            self._settle(decision.grant, reached_twilio=False)
+
+    def _post(self, grant: RateGrant | None, to: str, request: SendRequest, from_: str | None,
+              messaging_service_sid: str | None) -> dict[str, Any]:
+        """The create request; then its rate-limit slots count it only until Twilio answered, or are given
+        back when it never left (refused before connecting, or invalid)."""
+        reached = True
+        try:
+            return self.hook.send_message(
+                to, request.body, from_=from_, messaging_service_sid=messaging_service_sid,
+                media_url=list(request.media_urls) or None, status_callback=request.status_callback,
+                validity_period=request.validity_period)
+        except TwilioSmsError as err:
+            reached = isinstance(err, UnknownOutcomeError) or getattr(err, "http_status", None) is not None
+            raise
+        finally:
+            if grant is not None:
+                self._settle(grant, reached_twilio=reached)
+
+    def _settle(self, grant: RateGrant, *, reached_twilio: bool) -> None:
+        try:
+            self.store.settle_rate_grant(grant, reached_twilio=reached_twilio)
+        except Exception:  # noqa: BLE001 - the slots keep their reservation: the limit still holds
+            log.warning("Could not settle a rate-limit slot of pool %s; it counts until its reservation ends",
+                        grant.pool, exc_info=True)
 
     def _may_retry(self, attempt: int, started: float, delay: float | None) -> bool:
         elapsed = time.monotonic() - started + (delay or 0)

@@ -12,7 +12,7 @@ from airflow_provider_twilio_sms.store.migrate import VERSION_TABLE, head_revisi
 from conftest import _create_pg_database, _drop_pg_database, run_airflow
 
 TABLES = {"twilio_sms_message", "twilio_sms_event", "twilio_sms_opt_out", "twilio_sms_rate_pool",
-          "twilio_sms_rate_grant"}
+          "twilio_sms_rate_slot"}
 
 
 def _tables_and_version(url: str) -> tuple[set[str], list]:

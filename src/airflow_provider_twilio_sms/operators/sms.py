@@ -7,7 +7,6 @@ DAG files import this module on every parse: nothing heavy is imported at module
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -202,6 +201,8 @@ class SendSmsOperator(BaseOperator):
         )
 
     def execute(self, context: Context) -> dict[str, Any]:
+        import time
+
         from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
         from airflow_provider_twilio_sms.errors import InvalidMessageError, PermanentTwilioError
@@ -221,24 +222,22 @@ class SendSmsOperator(BaseOperator):
                 raise AirflowException(
                     f"rate limit {outcome.limit.count} per {outcome.limit.window_seconds} s of {outcome.pool} "
                     f"reached; the next send is possible at {outcome.next_free_at.isoformat()}")
+            # The store's clock said when; wait that long on ours (worker clocks may be off).
             if self.on_rate_limit == "defer" and self.deferrable:
-                self._defer_until(outcome.next_free_at)
-            self.log.info("Rate limit of %s reached; waiting until %s", outcome.pool, outcome.next_free_at.isoformat())
-            self._sleep_until(outcome.next_free_at)
+                self._defer_for(outcome.wait_seconds)
+            self.log.info("Rate limit of %s reached; waiting %.1f s", outcome.pool, outcome.wait_seconds)
+            time.sleep(max(0.0, outcome.wait_seconds) + 0.01)
 
-    def _defer_until(self, moment: datetime) -> None:
+    def _defer_for(self, seconds: float) -> None:
+        from datetime import timedelta
+
         from airflow.providers.standard.triggers.temporal import DateTimeTrigger
-
-        self.log.info("Rate limit reached; deferring until %s without holding a worker slot", moment.isoformat())
-        self.defer(trigger=DateTimeTrigger(moment=moment), method_name="execute_after_rate_limit")
-
-    @staticmethod
-    def _sleep_until(moment: datetime) -> None:
-        import time
 
         from airflow_provider_twilio_sms.store.api import utcnow
 
-        time.sleep(max(0.0, (moment - utcnow()).total_seconds()) + 0.01)
+        moment = utcnow() + timedelta(seconds=max(0.0, seconds) + 0.01)
+        self.log.info("Rate limit reached; deferring until %s without holding a worker slot", moment.isoformat())
+        self.defer(trigger=DateTimeTrigger(moment=moment), method_name="execute_after_rate_limit")
 
     def execute_after_rate_limit(self, context: Context, event: Any = None) -> dict[str, Any]:
         """Resumed by the trigger once a slot should be free: run the same idempotent path again."""

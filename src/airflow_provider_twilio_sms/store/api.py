@@ -154,10 +154,38 @@ class Claim:
 
 
 @dataclass(frozen=True)
+class RateGrant:
+    """Units of a pool's rate limit taken for one request to Twilio (see :meth:`SmsStore.acquire_rate_slot`).
+
+    Its slots hold ``until_us``, the latest moment (database clock, microseconds since the epoch) the
+    request may reach Twilio and still be counted right, until :meth:`SmsStore.settle_rate_grant` lowers
+    that to when Twilio answered, or frees the slots when the request never left.
+    """
+
+    pool: str
+    first_slot: int
+    cost: int
+    ring_size: int
+    until_us: int
+    granted_at: datetime  # the database's clock when the units were taken
+
+
+@dataclass(frozen=True)
 class RateDecision:
     granted: bool
-    next_free_at: datetime | None  # when not granted: the earliest moment a slot frees up
-    used: int  # cost already spent in the window, this grant included when granted
+    decided_at: datetime  # the database's clock when the pool decided
+    grant: RateGrant | None  # when granted
+    next_free_at: datetime | None  # when not granted: the earliest moment (database clock) a slot may free up
+    wait_seconds: float = 0.0  # when not granted: from the decision to ``next_free_at``, for any worker's clock
+
+
+def _from_us(us: int) -> datetime:
+    return datetime(1970, 1, 1, tzinfo=timezone.utc) + timedelta(microseconds=us)
+
+
+# How long after its grant a request may still leave for Twilio: a request not sent by then takes a new
+# grant (``SmsSender``), so a slot holding this reservation never undercounts a request that was sent.
+DEFAULT_RATE_HOLD_SECONDS = 5.0
 
 
 class SmsStore:
@@ -404,55 +432,122 @@ class SmsStore:
         with self._write_one() as conn:
             self._update_owned(conn, claim, lease_expires_at=utcnow())
 
+    def withdraw(self, claim: Claim) -> None:
+        """Give up the claim of a send that nothing of reached Twilio (turned away by the rate limit): its
+        row goes (a later attempt claims the key anew), so no page counts it as pending. A row on which an
+        HTTP attempt is recorded stays, released: the next attempt must reconcile."""
+        with self._write_one() as conn:
+            if conn.execute(self._sql.withdraw, {"p_id": claim.message_id, "p_attempt": claim.attempt_id}).rowcount:
+                return
+            self._update_owned(conn, claim, lease_expires_at=utcnow())
+
     # -- rate limits ----------------------------------------------------------------------------
 
-    def acquire_rate_slot(
-        self, pool: str, limit: int, window_seconds: float, *, grant_key: str, cost: int = 1,
-        now: datetime | None = None,
-    ) -> RateDecision:
-        """Spend ``cost`` of ``limit`` in the sliding window ending now, or say when it can be spent.
+    def acquire_rate_slot(self, pool: str, limit: int, window_seconds: float, *, cost: int = 1,
+                          hold_seconds: float = DEFAULT_RATE_HOLD_SECONDS) -> RateDecision:
+        """Take ``cost`` units of ``limit`` per sliding ``window_seconds`` for one request about to leave,
+        or say when they may be free. Exact across processes and machines, on the database's clock.
 
-        Exact across processes and machines: the pool's lock row serialises deciders (``FOR UPDATE``
-        on PostgreSQL, ``BEGIN IMMEDIATE`` on SQLite). Asking again with the same ``grant_key``
-        (a resumed or retried send) returns the grant already held and spends nothing more. The grant key
-        may be of any length: its SHA-256 is what is stored.
+        The pool keeps the last ``limit`` units it granted in a ring of slots; each slot holds the latest
+        moment its request can have reached Twilio (at first the grant plus ``hold_seconds``, the longest
+        the caller may take to send it; :meth:`settle_rate_grant` then lowers it to when Twilio answered).
+        The units may be taken when the ``cost``-th oldest of those moments is at least a window ago:
+        then at most ``limit - cost`` units of requests that can reach Twilio within the window are out,
+        and this request reaches Twilio after now. One slot is read and ``cost`` written, whatever the
+        window holds; the pool's lock row serialises deciders (``FOR UPDATE`` on PostgreSQL, ``BEGIN
+        IMMEDIATE`` on SQLite). A changed limit resizes the ring, keeping its newest units.
         """
-        if cost > limit:
-            raise ValueError(f"one send costs {cost}, more than the whole limit {limit} of pool {pool!r}")
+        if not 1 <= cost <= limit:
+            raise ValueError(f"one send costs {cost}, more than the whole limit {limit} of pool {pool!r}"
+                             if cost > limit else f"cost must be at least 1, not {cost!r}")
         check_fits({"pool": pool}, (("pool", _POOL_LIMIT),))
-        grant_key = key_digest(grant_key)
-        now = now or utcnow()
-        window_start = now - timedelta(seconds=window_seconds)
+        values = {"p_pool": pool, "p_limit": limit, "p_cost": cost, "p_window": round(window_seconds * 1_000_000),
+                  "p_hold": round(hold_seconds * 1_000_000)}
+        decide = self._decide_fused if self._sql.decide_fused is not None and self._driver is not None \
+            else self._decide
+        for _ in range(3):
+            decision = decide(values)
+            if decision is not None:
+                return decision
+            self._prepare_ring(pool, limit)  # a new pool, or a changed limit: then decide again
+        raise RuntimeError(f"the ring of rate-limit pool {pool!r} keeps changing size: is it used with "
+                           "different limits at once?")
+
+    def _decision(self, values: dict, ring_size: int, oldest: int, now_us: int, edge_us: int | None,
+                  granted: bool) -> RateDecision:
+        now = _from_us(now_us)
+        if granted:
+            return RateDecision(True, now, RateGrant(values["p_pool"], oldest, values["p_cost"], ring_size,
+                                                     now_us + self._sql.clock_us[1] + values["p_hold"], now),
+                                None)
+        # A request still out (its reservation ahead of now) may be answered any moment: its slot frees a
+        # window after that at the earliest.
+        free_us = min(edge_us, now_us) + values["p_window"]
+        return RateDecision(False, now, None, _from_us(free_us), (free_us - now_us) / 1_000_000)
+
+    def _decide_fused(self, values: dict) -> RateDecision | None:
+        """PostgreSQL: lock and decide in one round trip (:attr:`.statements.Statements.decide_fused`)."""
+        row = self._driver.execute(self._sql.decide_fused, values, first=self._sql.pool_lock)[0]
+        if row is None:
+            return None
+        return self._decision(values, row["ring_size"], row["ring_next"], row["now_us"], row["edge_us"],
+                              row["granted"])
+
+    def _decide(self, values: dict) -> RateDecision | None:
+        """Lock, read the clock and the edge slot, and take the slots: statement by statement in one
+        write transaction (SQLite's run in-process)."""
         sql = self._sql
-        pool_key = {"p_pool": pool, "p_key": grant_key}
-        window = {"p_pool": pool, "p_window_start": window_start}
         with self._write() as conn:
-            self._insert_ignore(conn, sql.pool_insert, {"pool": pool, "updated_at": now})
-            conn.execute(sql.pool_lock, {"p_pool": pool})
-            held = conn.execute(sql.grant_held, pool_key).first()
-            used = conn.execute(sql.window_used, window).scalar_one()
-            if held is not None and held.granted_at > window_start:
-                return RateDecision(True, None, used)
-            if used + cost <= limit:
-                if held is not None:  # an old grant of this key, outside the window: renew it
-                    conn.execute(sql.grant_renew, {**pool_key, "p_now": now, "p_cost": cost})
-                else:
-                    conn.execute(sql.grant_insert, {"pool": pool, "grant_key": grant_key, "cost": cost,
-                                                    "granted_at": now})
-                conn.execute(sql.pool_touch, {"p_pool": pool, "p_now": now})
-                # Forget grants that no window can see any more (keep a day for changed limits).
-                horizon = now - timedelta(seconds=max(window_seconds, 86_400))
-                conn.execute(sql.grants_forget, {"p_pool": pool, "p_horizon": horizon})
-                return RateDecision(True, None, used + cost)
-            # Not enough room: the earliest moment enough of the oldest grants leave the window.
-            need = used + cost - limit
-            freed = 0
-            grants = conn.execute(sql.window_grants, window)
-            for row in grants:
-                freed += row.cost
-                if freed >= need:
-                    return RateDecision(False, row.granted_at + timedelta(seconds=window_seconds), used)
-            raise AssertionError("unreachable: cost <= limit guarantees the window can free enough")
+            ring = conn.execute(sql.pool_lock, values).first()
+            if ring is None or ring.ring_size != values["p_limit"]:
+                return None
+            size, oldest = ring
+            now_us, edge_us = conn.execute(
+                sql.clock_and_edge, {"p_pool": values["p_pool"], "p_slot": (oldest + values["p_cost"] - 1) % size}
+            ).one()
+            granted = edge_us is None or edge_us <= now_us - values["p_window"]
+            decision = self._decision(values, size, oldest, now_us, edge_us, granted)
+            if granted:
+                conn.execute(sql.slots_take, {**values, "p_first": oldest, "p_size": size,
+                                              "p_until": decision.grant.until_us})
+                conn.execute(sql.pool_advance, {"p_pool": values["p_pool"], "p_now": decision.grant.granted_at,
+                                                "p_next": (oldest + values["p_cost"]) % size})
+            return decision
+
+    def _prepare_ring(self, pool: str, limit: int) -> None:
+        """Create the pool's lock row, or resize its ring to ``limit`` slots keeping its newest units."""
+        sql = self._sql
+        with self._write() as conn:
+            ring = conn.execute(sql.pool_lock, {"p_pool": pool}).first()
+            if ring is None:
+                self._insert_ignore(conn, sql.pool_insert, {"pool": pool, "updated_at": utcnow()})
+                ring = conn.execute(sql.pool_lock, {"p_pool": pool}).one()
+            if ring.ring_size != limit:
+                self._resize_ring(conn, pool, ring.ring_size, ring.ring_next, limit)
+
+    def _resize_ring(self, conn: Connection, pool: str, size: int, oldest: int, limit: int) -> None:
+        values = {"p_pool": pool, "p_next": oldest, "p_size": max(size, 1), "p_limit": limit}
+        if size:
+            for statement in self._sql.ring_resize:
+                conn.execute(statement, values)
+        conn.execute(self._sql.pool_resized, values)
+
+    def settle_rate_grant(self, grant: RateGrant, *, reached_twilio: bool) -> None:
+        """After the request: it reached Twilio before now (an answer came, or the request left and got
+        none), so its slots count it until now at most; or it never left (``reached_twilio=False``), and
+        its slots are free again (and, when no grant came after it, the oldest again, as before it was
+        taken). Slots a later grant has taken already (the ring came round) are left alone."""
+        end = grant.first_slot + grant.cost
+        values = {"p_pool": grant.pool, "p_first": grant.first_slot, "p_end": min(end, grant.ring_size),
+                  "p_wrapped_end": max(0, end - grant.ring_size), "p_until": grant.until_us,
+                  "p_left": reached_twilio, "p_size": grant.ring_size, "p_next": end % grant.ring_size}
+        if reached_twilio:
+            with self._write_one() as conn:
+                conn.execute(self._sql.slots_settle, values)
+            return
+        with self._write() as conn:
+            if conn.execute(self._sql.slots_settle, values).rowcount == grant.cost:
+                conn.execute(self._sql.pool_rewind, values)
 
     # -- webhook events -------------------------------------------------------------------------
 

@@ -71,23 +71,33 @@ class DriverStatement:
     returning: tuple[tuple[str, Callable[[Any], Any] | None], ...]  # RETURNING column names, conversions
 
     @classmethod
-    def compile(cls, statement: ClauseElement, dialect: Dialect) -> DriverStatement:
+    def compile(cls, statement: ClauseElement, dialect: Dialect, *,
+                first: ClauseElement | None = None) -> DriverStatement:
+        """``statement`` for the driver. With ``first`` (named-parameter drivers only), ``first`` runs before
+        it in the same query string (``first; statement``): PostgreSQL runs such a query as one transaction
+        (see :attr:`.statements.Statements.decide_fused`), and the rows are ``statement``'s."""
         compiled = statement.compile(dialect=dialect)
-        if getattr(compiled, "escaped_bind_names", None) or compiled.literal_execute_params \
-                or compiled.post_compile_params:
-            raise ValueError("a driver statement needs plain bind parameters (no escaped names, no "
-                             "expanding or literal-execute parameters)")
-        binds = compiled.binds
-        converters = {}
-        for name, bind in binds.items():
-            converter = _bind_converter(bind.type, dialect)
-            if converter is not None:
-                converters[name] = converter
-        defaults = {name: bind.value for name, bind in binds.items() if not bind.required}
+        parts = [compiled] if first is None else [first.compile(dialect=dialect), compiled]
+        for part in parts:
+            if getattr(part, "escaped_bind_names", None) or part.literal_execute_params \
+                    or part.post_compile_params:
+                raise ValueError("a driver statement needs plain bind parameters (no escaped names, no "
+                                 "expanding or literal-execute parameters)")
+        if first is not None and compiled.positional:
+            raise ValueError("statements run together need a driver with named parameters")
+        converters: dict[str, Callable[[Any], Any]] = {}
+        defaults: dict[str, Any] = {}
+        for part in parts:
+            for name, bind in part.binds.items():
+                converter = _bind_converter(bind.type, dialect)
+                if converter is not None:
+                    converters[name] = converter
+                if not bind.required:
+                    defaults[name] = bind.value
         order = tuple(compiled.positiontup) if compiled.positional else None
-        returning = tuple((column.key, _result_converter(column.type, dialect))
-                          for column in (compiled.effective_returning or ()))
-        return cls(compiled.string, order, converters, defaults, returning)
+        columns = compiled.effective_returning or getattr(statement, "selected_columns", None) or ()
+        returning = tuple((column.key, _result_converter(column.type, dialect)) for column in columns)
+        return cls("; ".join(part.string for part in parts), order, converters, defaults, returning)
 
     def parameters(self, values: Mapping[str, Any]) -> Sequence[Any] | Mapping[str, Any]:
         """The driver's parameters for ``values`` (bind name -> value); a missing name raises KeyError."""
@@ -130,7 +140,7 @@ class DriverWriter:
         self._dbapi_error = engine.dialect.loaded_dbapi.Error
         self._autocommit = autocommits(engine)
         self._own = None if self._autocommit else threading.local()
-        self._compiled: dict[int, tuple[Any, DriverStatement]] = {}
+        self._compiled: dict[tuple[int, int], tuple[Any, Any, DriverStatement]] = {}
 
     @classmethod
     def for_engine(cls, engine: Engine, writer_lock: AbstractContextManager) -> DriverWriter | None:
@@ -143,17 +153,21 @@ class DriverWriter:
                 found = cls._by_engine[engine] = cls(engine, writer_lock)
             return found
 
-    def prepare(self, statement: ClauseElement) -> DriverStatement:
-        """``statement`` compiled for this engine's dialect (once: statements are built once, see
-        :mod:`.statements`; the statement object is kept so that its id cannot be reused)."""
-        found = self._compiled.get(id(statement))
+    def prepare(self, statement: ClauseElement, first: ClauseElement | None = None) -> DriverStatement:
+        """``statement`` (after ``first``) compiled for this engine's dialect (once: statements are built
+        once, see :mod:`.statements`; the statement objects are kept so that their ids cannot be reused)."""
+        key = (id(statement), id(first))
+        found = self._compiled.get(key)
         if found is None:
-            found = self._compiled[id(statement)] = (statement, DriverStatement.compile(statement, self.dialect))
-        return found[1]
+            found = self._compiled[key] = (statement, first,
+                                           DriverStatement.compile(statement, self.dialect, first=first))
+        return found[2]
 
-    def execute(self, statement: ClauseElement, values: Mapping[str, Any]) -> tuple[dict[str, Any] | None, int]:
-        """Run ``statement`` with ``values`` and commit: (its first RETURNING row or None, its rowcount)."""
-        prepared = self.prepare(statement)
+    def execute(self, statement: ClauseElement, values: Mapping[str, Any], *,
+                first: ClauseElement | None = None) -> tuple[dict[str, Any] | None, int]:
+        """Run ``statement`` (after ``first``, see :meth:`DriverStatement.compile`) with ``values`` and
+        commit: (its first RETURNING or result row, or None; its rowcount)."""
+        prepared = self.prepare(statement, first)
         parameters = prepared.parameters(values)
         with self._lock:
             connection = self._checkout()

@@ -15,6 +15,9 @@ import functools
 from functools import cached_property
 
 from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Integer,
     String,
     and_,
     bindparam,
@@ -24,6 +27,7 @@ from sqlalchemy import (
     exists,
     func,
     insert,
+    literal,
     or_,
     select,
     true,
@@ -32,7 +36,7 @@ from sqlalchemy import (
 
 from airflow_provider_twilio_sms.store import tables as t
 
-m, e, o, rp, g = t.message, t.event, t.opt_out, t.rate_pool, t.rate_grant
+m, e, o, rp, rs = t.message, t.event, t.opt_out, t.rate_pool, t.rate_slot
 
 # The columns of a sent message's row that its sender cannot know: what callbacks (status) and this
 # attempt's own updates since the claim (lease, HTTP attempt) wrote. Every other column was given by the
@@ -161,6 +165,12 @@ class Statements:
                                m.c.attempt_id == _p("p_attempt", m.c.attempt_id))
 
     @cached_property
+    def withdraw(self):
+        """Delete the owned claim if no HTTP attempt was ever recorded on it (nothing can have reached Twilio)."""
+        return delete(m).where(m.c.id == _p("p_id", m.c.id), m.c.attempt_id == _p("p_attempt", m.c.attempt_id),
+                               m.c.send_state == "claimed", m.c.http_attempted_at.is_(None), m.c.sid.is_(None))
+
+    @cached_property
     def record_sent(self):
         """The send's result onto the owned row; a status an early callback advanced is kept. RETURNING
         only :data:`SENT_RETURNING` (where supported): the caller knows every other column."""
@@ -262,51 +272,131 @@ class Statements:
     # -- rate limits ----------------------------------------------------------------------------
 
     @cached_property
+    def clock_us(self):
+        """The database's clock in microseconds since the epoch, read when the statement runs, and its
+        resolution: PostgreSQL's ``clock_timestamp()`` (1 us), SQLite's ``julianday('now')`` (1 ms)."""
+        if self.dialect == "postgresql":
+            return cast(func.floor(func.extract("epoch", func.clock_timestamp()) * 1_000_000), BigInteger), 1
+        if self.dialect == "sqlite":
+            ms = cast(func.round((func.julianday("now") - 2440587.5) * 86_400_000.0), BigInteger)
+            return ms * 1000, 1000
+        raise NotImplementedError(f"rate limits need the database's clock; {self.dialect} is not supported")
+
+    @cached_property
     def pool_insert(self):
         return self._insert_ignoring(rp, ["pool"])
 
     @cached_property
     def pool_lock(self):
-        """Serialises the pool's deciders: ``FOR UPDATE`` of its row (SQLite: ``BEGIN IMMEDIATE`` did)."""
-        stmt = select(rp.c.pool).where(rp.c.pool == _p("p_pool", rp.c.pool))
+        """The pool's ring (size, oldest slot), locked: ``FOR UPDATE`` of its row serialises the pool's
+        deciders (SQLite: ``BEGIN IMMEDIATE`` did)."""
+        stmt = select(rp.c.ring_size, rp.c.ring_next).where(rp.c.pool == _p("p_pool", rp.c.pool))
         return stmt if self.dialect == "sqlite" else stmt.with_for_update()
 
     @cached_property
-    def grant_held(self):
-        return select(g.c.granted_at).where(g.c.pool == _p("p_pool", g.c.pool),
-                                            g.c.grant_key == _p("p_key", g.c.grant_key))
+    def clock_and_edge(self):
+        """The database's clock now, and what slot ``p_slot`` of the pool holds (NULL: never written)."""
+        edge = select(rs.c.until_us).where(rs.c.pool == _p("p_pool", rs.c.pool),
+                                          rs.c.slot == _p("p_slot", rs.c.slot)).scalar_subquery()
+        return select(self.clock_us[0].label("now_us"), edge.label("edge_us"))
+
+    def _typed(self, name: str, column):
+        """A parameter in a SELECT list: PostgreSQL types a bare one as text, so a non-text column's value
+        is CAST to its type; never to a VARCHAR(n), which PostgreSQL would cut to n silently."""
+        param = _p(name, column)
+        if self.dialect != "postgresql" or isinstance(column.type, String):
+            return param
+        return cast(param, column.type)
 
     @cached_property
-    def _in_window(self):
-        return and_(g.c.pool == _p("p_pool", g.c.pool), g.c.granted_at > _p("p_window_start", g.c.granted_at))
+    def slots_take(self):
+        """Slots ``p_first`` .. ``p_first + p_cost - 1`` (round the ring of ``p_size``) := ``p_until``,
+        written whether or not they existed: one statement for a grant of any cost."""
+        k = select(literal(0, Integer).label("i")).cte("k", recursive=True)
+        k = k.union_all(select(k.c.i + 1).where(k.c.i + 1 < self._typed("p_cost", rs.c.slot)))
+        rows = select(self._typed("p_pool", rs.c.pool),
+                      (self._typed("p_first", rs.c.slot) + k.c.i) % self._typed("p_size", rs.c.slot),
+                      self._typed("p_until", rs.c.until_us)).select_from(k).where(true())
+        stmt = self._dialect_insert(rs).from_select(["pool", "slot", "until_us"], rows)
+        return stmt.on_conflict_do_update(index_elements=["pool", "slot"],
+                                          set_={"until_us": stmt.excluded.until_us})
 
     @cached_property
-    def window_used(self):
-        return select(func.coalesce(func.sum(g.c.cost), 0)).where(self._in_window)
+    def decide_fused(self):
+        """PostgreSQL: a whole decision in one round trip. Run after :attr:`pool_lock` in the same simple
+        query (``lock; decide``), which PostgreSQL runs as one transaction, each statement with a snapshot
+        taken when it starts: this one sees every decision committed before the lock was granted, and the
+        lock is held only inside the server. Reads the ring (no row: the pool is missing or its ring is not
+        ``p_limit`` slots; the caller prepares it), the clock and the ``p_cost``-th oldest slot; when that
+        slot is a window old, takes ``p_cost`` slots and advances the ring (data-modifying CTEs)."""
+        if self.dialect != "postgresql":
+            return None
+        now_us, resolution = self.clock_us
+        pool, cost = self._typed("p_pool", rp.c.pool), self._typed("p_cost", rp.c.ring_size)
+        ring = (select(rp.c.ring_size, rp.c.ring_next, now_us.label("now_us"))
+                .where(rp.c.pool == pool, rp.c.ring_size == _p("p_limit", rp.c.ring_size)).cte("ring"))
+        edge = select(rs.c.until_us).where(rs.c.pool == pool, rs.c.slot == (ring.c.ring_next + cost - 1)
+                                           % ring.c.ring_size).scalar_subquery()
+        decided = select(ring.c.ring_size, ring.c.ring_next, ring.c.now_us, edge.label("edge_us")).cte("decided")
+        free = or_(decided.c.edge_us.is_(None),
+                   decided.c.edge_us <= decided.c.now_us - self._typed("p_window", rs.c.until_us))
+        ok = select(decided.c.ring_size, decided.c.ring_next, decided.c.now_us).where(free).cte("ok")
+        units = func.generate_series(0, cost - 1).table_valued("k").render_derived(name="units")
+        rows = select(pool, (ok.c.ring_next + units.c.k) % ok.c.ring_size,
+                      ok.c.now_us + resolution + self._typed("p_hold", rs.c.until_us)).select_from(ok).join(units, true())
+        take = self._dialect_insert(rs).from_select(["pool", "slot", "until_us"], rows)
+        take = take.on_conflict_do_update(index_elements=["pool", "slot"],
+                                          set_={"until_us": take.excluded.until_us}).cte("take")
+        advance = (update(rp).where(rp.c.pool == pool, rp.c.ring_size == ok.c.ring_size)
+                   .values(ring_next=(ok.c.ring_next + cost) % ok.c.ring_size,
+                           updated_at=func.timezone("UTC", func.clock_timestamp())).cte("advance"))
+        granted = exists(select(ok.c.now_us))
+        return (select(decided.c.ring_size, decided.c.ring_next, decided.c.now_us, decided.c.edge_us,
+                       granted.label("granted")).add_cte(take, advance))
 
     @cached_property
-    def window_grants(self):
-        return select(g.c.granted_at, g.c.cost).where(self._in_window).order_by(g.c.granted_at)
-
-    @cached_property
-    def grant_insert(self):
-        return insert(g)
-
-    @cached_property
-    def grant_renew(self):
-        return (update(g).where(g.c.pool == _p("p_pool", g.c.pool),
-                                g.c.grant_key == _p("p_key", g.c.grant_key))
-                .values(granted_at=_p("p_now", g.c.granted_at), cost=_p("p_cost", g.c.cost)))
-
-    @cached_property
-    def pool_touch(self):
+    def pool_advance(self):
         return (update(rp).where(rp.c.pool == _p("p_pool", rp.c.pool))
-                .values(updated_at=_p("p_now", rp.c.updated_at)))
+                .values(ring_next=_p("p_next", rp.c.ring_next), updated_at=_p("p_now", rp.c.updated_at)))
 
     @cached_property
-    def grants_forget(self):
-        return delete(g).where(g.c.pool == _p("p_pool", g.c.pool),
-                               g.c.granted_at <= _p("p_horizon", g.c.granted_at))
+    def ring_resize(self):
+        """Resize a pool's ring to ``p_limit`` slots, keeping its newest units in order (oldest first from
+        slot 0; the slots before them free): three statements, run in order under the pool's lock."""
+        age = (rs.c.slot - _p("p_next", rs.c.slot) + _p("p_size", rs.c.slot)) % _p("p_size", rs.c.slot)
+        ranked = (select(rs.c.pool, rs.c.until_us, func.row_number().over(order_by=age.desc()).label("r"))
+                  .where(rs.c.pool == _p("p_pool", rs.c.pool), rs.c.slot >= 0).subquery())
+        park = insert(rs).from_select(["pool", "slot", "until_us"],
+                                     select(ranked.c.pool, -ranked.c.r, ranked.c.until_us)
+                                     .where(ranked.c.r <= _p("p_limit", rs.c.slot)))
+        drop = delete(rs).where(rs.c.pool == _p("p_pool", rs.c.pool), rs.c.slot >= 0)
+        place = (update(rs).where(rs.c.pool == _p("p_pool", rs.c.pool), rs.c.slot < 0)
+                 .values(slot=rs.c.slot + _p("p_limit", rs.c.slot)))
+        return park, drop, place
+
+    @cached_property
+    def pool_resized(self):
+        return (update(rp).where(rp.c.pool == _p("p_pool", rp.c.pool))
+                .values(ring_size=_p("p_limit", rp.c.ring_size), ring_next=0))
+
+    @cached_property
+    def pool_rewind(self):
+        """The ring's oldest slot back to ``p_first`` if no grant came after the one ending at ``p_next``."""
+        return (update(rp).where(rp.c.pool == _p("p_pool", rp.c.pool), rp.c.ring_size == _p("p_size", rp.c.ring_size),
+                                 rp.c.ring_next == _p("p_next", rp.c.ring_next))
+                .values(ring_next=_p("p_first", rp.c.ring_next)))
+
+    @cached_property
+    def slots_settle(self):
+        """A grant's slots, if they still hold its reservation ``p_until``: lowered to the database's clock
+        now (its request was answered, so it reached Twilio before now), or freed (it never left)."""
+        now_ceiling = self.clock_us[0] + self.clock_us[1]
+        in_grant = or_(and_(rs.c.slot >= _p("p_first", rs.c.slot), rs.c.slot < _p("p_end", rs.c.slot)),
+                       rs.c.slot < _p("p_wrapped_end", rs.c.slot))
+        lowered = case((rs.c.until_us < now_ceiling, rs.c.until_us), else_=now_ceiling)
+        return (update(rs).where(rs.c.pool == _p("p_pool", rs.c.pool), in_grant,
+                                rs.c.until_us == _p("p_until", rs.c.until_us))
+                .values(until_us=case((bindparam("p_left", type_=Boolean()), lowered), else_=0)))
 
 
 @functools.cache

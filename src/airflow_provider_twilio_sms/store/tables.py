@@ -152,23 +152,25 @@ opt_out = Table(
     Column("updated_at", UtcDateTime(), nullable=False),
 )
 
-# Rate limiting: one lock row per team pool, one grant row per accepted send within the window. A pool is
-# "pool:" + an Airflow pool name (at most 256 characters) or "team:" + a team name (at most 250 here).
+# Rate limiting (migration 0006): per team pool ("pool:" + an Airflow pool name of at most 256 characters,
+# or "team:" + a team name of at most 250 here), one lock row holding a ring of the last ``ring_size``
+# units granted (``ring_size`` is the pool's limit; a send costs one unit, or one per segment), and one
+# slot row per unit with the latest moment its request can have reached Twilio, in microseconds since the
+# epoch on the database's clock. ``ring_next`` is the slot of the oldest unit: the next to be reused.
+# A slot not written yet is free. See ``SmsStore.acquire_rate_slot``.
 rate_pool = Table(
     "twilio_sms_rate_pool",
     metadata,
     Column("pool", String(300), primary_key=True),
     Column("updated_at", UtcDateTime(), nullable=False),
+    Column("ring_size", Integer, nullable=False, server_default="0"),
+    Column("ring_next", Integer, nullable=False, server_default="0"),
 )
 
-rate_grant = Table(
-    "twilio_sms_rate_grant",
+rate_slot = Table(
+    "twilio_sms_rate_slot",
     metadata,
-    Column("id", Id, primary_key=True, autoincrement=True),
-    Column("pool", String(300), nullable=False),
-    Column("grant_key", String(300), nullable=False),  # SHA-256 (hex) of the caller's grant key
-    Column("cost", Integer, nullable=False),
-    Column("granted_at", UtcDateTime(), nullable=False),
-    UniqueConstraint("pool", "grant_key", name="uq_twilio_sms_rate_grant_pool_key"),
-    Index("ix_twilio_sms_rate_grant_pool_time", "pool", "granted_at"),
+    Column("pool", String(300), primary_key=True),
+    Column("slot", Integer, primary_key=True, autoincrement=False),
+    Column("until_us", BigInteger, nullable=False),
 )

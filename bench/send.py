@@ -1,21 +1,18 @@
-"""Benchmark: the send path's overhead, and rate-limit decisions per second.
+"""Benchmark: the send path's overhead.
 
-Prints, in one run:
-  1. per-message time of SmsSender.send (validation, opt-out check, claim, record) against the same
-     local stand-in as a raw twilio-python ``client.messages.create``, and the ratio (goal <= 1.2x);
-     and, as the floor any durable send path has, the raw create between the store's own two writes
-     (the claim before the request, the SID after it) run as bare SQL on the DB-API connection;
-     on SQLite and on PostgreSQL;
-  2. rate-limit decisions per second from 4 concurrent processes, on SQLite and on PostgreSQL.
+Prints, in one run, the per-message time of SmsSender.send (validation, opt-out check, claim, record)
+against the same local stand-in as a raw twilio-python ``client.messages.create``, and the ratio (goal
+<= 1.2x); and, as the floor any durable send path has, the raw create between the store's own two writes
+(the claim before the request, the SID after it) run as bare SQL on the DB-API connection; on SQLite and
+on PostgreSQL. Rate-limit decisions have their own benchmark: bench/rate_limit.py.
 
-    .venv/bin/python bench/send.py [--messages 2400] [--rounds 8] [--seconds 5]
+    .venv/bin/python bench/send.py [--messages 2400] [--rounds 8]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import multiprocessing as mp
 import os
 import statistics
 import sys
@@ -159,48 +156,20 @@ def bench_overhead(url: str, n: int, rounds: int) -> None:
           f"above the floor: {(median(ours) - median(floors)) * 1e6:.0f} us/message")
 
 
-def _decider(url, seconds, out, start):
-    store = SmsStore(url)
-    start.wait()
-    count, deadline = 0, time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        store.acquire_rate_slot("bench", 1_000_000, 60, grant_key=uuid.uuid4().hex)
-        count += 1
-    out.put(count)
-
-
-def bench_rate_limit(url: str, seconds: float) -> None:
-    ctx = mp.get_context("fork")
-    start, out = ctx.Event(), ctx.Queue()
-    procs = [ctx.Process(target=_decider, args=(url, seconds, out, start)) for _ in range(4)]
-    for p in procs:
-        p.start()
-    start.set()
-    for p in procs:
-        p.join()
-    total = sum(out.get() for _ in procs)
-    print(f"  rate-limit decisions, 4 processes: {total / seconds:,.0f}/s")
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--messages", type=int, default=2400)
     parser.add_argument("--rounds", type=int, default=8)
-    parser.add_argument("--seconds", type=float, default=5)
     args = parser.parse_args()
     sqlite = f"sqlite:///{tempfile.mkdtemp()}/bench.db"
     upgrade_url(sqlite)
     print("Send path overhead (SQLite store):")
     bench_overhead(sqlite, args.messages, args.rounds)
-    print("SQLite:")
-    bench_rate_limit(sqlite, args.seconds)
     with scratch_database() as url:
         if url:
             upgrade_url(url)
             print("Send path overhead (PostgreSQL store):")
             bench_overhead(url, args.messages, args.rounds)
-            print("PostgreSQL:")
-            bench_rate_limit(url, args.seconds)
     return 0
 
 

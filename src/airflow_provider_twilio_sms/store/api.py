@@ -487,7 +487,8 @@ class SmsStore:
 
     def _decide_fused(self, values: dict) -> RateDecision | None:
         """PostgreSQL: lock and decide in one round trip (:attr:`.statements.Statements.decide_fused`)."""
-        row = self._driver.execute(self._sql.decide_fused, values, first=self._sql.pool_lock)[0]
+        row = self._driver.execute(self._sql.decide_fused, values, before=self._sql.decide_fused_before,
+                                   prepare_as="twilio_sms_rate_decide")[0]
         if row is None:
             return None
         return self._decision(values, row["ring_size"], row["ring_next"], row["now_us"], row["edge_us"],

@@ -16,6 +16,7 @@ this process's SQLite writer lock are the same, and DB-API errors come out as SQ
 from __future__ import annotations
 
 import os
+import re
 import threading
 import weakref
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -69,21 +70,28 @@ class DriverStatement:
     converters: Mapping[str, Callable[[Any], Any]]  # bind name -> the column type's conversion
     defaults: Mapping[str, Any]  # values the statement itself binds (``send_state="sent"``)
     returning: tuple[tuple[str, Callable[[Any], Any] | None], ...]  # RETURNING column names, conversions
+    # PostgreSQL: ``PREPARE <name> AS <statement>``, run once per connection before ``sql`` (which then
+    # EXECUTEs it): a statement planned once per connection instead of on every call. Where prepared
+    # statements do not last from one transaction to the next (a PgBouncer in transaction mode), the
+    # writer falls back to ``unprepared`` for good.
+    prepare: tuple[str, str] | None = None  # (name, PREPARE ...)
+    unprepared: str | None = None
 
     @classmethod
     def compile(cls, statement: ClauseElement, dialect: Dialect, *,
-                first: ClauseElement | None = None) -> DriverStatement:
-        """``statement`` for the driver. With ``first`` (named-parameter drivers only), ``first`` runs before
-        it in the same query string (``first; statement``): PostgreSQL runs such a query as one transaction
-        (see :attr:`.statements.Statements.decide_fused`), and the rows are ``statement``'s."""
+                before: Sequence[ClauseElement] = (), prepare_as: str | None = None) -> DriverStatement:
+        """``statement`` for the driver. With ``before`` (named-parameter drivers only), those statements run
+        first in the same query string (``before...; statement``): PostgreSQL runs such a query as one
+        transaction (see :attr:`.statements.Statements.decide_fused`), and the rows are ``statement``'s.
+        With ``prepare_as`` (PostgreSQL), ``statement`` is a prepared statement of that name."""
         compiled = statement.compile(dialect=dialect)
-        parts = [compiled] if first is None else [first.compile(dialect=dialect), compiled]
+        parts = [*(s.compile(dialect=dialect) for s in before), compiled]
         for part in parts:
             if getattr(part, "escaped_bind_names", None) or part.literal_execute_params \
                     or part.post_compile_params:
                 raise ValueError("a driver statement needs plain bind parameters (no escaped names, no "
                                  "expanding or literal-execute parameters)")
-        if first is not None and compiled.positional:
+        if before and compiled.positional:
             raise ValueError("statements run together need a driver with named parameters")
         converters: dict[str, Callable[[Any], Any]] = {}
         defaults: dict[str, Any] = {}
@@ -97,7 +105,23 @@ class DriverStatement:
         order = tuple(compiled.positiontup) if compiled.positional else None
         columns = compiled.effective_returning or getattr(statement, "selected_columns", None) or ()
         returning = tuple((column.key, _result_converter(column.type, dialect)) for column in columns)
-        return cls("; ".join(part.string for part in parts), order, converters, defaults, returning)
+        strings = [part.string for part in parts]
+        prepare = None
+        if prepare_as is not None:
+            if compiled.positional or dialect.name != "postgresql":
+                raise ValueError("prepared driver statements are for PostgreSQL with named parameters")
+            names: list[str] = []
+
+            def number(match: re.Match) -> str:
+                if match.group(1) not in names:
+                    names.append(match.group(1))
+                return f"${names.index(match.group(1)) + 1}"
+
+            body = re.sub(r"%\((\w+)\)s", number, compiled.string).replace("%%", "%")
+            prepare = (prepare_as, f"PREPARE {prepare_as} AS {body}")
+            strings[-1] = f"EXECUTE {prepare_as}({', '.join(f'%({name})s' for name in names)})"
+        unprepared = "; ".join(part.string for part in parts) if prepare else None
+        return cls("; ".join(strings), order, converters, defaults, returning, prepare, unprepared)
 
     def parameters(self, values: Mapping[str, Any]) -> Sequence[Any] | Mapping[str, Any]:
         """The driver's parameters for ``values`` (bind name -> value); a missing name raises KeyError."""
@@ -140,7 +164,8 @@ class DriverWriter:
         self._dbapi_error = engine.dialect.loaded_dbapi.Error
         self._autocommit = autocommits(engine)
         self._own = None if self._autocommit else threading.local()
-        self._compiled: dict[tuple[int, int], tuple[Any, Any, DriverStatement]] = {}
+        self._compiled: dict[tuple[Any, ...], tuple[Any, Any, DriverStatement]] = {}
+        self._unprepared = False
 
     @classmethod
     def for_engine(cls, engine: Engine, writer_lock: AbstractContextManager) -> DriverWriter | None:
@@ -153,21 +178,24 @@ class DriverWriter:
                 found = cls._by_engine[engine] = cls(engine, writer_lock)
             return found
 
-    def prepare(self, statement: ClauseElement, first: ClauseElement | None = None) -> DriverStatement:
-        """``statement`` (after ``first``) compiled for this engine's dialect (once: statements are built
+    def prepare(self, statement: ClauseElement, before: tuple[ClauseElement, ...] = (),
+                prepare_as: str | None = None) -> DriverStatement:
+        """``statement`` (after ``before``) compiled for this engine's dialect (once: statements are built
         once, see :mod:`.statements`; the statement objects are kept so that their ids cannot be reused)."""
-        key = (id(statement), id(first))
+        key = (id(statement), *map(id, before), prepare_as)
         found = self._compiled.get(key)
         if found is None:
-            found = self._compiled[key] = (statement, first,
-                                           DriverStatement.compile(statement, self.dialect, first=first))
+            found = self._compiled[key] = (statement, before, DriverStatement.compile(
+                statement, self.dialect, before=before, prepare_as=prepare_as))
         return found[2]
 
     def execute(self, statement: ClauseElement, values: Mapping[str, Any], *,
-                first: ClauseElement | None = None) -> tuple[dict[str, Any] | None, int]:
-        """Run ``statement`` (after ``first``, see :meth:`DriverStatement.compile`) with ``values`` and
-        commit: (its first RETURNING or result row, or None; its rowcount)."""
-        prepared = self.prepare(statement, first)
+                before: tuple[ClauseElement, ...] = (),
+                prepare_as: str | None = None) -> tuple[dict[str, Any] | None, int]:
+        """Run ``statement`` (after ``before``, prepared as ``prepare_as``: see
+        :meth:`DriverStatement.compile`) with ``values`` and commit: (its first RETURNING or result row, or
+        None; its rowcount)."""
+        prepared = self.prepare(statement, before, prepare_as)
         parameters = prepared.parameters(values)
         with self._lock:
             connection = self._checkout()
@@ -210,11 +238,36 @@ class DriverWriter:
             connection.invalidate(err)
         connection.close()
 
+    def _run_prepared(self, connection, cursor, prepared: DriverStatement, parameters) -> None:
+        """``prepared``'s EXECUTE, preparing it first on a connection that has not; its plain SQL where
+        prepared statements turned out not to last (then for good)."""
+        if self._unprepared:
+            cursor.execute(prepared.unprepared, parameters)
+            return
+        name, prepare = prepared.prepare
+        if name not in connection.info:  # the pool keeps ``info`` with its connection
+            try:
+                cursor.execute(prepare)
+            except self._dbapi_error as err:
+                if _pg_error(err) != "42P05":  # duplicate_prepared_statement: there already
+                    raise
+            connection.info[name] = True
+        try:
+            cursor.execute(prepared.sql, parameters)
+        except self._dbapi_error as err:
+            if _pg_error(err) != "26000":  # invalid_sql_statement_name: gone (nothing ran, nothing committed)
+                raise
+            self._unprepared = True
+            cursor.execute(prepared.unprepared, parameters)
+
     def _run(self, connection, prepared: DriverStatement, parameters) -> tuple[Sequence[Any] | None, int]:
         dbapi_connection = connection.dbapi_connection
         if self._autocommit:
             with autocommit(dbapi_connection, connection.invalidate), dbapi_connection.cursor() as cursor:
-                cursor.execute(prepared.sql, parameters)
+                if prepared.prepare is not None:
+                    self._run_prepared(connection, cursor, prepared, parameters)
+                else:
+                    cursor.execute(prepared.sql, parameters)
                 return _first(cursor, prepared), cursor.rowcount
         # SQLite, in the connection's manual mode (engine.py): the write lock is taken up front.
         dbapi_connection.execute("BEGIN IMMEDIATE")
@@ -229,6 +282,10 @@ class DriverWriter:
                 dbapi_connection.execute("ROLLBACK")
             raise
         return raw, rowcount
+
+
+def _pg_error(err: BaseException) -> str | None:
+    return getattr(err, "pgcode", None)
 
 
 def _first(cursor, prepared: DriverStatement) -> Sequence[Any] | None:

@@ -30,6 +30,7 @@ from sqlalchemy import (
     literal,
     or_,
     select,
+    text,
     true,
     update,
 )
@@ -320,6 +321,18 @@ class Statements:
         stmt = self._dialect_insert(rs).from_select(["pool", "slot", "until_us"], rows)
         return stmt.on_conflict_do_update(index_elements=["pool", "slot"],
                                           set_={"until_us": stmt.excluded.until_us})
+
+    @cached_property
+    def decide_fused_before(self):
+        """What runs before :attr:`decide_fused` in its query string.
+
+        ``synchronous_commit`` off for the decision alone: the pool's lock is then released without
+        waiting for the disk (a flush per decision, under the lock, caps a pool at one decision per flush).
+        The grant is still durable before its request leaves: the sender's next write (the attempt marked
+        on its claim) commits synchronously, and flushing its commit flushes all WAL before it, this
+        decision included. A grant that a server crash loses was never sent.
+        """
+        return (text("SET LOCAL synchronous_commit TO OFF"), self.pool_lock)
 
     @cached_property
     def decide_fused(self):

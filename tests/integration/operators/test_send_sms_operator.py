@@ -169,3 +169,26 @@ def test_notifier_messages_get_status_callbacks_too(airflow_env, twilio_conn):
     [create] = sim.creates()
     assert create["status_callback"] == ("https://airflow.example.com/twilio_sms/webhooks/twilio_sms_default/status"
                                          f"?ik_sha256={sha256(result['idempotency_key'].encode()).hexdigest()}")
+
+
+
+def test_a_send_failed_by_the_rate_limit_leaves_no_pending_row(airflow_env):
+    """on_rate_limit="fail": the task fails, nothing reached Twilio, and no claimed row is left for the
+    messages page to count as pending."""
+    from types import SimpleNamespace
+
+    from airflow.sdk.exceptions import AirflowException
+
+    sim, store = airflow_env
+
+    def execute(task_id):
+        ti = SimpleNamespace(dag_id="d", task_id=task_id, run_id="r1", map_index=-1, try_number=1)
+        op = SendSmsOperator(task_id=task_id, to="+14155550123", body="hello", rate_limit="1/1m",
+                             on_rate_limit="fail")
+        return op.execute({"ti": ti, "dag_run": SimpleNamespace(team_name=None)})
+
+    assert execute("first")["sid"].startswith("SM")
+    with pytest.raises(AirflowException, match="rate limit 1 per 60 s"):
+        execute("second")
+    assert [r["send_state"] for r in store.list_messages(limit=10)] == ["sent"]
+    assert sim.count("create") == 1

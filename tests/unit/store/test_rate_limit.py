@@ -135,3 +135,28 @@ def test_decisions_cost_the_same_with_a_full_window(store):
         far = _us(datetime.now(timezone.utc) + timedelta(days=1))
         conn.execute(update(rate_slot).where(rate_slot.c.pool == "big", rate_slot.c.slot > 2).values(until_us=far))
     assert [store.acquire_rate_slot("big", limit, 3600).granted for _ in range(3)] == [True, True, False]
+
+
+def test_postgresql_decides_with_a_statement_prepared_once_per_connection_and_copes_when_it_is_gone(store):
+    """The decision is planned once per connection (PREPARE). A connection that already has it (its flag
+    lost) and one where it vanished between transactions (as behind a PgBouncer in transaction mode) both
+    still decide; the latter switches the writer to the plain statement for good."""
+    if store.dialect != "postgresql":
+        pytest.skip("PostgreSQL only")
+    assert store.acquire_rate_slot("qa", 3, 60).granted
+    connection = store.engine.raw_connection()  # the pool's one connection: the one that prepared it
+    try:
+        assert connection.info.pop("twilio_sms_rate_decide")  # forget that it is there
+    finally:
+        connection.close()
+    assert store.acquire_rate_slot("qa", 3, 60).granted  # PREPARE says "exists": fine
+    connection = store.engine.raw_connection()
+    try:
+        with connection.dbapi_connection.cursor() as cursor:
+            cursor.execute("DEALLOCATE twilio_sms_rate_decide")
+        connection.dbapi_connection.commit()
+    finally:
+        connection.close()
+    assert store.acquire_rate_slot("qa", 3, 60).granted  # EXECUTE fails, the plain statement decides
+    assert store._driver._unprepared
+    assert not store.acquire_rate_slot("qa", 3, 60).granted

@@ -177,6 +177,55 @@ def test_segment_rate_limit_counts_segments(env):
                                              rate_limit_unit="segments")), RateLimited)
 
 
+def test_every_post_takes_a_slot_of_its_own_a_429_retry_too(env):
+    """Twilio refused the first POST (429, Retry-After 0); the retry is a second request reaching Twilio
+    and needs a second slot: under 1 per minute there is none, so nothing more is sent and no claim stays."""
+    sim, store = env
+    sim.add_fault("429", count=1, retry_after=0)
+    limited = sender(store).send(req(key="k1", rate_limit=parse_rate_limit("1/1m"), pool="qa"))
+    assert isinstance(limited, RateLimited) and 59 < limited.wait_seconds <= 60
+    assert sim.count("create") == 1
+    assert store.get_message(scope=f"{sim.account_sid}|", idempotency_key="k1") is None
+
+
+def test_a_request_that_never_left_gives_its_slot_back(env, twilio_conn):
+    """Connection refused on every attempt: no request reached Twilio, so under 1 per minute each of the 4
+    attempts got the one slot, and a send right after gets it too."""
+    from conftest import free_port
+
+    sim, store = env
+    limit = parse_rate_limit("1/1m")
+    twilio_conn(api_base_url=f"http://127.0.0.1:{free_port()}")  # nothing listens there
+    sleeps = Sleeps()
+    with pytest.raises(RetryableTwilioError, match="never left"):
+        sender(store, sleeps=sleeps).send(req(key="k1", rate_limit=limit, pool="qa"))
+    assert len(sleeps) == 3  # four attempts, each with the slot
+    twilio_conn()
+    assert "sid" in sender(store).send(req(key="k2", rate_limit=limit, pool="qa"))
+
+
+def test_a_request_that_could_not_leave_in_time_takes_a_new_slot(env, monkeypatch):
+    """The attempt's mark took longer than ``rate_send_bound`` after its grant: the grant is given back and
+    a new one taken right before the request leaves (under 1 per minute: only possible if the first went
+    back), and one message is sent."""
+    sim, store = env
+    slow = {"left": 1}
+    real_mark = store.mark_attempt
+
+    def slow_mark(*args, **kwargs):
+        if slow["left"]:
+            slow["left"] -= 1
+            time.sleep(0.3)
+        return real_mark(*args, **kwargs)
+
+    monkeypatch.setattr(store, "mark_attempt", slow_mark)
+    sent_by = sender(store)
+    sent_by.rate_send_bound = 0.2
+    result = sent_by.send(req(key="k1", rate_limit=parse_rate_limit("1/1m"), pool="qa"))
+    assert result["sid"].startswith("SM") and not slow["left"]
+    assert sim.count("create") == 1
+
+
 # --- several processes -------------------------------------------------------------------------
 
 def _send_in_child(url, start, out, key, limit):

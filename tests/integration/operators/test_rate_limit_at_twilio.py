@@ -4,6 +4,7 @@ arrival), from worker processes whose clocks disagree, with slow first requests 
 from __future__ import annotations
 
 import multiprocessing as mp
+import os
 from datetime import datetime, timedelta
 
 from airflow_provider_twilio_sms.hooks.twilio_sms import TwilioSmsHook
@@ -11,7 +12,11 @@ from airflow_provider_twilio_sms.rate_limit import parse_rate_limit
 from airflow_provider_twilio_sms.sending import RateLimited, RetryPolicy, SendRequest, SmsSender
 from airflow_provider_twilio_sms.store.api import SmsStore
 
-CTX = mp.get_context("fork")
+# Forked from a fresh server process, not from this one: a worker inherits no lock another thread of the
+# test session held at the fork; the server imports the heavy modules once.
+CTX = mp.get_context("forkserver")
+CTX.set_forkserver_preload(["airflow_provider_twilio_sms.sending", "airflow_provider_twilio_sms.hooks.twilio_sms",
+                            "airflow_provider_twilio_sms.store.api", "twilio.rest", "psycopg2"])
 LIMIT = "2/1s"
 SKEWS = (0.0, 1.0, -1.0, 1.0)  # seconds each worker's clock is off
 
@@ -47,11 +52,16 @@ def _skew_and_slow_down(skew: float) -> None:
     http_client.http_client_class = slow_class
 
 
-def _worker(url, start, out, index):
+def _worker(url, twilio_conn_json, start, out, index):
+    import os
     import time
 
     from airflow_provider_twilio_sms.store import api
 
+    import faulthandler
+
+    faulthandler.dump_traceback_later(90, exit=True)  # a stuck worker says where, and the test fails
+    os.environ["AIRFLOW_CONN_TWILIO_SMS_DEFAULT"] = twilio_conn_json  # the fork server's environment is older
     _skew_and_slow_down(SKEWS[index])
     sender = SmsSender(TwilioSmsHook(timeout=5), SmsStore(url), lease_seconds=30,
                        retry=RetryPolicy(max_attempts=5, base_seconds=0.05, cap_seconds=0.2))
@@ -73,7 +83,8 @@ def test_creates_reach_twilio_within_the_limit_in_every_window(twilio_conn, stor
     sim.add_fault("429", count=2, retry_after=0)  # two requests refused: their retries need slots of their own
     url = store.engine.url.render_as_string(hide_password=False)
     start, out = CTX.Event(), CTX.Queue()
-    procs = [CTX.Process(target=_worker, args=(url, start, out, i)) for i in range(len(SKEWS))]
+    conn = os.environ["AIRFLOW_CONN_TWILIO_SMS_DEFAULT"]
+    procs = [CTX.Process(target=_worker, args=(url, conn, start, out, i)) for i in range(len(SKEWS))]
     for p in procs:
         p.start()
     start.set()

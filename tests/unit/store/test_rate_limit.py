@@ -23,10 +23,15 @@ def _slots(store, pool):
                                  .where(rate_slot.c.pool == pool)).all())
 
 
-def test_exact_sliding_window_against_an_independent_count(store):
+@pytest.mark.parametrize("path", ["driver", "statements"])
+def test_exact_sliding_window_against_an_independent_count(store, path):
     """Decisions as fast as they come for 1.5 windows, costs 1 to 3: each one agrees with a count of the
     units granted before it that still reach into its window (granted iff that count + cost <= limit),
-    and a refusal names the moment the cost-th oldest unit of the last ``limit`` leaves the window."""
+    and a refusal names the moment the cost-th oldest unit of the last ``limit`` leaves the window.
+    ``statements``: the statement-by-statement transaction PostgreSQL drivers other than psycopg2 use
+    (on SQLite both are that path)."""
+    if path == "statements":
+        store._driver = None
     limit, window = 5, 0.4
     window_us = round(window * 1_000_000)
     units: list[int] = []  # every unit granted, oldest first: the moment it counts until

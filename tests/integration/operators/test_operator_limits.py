@@ -122,10 +122,10 @@ def test_every_identifier_at_airflows_limit_end_to_end_with_dag_test(env, team_o
     assert {SHARED + "a", SHARED + "b"} <= {r["idempotency_key"] for r in results}  # XCom: the keys whole
     from sqlalchemy import select
 
-    from airflow_provider_twilio_sms.store.tables import rate_grant
+    from airflow_provider_twilio_sms.store.tables import rate_slot
 
     with store.engine.connect() as conn:
-        pools = sorted(conn.execute(select(rate_grant.c.pool)).scalars())
+        pools = sorted(conn.execute(select(rate_slot.c.pool).where(rate_slot.c.until_us > 0)).scalars())
     assert pools == [f"team:{TEAM}"] * 4
 
 

@@ -23,7 +23,7 @@ def _downgrade(url: str, revision: str) -> None:
 
 
 def test_0006_turns_the_grants_in_the_window_into_slots(db_url):
-    migrate.upgrade_url(db_url, "0002_twilio_sms")
+    migrate.upgrade_url(db_url, "0003_twilio_sms")
     now = datetime.now(timezone.utc).replace(tzinfo=None)
     engine = create_engine(db_url)
     with engine.begin() as conn:
@@ -35,7 +35,7 @@ def test_0006_turns_the_grants_in_the_window_into_slots(db_url):
                      {"old": now - timedelta(days=2), "recent": now - timedelta(seconds=60),
                       "recent2": now - timedelta(seconds=59)})
     engine.dispose()
-    assert migrate.upgrade_url(db_url) == ("0002_twilio_sms", "0006_twilio_sms")
+    assert migrate.upgrade_url(db_url) == ("0003_twilio_sms", "0006_twilio_sms")
     store = SmsStore(db_url)
     # 4 units in the last hour already: a limit of 5 per hour has room for one more, not two.
     assert [store.acquire_rate_slot("team:qa", 5, 3600).granted for _ in range(2)] == [True, False]
@@ -43,7 +43,7 @@ def test_0006_turns_the_grants_in_the_window_into_slots(db_url):
     assert all(store.acquire_rate_slot("team:qa", 5, 30).granted for _ in range(4))
     assert store.acquire_rate_slot("team:idle", 1, 60).granted
 
-    _downgrade(db_url, "0002_twilio_sms")
+    _downgrade(db_url, "0003_twilio_sms")
     engine = create_engine(db_url)
     try:
         names = set(inspect(engine).get_table_names())

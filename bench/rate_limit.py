@@ -5,8 +5,9 @@ Prints, in one run:
      grants (a limit never reached) and for refusals (a full window); medians of rounds with the range;
   2. what one decision costs with 0, 1 000 and 1 000 000 units already in the window (a one-day window):
      a grant (under a limit of 2 000 000) and a refusal (the window full at exactly its limit; the
-     smallest full window is the refusal's baseline), medians with the range, and the ratio to the
-     baseline. The units are written with one bulk INSERT (timed and printed).
+     smallest full window is the refusal's baseline), the median of each round's median of a block of
+     decisions, with the range over rounds (blocks interleaved), and the ratio to the baseline. The
+     units are written with one bulk INSERT each (timed and printed).
 
     .venv/bin/python bench/rate_limit.py [--seconds 3] [--rounds 3] [--decisions 200] [--sizes 0,1000,1000000]
 """
@@ -94,35 +95,44 @@ def _fill(store: SmsStore, pool: str, ring_size: int, units: int) -> float:
     return time.perf_counter() - started
 
 
-def _cost(store: SmsStore, pool: str, limit: int, n: int, rounds: int, granted: bool) -> list[float]:
-    medians = []
-    for _ in range(rounds):
-        times = []
-        for _ in range(n):
-            start = time.perf_counter()
-            decision = store.acquire_rate_slot(pool, limit, DAY)
-            times.append(time.perf_counter() - start)
-            assert decision.granted == granted, (pool, limit, decision)
-        medians.append(statistics.median(times))
-    return medians
+def _block(store: SmsStore, pool: str, limit: int, n: int, granted: bool) -> float:
+    """The median time of ``n`` decisions in a row on ``pool``."""
+    times = []
+    for _ in range(n):
+        start = time.perf_counter()
+        decision = store.acquire_rate_slot(pool, limit, DAY)
+        times.append(time.perf_counter() - start)
+        assert decision.granted == granted, (pool, limit, decision)
+    return statistics.median(times)
 
 
 def bench_cost(url: str, sizes: list[int], n: int, rounds: int) -> None:
+    """Every pool filled first (then, on PostgreSQL, VACUUM ANALYZE, so that no autovacuum runs during the
+    timing); then rounds in which each case runs a block of ``n`` decisions, interleaved, so that the
+    machine's drift hits every case alike."""
     store = SmsStore(url)
     grant_limit = 2 * max(max(sizes), 1)
-    baselines: dict[str, float] = {}
+    cases = []  # (label, pool, limit, granted)
     for size in sizes:
-        took = _fill(store, f"grant-{size}", grant_limit, size)
-        grants = _cost(store, f"grant-{size}", grant_limit, n, rounds, True)
         full = max(size, 1)
-        took += _fill(store, f"refuse-{size}", full, full)
-        refusals = _cost(store, f"refuse-{size}", full, n, rounds, False)
-        baselines.setdefault("grant", statistics.median(grants))
-        baselines.setdefault("refusal", statistics.median(refusals))
-        print(f"  {size:>9,} units in the window (written in {took:5.1f} s): "
-              f"grant {_median_range(grants, 1e3, 'ms')} x{statistics.median(grants) / baselines['grant']:.2f}; "
-              f"refusal ({full:,} of {full:,}) {_median_range(refusals, 1e3, 'ms')} "
-              f"x{statistics.median(refusals) / baselines['refusal']:.2f}")
+        took = _fill(store, f"grant-{size}", grant_limit, size) + _fill(store, f"refuse-{size}", full, full)
+        print(f"  {size:>9,} units written in {took:5.1f} s (twice: a pool to grant in, a full one)")
+        cases += [("grant", size, f"grant-{size}", grant_limit, True),
+                  ("refusal", size, f"refuse-{size}", full, False)]
+    if store.dialect == "postgresql":
+        with store.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            conn.execute(text("VACUUM ANALYZE twilio_sms_rate_slot"))
+    times: dict[tuple[str, int], list[float]] = {(what, size): [] for what, size, *_ in cases}
+    for _ in range(rounds):
+        for what, size, pool, limit, granted in cases:
+            times[(what, size)].append(_block(store, pool, limit, n, granted))
+    for what in ("grant", "refusal"):
+        base = statistics.median(times[(what, sizes[0])])
+        for size in sizes:
+            values = times[(what, size)]
+            note = f" ({max(size, 1):,} of {max(size, 1):,})" if what == "refusal" else ""
+            print(f"  {what:7} with {size:>9,} units in the window{note}: {_median_range(values, 1e3, 'ms')}"
+                  f"  x{statistics.median(values) / base:.2f} of {sizes[0]:,}")
 
 
 def main() -> int:

@@ -26,6 +26,7 @@ from sqlalchemy import select, text
 
 from airflow_provider_twilio_sms.store.api import SmsStore
 from airflow_provider_twilio_sms.store.migrate import upgrade_url
+
 from scratch_pg import scratch_database
 
 DAY = 86_400
@@ -33,7 +34,9 @@ DAY = 86_400
 
 def _median_range(values: list[float], scale: float, unit: str) -> str:
     values = sorted(values)
-    return f"{statistics.median(values) * scale:8.3f} {unit} ({values[0] * scale:.3f}-{values[-1] * scale:.3f})"
+    return (
+        f"{statistics.median(values) * scale:8.3f} {unit} ({values[0] * scale:.3f}-{values[-1] * scale:.3f})"
+    )
 
 
 # -- 1. decisions per second from 4 processes ----------------------------------------------------------
@@ -85,7 +88,8 @@ def _fill(store: SmsStore, pool: str, ring_size: int, units: int) -> float:
                      {"pool": pool, "size": ring_size, "next": units % ring_size})
         if units:
             numbers = ("SELECT generate_series(0, :n - 1) AS i" if store.dialect == "postgresql" else
-                       "WITH RECURSIVE k(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM k WHERE i + 1 < :n) SELECT i FROM k")
+                       "WITH RECURSIVE k(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM k WHERE i + 1 < :n) "
+                       "SELECT i FROM k")
             conn.execute(text(f"INSERT INTO twilio_sms_rate_slot (pool, slot, until_us) "
                               f"SELECT :pool, i, :now FROM ({numbers}) AS units"),
                          {"pool": pool, "n": units, "now": now_us})
@@ -111,7 +115,7 @@ def bench_cost(url: str, sizes: list[int], n: int, rounds: int) -> None:
     timing); then rounds in which each case runs a block of ``n`` decisions, interleaved, so that the
     machine's drift hits every case alike."""
     store = SmsStore(url)
-    grant_limit = 2 * max(max(sizes), 1)
+    grant_limit = 2 * max(*sizes, 1)
     cases = []  # (label, pool, limit, granted)
     for size in sizes:
         full = max(size, 1)
@@ -136,7 +140,9 @@ def bench_cost(url: str, sizes: list[int], n: int, rounds: int) -> None:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--seconds", type=float, default=3)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--decisions", type=int, default=200)

@@ -22,6 +22,7 @@ import uuid
 
 from airflow_provider_twilio_sms.store.api import SmsStore, key_digest
 from airflow_provider_twilio_sms.store.migrate import upgrade_url
+
 from scratch_pg import scratch_database
 
 
@@ -145,19 +146,24 @@ def bench_overhead(url: str, n: int, rounds: int) -> None:
             raws.append(totals[0] / blocks)
             floors.append(totals[1] / blocks)
             ours.append(totals[2] / blocks)
-    ratios = sorted(o / r for o, r in zip(ours, raws))
-    floor_ratios = sorted(f / r for f, r in zip(floors, raws))
+    ratios = sorted(o / r for o, r in zip(ours, raws, strict=True))
+    floor_ratios = sorted(f / r for f, r in zip(floors, raws, strict=True))
     median = statistics.median
-    print(f"  raw client.messages.create:        {median(raws) * 1e3:6.2f} ms/message (median of {rounds} rounds)")
+    print(f"  raw client.messages.create:        {median(raws) * 1e3:6.2f} ms/message "
+          f"(median of {rounds} rounds)")
     print(f"  + the two store writes, bare SQL:  {median(floors) * 1e3:6.2f} ms/message  "
           f"floor ratio {median(floor_ratios):.2f}x")
     print(f"  SmsSender.send:                    {median(ours) * 1e3:6.2f} ms/message")
-    print(f"  overhead ratio: {median(ratios):.2f}x (rounds {ratios[0]:.2f}-{ratios[-1]:.2f}x; goal <= 1.2x); "
-          f"above the floor: {(median(ours) - median(floors)) * 1e6:.0f} us/message")
+    print(
+        f"  overhead ratio: {median(ratios):.2f}x (rounds {ratios[0]:.2f}-{ratios[-1]:.2f}x; goal <= 1.2x); "
+        f"above the floor: {(median(ours) - median(floors)) * 1e6:.0f} us/message"
+    )
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--messages", type=int, default=2400)
     parser.add_argument("--rounds", type=int, default=8)
     args = parser.parse_args()

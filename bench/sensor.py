@@ -32,6 +32,7 @@ from airflow_provider_twilio_sms.replies import ReplyCriteria
 from airflow_provider_twilio_sms.store import tables as t
 from airflow_provider_twilio_sms.store.api import SmsStore
 from airflow_provider_twilio_sms.store.migrate import upgrade_url
+
 from scratch_pg import scratch_database
 
 OURS = "+15005550006"
@@ -86,14 +87,29 @@ def bench_poke(url: str, big: int) -> None:
 async def _triggerer(url: str, sensors: int, interval: float, seconds: float) -> tuple[int, float]:
     from airflow_provider_twilio_sms.triggers.sms import SmsReplyTrigger, SmsStatusTrigger, StorePoller
 
-    os.environ["AIRFLOW_CONN_BENCH_STORE"] = json.dumps({"conn_type": "generic", "extra": {"sqlalchemy_url": url}})
+    os.environ["AIRFLOW_CONN_BENCH_STORE"] = json.dumps(
+        {"conn_type": "generic", "extra": {"sqlalchemy_url": url}}
+    )
     StorePoller._pollers.clear()
     half = sensors // 2
-    triggers = [SmsStatusTrigger(message_sid=f"SM{uuid.uuid4().hex}", success_statuses=["delivered"],
-                                 failure_statuses=["failed"], store_conn_id="bench_store", poll_interval=interval)
-                for _ in range(half)]
-    triggers += [SmsReplyTrigger(criteria=ReplyCriteria(from_number=f"+1666{i:07d}", keywords=("YES",)).to_json(),
-                                 store_conn_id="bench_store", poll_interval=interval) for i in range(sensors - half)]
+    triggers = [
+        SmsStatusTrigger(
+            message_sid=f"SM{uuid.uuid4().hex}",
+            success_statuses=["delivered"],
+            failure_statuses=["failed"],
+            store_conn_id="bench_store",
+            poll_interval=interval,
+        )
+        for _ in range(half)
+    ]
+    triggers += [
+        SmsReplyTrigger(
+            criteria=ReplyCriteria(from_number=f"+1666{i:07d}", keywords=("YES",)).to_json(),
+            store_conn_id="bench_store",
+            poll_interval=interval,
+        )
+        for i in range(sensors - half)
+    ]
     tasks = [asyncio.ensure_future(tr.run().__anext__()) for tr in triggers]
     await asyncio.sleep(interval)  # let every trigger register
     poller = next(iter(StorePoller._pollers.values()))
@@ -109,8 +125,11 @@ async def _triggerer(url: str, sensors: int, interval: float, seconds: float) ->
 
 def bench_triggerer(url: str, sensors: int = 1_000, interval: float = 1.0, seconds: float = 10.0) -> None:
     queries, elapsed = asyncio.run(_triggerer(url, sensors, interval, seconds))
-    print(f"  triggerer with {sensors} deferred sensors, poll interval {interval:.0f} s: "
-          f"{queries / elapsed:.1f} store queries/s (one query per sensor per poll would be {sensors / interval:.0f}/s)")
+    print(
+        f"  triggerer with {sensors} deferred sensors, poll interval {interval:.0f} s: "
+        f"{queries / elapsed:.1f} store queries/s "
+        f"(one query per sensor per poll would be {sensors / interval:.0f}/s)"
+    )
 
 
 async def _twilio_fallback(url: str, sensors: int) -> tuple[int, int, float]:
@@ -145,9 +164,11 @@ async def _twilio_fallback(url: str, sensors: int) -> tuple[int, int, float]:
 
 def bench_twilio_fallback(url: str, sensors: int = 1_000) -> None:
     requests, rounds, elapsed = asyncio.run(_twilio_fallback(url, sensors))
-    print(f"  triggerer with {sensors} sensors whose final callbacks were lost: all done in {rounds} round(s), "
-          f"{elapsed:.1f} s, {requests} Twilio request(s) (one per sensor per round would be "
-          f"{sensors * rounds}; ratio {requests / (sensors * rounds):.4f})")
+    print(
+        f"  triggerer with {sensors} sensors whose final callbacks were lost: all done in {rounds} round(s), "
+        f"{elapsed:.1f} s, {requests} Twilio request(s) (one per sensor per round would be "
+        f"{sensors * rounds}; ratio {requests / (sensors * rounds):.4f})"
+    )
 
 
 def _bench_backend(name: str, url: str, events: int) -> None:
@@ -158,7 +179,9 @@ def _bench_backend(name: str, url: str, events: int) -> None:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--events", type=int, default=1_000_000)
     parser.add_argument("--backend", choices=("sqlite", "postgres", "both"), default="both")
     args = parser.parse_args()

@@ -18,7 +18,9 @@ with DAG(
     tags=["twilio_sms", "example"],
     params={"approver": Param("+14155550100", type="string")},
 ) as dag:
-    ask = SendSmsOperator(task_id="ask", to="{{ params.approver }}", body="Reply YES to approve the deploy, NO to stop it")
+    ask = SendSmsOperator(
+        task_id="ask", to="{{ params.approver }}", body="Reply YES to approve the deploy, NO to stop it"
+    )
     answer = SmsReplySensor(task_id="wait_answer", in_reply_to="ask", keywords=["YES", "NO"], mode="poke",
                             poke_interval=1, timeout=300)
 

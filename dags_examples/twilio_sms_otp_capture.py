@@ -19,7 +19,9 @@ with DAG(
     tags=["twilio_sms", "example", "qa"],
     params={
         "signup_url": Param("http://127.0.0.1:8098/signup", type="string", description="the app under test"),
-        "our_number": Param("+15005550006", type="string", description="our Twilio number receiving the code"),
+        "our_number": Param(
+            "+15005550006", type="string", description="our Twilio number receiving the code"
+        ),
     },
 ) as dag:
 

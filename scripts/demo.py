@@ -53,7 +53,9 @@ class AppUnderTest:
                 phone = json.loads(self.rfile.read(int(self.headers["Content-Length"])))["phone"]
                 code = f"{random.randrange(10**6):06d}"
                 app.codes.append(code)
-                threading.Timer(1.0, sim.send_inbound, args=(APP_NUMBER, phone, f"Your code is {code}")).start()
+                threading.Timer(
+                    1.0, sim.send_inbound, args=(APP_NUMBER, phone, f"Your code is {code}")
+                ).start()
                 self.send_response(202)
                 self.send_header("Content-Length", "0")
                 self.end_headers()
@@ -76,7 +78,11 @@ class Approver(threading.Thread):
     def run(self):
         while True:
             for message in self.sim.messages():
-                if message["to"] == PERSON and "Reply YES" in message["body"] and message["sid"] not in self.answered:
+                if (
+                    message["to"] == PERSON
+                    and "Reply YES" in message["body"]
+                    and message["sid"] not in self.answered
+                ):
                     self.answered.add(message["sid"])
                     time.sleep(1.0)
                     self.sim.send_inbound(PERSON, message["from"], "YES")
@@ -131,7 +137,9 @@ def _settled(store, dag_id: str, timeout: float = 20.0) -> list[dict]:
     """The DAG's messages, once their callbacks have arrived (a DAG without a sensor ends before)."""
     deadline = time.monotonic() + timeout
     while True:
-        rows = sorted((r for r in store.list_messages(limit=100) if r["dag_id"] == dag_id), key=lambda r: r["id"])
+        rows = sorted(
+            (r for r in store.list_messages(limit=100) if r["dag_id"] == dag_id), key=lambda r: r["id"]
+        )
         if all(r["status"] == "delivered" for r in rows) or time.monotonic() > deadline:
             return rows
         time.sleep(0.2)
@@ -139,8 +147,12 @@ def _settled(store, dag_id: str, timeout: float = 20.0) -> list[dict]:
 
 def main() -> int:
     print(f"Airflow home: {HOME}")
-    migrate = subprocess.run([str(Path(sys.executable).with_name("airflow")), "db", "migrate"], capture_output=True,
-                             text=True)
+    migrate = subprocess.run(
+        [str(Path(sys.executable).with_name("airflow")), "db", "migrate"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     if migrate.returncode != 0:
         print(migrate.stderr[-3000:])
         return 1
@@ -155,8 +167,12 @@ def main() -> int:
     os.environ["AIRFLOW_CONN_TWILIO_SMS_DEFAULT"] = json.dumps({
         "conn_type": "twilio_sms", "login": sim.account_sid, "password": sim.auth_token,
         "extra": {"from_number": OUR_NUMBER, "api_base_url": sim.base_url, "webhook_base_url": base}})
-    os.environ["AIRFLOW_CONN_TWILIO_SMS_STORE_DEFAULT"] = json.dumps({
-        "conn_type": "generic", "extra": {"sqlalchemy_url": os.environ["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"]}})
+    os.environ["AIRFLOW_CONN_TWILIO_SMS_STORE_DEFAULT"] = json.dumps(
+        {
+            "conn_type": "generic",
+            "extra": {"sqlalchemy_url": os.environ["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"]},
+        }
+    )
     start_api_server(port)
     sim.set_inbound_url(OUR_NUMBER, f"{base}/twilio_sms/webhooks/twilio_sms_default/inbound")
     app = AppUnderTest(sim)
@@ -185,7 +201,9 @@ def main() -> int:
             failures.append(f"{dag_id} ended {run.state}")
         for row in _settled(store, dag_id):
             timeline = " -> ".join(h["status"] for h in store.status_history(row["sid"]))
-            task = row["task_id"] if row["map_index"] in (None, -1) else f"{row['task_id']}[{row['map_index']}]"
+            task = (
+                row["task_id"] if row["map_index"] in (None, -1) else f"{row['task_id']}[{row['map_index']}]"
+            )
             print(f"   sent {row['sid']} to {mask_number(row['to_number'])} ({task}): "
                   f"status {row['status']}; callbacks: {timeline or 'none'}")
             if row["status"] != "delivered":
@@ -193,7 +211,8 @@ def main() -> int:
         if dag_id == "twilio_sms_approval":
             reply = xcom(dag_id, run.run_id, "wait_answer") or {}
             branch = xcom(dag_id, run.run_id, "deploy")
-            print(f"   reply {reply.get('message_sid')} from {reply.get('from')}: {reply.get('keyword')} -> {branch}")
+            print(f"   reply {reply.get('message_sid')} from {reply.get('from')}: "
+                  f"{reply.get('keyword')} -> {branch}")
             if branch != "deployed":
                 failures.append("the approval did not branch to deploy")
         if dag_id == "twilio_sms_otp_capture":
@@ -209,9 +228,12 @@ def main() -> int:
                 failures.append("the captured code is not the one the app sent")
             if code and code in xcom_text(dag_id, run.run_id):
                 failures.append("the code is in Airflow's XCom table in clear")
-    print(f"\nStand-in: {sim.count('create')} messages created, "
-          f"{len([c for c in sim.callbacks() if c['answer'] == 200])} signed callbacks accepted by the webhook, "
-          f"{sim.count('inbound_sent')} inbound messages delivered")
+    accepted = len([c for c in sim.callbacks() if c["answer"] == 200])
+    print(
+        f"\nStand-in: {sim.count('create')} messages created, "
+        f"{accepted} signed callbacks accepted by the webhook, "
+        f"{sim.count('inbound_sent')} inbound messages delivered"
+    )
     sim.stop()
     if failures:
         print("\nDEMO FAILED:\n  " + "\n  ".join(failures))

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Run the whole test suite on a fresh machine: sets up .venv and tools, then pytest.
+# Run the whole test suite on a fresh machine: sets up .venv and tools, lints (scripts/lint.sh), then pytest.
 # Extra arguments go to pytest (e.g. scripts/test.sh -k store -x).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -11,4 +11,6 @@ if [ "${CI:-}" = "true" ]; then
     pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | head -n1)" main start || true
   fi
 fi
+# Lint and type findings fail the run before any test starts (see scripts/lint.sh).
+bash scripts/lint.sh
 exec .venv/bin/python -m pytest -p no:cacheprovider -ra "$@"

@@ -7,7 +7,6 @@ A test that needs a part this machine lacks (PostgreSQL, Prism) is skipped with 
 from __future__ import annotations
 
 import contextlib
-
 import os
 import shutil
 import socket
@@ -66,7 +65,7 @@ def airflow_home() -> dict[str, str]:
     marker = _AIRFLOW_HOME / ".migrated"
     if not marker.exists():
         result = subprocess.run([airflow_bin(), "db", "migrate"], env=full_env, capture_output=True,
-                                text=True, timeout=600)
+                                text=True, timeout=600, check=False)
         assert result.returncode == 0, f"airflow db migrate failed:\n{result.stdout}\n{result.stderr}"
         marker.write_text("ok")
     return env
@@ -76,7 +75,7 @@ def run_airflow(args: list[str], env: dict[str, str], *, input: str | None = Non
                 timeout: float = 300) -> subprocess.CompletedProcess:
     """Run the real ``airflow`` CLI with ``env`` added to this process's environment."""
     return subprocess.run([airflow_bin(), *args], env={**os.environ, **env}, capture_output=True, text=True,
-                          input=input, timeout=timeout)
+                          input=input, timeout=timeout, check=False)
 
 
 # --- SQL databases ------------------------------------------------------------------------------
@@ -180,7 +179,8 @@ def running_prism(mode: str, *extra: str):
     if shutil.which("node") is None:
         skip_or_fail("prism", "node is not on PATH")
     port = free_port()
-    log = tempfile.NamedTemporaryFile(prefix=f"prism-{mode}-", suffix=".log", delete=False)
+    # Prism writes to the log until the block ends (closed in `finally`); it stays on disk to read after.
+    log = tempfile.NamedTemporaryFile(prefix=f"prism-{mode}-", suffix=".log", delete=False)  # noqa: SIM115
     proc = subprocess.Popen([str(prism), mode, "-h", "127.0.0.1", "-p", str(port), str(TWILIO_OAI), *extra],
                             stdout=log, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 120
@@ -202,6 +202,7 @@ def running_prism(mode: str, *extra: str):
             proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
             proc.kill()
+        log.close()
 
 
 @pytest.fixture(scope="session")

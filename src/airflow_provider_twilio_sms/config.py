@@ -58,4 +58,9 @@ def get_json_object(option: str) -> dict:
 
 def airflow_multi_team() -> bool:
     """Whether Airflow runs in multi-team mode (``[core] multi_team``, Airflow 3.2+)."""
-    return str(_conf().get("core", "multi_team", fallback="False")).strip().lower() in ("1", "true", "yes", "on")
+    return str(_conf().get("core", "multi_team", fallback="False")).strip().lower() in (
+        "1",
+        "true",
+        "yes",
+        "on",
+    )

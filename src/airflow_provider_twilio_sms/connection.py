@@ -181,9 +181,12 @@ class TwilioConnectionSettings:
 
         account_sid = (conn.login or "").strip()
         if not _sid_ok(account_sid, "AC"):
-            raise ConnectionConfigError(conn_id, "login",
-                                        "the Account SID must be AC followed by 32 hex characters",
-                                        "Copy it from the Twilio console (Account Info) into the Account SID (login) field")
+            raise ConnectionConfigError(
+                conn_id,
+                "login",
+                "the Account SID must be AC followed by 32 hex characters",
+                "Copy it from the Twilio console (Account Info) into the Account SID (login) field",
+            )
         settings = cls(
             conn_id=conn_id,
             account_sid=account_sid,
@@ -223,8 +226,12 @@ class TwilioConnectionSettings:
                  "an API key needs both its SID and secret",
                  "Set both api_key_sid and api_key_secret, or neither")
         if not self.auth_token and not self.api_key_sid:
-            fail("password", "neither an Auth Token nor an API key is set",
-                 "Put the Auth Token in the Auth Token (password) field, or set the extras api_key_sid and api_key_secret")
+            fail(
+                "password",
+                "neither an Auth Token nor an API key is set",
+                "Put the Auth Token in the Auth Token (password) field, "
+                "or set the extras api_key_sid and api_key_secret",
+            )
         if self.messaging_service_sid and not _sid_ok(self.messaging_service_sid, "MG"):
             fail("messaging_service_sid", "a Messaging Service SID must be MG followed by 32 hex characters",
                  "Copy it from the Twilio console (Messaging > Services)")

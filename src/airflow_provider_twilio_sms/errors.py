@@ -68,7 +68,8 @@ class InvalidMessageError(TwilioSmsError, ValueError):
 
 class ValueTooLongError(InvalidMessageError):
     """A value (an identifier of the send: DAG, task or run id, team, pool, sender...) is longer than the
-    store keeps. Raised before anything is claimed or sent, the same on every database."""
+    store keeps. Raised before anything is claimed or sent, the same on every database.
+    """
 
     def __init__(self, field: str, length: int, limit: int):
         self.field, self.length, self.limit = field, length, limit

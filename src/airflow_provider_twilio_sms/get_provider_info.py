@@ -47,9 +47,9 @@ CONN_FIELDS = {
                                   "also accepted for webhook signatures. May be encrypted (enc:v1:...).",
                                   secret=True),
     "webhook_signing_key_sid": _text("Webhook signing key SID", "For Twilio's HMAC-SHA256 webhook "
-                                     "signatures with shared keys: the SID of the signing key Twilio names in "
-                                     "X-Twilio-Webhooks-Signature-Settings. Empty: only X-Twilio-Signature "
-                                     "(HMAC-SHA1 with the Auth Token) is checked."),
+                                     "signatures with shared keys: the SID of the signing key Twilio names "
+                                     "in X-Twilio-Webhooks-Signature-Settings. Empty: only "
+                                     "X-Twilio-Signature (HMAC-SHA1 with the Auth Token) is checked."),
     "webhook_signing_key_secret": _text("Webhook signing key secret", "The shared signing key's secret "
                                         "(needed with the signing key SID). May be encrypted (enc:v1:...).",
                                         secret=True),

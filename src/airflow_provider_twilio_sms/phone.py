@@ -36,7 +36,8 @@ def normalize_number(value: object, default_region: str | None = None, *, sender
 @functools.lru_cache(maxsize=4096)
 def _normalize(text: str, default_region: str | None, sender: bool) -> str:
     """:func:`normalize_number` on the stripped text; answers are cached (``phonenumbers`` takes tens of
-    microseconds a number, and a sender checks the same few numbers again and again); refusals are not."""
+    microseconds a number, and a sender checks the same few numbers again and again); refusals are not.
+    """
     role = "sender" if sender else "recipient"
     if not text:
         raise InvalidMessageError(f"the {role} phone number is empty: write it in E.164 like {EXAMPLE}")

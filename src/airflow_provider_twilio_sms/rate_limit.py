@@ -18,6 +18,8 @@ _SPEC = re.compile(r"^\s*(\d+)\s*/\s*(\d*)\s*([a-z]+)\s*$", re.IGNORECASE)
 
 @dataclass(frozen=True)
 class RateLimit:
+    """At most ``count`` sends (or segments) per ``window_seconds``, parsed from ``"100/1h"``."""
+
     count: int
     window_seconds: int
 

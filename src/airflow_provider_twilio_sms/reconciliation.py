@@ -114,9 +114,9 @@ def find_sent_message(hook: TwilioSmsHook, store: SmsStore, claim: Claim, *, to:
 def _may_be_from_this_send(message: dict[str, Any], to: str, messaging_service_sid: str | None) -> bool:
     if not str(message.get("direction") or "outbound").startswith("outbound") or message.get("to") != to:
         return False
-    if messaging_service_sid and message.get("messaging_service_sid") not in (None, messaging_service_sid):
-        return False
-    return True
+    # Sent through another Messaging Service: not ours. Without one on either side it may be ours.
+    return not (messaging_service_sid
+                and message.get("messaging_service_sid") not in (None, messaging_service_sid))
 
 
 def _created(message: dict[str, Any]) -> str:

@@ -20,8 +20,13 @@ from airflow_provider_twilio_sms.privacy import mask_number, mask_sid
 _PUNCTUATION = ".!,"
 
 
-def capture(body: str, *, body_pattern: str | None = None, keywords: Collection[str] = (),
-            case_sensitive: bool = False) -> tuple[list[str | None], dict[str, str | None], str | None] | None:
+def capture(
+    body: str,
+    *,
+    body_pattern: str | None = None,
+    keywords: Collection[str] = (),
+    case_sensitive: bool = False,
+) -> tuple[list[str | None], dict[str, str | None], str | None] | None:
     """``(groups, named_groups, keyword)`` when ``body`` is a reply of this shape, else None.
 
     ``body_pattern`` is searched (case-insensitively unless ``case_sensitive``); else the first word
@@ -62,9 +67,14 @@ class ReplyCriteria:
                 raise ValueError(f"body_pattern is not a valid regular expression: {err}") from None
 
     def to_json(self) -> dict[str, Any]:
-        return {"from_number": self.from_number, "to_number": self.to_number, "body_pattern": self.body_pattern,
-                "keywords": list(self.keywords), "case_sensitive": self.case_sensitive,
-                "since": self.since.isoformat() if self.since else None}
+        return {
+            "from_number": self.from_number,
+            "to_number": self.to_number,
+            "body_pattern": self.body_pattern,
+            "keywords": list(self.keywords),
+            "case_sensitive": self.case_sensitive,
+            "since": self.since.isoformat() if self.since else None,
+        }
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> ReplyCriteria:
@@ -86,7 +96,7 @@ class ReplyCriteria:
         return self.concerns(event) and (event.get("opt_out_type") or "").upper() == "STOP"
 
     def match(self, event: dict[str, Any]) -> dict[str, Any] | None:
-        """What the sensor hands on when ``event`` is the awaited reply (see :func:`read_reply`), else None."""
+        """What the sensor hands on when ``event`` is the awaited reply (:func:`read_reply`), else None."""
         if not self.concerns(event) or self.is_opt_out(event):
             return None
         captured = capture(event.get("body") or "", body_pattern=self.body_pattern, keywords=self.keywords,
@@ -111,7 +121,7 @@ class ReplyCriteria:
 
 @dataclass(frozen=True)
 class Reply:
-    """A reply a :class:`~airflow_provider_twilio_sms.sensors.sms.SmsReplySensor` found, read from the store."""
+    """A reply an :class:`~airflow_provider_twilio_sms.sensors.sms.SmsReplySensor` found, from the store."""
 
     message_sid: str
     received_at: datetime

@@ -1,8 +1,8 @@
-"""SMS segment counting (GSM-7 and UCS-2) and the limits Twilio checks before it accepts a message.
+r"""SMS segment counting (GSM-7 and UCS-2) and the limits Twilio checks before it accepts a message.
 
 Carriers bill and Twilio throttles by segment: 160 GSM-7 characters fit one SMS, 153 each once split
 (the rest is the concatenation header); any character outside GSM-7 makes the whole message UCS-2:
-70 UTF-16 code units, 67 per part. Extension characters (``{ } [ ] ~ \\ | ^ €`` and form feed) take
+70 UTF-16 code units, 67 per part. Extension characters (``{ } [ ] ~ \ | ^ €`` and form feed) take
 two GSM-7 septets and an escape pair is never split across parts; neither is a UTF-16 surrogate pair
 (a character outside the Basic Multilingual Plane, such as most emoji).
 """

@@ -39,11 +39,11 @@ from airflow_provider_twilio_sms.errors import (
 )
 from airflow_provider_twilio_sms.hooks.twilio_sms import LIST_PAGE_SIZE
 from airflow_provider_twilio_sms.privacy import mask_number, mask_sid
-from airflow_provider_twilio_sms.rate_limit import RateLimit
 from airflow_provider_twilio_sms.store.api import Claim, RateGrant, make_scope
 
 if TYPE_CHECKING:
     from airflow_provider_twilio_sms.hooks.twilio_sms import TwilioSmsHook
+    from airflow_provider_twilio_sms.rate_limit import RateLimit
     from airflow_provider_twilio_sms.store.api import SmsStore
 
 log = logging.getLogger(__name__)
@@ -78,7 +78,8 @@ class SendRequest:
 @dataclass(frozen=True)
 class RateLimited:
     """No slot was free: nothing was sent, the claim was given up; try again in ``wait_seconds``, at
-    ``next_free_at`` on the database's clock (a worker's clock may differ: wait the seconds)."""
+    ``next_free_at`` on the database's clock (a worker's clock may differ: wait the seconds).
+    """
 
     next_free_at: datetime
     pool: str
@@ -103,7 +104,8 @@ class RetryPolicy:
 
 def result_for_xcom(row: dict[str, Any], idempotency_key: str, *, already_sent: bool) -> dict[str, Any]:
     """What downstream tasks get: plain JSON, the recipient masked, no body. The key is the caller's,
-    whole: the row keeps it only when it fits."""
+    whole: the row keeps it only when it fits.
+    """
     sent_at = row.get("sent_at")
     return {
         "sid": row.get("sid"),
@@ -148,7 +150,9 @@ class SmsSender:
         settings = self.hook.settings
         to = normalize_number(request.to, settings.default_region)
         from_ = request.from_ or (None if request.messaging_service_sid else settings.from_number)
-        messaging_service_sid = request.messaging_service_sid or (None if from_ else settings.messaging_service_sid)
+        messaging_service_sid = request.messaging_service_sid or (
+            None if from_ else settings.messaging_service_sid
+        )
         if from_ and not from_.isalpha():
             from_ = normalize_number(from_, settings.default_region, sender=True)
         validate_message(request.body, list(request.media_urls))
@@ -156,9 +160,10 @@ class SmsSender:
         cost = segments if request.rate_limit_unit == "segments" else 1
         if request.rate_limit is not None and cost > request.rate_limit.count:
             raise InvalidMessageError(
-                f"this message is {cost} segments, more than the whole rate limit {request.rate_limit.count} per "
-                f"{request.rate_limit.window_seconds} s of its pool: it could never be sent; shorten it or raise "
-                "the limit")
+                f"this message is {cost} segments, more than the whole rate limit "
+                f"{request.rate_limit.count} per {request.rate_limit.window_seconds} s of its pool: it could "
+                "never be sent; shorten it or raise the limit"
+            )
         if not (from_ or messaging_service_sid):
             settings.require_sender()
         # One transaction refuses an opted-out recipient and claims the key; with no rate limit to
@@ -192,12 +197,24 @@ class SmsSender:
         deadline = time.monotonic() + self.lease_seconds + 5
         while True:
             claim = self.store.claim(
-                scope=make_scope(settings.account_sid, request.team), idempotency_key=request.idempotency_key,
-                account_sid=settings.account_sid, conn_id=settings.conn_id, to_number=to, body=request.body,
-                from_number=from_, messaging_service_sid=messaging_service_sid,
-                num_media=len(request.media_urls), lease_seconds=self.lease_seconds, attempt_id=self.attempt_id,
-                team=request.team, pool=request.pool, dag_id=request.dag_id, task_id=request.task_id,
-                run_id=request.run_id, map_index=request.map_index, attempting=attempting,
+                scope=make_scope(settings.account_sid, request.team),
+                idempotency_key=request.idempotency_key,
+                account_sid=settings.account_sid,
+                conn_id=settings.conn_id,
+                to_number=to,
+                body=request.body,
+                from_number=from_,
+                messaging_service_sid=messaging_service_sid,
+                num_media=len(request.media_urls),
+                lease_seconds=self.lease_seconds,
+                attempt_id=self.attempt_id,
+                team=request.team,
+                pool=request.pool,
+                dag_id=request.dag_id,
+                task_id=request.task_id,
+                run_id=request.run_id,
+                map_index=request.map_index,
+                attempting=attempting,
                 refuse_opted_out=True,
             )
             if claim.outcome != "held":
@@ -312,7 +329,8 @@ class SmsSender:
     def _rate_grant(self, claim: Claim, request: SendRequest, cost: int) -> RateGrant | RateLimited:
         """Slots for the POST about to leave, taken as late as possible: the client is built first, and a
         grant that could not be handed on within ``rate_send_bound`` is given back and taken anew. The
-        attempt is marked (the request may reach Twilio) under the grant."""
+        attempt is marked (the request may reach Twilio) under the grant.
+        """
         limit = request.rate_limit
         pool = self._pool(request)
         self.hook.get_conn()  # building the client (imports, settings) must not eat into the bound
@@ -337,7 +355,8 @@ class SmsSender:
     def _post(self, grant: RateGrant | None, to: str, request: SendRequest, from_: str | None,
               messaging_service_sid: str | None) -> dict[str, Any]:
         """The create request; then its rate-limit slots count it only until Twilio answered, or are given
-        back when it never left (refused before connecting, or invalid)."""
+        back when it never left (refused before connecting, or invalid).
+        """
         reached = True
         try:
             return self.hook.send_message(
@@ -354,7 +373,7 @@ class SmsSender:
     def _settle(self, grant: RateGrant, *, reached_twilio: bool) -> None:
         try:
             self.store.settle_rate_grant(grant, reached_twilio=reached_twilio)
-        except Exception:  # noqa: BLE001 - the slots keep their reservation: the limit still holds
+        except Exception:  # the slots keep their reservation: the limit still holds
             log.warning("Could not settle a rate-limit slot of pool %s; it counts until its reservation ends",
                         grant.pool, exc_info=True)
 

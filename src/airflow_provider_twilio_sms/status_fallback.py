@@ -36,7 +36,8 @@ POLL_SOURCE = "poll"
 @dataclass
 class FallbackSchedule:
     """When to ask Twilio next about one message: at ``due_at``, then after ``interval`` seconds,
-    doubling up to ``max_interval``; never while the stored status is one of ``ends``."""
+    doubling up to ``max_interval``; never while the stored status is one of ``ends``.
+    """
 
     due_at: datetime
     ends: frozenset[str]
@@ -61,7 +62,8 @@ def ask_twilio(hook: TwilioSmsHook, store: SmsStore, conn_id: str, sids: Sequenc
                created_after: datetime | None = None) -> dict[str, dict[str, Any] | None]:
     """Ask Twilio about ``sids`` (a few requests however many: :meth:`.TwilioSmsHook.fetch_statuses`)
     and store each status it gives as a status event from a poll. Returns what Twilio was asked about
-    this time: ``{sid: Twilio's message, or None when it has none}``; the other SIDs wait their turn."""
+    this time: ``{sid: Twilio's message, or None when it has none}``; the other SIDs wait their turn.
+    """
     answers = hook.fetch_statuses(sids, created_after=created_after)
     for sid, message in answers.items():
         status = (message or {}).get("status")

@@ -61,13 +61,13 @@ class AirflowApiServer:
 
     def cli(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
         return subprocess.run([airflow_bin(), *args], env=self.env, capture_output=True, text=True,
-                              timeout=timeout)
+                              timeout=timeout, check=False)
 
     def create_teams(self) -> None:
         """``airflow teams create`` for each team, in parallel (each CLI start costs seconds)."""
         procs = [subprocess.Popen([airflow_bin(), "teams", "create", team], env=self.env, text=True,
                                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT) for team in TEAMS]
-        for team, proc in zip(TEAMS, procs):
+        for team, proc in zip(TEAMS, procs, strict=True):
             out, _ = proc.communicate(timeout=120)
             assert proc.returncode == 0, f"airflow teams create {team} failed:\n{out[-2000:]}"
 

@@ -33,7 +33,6 @@ import pytest
 from airflow_server import AirflowApiServer
 from conftest import REPO, skip_or_fail
 
-
 OUT_DIR = REPO / "test-output" / "browser"
 PLAYWRIGHT_CORE = REPO / ".tools" / "node_modules" / "playwright-core"
 SUITE = Path(__file__).with_name("ui_suite.js")
@@ -73,12 +72,13 @@ def run_suite(phase: str, config: dict, tmp: Path, timeout: float = 240) -> dict
     config_path.write_text(json.dumps(config))
     started = time.monotonic()
     result = subprocess.run(["node", str(SUITE), phase, str(config_path), str(report_path)],
-                            capture_output=True, text=True, timeout=timeout)
+                            capture_output=True, text=True, timeout=timeout, check=False)
     report = json.loads(report_path.read_text()) if report_path.exists() else {}
     report["seconds"] = round(time.monotonic() - started, 1)
     print(f"browser phase {phase}: {report['seconds']} s, exit {result.returncode}")
-    assert result.returncode == 0 and report.get("ok"), (
-        f"the browser phase {phase!r} failed: {report.get('error') or result.stderr[-3000:]}")
+    failure = f"the browser phase {phase!r} failed: {report.get('error') or result.stderr[-3000:]}"
+    assert result.returncode == 0, failure
+    assert report.get("ok"), failure
     return report
 
 
@@ -233,7 +233,8 @@ def test_reopened_connection_shows_secrets_redacted(connection_report, ui):
     assert fields["element_from_number"]["value"] == OUR_NUMBER_A
     assert fields["element_webhook_signing_key_sid"]["value"] == "webhooks_sharedkey_browser"
     stored = rest(ui["server"], "GET", f"/api/v2/connections/{UI_CONN}")  # what the form was filled from
-    assert stored["password"] == "***" and json.loads(stored["extra"])["webhook_signing_key_secret"] == "***"
+    assert stored["password"] == "***"
+    assert json.loads(stored["extra"])["webhook_signing_key_secret"] == "***"
     assert stored["team_name"] == "team_b"
     shown = json.dumps([connection_report["reopened"], connection_report["tests"], stored])
     for secret in ("browser-signing-secret", "wrong-auth-token-0000", "simulator-auth-token"):
@@ -242,7 +243,8 @@ def test_reopened_connection_shows_secrets_redacted(connection_report, ui):
 
 def _test_message(result: dict) -> tuple[bool, str]:
     if result.get("without_port") is not None:  # Airflow 3.3.2's Test button bug: see ui_suite.js
-        assert result["http_status"] == 400 and "Bad Request" in result["toast"]
+        assert result["http_status"] == 400
+        assert "Bad Request" in result["toast"]
         return result["without_port"]["status"], result["without_port"]["message"]
     return result["toast_type"] == "success", result["toast"]
 
@@ -250,12 +252,17 @@ def _test_message(result: dict) -> tuple[bool, str]:
 def test_the_test_button_reports_success_and_clear_reasons(connection_report, ui):
     tests = {t["label"]: t for t in connection_report["tests"]}
     ok, message = _test_message(tests["bad-sid"])
-    assert not ok and "'login' (Account SID)" in message and "AC followed by 32 hex" in message, message
+    assert not ok, message
+    assert "'login' (Account SID)" in message, message
+    assert "AC followed by 32 hex" in message, message
     ok, message = _test_message(tests["wrong-token"])
-    assert not ok and "20003" in message and "rejected the credentials" in message, message
+    assert not ok, message
+    assert "20003" in message, message
+    assert "rejected the credentials" in message, message
     assert "wrong-auth-token" not in message
     ok, message = _test_message(tests["good"])
-    assert ok and message.startswith("Connected to Twilio account AC"), message
+    assert ok, message
+    assert message.startswith("Connected to Twilio account AC"), message
     assert ui["sim"].auth_token not in json.dumps(connection_report["tests"])
 
 
@@ -272,22 +279,32 @@ def test_admin_sees_messages_with_statuses_and_timelines(messages_report):
     assert by_sid[a[0]]["timeline"] == ["sent", "delivered"]
     assert by_sid[a[2]]["timeline"] == ["sent", "undelivered"]
     summary = view["summary"]
-    assert summary["total"] == "5" and summary["delivered"] == "3" and summary["failed"] == "2"
-    assert summary["delivery_rate"] == "60.0 %" and summary["opt_outs"] == "1" and summary["inbound"] == "3"
+    assert summary["total"] == "5"
+    assert summary["delivered"] == "3"
+    assert summary["failed"] == "2"
+    assert summary["delivery_rate"] == "60.0 %"
+    assert summary["opt_outs"] == "1"
+    assert summary["inbound"] == "3"
     codes = {row[0]: row for row in view["failures"]}
-    assert "30003" in codes and "unreachable" in codes["30003"][1] and codes["30003"][2] == "1"
-    assert "30007" in codes and "spam" in codes["30007"][1]
-    assert len(view["inbound"]) == 3 and len(view["opt_outs"]) == 1
+    assert "30003" in codes
+    assert "unreachable" in codes["30003"][1]
+    assert codes["30003"][2] == "1"
+    assert "30007" in codes
+    assert "spam" in codes["30007"][1]
+    assert len(view["inbound"]) == 3
+    assert len(view["opt_outs"]) == 1
     assert view["opt_outs"][0][0] == "***0109"
 
 
 def test_numbers_are_masked_and_bodies_shown_only_on_request(messages_report):
     view = messages_report["views"]["admin"]
     for number in TEAM_A_TO + TEAM_B_TO + [STOPPER]:
-        assert number not in view["text"] and number[1:] not in view["text"]
+        assert number not in view["text"]
+        assert number[1:] not in view["text"]
     assert "***0101" in view["text"]
     assert not any(m["body_visible"] or m["body"] for m in view["messages"])
-    assert "Your code is" not in view["text"] and "Team B says hello" not in view["text"]
+    assert "Your code is" not in view["text"]
+    assert "Team B says hello" not in view["text"]
     shown = view["with_bodies"]
     assert all(m["body_visible"] for m in shown["messages"])
     assert "Your code is 123450" in {m["body"] for m in shown["messages"]}
@@ -301,7 +318,8 @@ def test_viewers_who_may_not_read_the_connection_see_bodies_withheld(messages_re
     for user in ("alice", "bob"):
         shown = messages_report["views"][user]["with_bodies"]
         rows = shown["messages"] + shown["inbound"]
-        assert rows and all(m["body_visible"] and m["body"] == "withheld" for m in rows), rows
+        assert rows, shown
+        assert all(m["body_visible"] and m["body"] == "withheld" for m in rows), rows
         assert all("you may not read connection" in m["body_withheld"] for m in rows)
         for text in ("Your code is", "Team B", "YES confirmed", "STOP"):
             assert all(text not in m["body"] for m in rows)
@@ -309,7 +327,8 @@ def test_viewers_who_may_not_read_the_connection_see_bodies_withheld(messages_re
 
 def test_the_page_follows_airflow_dark_mode(messages_report):
     view = messages_report["views"]["admin"]
-    assert not view["dark"] and view["dark_mode"]["dark"]
+    assert not view["dark"]
+    assert view["dark_mode"]["dark"]
     assert view["background"] != view["dark_mode"]["background"]
 
 
@@ -321,7 +340,8 @@ def test_each_viewer_sees_only_their_teams_messages(messages_report):
         shown = {m["sid"] for m in view["messages"]}
         assert shown == set(sids[f"team_{mine}"]), f"{user} sees {shown}"
         inbound = {m["sid"] for m in view["inbound"]}
-        assert inbound == set(sids[f"inbound_{mine}"]) and not inbound & set(sids[f"inbound_{theirs}"])
+        assert inbound == set(sids[f"inbound_{mine}"])
+        assert not inbound & set(sids[f"inbound_{theirs}"])
         assert int(view["summary"]["total"]) == len(sids[f"team_{mine}"])
         assert f"team_{theirs}" not in view["text"]
     assert len(messages_report["views"]["alice"]["opt_outs"]) == 1
@@ -338,4 +358,5 @@ def test_screenshots_were_saved(messages_report, connection_report):
                  "messages-admin-light", "messages-admin-bodies", "messages-admin-dark",
                  "messages-alice-light", "messages-bob-light", "messages-alice-bodies"):
         path = OUT_DIR / f"{name}.png"
-        assert path.exists() and path.stat().st_size > 10_000, f"{path} missing or empty"
+        assert path.exists(), f"{path} missing"
+        assert path.stat().st_size > 10_000, f"{path} empty"

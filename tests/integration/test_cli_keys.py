@@ -18,6 +18,7 @@ import time
 import pytest
 
 from airflow_provider_twilio_sms.crypto import Keyring, decrypt_extra, encrypt_extra
+
 from conftest import airflow_bin, run_airflow
 
 K1 = base64.b64encode(os.urandom(32)).decode()
@@ -95,7 +96,8 @@ def test_generate_key_prints_a_usable_key_and_the_config_lines(airflow_home):
     assert re.fullmatch(r"k20\d{6}", key_id)
     line = re.search(r"^AIRFLOW__TWILIO_SMS__ENCRYPTION_KEYS='(.*)'$", result.stdout, re.M).group(1)
     ring = json.loads(line)
-    assert list(ring) == [key_id] and len(base64.b64decode(ring[key_id], validate=True)) == 32
+    assert list(ring) == [key_id]
+    assert len(base64.b64decode(ring[key_id], validate=True)) == 32
     assert re.search(rf"^AIRFLOW__TWILIO_SMS__ACTIVE_KEY_ID={key_id}$", result.stdout, re.M)
     assert re.search(rf"^active_key_id = {key_id}$", result.stdout, re.M)
     keyring = Keyring.from_json(line, key_id)  # what the lines configure works
@@ -109,9 +111,11 @@ def test_generate_key_with_an_existing_ring_never_prints_the_old_keys(airflow_ho
     assert_no_secrets(result.stdout, result.stderr)
     line = re.search(r"^AIRFLOW__TWILIO_SMS__ENCRYPTION_KEYS='(.*)'$", result.stdout, re.M).group(1)
     ring = json.loads(line)
-    assert list(ring) == ["k2", "k1"] and ring["k1"] == "<keep the current value of k1>"
+    assert list(ring) == ["k2", "k1"]
+    assert ring["k1"] == "<keep the current value of k1>"
     taken = run_airflow(["twilio-sms", "generate-key", "--key-id", "k1"], env)
-    assert taken.returncode == 1 and "already in [twilio_sms] encryption_keys" in taken.stderr
+    assert taken.returncode == 1
+    assert "already in [twilio_sms] encryption_keys" in taken.stderr
     assert_no_secrets(taken.stdout, taken.stderr)
 
 
@@ -124,7 +128,8 @@ def test_encrypt_reads_stdin_and_prints_only_the_encrypted_value(airflow_home):
     assert result.returncode == 0, result.stderr
     assert_no_secrets(result.stdout, result.stderr)
     value = result.stdout.strip()
-    assert result.stdout.count("\n") == 1 and value.startswith("enc:v1:k1:")
+    assert result.stdout.count("\n") == 1
+    assert value.startswith("enc:v1:k1:")
     keyring = Keyring.from_json(json.dumps({"k1": K1}))
     assert decrypt_extra(value, "twilio_qa", "api_key_secret", keyring) == API_SECRET  # newline stripped
 
@@ -133,14 +138,19 @@ def test_encrypt_refuses_empty_values_unknown_fields_and_missing_keys(airflow_ho
     env = {**airflow_home, **keys_env(k1=K1)}
     empty = run_airflow(["twilio-sms", "encrypt", "--conn-id", "c", "--field", "api_key_secret"], env,
                         input="\n")
-    assert empty.returncode == 1 and empty.stdout == "" and "is empty" in empty.stderr
+    assert empty.returncode == 1
+    assert empty.stdout == ""
+    assert "is empty" in empty.stderr
     field = run_airflow(["twilio-sms", "encrypt", "--conn-id", "c", "--field", "from_number"], env,
                         input=API_SECRET)
-    assert field.returncode == 1 and field.stdout == ""
-    assert "'from_number' is not a secret field" in field.stderr and "api_key_secret" in field.stderr
+    assert field.returncode == 1
+    assert field.stdout == ""
+    assert "'from_number' is not a secret field" in field.stderr
+    assert "api_key_secret" in field.stderr
     no_keys = run_airflow(["twilio-sms", "encrypt", "--conn-id", "c", "--field", "api_key_secret"],
                           airflow_home, input=API_SECRET)
-    assert no_keys.returncode == 1 and no_keys.stdout == ""
+    assert no_keys.returncode == 1
+    assert no_keys.stdout == ""
     assert "no encryption keys configured: set [twilio_sms] encryption_keys" in no_keys.stderr
     assert_no_secrets(empty.stdout, empty.stderr, field.stdout, field.stderr, no_keys.stdout, no_keys.stderr)
 
@@ -213,10 +223,12 @@ def test_rotate_keys_re_encrypts_with_the_active_key_idempotently(db_env):
 
     k2_only = Keyring.from_json(json.dumps({"k2": K2}))  # k1 retired after the rotation
     extra, password = stored_connection(db_env, "tw_main")
-    assert extra["api_key_secret"].startswith("enc:v1:k2:") and password.startswith("enc:v1:k2:")
+    assert extra["api_key_secret"].startswith("enc:v1:k2:")
+    assert password.startswith("enc:v1:k2:")
     assert decrypt_extra(extra["api_key_secret"], "tw_main", "api_key_secret", k2_only) == API_SECRET
     assert decrypt_extra(password, "tw_main", "password", k2_only) == PASSWORD
-    assert extra["secondary_auth_token"] == PLAIN_TOKEN and extra["from_number"] == "+15005550006"
+    assert extra["secondary_auth_token"] == PLAIN_TOKEN
+    assert extra["from_number"] == "+15005550006"
     legacy, _ = stored_connection(db_env, "tw_legacy")
     value = legacy["extra__twilio_sms__webhook_signing_key_secret"]
     assert decrypt_extra(value, "tw_legacy", "webhook_signing_key_secret", k2_only) == LEGACY_SECRET
@@ -242,7 +254,8 @@ def test_rotate_keys_reports_values_it_cannot_decrypt_and_exits_1(db_env):
     assert_no_secrets(result.stdout, result.stderr)
     assert counts(result.stdout) == {"connections scanned": 1, "re-encrypted": 1, "already current": 0,
                                      "plain text (not touched)": 0, "failed": 1}
-    assert "Connection 'tw_broken', field 'api_key_secret'" in result.stderr and "'k0'" in result.stderr
+    assert "Connection 'tw_broken', field 'api_key_secret'" in result.stderr
+    assert "'k0'" in result.stderr
     extra, _ = stored_connection(db_env, "tw_broken")
     assert extra["api_key_secret"] == lost  # left as it was
     assert extra["secondary_auth_token"].startswith("enc:v1:k2:")  # the rest was still rotated
@@ -250,5 +263,6 @@ def test_rotate_keys_reports_values_it_cannot_decrypt_and_exits_1(db_env):
 
 def test_rotate_keys_needs_an_active_key(db_env):
     result = run_airflow(["twilio-sms", "rotate-keys"], {**db_env, **keys_env(k2=K2, k1=K1)})
-    assert result.returncode == 1 and "active_key_id is not set" in result.stderr
+    assert result.returncode == 1
+    assert "active_key_id is not set" in result.stderr
     assert_no_secrets(result.stdout, result.stderr)

@@ -63,7 +63,8 @@ def test_a_full_connection_is_read(conn):
                    rate_limit="100/1h", api_base_url=None)
     s = load_settings(conn_id)
     assert (s.conn_id, s.account_sid, s.auth_token) == (conn_id, SID, TOKEN)
-    assert s.from_number == "(415) 555-0123" and s.messaging_service_sid == SERVICE
+    assert s.from_number == "(415) 555-0123"
+    assert s.messaging_service_sid == SERVICE
     assert (s.api_key_sid, s.api_key_secret) == (KEY_SID, "key-secret")
     assert (s.region, s.edge, s.default_region) == ("ie1", "dublin", "US")
     assert s.webhook_base_url == "https://airflow.example.com"
@@ -76,12 +77,17 @@ def test_a_full_connection_is_read(conn):
 def test_the_minimal_connection_is_an_account_sid_and_auth_token(conn):
     s = load_settings(conn())
     assert s.credentials == (SID, TOKEN)
-    assert s.from_number is None and s.region is None and s.api_edge is None and s.parsed_rate_limit is None
+    assert s.from_number is None
+    assert s.region is None
+    assert s.api_edge is None
+    assert s.parsed_rate_limit is None
 
 
 def test_an_api_key_replaces_the_auth_token(conn):
     s = load_settings(conn(password=None, api_key_sid=KEY_SID, api_key_secret="key-secret"))
-    assert s.auth_token is None and s.credentials == (KEY_SID, "key-secret") and s.webhook_tokens == []
+    assert s.auth_token is None
+    assert s.credentials == (KEY_SID, "key-secret")
+    assert s.webhook_tokens == []
 
 
 def test_extras_under_airflows_legacy_prefix_are_read(conn):
@@ -90,7 +96,8 @@ def test_extras_under_airflows_legacy_prefix_are_read(conn):
                               "extra__twilio_sms__rate_limit": "5/1m",
                               "rate_limit": "", "edge": "sydney",
                               "extra__twilio_sms__edge": "tokyo"}))
-    assert s.from_number == "+14155550123" and s.region == "au1"
+    assert s.from_number == "+14155550123"
+    assert s.region == "au1"
     assert s.rate_limit == "5/1m"   # the plain name was empty: the legacy one fills it
     assert s.edge == "sydney"       # both set: the plain name wins
 
@@ -99,7 +106,9 @@ def test_settings_are_frozen_and_never_print_secrets(conn):
     s = load_settings(conn(api_key_sid=KEY_SID, api_key_secret="key-secret-xyz",
                            secondary_auth_token="e" * 32))
     for text in (repr(s), str(s)):
-        assert TOKEN not in text and "key-secret-xyz" not in text and "e" * 32 not in text
+        assert TOKEN not in text
+        assert "key-secret-xyz" not in text
+        assert "e" * 32 not in text
     with pytest.raises(AttributeError):
         s.auth_token = "other"  # type: ignore[misc]
     assert s.redact(f"token {TOKEN} and key-secret-xyz") == "token *** and ***"
@@ -127,7 +136,9 @@ def test_a_region_without_an_edge_gets_the_regions_own_edge(conn, region, edge, 
 def test_a_retired_region_id_says_what_to_use_instead(conn):
     error = config_error(conn(region="us2"))
     assert error.field == "region"
-    assert "28 April 2026" in str(error) and "umatilla" in str(error) and "ie1" in str(error)
+    assert "28 April 2026" in str(error)
+    assert "umatilla" in str(error)
+    assert "ie1" in str(error)
 
 
 # --- one clear error per problem ----------------------------------------------------------------
@@ -163,12 +174,15 @@ def test_each_problem_is_one_error_naming_the_field_and_the_fix(conn, settings, 
     assert error.field == field
     message = str(error)
     assert needle in message
-    assert f"field {field!r}" in message and error.conn_id in message
+    assert f"field {field!r}" in message
+    assert error.conn_id in message
 
 
 def test_credentials_in_a_url_are_refused_without_echoing_them(conn):
     error = config_error(conn(api_base_url="https://user:hunter2@127.0.0.1:8099"))
-    assert error.field == "api_base_url" and "credentials" in str(error) and "hunter2" not in str(error)
+    assert error.field == "api_base_url"
+    assert "credentials" in str(error)
+    assert "hunter2" not in str(error)
 
 
 def test_plain_http_is_allowed_only_to_the_local_machine(conn):
@@ -178,7 +192,8 @@ def test_plain_http_is_allowed_only_to_the_local_machine(conn):
 
 def test_a_connection_of_another_type_is_refused(conn):
     error = config_error(conn(conn_type="http"))
-    assert error.field == "conn_type" and "twilio_sms" in str(error)
+    assert error.field == "conn_type"
+    assert "twilio_sms" in str(error)
 
 
 # --- senders ------------------------------------------------------------------------------------
@@ -227,8 +242,10 @@ def test_encrypted_secrets_are_decrypted_and_registered_with_the_masker(conn, ke
     suffix = base64.b16encode(os.urandom(6)).decode()
     # Wholly random values: the masker is process-wide, and another test may have registered a word
     # like "token" as a secret, which would mask part of a value such as "token-<suffix>".
-    plain = {field: base64.b16encode(os.urandom(12)).decode()
-             for field in ("password", "api_key_secret", "secondary_auth_token", "webhook_signing_key_secret")}
+    plain = {
+        field: base64.b16encode(os.urandom(12)).decode()
+        for field in ("password", "api_key_secret", "secondary_auth_token", "webhook_signing_key_secret")
+    }
     conn_id = f"twilio_enc_{suffix.lower()}"
     encrypted = {field: crypto.encrypt_extra(value, conn_id, field) for field, value in plain.items()}
     conn(conn_id, password=encrypted.pop("password"), api_key_sid=KEY_SID,
@@ -246,7 +263,8 @@ def test_a_value_encrypted_for_another_connection_fails_clearly(conn, keyring):
     conn_id = conn(api_key_sid=KEY_SID, api_key_secret=value)
     with pytest.raises(EncryptionError) as caught:
         load_settings(conn_id)
-    assert conn_id in str(caught.value) and "api_key_secret" in str(caught.value)
+    assert conn_id in str(caught.value)
+    assert "api_key_secret" in str(caught.value)
 
 
 def test_an_unknown_encryption_version_is_never_sent_as_plain_text(conn, keyring):
@@ -262,7 +280,8 @@ def test_a_plain_text_secret_extra_works_and_warns_once_per_connection_and_field
             assert load_settings(conn_id).api_key_secret == "plain-key-secret"
     warnings = [r.getMessage() for r in caplog.records if "plain text" in r.getMessage()]
     assert len(warnings) == 2  # one per field, however often the connection is read
-    assert any("api_key_secret" in w for w in warnings) and any("secondary_auth_token" in w for w in warnings)
+    assert any("api_key_secret" in w for w in warnings)
+    assert any("secondary_auth_token" in w for w in warnings)
     assert not any("plain-key-secret" in w or "plain-second" in w for w in warnings)
     assert all(conn_id in w and "airflow twilio-sms encrypt" in w for w in warnings)
 
@@ -279,4 +298,5 @@ def test_from_connection_accepts_airflows_connection_model():
     model = Connection(conn_id="twilio_model", conn_type="twilio_sms", login=SID, password=TOKEN,
                        extra=json.dumps({"from_number": "+15005550006"}))
     s = TwilioConnectionSettings.from_connection(model)
-    assert s.conn_id == "twilio_model" and s.from_number == "+15005550006"
+    assert s.conn_id == "twilio_model"
+    assert s.from_number == "+15005550006"

@@ -75,7 +75,8 @@ def no_key_config(monkeypatch):
 def test_round_trip(plaintext):
     keyring = ring(k1=K1)
     value = encrypt_extra(plaintext, CONN, FIELD, keyring)
-    assert value.startswith(f"{ENC_PREFIX}k1:") and is_encrypted(value)
+    assert value.startswith(f"{ENC_PREFIX}k1:")
+    assert is_encrypted(value)
     assert len(plaintext) < 5 or plaintext not in value
     assert decrypt_extra(value, CONN, FIELD, keyring) == plaintext
 
@@ -109,7 +110,10 @@ def test_is_encrypted():
 
 def test_unknown_format_version_fails_clearly():
     message = decrypt_error("enc:v2:k1:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA")
-    assert "'v2'" in message and "Upgrade the provider" in message and CONN in message and FIELD in message
+    assert "'v2'" in message
+    assert "Upgrade the provider" in message
+    assert CONN in message
+    assert FIELD in message
 
 
 def test_encrypt_refuses_empty_and_already_encrypted_values():
@@ -123,14 +127,18 @@ def test_encrypt_refuses_empty_and_already_encrypted_values():
 
 # --- tampering and misuse ------------------------------------------------------------------------
 
-@pytest.mark.parametrize("part, index", [("nonce", 0), ("nonce", 11), ("ciphertext", 12), ("ciphertext", 20),
-                                         ("tag", -16), ("tag", -1)])
+@pytest.mark.parametrize(
+    ("part", "index"),
+    [("nonce", 0), ("nonce", 11), ("ciphertext", 12), ("ciphertext", 20), ("tag", -16), ("tag", -1)],
+)
 def test_tampered_value_fails_naming_connection_field_and_key(part, index):
     keyring = ring(k1=K1)
     head, blob = _blob(encrypt_extra(SECRET, CONN, FIELD, keyring))
     blob[index] ^= 0x01
     message = decrypt_error(_with_blob(head, blob), keyring=keyring)
-    assert f"Connection {CONN!r}" in message and f"field {FIELD!r}" in message and "'k1'" in message
+    assert f"Connection {CONN!r}" in message
+    assert f"field {FIELD!r}" in message
+    assert "'k1'" in message
     assert "altered" in message
 
 
@@ -152,16 +160,18 @@ def test_key_id_swapped_to_another_key_in_the_ring_fails():
     assert "'k1'" in message
 
 
-@pytest.mark.parametrize("conn_id, field", [("twilio_other", FIELD), (CONN, "secondary_auth_token"),
+@pytest.mark.parametrize(("conn_id", "field"), [("twilio_other", FIELD), (CONN, "secondary_auth_token"),
                                             (CONN, "password"), ("Twilio_QA", FIELD)])
 def test_value_moved_to_another_connection_or_field_fails(conn_id, field):
     keyring = ring(k1=K1)
     value = encrypt_extra(SECRET, CONN, FIELD, keyring)
     message = decrypt_error(value, conn_id, field, keyring)
-    assert repr(conn_id) in message and repr(field) in message and "another connection or field" in message
+    assert repr(conn_id) in message
+    assert repr(field) in message
+    assert "another connection or field" in message
 
 
-@pytest.mark.parametrize("first, second", [(("ab", "c"), ("a", "bc")), (("a:b", "c"), ("a", "b:c")),
+@pytest.mark.parametrize(("first", "second"), [(("ab", "c"), ("a", "bc")), (("a:b", "c"), ("a", "b:c")),
                                            (('a","b', "c"), ("a", 'b","c'))])
 def test_associated_data_has_no_concatenation_collisions(first, second):
     keyring = ring(k1=K1)
@@ -174,13 +184,16 @@ def test_associated_data_has_no_concatenation_collisions(first, second):
 def test_wrong_key_under_the_same_id_fails():
     value = encrypt_extra(SECRET, CONN, FIELD, ring(k1=K1))
     message = decrypt_error(value, keyring=ring(k1=K1_OTHER))
-    assert "'k1'" in message and "is not the one it was encrypted with" in message
+    assert "'k1'" in message
+    assert "is not the one it was encrypted with" in message
 
 
 def test_unknown_key_id_fails_listing_the_known_ids():
     value = encrypt_extra(SECRET, CONN, FIELD, ring(k1=K1))
     message = decrypt_error(value, keyring=ring(k2=K2))
-    assert "'k1'" in message and "not in [twilio_sms] encryption_keys" in message and "k2" in message
+    assert "'k1'" in message
+    assert "not in [twilio_sms] encryption_keys" in message
+    assert "k2" in message
     assert f"--conn-id {CONN} --field {FIELD}" in message
 
 
@@ -188,7 +201,8 @@ def test_no_keys_configured_fails_with_the_fix():
     value = encrypt_extra(SECRET, CONN, FIELD, ring(k1=K1))
     message = decrypt_error(value, keyring=Keyring.from_config())
     assert "no encryption keys configured: set [twilio_sms] encryption_keys" in message
-    assert "airflow twilio-sms generate-key" in message and "'k1'" in message
+    assert "airflow twilio-sms generate-key" in message
+    assert "'k1'" in message
     with pytest.raises(EncryptionError, match="no encryption keys configured"):
         encrypt_extra(SECRET, CONN, FIELD)
 
@@ -198,7 +212,8 @@ def test_error_attributes_name_connection_field_and_key_id():
     with pytest.raises(EncryptionError) as info:
         decrypt_extra(value, CONN, FIELD, ring(k1=K1_OTHER))
     assert (info.value.conn_id, info.value.field, info.value.key_id) == (CONN, FIELD, "k1")
-    assert info.value.__cause__ is None and info.value.__suppress_context__
+    assert info.value.__cause__ is None
+    assert info.value.__suppress_context__
 
 
 # --- rotation ------------------------------------------------------------------------------------
@@ -212,13 +227,16 @@ def test_rotation_k1_to_k2_then_retiring_k1():
     assert encrypt_extra(SECRET, CONN, FIELD, during).startswith("enc:v1:k2:")
 
     rotated = reencrypt(old_api, CONN, FIELD, during)
-    assert rotated is not None and rotated.startswith("enc:v1:k2:")
+    assert rotated is not None
+    assert rotated.startswith("enc:v1:k2:")
     assert reencrypt(rotated, CONN, FIELD, during) is None  # idempotent
 
     after = ring(k2=K2)  # k1 retired
     assert decrypt_extra(rotated, CONN, FIELD, after) == SECRET
     message = decrypt_error(old_token, CONN, "secondary_auth_token", after)
-    assert "'k1'" in message and "secondary_auth_token" in message and "rotate-keys" in message
+    assert "'k1'" in message
+    assert "secondary_auth_token" in message
+    assert "rotate-keys" in message
 
 
 def test_reencrypt_checks_values_already_under_the_active_key():
@@ -244,7 +262,7 @@ def test_single_key_is_active_by_default():
 
 # --- malformed keyrings --------------------------------------------------------------------------
 
-@pytest.mark.parametrize("raw, fragment", [
+@pytest.mark.parametrize(("raw", "fragment"), [
     ("{k1: x", "not valid JSON"),
     (f'["{K1}"]', "must be a JSON object"),
     ('{"k1": 42}', "not a string"),
@@ -258,7 +276,8 @@ def test_malformed_keyring_is_refused_without_showing_keys(raw, fragment):
     with pytest.raises(EncryptionError) as info:
         Keyring.from_json(raw)
     message = str(info.value)
-    assert fragment in message and "[twilio_sms] encryption_keys" in message
+    assert fragment in message
+    assert "[twilio_sms] encryption_keys" in message
     assert_clean(message)
     assert info.value.__cause__ is None
 
@@ -266,7 +285,8 @@ def test_malformed_keyring_is_refused_without_showing_keys(raw, fragment):
 def test_active_key_id_missing_from_the_ring():
     with pytest.raises(EncryptionError) as info:
         Keyring.from_json(json.dumps({"k1": K1}), "k2")
-    assert "active_key_id is 'k2'" in str(info.value) and "(it has: k1)" in str(info.value)
+    assert "active_key_id is 'k2'" in str(info.value)
+    assert "(it has: k1)" in str(info.value)
     with pytest.raises(EncryptionError, match="active_key_id is 'k2'"):
         Keyring.from_json("", "k2")
     with pytest.raises(EncryptionError) as info:
@@ -305,7 +325,8 @@ def test_keyring_from_env_var(monkeypatch):
     monkeypatch.setenv("AIRFLOW__TWILIO_SMS__ENCRYPTION_KEYS", json.dumps({"k2": K2, "k1": K1}))
     monkeypatch.setenv("AIRFLOW__TWILIO_SMS__ACTIVE_KEY_ID", "k2")
     keyring = Keyring.from_config()
-    assert keyring.key_ids == ("k2", "k1") and keyring.active_key_id == "k2"
+    assert keyring.key_ids == ("k2", "k1")
+    assert keyring.active_key_id == "k2"
     assert decrypt_extra(value, CONN, FIELD) == SECRET  # keyring=None reads the config
     assert encrypt_extra(SECRET, CONN, FIELD).startswith("enc:v1:k2:")
 
@@ -343,7 +364,8 @@ def test_importing_crypto_does_not_import_cryptography():
             "assert not any(m.startswith('cryptography') for m in sys.modules), 'cryptography imported'; "
             "c.Keyring.from_json('{}'); c.is_encrypted('enc:v1:k:x'); "
             "assert not any(m.startswith('cryptography') for m in sys.modules)")
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                            check=False)
     assert result.returncode == 0, result.stderr
 
 
@@ -374,7 +396,8 @@ def test_registered_secret_is_redacted_in_stdlib_log_records():
     finally:
         if not was:
             SecretsMasker.disable_log_masking()
-    assert secret not in record.getMessage() and "***" in record.getMessage()
+    assert secret not in record.getMessage()
+    assert "***" in record.getMessage()
 
 
 async def _aregister(secret):

@@ -52,7 +52,7 @@ DAG_FACING_MODULES = [
 
 def _probe(module: str) -> dict:
     done = subprocess.run([sys.executable, "-c", PROBE.format(module=module)], capture_output=True, text=True,
-                          timeout=180)
+                          timeout=180, check=False)
     assert done.returncode == 0, done.stderr[-2000:]
     return json.loads(done.stdout.strip().splitlines()[-1])
 

@@ -21,4 +21,5 @@ def test_the_page_follows_airflow_behind_a_path_prefix(monkeypatch):
 def test_no_page_and_no_app_when_the_webhook_app_is_off(monkeypatch):
     monkeypatch.setenv("AIRFLOW__TWILIO_SMS__WEBHOOK_ENABLED", "False")
     plugin = TwilioSmsPlugin()
-    assert plugin.external_views == [] and plugin.fastapi_apps == []
+    assert plugin.external_views == []
+    assert plugin.fastapi_apps == []

@@ -82,8 +82,9 @@ def _public_classes(module, base: type) -> list[type]:
 def test_every_public_component_is_listed():
     """Every module of hooks/, operators/, sensors/, triggers/ defining a public class of that kind is in the
     provider info, and so is every public notifier class."""
-    import airflow_provider_twilio_sms as package
     from airflow.sdk import BaseNotifier
+
+    import airflow_provider_twilio_sms as package
 
     info = get_provider_info()
     root = files(package)
@@ -99,7 +100,8 @@ def test_every_public_component_is_listed():
         if entry.name.endswith(".py") and not entry.name.startswith("_"):
             module = importlib.import_module(f"airflow_provider_twilio_sms.notifications.{entry.name[:-3]}")
             notifiers |= {f"{module.__name__}.{c.__name__}" for c in _public_classes(module, BaseNotifier)}
-    assert notifiers and notifiers <= set(info["notifications"])
+    assert notifiers
+    assert notifiers <= set(info["notifications"])
 
 
 def test_the_plugin_is_registered_only_through_its_entry_point():

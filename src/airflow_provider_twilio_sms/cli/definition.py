@@ -38,15 +38,29 @@ def get_cli_commands() -> list[CLICommand]:
                           "running stand-in; fault: set a fault on a running stand-in; status: what it "
                           "received and sent")
     commands = (
-        ActionCommand(name="generate-key", help="Print a new random AES-256 key for the twilio_sms encryption_keys option",
-                      func=lazy_load_command(f"{_PKG}.cli.keys.generate_key"), args=(key_id,)),
-        ActionCommand(name="encrypt", help="Encrypt a secret extra read from stdin; prints the enc:v1 value",
-                      func=lazy_load_command(f"{_PKG}.cli.keys.encrypt"), args=(conn_id, field)),
-        ActionCommand(name="rotate-keys",
-                      help="Re-encrypt every encrypted extra of every twilio_sms connection with the active key",
-                      func=lazy_load_command(f"{_PKG}.cli.keys.rotate_keys"), args=(dry_run,)),
-        GroupCommand(name="db", help="Manage the provider's tables in a store outside the metadata DB",
-                     subcommands=db_commands),
+        ActionCommand(
+            name="generate-key",
+            help="Print a new random AES-256 key for the twilio_sms encryption_keys option",
+            func=lazy_load_command(f"{_PKG}.cli.keys.generate_key"),
+            args=(key_id,),
+        ),
+        ActionCommand(
+            name="encrypt",
+            help="Encrypt a secret extra read from stdin; prints the enc:v1 value",
+            func=lazy_load_command(f"{_PKG}.cli.keys.encrypt"),
+            args=(conn_id, field),
+        ),
+        ActionCommand(
+            name="rotate-keys",
+            help="Re-encrypt every encrypted extra of every twilio_sms connection with the active key",
+            func=lazy_load_command(f"{_PKG}.cli.keys.rotate_keys"),
+            args=(dry_run,),
+        ),
+        GroupCommand(
+            name="db",
+            help="Manage the provider's tables in a store outside the metadata DB",
+            subcommands=db_commands,
+        ),
         ActionCommand(
             name="simulator",
             help="A local stand-in for Twilio's Messages API (offline tests, no Twilio account)",
@@ -54,17 +68,37 @@ def get_cli_commands() -> list[CLICommand]:
             args=(
                 sim_action,
                 Arg(("--host",), default="127.0.0.1", help="serve: address to listen on"),
-                Arg(("--port",), type=int, default=8099, help="serve: port; other actions: the stand-in's port"),
+                Arg(
+                    ("--port",),
+                    type=int,
+                    default=8099,
+                    help="serve: port; other actions: the stand-in's port",
+                ),
                 Arg(("--url",), default=None, help="reply/fault/status: base URL of a running stand-in"),
                 Arg(("--from",), dest="from_", default=None, help="reply: sender number"),
                 Arg(("--to",), default=None, help="reply: our Twilio number the message goes to"),
                 Arg(("--body",), default=None, help="reply: message text"),
-                Arg(("--media-url",), dest="media_url", action="append", default=None,
-                    help="reply: a media URL of the inbound message (MMS); repeat for more, at most 10"),
-                Arg(("--inbound-url",), dest="inbound_url", action="append", default=None,
-                    help="serve: NUMBER=URL, where inbound messages to our NUMBER are posted; repeatable"),
-                Arg(("--callback-delay",), dest="callback_delay", type=float, default=None,
-                    help="serve: seconds between a send and its status callbacks (default 0.05)"),
+                Arg(
+                    ("--media-url",),
+                    dest="media_url",
+                    action="append",
+                    default=None,
+                    help="reply: a media URL of the inbound message (MMS); repeat for more, at most 10",
+                ),
+                Arg(
+                    ("--inbound-url",),
+                    dest="inbound_url",
+                    action="append",
+                    default=None,
+                    help="serve: NUMBER=URL, where inbound messages to our NUMBER are posted; repeatable",
+                ),
+                Arg(
+                    ("--callback-delay",),
+                    dest="callback_delay",
+                    type=float,
+                    default=None,
+                    help="serve: seconds between a send and its status callbacks (default 0.05)",
+                ),
                 Arg(("--fault",), default=None, help="fault: JSON describing the fault to inject"),
                 Arg(("--control-token",), dest="control_token", default=None,
                     help="serve: let clients off this machine use the control endpoints, with this bearer "
@@ -77,9 +111,14 @@ def get_cli_commands() -> list[CLICommand]:
             help="Serve the webhook app on its own, outside Airflow's api-server",
             subcommands=(
                 ActionCommand(
-                    name="serve", help="Run the webhook app with uvicorn",
+                    name="serve",
+                    help="Run the webhook app with uvicorn",
                     func=lazy_load_command(f"{_PKG}.cli.webhook.serve"),
-                    args=(host, Arg(("--port",), type=int, default=8090, help="Port to listen on"), store_url),
+                    args=(
+                        host,
+                        Arg(("--port",), type=int, default=8090, help="Port to listen on"),
+                        store_url,
+                    ),
                 ),
             ),
         ),

@@ -23,7 +23,8 @@ from urllib.parse import urlsplit
 @functools.cache
 def http_client_class():
     """The client class (built on first use, so that importing this module imports neither twilio nor
-    requests)."""
+    requests).
+    """
     from requests import Session
     from twilio.http.http_client import TwilioHttpClient
 

@@ -34,7 +34,7 @@ import re
 from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
 from functools import cached_property
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, overload
 
 from airflow.sdk import BaseHook
 
@@ -295,7 +295,6 @@ class TwilioSmsHook(BaseHook):
         if page_size < 1 or page_size > LIST_PAGE_SIZE:
             raise ValueError(f"page_size must be from 1 to {LIST_PAGE_SIZE}, not {page_size!r}")
         since = _aware(since)
-        assert since is not None
         filters = self._list_filters(to, from_)
         found: dict[str, Any] = {}
 
@@ -456,7 +455,8 @@ class TwilioSmsHook(BaseHook):
 
     def _classify_page_failure(self, err: Exception, creates: bool) -> TwilioSmsError:
         """twilio-python's ``TwilioException("Unable to fetch page", response)``: classified by the
-        response's HTTP status and Twilio's error code, like any other answer."""
+        response's HTTP status and Twilio's error code, like any other answer.
+        """
         import json
         from types import SimpleNamespace
 
@@ -493,6 +493,14 @@ class TwilioSmsHook(BaseHook):
         return getattr(self.client.http_client, "last_headers", None) or {}
 
 
+@overload
+def _aware(moment: datetime) -> datetime: ...
+
+
+@overload
+def _aware(moment: None) -> None: ...
+
+
 def _aware(moment: datetime | None) -> datetime | None:
     """A naive moment is read as UTC."""
     if moment is not None and moment.tzinfo is None:
@@ -516,7 +524,8 @@ def _in_window(message: Any, since: datetime) -> bool:
 
 def _chain(err: BaseException):
     """``err`` and what it wraps: ``reason`` (urllib3), its arguments, ``__cause__`` (not the implicit
-    ``__context__``, which may be an unrelated earlier error)."""
+    ``__context__``, which may be an unrelated earlier error).
+    """
     seen: set[int] = set()
     todo: list[Any] = [err]
     while todo:

@@ -1,4 +1,4 @@
-"""``SmsNotifier``: the operator's idempotent send path as a notifier (``on_failure_callback`` and friends)."""
+"""``SmsNotifier``: the operator's idempotent send path as a notifier (``on_failure_callback`` etc.)."""
 
 from __future__ import annotations
 
@@ -30,10 +30,26 @@ class SmsNotifier(BaseNotifier):
     :param store_conn_id: message store connection; default ``[twilio_sms] store_conn_id``.
     """
 
-    template_fields: Sequence[str] = ("to", "body", "twilio_conn_id", "from_", "idempotency_key", "store_conn_id")
+    template_fields: Sequence[str] = (
+        "to",
+        "body",
+        "twilio_conn_id",
+        "from_",
+        "idempotency_key",
+        "store_conn_id",
+    )
 
-    def __init__(self, *, to: str, body: str, twilio_conn_id: str = "twilio_sms_default", from_: str | None = None,
-                 idempotency_key: str | None = None, store_conn_id: str | None = None, **kwargs):
+    def __init__(
+        self,
+        *,
+        to: str,
+        body: str,
+        twilio_conn_id: str = "twilio_sms_default",
+        from_: str | None = None,
+        idempotency_key: str | None = None,
+        store_conn_id: str | None = None,
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         self.to = to
         self.body = body
@@ -44,11 +60,17 @@ class SmsNotifier(BaseNotifier):
 
     @cached_property
     def hook(self) -> TwilioSmsHook:
+        """The Twilio hook for ``twilio_conn_id``, built on first use (not while the DAG file is parsed)."""
         from airflow_provider_twilio_sms.hooks.twilio_sms import TwilioSmsHook
 
         return TwilioSmsHook(twilio_conn_id=self.twilio_conn_id)
 
     def notify(self, context: Context) -> dict[str, Any]:
+        """Send the SMS through the operator's idempotent path; return the masked result.
+
+        The idempotency key defaults to one per task instance and recipient, so a callback that Airflow runs
+        again does not send the SMS twice.
+        """
         from airflow_provider_twilio_sms import config
         from airflow_provider_twilio_sms.operators.sms import status_callback_url, team_of
         from airflow_provider_twilio_sms.phone import normalize_number
@@ -62,12 +84,23 @@ class SmsNotifier(BaseNotifier):
         dag_id = getattr(dag_run, "dag_id", None) or getattr(ti, "dag_id", "") or ""
         run_id = getattr(dag_run, "run_id", None) or getattr(ti, "run_id", "") or ""
         task_id = getattr(ti, "task_id", None) or None
-        # "notifier:" keeps the key apart from a SendSmsOperator's in the same task; the row keeps the task id.
+        # "notifier:" keeps the key apart from a SendSmsOperator's in the same task; the row keeps the
+        # task id.
         key = self.idempotency_key or default_idempotency_key(dag_id, f"notifier:{task_id or ''}", run_id,
                                                               getattr(ti, "map_index", None), to)
         team = team_of(context)
-        request = SendRequest(to=to, body=self.body, idempotency_key=str(key), from_=self.from_, team=team,
-                              status_callback=status_callback_url(settings, self.twilio_conn_id, str(key), team),
-                              dag_id=dag_id or None, task_id=task_id, run_id=run_id or None)
-        sender = SmsSender(self.hook, get_store(self.store_conn_id), lease_seconds=config.get_int("send_lease_seconds"))
+        request = SendRequest(
+            to=to,
+            body=self.body,
+            idempotency_key=str(key),
+            from_=self.from_,
+            team=team,
+            status_callback=status_callback_url(settings, self.twilio_conn_id, str(key), team),
+            dag_id=dag_id or None,
+            task_id=task_id,
+            run_id=run_id or None,
+        )
+        sender = SmsSender(
+            self.hook, get_store(self.store_conn_id), lease_seconds=config.get_int("send_lease_seconds")
+        )
         return sender.send(request)  # type: ignore[return-value]  # no rate limit: never RateLimited

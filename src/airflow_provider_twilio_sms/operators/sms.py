@@ -33,7 +33,9 @@ def team_of(context: Context) -> str | None:
     return getattr(dag_run, "team_name", None) or None
 
 
-def status_callback_url(settings, conn_id: str, key: str, team: str | None, url: str | None = None) -> str | None:
+def status_callback_url(
+    settings, conn_id: str, key: str, team: str | None, url: str | None = None
+) -> str | None:
     """The ``StatusCallback`` for one send: ``url`` (else the connection's ``webhook_base_url`` and the
     webhook path), with the idempotency key's SHA-256 (``ik_sha256``) and the team in its query.
 
@@ -58,7 +60,8 @@ def status_callback_url(settings, conn_id: str, key: str, team: str | None, url:
 def attempt_id_of(ti) -> str:
     """Who owns the send's claim: this try of this task instance. The same in every run of one try (a
     resumed deferral takes its own claim back), another in the next try. The ids, up to 250 characters
-    each, go in as a SHA-256: the attempt id has a fixed length (75 characters up to try 9999)."""
+    each, go in as a SHA-256: the attempt id has a fixed length (75 characters up to try 9999).
+    """
     import hashlib
 
     instance = "\x1f".join([ti.dag_id, ti.task_id, ti.run_id, str(ti.map_index)])
@@ -99,7 +102,8 @@ class SendSmsOperator(BaseOperator):
     )
     template_fields_renderers = {"body": "txt"}
     ui_color = "#f22f46"
-    # Rendered recipients are masked before Airflow stores the rendered fields (see _do_render_template_fields).
+    # Rendered recipients are masked before Airflow stores the rendered fields
+    # (see _do_render_template_fields).
     number_fields: Sequence[str] = ("to",)
 
     def __init__(
@@ -159,6 +163,7 @@ class SendSmsOperator(BaseOperator):
 
     @cached_property
     def hook(self) -> TwilioSmsHook:
+        """The Twilio hook for ``twilio_conn_id``, built on first use (not in ``__init__``)."""
         from airflow_provider_twilio_sms.hooks.twilio_sms import TwilioSmsHook
 
         return TwilioSmsHook(twilio_conn_id=self.twilio_conn_id)
@@ -187,20 +192,37 @@ class SendSmsOperator(BaseOperator):
         ti = context["ti"]
         team = team_of(context)
         to = normalize_number(self.to, settings.default_region)
-        key = self.idempotency_key or default_idempotency_key(ti.dag_id, ti.task_id, ti.run_id, ti.map_index, to)
+        key = self.idempotency_key or default_idempotency_key(
+            ti.dag_id, ti.task_id, ti.run_id, ti.map_index, to
+        )
         media = [self.media_url] if isinstance(self.media_url, str) else list(self.media_url or [])
         return SendRequest(
-            to=to, body=self.body, idempotency_key=str(key), from_=self.from_,
-            messaging_service_sid=self.messaging_service_sid, media_urls=tuple(media),
-            status_callback=status_callback_url(settings, self.twilio_conn_id, str(key), team, self.status_callback),
+            to=to,
+            body=self.body,
+            idempotency_key=str(key),
+            from_=self.from_,
+            messaging_service_sid=self.messaging_service_sid,
+            media_urls=tuple(media),
+            status_callback=status_callback_url(
+                settings, self.twilio_conn_id, str(key), team, self.status_callback
+            ),
             validity_period=int(self.validity_period) if self.validity_period not in (None, "") else None,
-            team=team, pool=self.pool,
+            team=team,
+            pool=self.pool,
             rate_limit=resolve_rate_limit(self.rate_limit, settings.rate_limit, team, self.pool),
-            rate_limit_unit=self.rate_limit_unit, dag_id=ti.dag_id, task_id=ti.task_id, run_id=ti.run_id,
+            rate_limit_unit=self.rate_limit_unit,
+            dag_id=ti.dag_id,
+            task_id=ti.task_id,
+            run_id=ti.run_id,
             map_index=ti.map_index,
         )
 
     def execute(self, context: Context) -> dict[str, Any]:
+        """Send the SMS once per idempotency key; return plain JSON for XCom (recipient masked, no body).
+
+        A permanent Twilio error (invalid or opted-out number) fails the task without Airflow retries. At the
+        rate limit, ``on_rate_limit`` decides: fail, wait in the worker, or defer without holding a slot.
+        """
         import time
 
         from airflow.sdk.exceptions import AirflowException, AirflowFailException
@@ -220,8 +242,9 @@ class SendSmsOperator(BaseOperator):
                 return outcome
             if self.on_rate_limit == "fail":
                 raise AirflowException(
-                    f"rate limit {outcome.limit.count} per {outcome.limit.window_seconds} s of {outcome.pool} "
-                    f"reached; the next send is possible at {outcome.next_free_at.isoformat()}")
+                    f"rate limit {outcome.limit.count} per {outcome.limit.window_seconds} s of "
+                    f"{outcome.pool} reached; the next send is possible at {outcome.next_free_at.isoformat()}"
+                )
             # The store's clock said when; wait that long on ours (worker clocks may be off).
             if self.on_rate_limit == "defer" and self.deferrable:
                 self._defer_for(outcome.wait_seconds)
@@ -236,7 +259,9 @@ class SendSmsOperator(BaseOperator):
         from airflow_provider_twilio_sms.store.api import utcnow
 
         moment = utcnow() + timedelta(seconds=max(0.0, seconds) + 0.01)
-        self.log.info("Rate limit reached; deferring until %s without holding a worker slot", moment.isoformat())
+        self.log.info(
+            "Rate limit reached; deferring until %s without holding a worker slot", moment.isoformat()
+        )
         self.defer(trigger=DateTimeTrigger(moment=moment), method_name="execute_after_rate_limit")
 
     def execute_after_rate_limit(self, context: Context, event: Any = None) -> dict[str, Any]:

@@ -186,6 +186,11 @@ class SmsStatusSensor(_StoreSensor):
         return self.store.message_states([sid]).get(sid)
 
     def poke(self, context: Context) -> PokeReturnValue:
+        """Look up the message's stored status once; done on a success status, fail on a failure status.
+
+        From ``fallback_after`` on, while the stored status ends nothing, also ask Twilio (at a doubling
+        interval) and store its answer as a status event.
+        """
         from airflow_provider_twilio_sms.store.api import utcnow
 
         sid, sent_at, _ = self._message(context)
@@ -210,6 +215,7 @@ class SmsStatusSensor(_StoreSensor):
         return PokeReturnValue(is_done=result is not None, xcom_value=result)
 
     def execute(self, context: Context) -> Any:
+        """Poke once, then (when deferrable) wait in the triggerer instead of holding a worker slot."""
         if not self.deferrable:
             return super().execute(context)
         first = self.poke(context)
@@ -243,6 +249,10 @@ class SmsStatusSensor(_StoreSensor):
             method_name="execute_complete", timeout=self._timeout_delta())
 
     def execute_complete(self, context: Context, event: dict[str, Any]) -> Any:
+        """Resume after the trigger: the final status for XCom, or fail on a failure status.
+
+        An older version's trigger may end with ``no_callback``: then ask Twilio once and wait again.
+        """
         if event["outcome"] == "no_callback":  # a trigger deferred by an earlier version: ask once, wait on
             result = self._verdict(event["sid"], self._ask_twilio(event["sid"], None))
             if result is not None:
@@ -290,6 +300,11 @@ class SmsReplySensor(_StoreSensor):
         self.since = since
 
     def criteria(self, context: Context) -> ReplyCriteria:
+        """The reply to wait for, with ``in_reply_to`` and ``since`` resolved for this run.
+
+        Numbers are normalized with the connection's default region; without ``since`` the wait starts at the
+        DAG run's start.
+        """
         from airflow_provider_twilio_sms.phone import normalize_number
         from airflow_provider_twilio_sms.replies import ReplyCriteria
 
@@ -309,8 +324,14 @@ class SmsReplySensor(_StoreSensor):
         if since is None:
             dag_run = context.get("dag_run")
             since = getattr(dag_run, "start_date", None) or getattr(dag_run, "run_after", None)
-        return ReplyCriteria(from_number=from_number, to_number=to_number, body_pattern=self.body_pattern,
-                             keywords=tuple(self.keywords or ()), case_sensitive=self.case_sensitive, since=since)
+        return ReplyCriteria(
+            from_number=from_number,
+            to_number=to_number,
+            body_pattern=self.body_pattern,
+            keywords=tuple(self.keywords or ()),
+            case_sensitive=self.case_sensitive,
+            since=since,
+        )
 
     def _scan(self, criteria: ReplyCriteria) -> tuple[dict[str, Any] | None, int]:
         """(result, last event id seen): the first match among stored messages, or None."""
@@ -335,10 +356,12 @@ class SmsReplySensor(_StoreSensor):
         return {**result, "store_conn_id": self.store_conn_id}
 
     def poke(self, context: Context) -> PokeReturnValue:
+        """Scan the stored inbound messages once; done on the first match, fail on an opt-out (STOP)."""
         result, _ = self._scan(self.criteria(context))
         return PokeReturnValue(is_done=result is not None, xcom_value=result)
 
     def execute(self, context: Context) -> Any:
+        """Scan once, then (when deferrable) wait for a match in the triggerer from the last message seen."""
         if not self.deferrable:
             return super().execute(context)
         from airflow_provider_twilio_sms.triggers.sms import SmsReplyTrigger
@@ -347,11 +370,19 @@ class SmsReplySensor(_StoreSensor):
         result, last_id = self._scan(criteria)
         if result is not None:
             return result
-        self.defer(trigger=SmsReplyTrigger(criteria=criteria.to_json(), after_id=last_id,
-                                           store_conn_id=self.store_conn_id, poll_interval=self.poll_interval),
-                   method_name="execute_complete", timeout=self._timeout_delta())
+        self.defer(
+            trigger=SmsReplyTrigger(
+                criteria=criteria.to_json(),
+                after_id=last_id,
+                store_conn_id=self.store_conn_id,
+                poll_interval=self.poll_interval,
+            ),
+            method_name="execute_complete",
+            timeout=self._timeout_delta(),
+        )
 
     def execute_complete(self, context: Context, event: dict[str, Any]) -> Any:
+        """Resume after the trigger: the matching reply for XCom, or fail on an opt-out."""
         from airflow.sdk.exceptions import AirflowFailException
 
         if event["outcome"] == "opt_out":

@@ -11,10 +11,9 @@ import binascii
 import secrets
 from base64 import b64decode
 from collections.abc import Mapping
-from typing import Union
 
 # An account's tokens: "primary" or ("primary", "secondary").
-Tokens = Union[str, tuple[str, ...], list[str]]
+Tokens = str | tuple[str, ...] | list[str]
 
 TEST_ACCOUNT_SID = "AC" + "0" * 31 + "1"
 TEST_AUTH_TOKEN = "simulator-auth-token-0001"

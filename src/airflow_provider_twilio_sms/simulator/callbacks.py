@@ -26,13 +26,15 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode, urlsplit
 
 from airflow_provider_twilio_sms.privacy import mask_sid
 from airflow_provider_twilio_sms.signature import compute_signature
-from airflow_provider_twilio_sms.simulator.lifecycle import Scheduler
 from airflow_provider_twilio_sms.simulator.messages import API_VERSION
+
+if TYPE_CHECKING:
+    from airflow_provider_twilio_sms.simulator.lifecycle import Scheduler
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +71,10 @@ def status_params(message: dict[str, Any], status: str, error_code: int | None,
 
 @dataclass
 class CallbackSettings:
+    """How the stand-in delivers webhooks: retries after a failed attempt, the delay between them, the
+    answer timeout, and whether each callback is sent twice (with the same or a fresh idempotency token).
+    """
+
     retries: int = 3
     retry_delay: float = 0.2
     timeout: float = 15.0
@@ -90,6 +96,8 @@ class CallbackSettings:
 
 @dataclass
 class Delivery:
+    """One webhook POST to make: where, what, signed for which account, and which attempt it is."""
+
     url: str
     params: dict[str, str]
     account_sid: str

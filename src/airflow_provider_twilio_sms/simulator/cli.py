@@ -155,8 +155,9 @@ def _serve(args: Any) -> None:
             sys.exit(f"--callback-delay must be 0 or more seconds, not {delay}")
         options["callback_delay"] = delay
     try:
-        sim = TwilioSimulator(host=args.host or "127.0.0.1", port=args.port, control_token=_control_token(args),
-                              **options).start()
+        sim = TwilioSimulator(
+            host=args.host or "127.0.0.1", port=args.port, control_token=_control_token(args), **options
+        ).start()
     except OSError as err:
         sys.exit(f"cannot listen on {args.host}:{args.port}: {err.strerror or err}")
     except ValueError as err:

@@ -1,6 +1,6 @@
 """Twilio's error answers: the JSON body its REST API returns with every 4xx/5xx.
 
-    {"code": 21211, "message": "...", "more_info": "https://www.twilio.com/docs/errors/21211", "status": 400}
+{"code": 21211, "message": "...", "more_info": "https://www.twilio.com/docs/errors/21211", "status": 400}
 """
 
 from __future__ import annotations

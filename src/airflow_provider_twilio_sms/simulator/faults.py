@@ -29,6 +29,10 @@ FIELDS = ("to", "account", "endpoint", "count", "retry_after", "delay")
 
 @dataclass
 class Fault:
+    """A scripted failure: which answer (``kind``), for which requests (``endpoint``, ``account``,
+    ``to``), and how many times (``count``; None for every request).
+    """
+
     kind: str
     to: str | None = None
     account: str | None = None

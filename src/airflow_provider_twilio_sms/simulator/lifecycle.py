@@ -28,7 +28,8 @@ OUTCOMES = ("delivered", "undelivered", "failed")
 
 class Scheduler:
     """One thread that runs callables when they fall due. Entries for a gone key are dropped when the
-    heap grows past ``compact_at``, so a long ``status_delay`` cannot make memory grow without bound."""
+    heap grows past ``compact_at``, so a long ``status_delay`` cannot make memory grow without bound.
+    """
 
     def __init__(self, is_alive: Callable[[Any], bool] = lambda key: True, compact_at: int = 50_000):
         self._heap: list[tuple[float, int, Any, Callable[..., None], tuple]] = []
@@ -75,12 +76,16 @@ class Scheduler:
                 _, _, _, fn, args = heapq.heappop(self._heap)
             try:
                 fn(*args)
-            except Exception:  # noqa: BLE001 - one bad step must not stop every later one
+            except Exception:  # one bad step must not stop every later one
                 log.exception("Twilio stand-in: a scheduled step failed")
 
 
 @dataclass
 class Outcome:
+    """How messages to a number end: ``delivered``, or ``undelivered``/``failed`` with an ErrorCode
+    (30003/30008 unless given).
+    """
+
     status: str = "delivered"
     error_code: int | None = None
 

@@ -15,11 +15,13 @@ import threading
 from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from airflow_provider_twilio_sms.simulator.encoding import segment_count, smart_encode
 from airflow_provider_twilio_sms.simulator.errors import DELIVERY_ERRORS
-from airflow_provider_twilio_sms.simulator.validation import CreateRequest
+
+if TYPE_CHECKING:
+    from airflow_provider_twilio_sms.simulator.validation import CreateRequest
 
 API_VERSION = "2010-04-01"
 PRICE_PER_SEGMENT = 0.0079
@@ -40,7 +42,8 @@ def rfc2822(moment: datetime) -> str:
 
 def shorten_links(body: str) -> str:
     """What Link Shortening (``ShortenUrls=true`` through a Messaging Service) sends: each http(s) URL
-    replaced by a short link on the service's domain (here Twilio's own, ``twil.io``)."""
+    replaced by a short link on the service's domain (here Twilio's own, ``twil.io``).
+    """
     return _LINK.sub(lambda _: "https://twil.io/" + secrets.token_urlsafe(6), body)
 
 
@@ -50,6 +53,8 @@ def new_sid(prefix: str = "SM") -> str:
 
 @dataclass
 class StoredMessage:
+    """A message as the stand-in keeps it: its public resource plus what only the stand-in needs."""
+
     resource: dict[str, Any]  # the public JSON, as Twilio returns it
     seq: int
     created_at: datetime
@@ -107,7 +112,8 @@ class MessageBook:
 
     def advance(self, sid: str, status: str, error_code: int | None, now: datetime) -> dict[str, Any] | None:
         """Move the message to ``status`` unless it is already there or further; its snapshot, or None
-        when the message is gone (forgotten or deleted)."""
+        when the message is gone (forgotten or deleted).
+        """
         with self._lock:
             stored = self._messages.get(sid)
             if stored is None:

@@ -17,11 +17,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import date, datetime, timezone
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
 from airflow_provider_twilio_sms.simulator.errors import invalid_parameter
-from airflow_provider_twilio_sms.simulator.messages import StoredMessage
+
+if TYPE_CHECKING:
+    from airflow_provider_twilio_sms.simulator.messages import StoredMessage
 
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 1000

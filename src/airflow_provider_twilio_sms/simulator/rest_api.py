@@ -23,14 +23,18 @@ from urllib.parse import parse_qsl
 from airflow_provider_twilio_sms.privacy import mask_number, mask_sid
 from airflow_provider_twilio_sms.simulator.auth import authenticate, primary_token
 from airflow_provider_twilio_sms.simulator.errors import (
-    TwilioApiError, error_body, method_not_allowed, not_found, unauthorized,
+    TwilioApiError,
+    error_body,
+    method_not_allowed,
+    not_found,
+    unauthorized,
 )
-from airflow_provider_twilio_sms.simulator.faults import Fault
 from airflow_provider_twilio_sms.simulator.messages import API_VERSION, rfc2822
 from airflow_provider_twilio_sms.simulator.paging import list_page
 from airflow_provider_twilio_sms.simulator.validation import check_create
 
 if TYPE_CHECKING:
+    from airflow_provider_twilio_sms.simulator.faults import Fault
     from airflow_provider_twilio_sms.simulator.server import TwilioSimulator
 
 log = logging.getLogger(__name__)
@@ -42,7 +46,8 @@ _ROUTE = re.compile(r"^/2010-04-01/Accounts/(?P<account>[^/]+?)"
 @dataclass
 class Answer:
     """What the HTTP layer must do: answer ``status`` with ``body`` (JSON), maybe after ``delay``
-    seconds, or drop the connection without an answer (``reset``)."""
+    seconds, or drop the connection without an answer (``reset``).
+    """
 
     status: int = 200
     body: Any = None
@@ -56,6 +61,8 @@ def error_answer(err: TwilioApiError, headers: dict[str, str] | None = None) -> 
 
 
 class RestApi:
+    """Answers Twilio's REST requests (routes in the module docstring) for one stand-in."""
+
     def __init__(self, sim: TwilioSimulator):
         self.sim = sim
 
@@ -180,7 +187,8 @@ def _fault_answer(fault: Fault, normal: Answer | None = None) -> Answer:
         return Answer(503, error_body(20503, "Service is unavailable. Please try again", 503))
     if fault.kind in ("reset_before", "reset_after"):
         return Answer(reset=True)
-    assert normal is not None and fault.kind == "slow"
+    if fault.kind != "slow" or normal is None:
+        raise ValueError(f"fault {fault.kind!r} has no answer of its own and none was passed to delay")
     normal.delay = fault.delay
     return normal
 

@@ -22,6 +22,7 @@ Logs never carry a full phone number, a body or a token.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import socket
@@ -38,10 +39,16 @@ from urllib.parse import urlencode
 
 from airflow_provider_twilio_sms.privacy import mask_number
 from airflow_provider_twilio_sms.simulator.auth import (
-    TEST_ACCOUNT_SID, TEST_AUTH_TOKEN, Tokens, primary_token,
+    TEST_ACCOUNT_SID,
+    TEST_AUTH_TOKEN,
+    Tokens,
+    primary_token,
 )
 from airflow_provider_twilio_sms.simulator.callbacks import (
-    CallbackSender, idempotency_token, signed_headers, status_params,
+    CallbackSender,
+    idempotency_token,
+    signed_headers,
+    status_params,
 )
 from airflow_provider_twilio_sms.simulator.control import check_control_token, control_refusal, handle_control
 from airflow_provider_twilio_sms.simulator.encoding import segment_count
@@ -169,10 +176,8 @@ class TwilioSimulator:
         with self._lock:
             connections = list(self._connections)
         for conn in connections:  # idle keep-alive connections would keep their threads waiting
-            try:
+            with contextlib.suppress(OSError):
                 conn.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
         self._scheduler.stop()
         self._callbacks.stop()
 
@@ -232,7 +237,8 @@ class TwilioSimulator:
 
     def configure_callbacks(self, **settings: Any) -> dict[str, Any]:
         """Change ``status_delay`` (alias ``delay``), ``out_of_order``, ``duplicate``,
-        ``duplicate_same_token``, ``retries``, ``retry_delay``, ``timeout``; returns them all."""
+        ``duplicate_same_token``, ``retries``, ``retry_delay``, ``timeout``; returns them all.
+        """
         delay = settings.pop("status_delay", settings.pop("delay", None))
         out_of_order = settings.pop("out_of_order", None)
         if delay is not None:
@@ -262,7 +268,8 @@ class TwilioSimulator:
 
     def reset(self) -> None:
         """Forget messages, records, faults, outcomes, opt-outs and pending steps; keep accounts, numbers
-        and callback settings."""
+        and callback settings.
+        """
         self._scheduler.clear()
         self._messages.clear()
         self._faults.clear()
@@ -281,7 +288,8 @@ class TwilioSimulator:
         """POST a signed inbound message from ``from_`` to our number ``to``'s inbound URL.
 
         Returns ``{"message_sid", "status_code", "content_type", "body"}`` (what the webhook answered;
-        ``status_code`` None and ``error`` when it could not be reached)."""
+        ``status_code`` None and ``error`` when it could not be reached).
+        """
         import requests
 
         with self._lock:
@@ -329,7 +337,8 @@ class TwilioSimulator:
 
     def count(self, endpoint: str) -> int:
         """Requests received per endpoint: ``create``, ``list``, ``fetch``, ``update``, ``delete``,
-        ``account``; ``unauthorized`` for those refused; ``inbound_sent`` for inbound messages posted."""
+        ``account``; ``unauthorized`` for those refused; ``inbound_sent`` for inbound messages posted.
+        """
         with self._lock:
             return self._counts[endpoint]
 
@@ -339,7 +348,8 @@ class TwilioSimulator:
 
     def messages(self) -> list[dict[str, Any]]:
         """Every message kept (all accounts, outbound and inbound), oldest first, as
-        ``GET .../Messages/{Sid}.json`` shows it."""
+        ``GET .../Messages/{Sid}.json`` shows it.
+        """
         return [m.resource for m in reversed(self._messages.snapshot())]
 
     def message(self, sid: str) -> dict[str, Any] | None:
@@ -348,13 +358,15 @@ class TwilioSimulator:
     def creates(self) -> list[dict[str, Any]]:
         """Every create request received (authenticated), oldest first: what was asked (``params``,
         and ``to``/``from``/``body``/``status_callback``...), the answer (``status_code``,
-        ``error_code``, ``sid``) and the fault applied, if any."""
+        ``error_code``, ``sid``) and the fault applied, if any.
+        """
         with self._lock:
             return [dict(r) for r in self._create_records]
 
     def callbacks(self) -> list[dict[str, Any]]:
         """Every status callback delivery attempt, oldest first, with the ``answer`` it got (None: no
-        answer, see ``error``), ``attempt``, ``idempotency_token``, ``duplicate`` and ``params``."""
+        answer, see ``error``), ``attempt``, ``idempotency_token``, ``duplicate`` and ``params``.
+        """
         return self._callbacks.records()
 
     def wait_for_callbacks(self, count: int, timeout: float = 5.0) -> list[dict[str, Any]]:
@@ -445,7 +457,7 @@ class _Server(ThreadingHTTPServer):
     request_queue_size = 128
     allow_reuse_address = True
 
-    def handle_error(self, request, client_address) -> None:  # noqa: ANN001 - socketserver's signature
+    def handle_error(self, request, client_address) -> None:  # socketserver's signature
         error = sys.exc_info()[1]
         if isinstance(error, (ConnectionError, TimeoutError)):
             return  # a client that went away (after a timeout or a reset fault) is not a server error
@@ -457,7 +469,7 @@ class _Handler(BaseHTTPRequestHandler):
     server_version = "TwilioStandIn/1.0"
     simulator: TwilioSimulator
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - request lines carry numbers
+    def log_message(self, format: str, *args: Any) -> None:  # request lines carry numbers
         pass
 
     def setup(self) -> None:
@@ -471,17 +483,15 @@ class _Handler(BaseHTTPRequestHandler):
     def finish(self) -> None:
         with self.simulator._lock:
             self.simulator._connections.discard(self.connection)
-        try:
+        with contextlib.suppress(OSError):
             super().finish()
-        except OSError:
-            pass
 
     def _dispatch(self) -> None:
         try:
             self.simulator._serve_request(self)
         except (ConnectionError, TimeoutError):
             self.close_connection = True
-        except Exception:  # noqa: BLE001 - answer like Twilio would, keep serving
+        except Exception:  # answer like Twilio would, keep serving
             log.exception("Twilio stand-in: unexpected error for %s %s", self.command,
                           self.path.split("?")[0])
             try:

@@ -16,7 +16,10 @@ from urllib.parse import urlsplit
 
 from airflow_provider_twilio_sms.simulator.errors import TwilioApiError, invalid_parameter
 from airflow_provider_twilio_sms.simulator.magic_numbers import (
-    MAGIC_FROM, MAGIC_TO, is_valid_recipient, is_valid_sender,
+    MAGIC_FROM,
+    MAGIC_TO,
+    is_valid_recipient,
+    is_valid_sender,
 )
 
 MAX_BODY_CHARS = 1600

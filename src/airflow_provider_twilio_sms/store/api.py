@@ -1,4 +1,4 @@
-"""The store API: every reader and writer of the ``twilio_sms_*`` tables goes through :class:`SmsStore`.
+r"""The store API: every reader and writer of the ``twilio_sms_*`` tables goes through :class:`SmsStore`.
 
 Correct under concurrent writers on SQLite and PostgreSQL alike: every decision that must be made once
 is made by a unique constraint or a compare-and-set ``UPDATE ... WHERE``, never by reading first and
@@ -7,9 +7,9 @@ writing after. Transactions are short and never span a network call to Twilio.
 Send claims (the idempotency state machine, one row per scope and key)::
 
     claim() --insert--> claimed --mark_attempt()--> (HTTP to Twilio) --record_sent()-------> sent
-                           |                                         \\-record_failed()----> failed
-                           |                                          \\-record_unknown()---> unknown
-                           \\-- lease expired, or unknown: the next claim() takes it over and must
+                           |                                         \-record_failed()----> failed
+                           |                                          \-record_unknown()---> unknown
+                           \-- lease expired, or unknown: the next claim() takes it over and must
                                reconcile with Twilio first when an HTTP attempt may have been made.
 """
 
@@ -75,13 +75,15 @@ _POOL_LIMIT = t.rate_pool.c.pool.type.length
 
 def key_digest(key: str) -> str:
     """SHA-256 (hex) of an idempotency key, or of a rate grant key: what the store finds and keeps them
-    unique by, whatever their length."""
+    unique by, whatever their length.
+    """
     return hashlib.sha256(key.encode("utf-8")).hexdigest()
 
 
 def displayed_key(key: str) -> str | None:
     """The idempotency key as stored for display: the key itself when it fits its column, else None
-    (never a cut-down key that could be mistaken for another)."""
+    (never a cut-down key that could be mistaken for another).
+    """
     return key if len(key) <= _DISPLAY_KEY_LENGTH else None
 
 
@@ -172,11 +174,13 @@ class RateGrant:
 
 @dataclass(frozen=True)
 class RateDecision:
+    """What :meth:`SmsStore.acquire_rate_slot` decided: granted or not, and when a slot frees up."""
+
     granted: bool
     decided_at: datetime  # the database's clock when the pool decided
     grant: RateGrant | None  # when granted
     next_free_at: datetime | None  # when not granted: the earliest moment (database clock) a slot may free up
-    wait_seconds: float = 0.0  # when not granted: from the decision to ``next_free_at``, for any worker's clock
+    wait_seconds: float = 0.0  # when not granted: decision to ``next_free_at``, for any worker's clock
 
 
 def _from_us(us: int) -> datetime:
@@ -230,7 +234,8 @@ class SmsStore:
 
     def _insert_ignore(self, conn: Connection, stmt, values: dict) -> bool:
         """Run ``stmt``, an insert from :mod:`.statements` that skips rows violating its unique key;
-        True when a row was inserted. Without ``ON CONFLICT`` the violation is caught in a savepoint."""
+        True when a row was inserted. Without ``ON CONFLICT`` the violation is caught in a savepoint.
+        """
         if self._sql.upsert:
             return conn.execute(stmt, values).rowcount == 1
         try:
@@ -338,14 +343,19 @@ class SmsStore:
                       refuse_opted_out: bool) -> dict[str, Any] | None:
         """The new claim's row, or None when the key is taken (or, with ``refuse_opted_out``, maybe the
         recipient opted out). PostgreSQL and SQLite decide both in one INSERT ... SELECT ... WHERE NOT
-        EXISTS (opt-out) ON CONFLICT DO NOTHING RETURNING id; the row is then what was inserted."""
+        EXISTS (opt-out) ON CONFLICT DO NOTHING RETURNING id; the row is then what was inserted.
+        """
         sql = self._sql
         if sql.upsert:
             new_id = conn.execute(sql.claim_insert_returning(refuse_opted_out),
                                   {f"v_{name}": values[name] for name in CLAIM_COLUMNS}).scalar()
             return None if new_id is None else _new_claim_row(values, new_id)
-        if refuse_opted_out and conn.execute(
-                sql.opted_out, {"p_account_sid": values["account_sid"], "p_number": values["to_number"]}).first():
+        if (
+            refuse_opted_out
+            and conn.execute(
+                sql.opted_out, {"p_account_sid": values["account_sid"], "p_number": values["to_number"]}
+            ).first()
+        ):
             return None
         if not self._insert_ignore(conn, sql.claim_insert, values):
             return None
@@ -387,10 +397,16 @@ class SmsStore:
         sql = self._sql
         now = utcnow()
         recorded = {
-            "send_state": "sent", "sid": result["sid"], "status_updated_at": now,
-            "num_segments": result.get("num_segments"), "encoding": result.get("encoding"),
-            "error_code": result.get("error_code"), "error_message": result.get("error_message"),
-            "from_number": result.get("from") or claim.row.get("from_number"), "sent_at": now, "updated_at": now,
+            "send_state": "sent",
+            "sid": result["sid"],
+            "status_updated_at": now,
+            "num_segments": result.get("num_segments"),
+            "encoding": result.get("encoding"),
+            "error_code": result.get("error_code"),
+            "error_message": result.get("error_message"),
+            "from_number": result.get("from") or claim.row.get("from_number"),
+            "sent_at": now,
+            "updated_at": now,
         }
         params = {f"p_{k}": recorded[k]
                   for k in ("sid", "num_segments", "encoding", "error_code", "error_message", "from_number")}
@@ -435,9 +451,12 @@ class SmsStore:
     def withdraw(self, claim: Claim) -> None:
         """Give up the claim of a send that nothing of reached Twilio (turned away by the rate limit): its
         row goes (a later attempt claims the key anew), so no page counts it as pending. A row on which an
-        HTTP attempt is recorded stays, released: the next attempt must reconcile."""
+        HTTP attempt is recorded stays, released: the next attempt must reconcile.
+        """
         with self._write_one() as conn:
-            if conn.execute(self._sql.withdraw, {"p_id": claim.message_id, "p_attempt": claim.attempt_id}).rowcount:
+            if conn.execute(
+                self._sql.withdraw, {"p_id": claim.message_id, "p_attempt": claim.attempt_id}
+            ).rowcount:
                 return
             self._update_owned(conn, claim, lease_expires_at=utcnow())
 
@@ -461,8 +480,13 @@ class SmsStore:
             raise ValueError(f"one send costs {cost}, more than the whole limit {limit} of pool {pool!r}"
                              if cost > limit else f"cost must be at least 1, not {cost!r}")
         check_fits({"pool": pool}, (("pool", _POOL_LIMIT),))
-        values = {"p_pool": pool, "p_limit": limit, "p_cost": cost, "p_window": round(window_seconds * 1_000_000),
-                  "p_hold": round(hold_seconds * 1_000_000)}
+        values = {
+            "p_pool": pool,
+            "p_limit": limit,
+            "p_cost": cost,
+            "p_window": round(window_seconds * 1_000_000),
+            "p_hold": round(hold_seconds * 1_000_000),
+        }
         decide = self._decide_fused if self._sql.decide_fused is not None and self._driver is not None \
             else self._decide
         for _ in range(3):
@@ -496,7 +520,8 @@ class SmsStore:
 
     def _decide(self, values: dict) -> RateDecision | None:
         """Lock, read the clock and the edge slot, and take the slots: statement by statement in one
-        write transaction (SQLite's run in-process)."""
+        write transaction (SQLite's run in-process).
+        """
         sql = self._sql
         with self._write() as conn:
             ring = conn.execute(sql.pool_lock, values).first()
@@ -504,15 +529,22 @@ class SmsStore:
                 return None
             size, oldest = ring
             now_us, edge_us = conn.execute(
-                sql.clock_and_edge, {"p_pool": values["p_pool"], "p_slot": (oldest + values["p_cost"] - 1) % size}
+                sql.clock_and_edge,
+                {"p_pool": values["p_pool"], "p_slot": (oldest + values["p_cost"] - 1) % size},
             ).one()
             granted = edge_us is None or edge_us <= now_us - values["p_window"]
             decision = self._decision(values, size, oldest, now_us, edge_us, granted)
             if granted:
                 conn.execute(sql.slots_take, {**values, "p_first": oldest, "p_size": size,
                                               "p_until": decision.grant.until_us})
-                conn.execute(sql.pool_advance, {"p_pool": values["p_pool"], "p_now": decision.grant.granted_at,
-                                                "p_next": (oldest + values["p_cost"]) % size})
+                conn.execute(
+                    sql.pool_advance,
+                    {
+                        "p_pool": values["p_pool"],
+                        "p_now": decision.grant.granted_at,
+                        "p_next": (oldest + values["p_cost"]) % size,
+                    },
+                )
             return decision
 
     def _prepare_ring(self, pool: str, limit: int) -> None:
@@ -537,7 +569,8 @@ class SmsStore:
         """After the request: it reached Twilio before now (an answer came, or the request left and got
         none), so its slots count it until now at most; or it never left (``reached_twilio=False``), and
         its slots are free again (and, when no grant came after it, the oldest again, as before it was
-        taken). Slots a later grant has taken already (the ring came round) are left alone."""
+        taken). Slots a later grant has taken already (the ring came round) are left alone.
+        """
         end = grant.first_slot + grant.cost
         values = {"p_pool": grant.pool, "p_first": grant.first_slot, "p_end": min(end, grant.ring_size),
                   "p_wrapped_end": max(0, end - grant.ring_size), "p_until": grant.until_us,
@@ -580,20 +613,37 @@ class SmsStore:
         # A retried delivery carries the same I-Twilio-Idempotency-Token and so the same SID and
         # status: the unique (account, "status:SID:status") key dedupes both cases in one statement.
         event = {
-            "kind": "status", "account_sid": account_sid, "conn_id": conn_id,
-            "dedupe_key": f"status:{message_sid}:{status}", "idempotency_token": idempotency_token,
-            "message_sid": message_sid, "status": status, "error_code": error_code,
-            "from_number": payload.get("From"), "to_number": payload.get("To"), "body": None, "num_media": None,
-            "opt_out_type": None, "team": team, "received_at": now,
+            "kind": "status",
+            "account_sid": account_sid,
+            "conn_id": conn_id,
+            "dedupe_key": f"status:{message_sid}:{status}",
+            "idempotency_token": idempotency_token,
+            "message_sid": message_sid,
+            "status": status,
+            "error_code": error_code,
+            "from_number": payload.get("From"),
+            "to_number": payload.get("To"),
+            "body": None,
+            "num_media": None,
+            "opt_out_type": None,
+            "team": team,
+            "received_at": now,
             "payload": json.dumps(dict(payload), sort_keys=True),
         }
         params = {f"v_{k}": v for k, v in event.items()}
         # Which outbound row: by SID, else by the idempotency key of the callback URL (see statements.py).
         if not idempotency_key_sha256 and idempotency_key:
             idempotency_key_sha256 = key_digest(idempotency_key)
-        params.update(p_sid=message_sid, p_account_sid=account_sid, p_key_sha256=idempotency_key_sha256 or None,
-                      p_scope=make_scope(account_sid, team), p_rank=status_rank(status), p_status=status,
-                      p_now=now, p_error_code=error_code)
+        params.update(
+            p_sid=message_sid,
+            p_account_sid=account_sid,
+            p_key_sha256=idempotency_key_sha256 or None,
+            p_scope=make_scope(account_sid, team),
+            p_rank=status_rank(status),
+            p_status=status,
+            p_now=now,
+            p_error_code=error_code,
+        )
         if sql.status_event_fused is not None:
             with self._write_one() as conn:
                 return conn.execute(sql.status_event_fused, params).first() is not None
@@ -640,7 +690,9 @@ class SmsStore:
             if not self._insert_ignore(conn, self._sql.inbound_insert, values):
                 return False
             if keyword in ("STOP", "START"):
-                self._set_opt_out(conn, account_sid, from_number, keyword == "STOP", keyword, message_sid, now)
+                self._set_opt_out(
+                    conn, account_sid, from_number, keyword == "STOP", keyword, message_sid, now
+                )
             return True
 
     def _set_opt_out(self, conn: Connection, account_sid: str, number: str, opted_out: bool,
@@ -665,8 +717,14 @@ class SmsStore:
 
     # -- reads ----------------------------------------------------------------------------------
 
-    def get_message(self, *, sid: str | None = None, scope: str | None = None,
-                    idempotency_key: str | None = None, message_id: int | None = None) -> dict[str, Any] | None:
+    def get_message(
+        self,
+        *,
+        sid: str | None = None,
+        scope: str | None = None,
+        idempotency_key: str | None = None,
+        message_id: int | None = None,
+    ) -> dict[str, Any] | None:
         m = t.message
         if sid:
             where = m.c.sid == sid
@@ -681,7 +739,8 @@ class SmsStore:
 
     def message_ids_by_sid(self, sids: Iterable[str]) -> dict[str, int]:
         """The outbound row of each of these SIDs that a send recorded: ``{sid: row id}``, one query per
-        500 SIDs (reconciliation asks about every candidate at once)."""
+        500 SIDs (reconciliation asks about every candidate at once).
+        """
         sids = list(dict.fromkeys(s for s in sids if s))
         m = t.message
         found: dict[str, int] = {}
@@ -695,8 +754,14 @@ class SmsStore:
         """The inbound message with this SID (stored once, whatever Twilio's retries), or None."""
         e = t.event
         with self._read() as conn:
-            return self._row(conn.execute(select(e).where(e.c.message_sid == message_sid, e.c.kind == "inbound")
-                                          .order_by(e.c.id).limit(1)).first())
+            return self._row(
+                conn.execute(
+                    select(e)
+                    .where(e.c.message_sid == message_sid, e.c.kind == "inbound")
+                    .order_by(e.c.id)
+                    .limit(1)
+                ).first()
+            )
 
     def status_history(self, message_sid: str) -> list[dict[str, Any]]:
         """Every status callback stored for a message, in arrival order."""
@@ -720,10 +785,13 @@ class SmsStore:
         m, e = t.message, t.event
         with self._read() as conn:
             for chunk in (sids[i:i + 500] for i in range(0, len(sids), 500)):
-                for row in conn.execute(select(m.c.sid, m.c.status, m.c.error_code).where(m.c.sid.in_(chunk))):
+                for row in conn.execute(
+                    select(m.c.sid, m.c.status, m.c.error_code).where(m.c.sid.in_(chunk))
+                ):
                     states[row.sid] = {"status": row.status, "error_code": row.error_code, "events": 0}
                 counts = conn.execute(
-                    select(e.c.message_sid, func.count()).where(e.c.kind == "status", e.c.message_sid.in_(chunk))
+                    select(e.c.message_sid, func.count())
+                    .where(e.c.kind == "status", e.c.message_sid.in_(chunk))
                     .group_by(e.c.message_sid)
                 ).all()
                 orphans = []
@@ -737,7 +805,9 @@ class SmsStore:
                                         .where(e.c.kind == "status", e.c.message_sid.in_(orphans))
                                         .order_by(e.c.id)).all()
                     for row in rows:
-                        best = states.setdefault(row.message_sid, {"status": None, "error_code": None, "events": 0})
+                        best = states.setdefault(
+                            row.message_sid, {"status": None, "error_code": None, "events": 0}
+                        )
                         best["events"] += 1
                         if status_rank(row.status) > status_rank(best["status"]):
                             best.update(status=row.status, error_code=row.error_code)
@@ -777,7 +847,9 @@ class SmsStore:
     ) -> list[dict[str, Any]]:
         """Inbound messages to/from a number, oldest first, received at or after ``since``."""
         if not (to_number or from_number):
-            raise ValueError("find_inbound needs to_number or from_number: a scan of every message is not allowed")
+            raise ValueError(
+                "find_inbound needs to_number or from_number: a scan of every message is not allowed"
+            )
         e = t.event
         conditions = [e.c.kind == "inbound", e.c.id > after_id]
         if to_number:
@@ -835,5 +907,7 @@ class SmsStore:
         if teams is not None:
             conditions.append(_team_filter(table.c.team, teams))
         with self._read() as conn:
-            rows = conn.execute(select(table).where(*conditions).order_by(table.c.id.desc()).limit(limit)).all()
+            rows = conn.execute(
+                select(table).where(*conditions).order_by(table.c.id.desc()).limit(limit)
+            ).all()
         return [dict(r._mapping) for r in rows]

@@ -31,7 +31,8 @@ if TYPE_CHECKING:
 
 def autocommits(engine: Engine) -> bool:
     """psycopg2 can run one statement as its own transaction (its autocommit flag), without the BEGIN
-    and COMMIT round trips."""
+    and COMMIT round trips.
+    """
     return engine.dialect.name == "postgresql" and engine.dialect.driver == "psycopg2"
 
 
@@ -40,7 +41,8 @@ def autocommit(dbapi_connection, invalidate: Callable[[], Any]) -> Iterator[None
     """psycopg2's autocommit flag on for the block, and off again before the connection goes back to the
     pool (set through SQLAlchemy's AUTOCOMMIT isolation level instead, every return to the pool would
     cost a ``SET default_transaction_isolation`` round trip). A connection on which the flag cannot be
-    cleared is broken: ``invalidate()`` keeps it out of the pool."""
+    cleared is broken: ``invalidate()`` keeps it out of the pool.
+    """
     dbapi_connection.autocommit = True
     try:
         yield
@@ -83,7 +85,8 @@ class DriverStatement:
         """``statement`` for the driver. With ``before`` (named-parameter drivers only), those statements run
         first in the same query string (``before...; statement``): PostgreSQL runs such a query as one
         transaction (see :attr:`.statements.Statements.decide_fused`), and the rows are ``statement``'s.
-        With ``prepare_as`` (PostgreSQL), ``statement`` is a prepared statement of that name."""
+        With ``prepare_as`` (PostgreSQL), ``statement`` is a prepared statement of that name.
+        """
         compiled = statement.compile(dialect=dialect)
         parts = [*(s.compile(dialect=dialect) for s in before), compiled]
         for part in parts:
@@ -138,7 +141,7 @@ class DriverStatement:
         if raw is None:
             return None
         return {name: (convert(value) if convert is not None else value)
-                for (name, convert), value in zip(self.returning, raw)}
+                for (name, convert), value in zip(self.returning, raw, strict=True)}
 
 
 class DriverWriter:
@@ -181,7 +184,8 @@ class DriverWriter:
     def prepare(self, statement: ClauseElement, before: tuple[ClauseElement, ...] = (),
                 prepare_as: str | None = None) -> DriverStatement:
         """``statement`` (after ``before``) compiled for this engine's dialect (once: statements are built
-        once, see :mod:`.statements`; the statement objects are kept so that their ids cannot be reused)."""
+        once, see :mod:`.statements`; the statement objects are kept so that their ids cannot be reused).
+        """
         key = (id(statement), *map(id, before), prepare_as)
         found = self._compiled.get(key)
         if found is None:
@@ -194,7 +198,8 @@ class DriverWriter:
                 prepare_as: str | None = None) -> tuple[dict[str, Any] | None, int]:
         """Run ``statement`` (after ``before``, prepared as ``prepare_as``: see
         :meth:`DriverStatement.compile`) with ``values`` and commit: (its first RETURNING or result row, or
-        None; its rowcount)."""
+        None; its rowcount).
+        """
         prepared = self.prepare(statement, before, prepare_as)
         parameters = prepared.parameters(values)
         with self._lock:
@@ -228,7 +233,8 @@ class DriverWriter:
 
     def _discard(self, connection, err: BaseException) -> None:
         """After a failed write: SQLite's own connection is replaced by a fresh one next time; a pooled
-        one goes back to the pool (which rolls back), or is invalidated when the server dropped it."""
+        one goes back to the pool (which rolls back), or is invalidated when the server dropped it.
+        """
         if self._own is not None:
             self._own.held = None
             connection.close()
@@ -240,7 +246,8 @@ class DriverWriter:
 
     def _run_prepared(self, connection, cursor, prepared: DriverStatement, parameters) -> None:
         """``prepared``'s EXECUTE, preparing it first on a connection that has not; its plain SQL where
-        prepared statements turned out not to last (then for good)."""
+        prepared statements turned out not to last (then for good).
+        """
         if self._unprepared:
             cursor.execute(prepared.unprepared, parameters)
             return
@@ -290,7 +297,8 @@ def _pg_error(err: BaseException) -> str | None:
 
 def _first(cursor, prepared: DriverStatement) -> Sequence[Any] | None:
     """The first RETURNING row. Every row is read: SQLite counts ``rowcount`` only once the statement
-    has run to its end."""
+    has run to its end.
+    """
     if not prepared.returning:
         return None
     rows = cursor.fetchall()

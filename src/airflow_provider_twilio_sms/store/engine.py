@@ -70,7 +70,8 @@ def _configure_sqlite(engine: Engine) -> None:
 
 class _WriterLock:
     """A re-entrant lock that a forked child gets fresh (a lock held by a parent's thread at the fork
-    would never be released in the child)."""
+    would never be released in the child).
+    """
 
     def __init__(self):
         self._pid, self._lock = os.getpid(), threading.RLock()

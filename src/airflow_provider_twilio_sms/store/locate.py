@@ -83,7 +83,9 @@ def store_url(conn_id: str | None = None, *, allow_metadata_db: bool = False) ->
     )
 
 
-def get_store(conn_id: str | None = None, *, url: str | None = None, allow_metadata_db: bool = False) -> SmsStore:
+def get_store(
+    conn_id: str | None = None, *, url: str | None = None, allow_metadata_db: bool = False
+) -> SmsStore:
     """The process-wide :class:`SmsStore` for a connection (or an explicit URL)."""
     from airflow_provider_twilio_sms.store.api import SmsStore
 

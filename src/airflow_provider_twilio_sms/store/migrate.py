@@ -41,7 +41,9 @@ def head_revision() -> str:
 def current_revision(connection: Connection) -> str | None:
     from alembic.migration import MigrationContext
 
-    return MigrationContext.configure(connection, opts={"version_table": VERSION_TABLE}).get_current_revision()
+    return MigrationContext.configure(
+        connection, opts={"version_table": VERSION_TABLE}
+    ).get_current_revision()
 
 
 def upgrade(connection: Connection, revision: str = "head") -> None:

@@ -31,7 +31,8 @@ MAX_TIMELINE_SIDS = 500
 def delivery_summary(engine: Engine, *, since: datetime, until: datetime,
                      teams: Iterable[str | None] | None = None) -> dict[str, Any]:
     """Outbound messages created in ``[since, until)``: counts by status, delivery rate, failures by
-    Twilio error code (with its meaning); inbound messages and STOP/START received in the period."""
+    Twilio error code (with its meaning); inbound messages and STOP/START received in the period.
+    """
     m, e = t.message, t.event
     status = func.coalesce(m.c.status, m.c.send_state)
     where = [m.c.created_at >= since, m.c.created_at < until]

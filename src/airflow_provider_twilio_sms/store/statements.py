@@ -46,9 +46,30 @@ SENT_RETURNING = ("status", "status_rank", "lease_expires_at", "http_attempted_a
 
 # What a new claim's row is given; every other column of ``twilio_sms_message`` starts NULL.
 CLAIM_COLUMNS = (
-    "scope", "idempotency_key", "idempotency_key_sha256", "account_sid", "conn_id", "team", "pool", "to_number", "from_number",
-    "messaging_service_sid", "body", "body_sha256", "num_media", "send_state", "attempt_id", "lease_expires_at",
-    "status_rank", "dag_id", "task_id", "run_id", "map_index", "created_at", "updated_at", "http_attempted_at",
+    "scope",
+    "idempotency_key",
+    "idempotency_key_sha256",
+    "account_sid",
+    "conn_id",
+    "team",
+    "pool",
+    "to_number",
+    "from_number",
+    "messaging_service_sid",
+    "body",
+    "body_sha256",
+    "num_media",
+    "send_state",
+    "attempt_id",
+    "lease_expires_at",
+    "status_rank",
+    "dag_id",
+    "task_id",
+    "run_id",
+    "map_index",
+    "created_at",
+    "updated_at",
+    "http_attempted_at",
 )
 
 
@@ -77,7 +98,8 @@ class Statements:
 
     def _insert_ignoring(self, table, conflict_cols: list[str]):
         """``INSERT`` that skips a row whose unique ``conflict_cols`` exist (plain ``INSERT`` elsewhere:
-        the caller then catches the IntegrityError in a savepoint)."""
+        the caller then catches the IntegrityError in a savepoint).
+        """
         stmt = self._dialect_insert(table)
         return insert(table) if stmt is None else stmt.on_conflict_do_nothing(index_elements=conflict_cols)
 
@@ -96,7 +118,8 @@ class Statements:
     def claim_insert_returning(self, refuse_opted_out: bool):
         """The new claim's row (:data:`CLAIM_COLUMNS` bound as ``v_<column>``) unless the key is taken,
         or, with ``refuse_opted_out``, the recipient opted out of this account: one statement, RETURNING
-        the new id (PostgreSQL, SQLite). No row back: the caller looks at which of the two it was."""
+        the new id (PostgreSQL, SQLite). No row back: the caller looks at which of the two it was.
+        """
         return self._claim_refusing if refuse_opted_out else self._claim_plain
 
     def _build_claim_insert(self, refuse_opted_out: bool):
@@ -167,14 +190,20 @@ class Statements:
 
     @cached_property
     def withdraw(self):
-        """Delete the owned claim if no HTTP attempt was ever recorded on it (nothing can have reached Twilio)."""
-        return delete(m).where(m.c.id == _p("p_id", m.c.id), m.c.attempt_id == _p("p_attempt", m.c.attempt_id),
-                               m.c.send_state == "claimed", m.c.http_attempted_at.is_(None), m.c.sid.is_(None))
+        """Delete the owned claim if no HTTP attempt was ever recorded on it (nothing reached Twilio)."""
+        return delete(m).where(
+            m.c.id == _p("p_id", m.c.id),
+            m.c.attempt_id == _p("p_attempt", m.c.attempt_id),
+            m.c.send_state == "claimed",
+            m.c.http_attempted_at.is_(None),
+            m.c.sid.is_(None),
+        )
 
     @cached_property
     def record_sent(self):
         """The send's result onto the owned row; a status an early callback advanced is kept. RETURNING
-        only :data:`SENT_RETURNING` (where supported): the caller knows every other column."""
+        only :data:`SENT_RETURNING` (where supported): the caller knows every other column.
+        """
         rank = _p("p_rank", m.c.status_rank)
         keep = m.c.status_rank >= rank  # SET expressions all see the row as it was
         now = _p("p_now", m.c.updated_at)
@@ -196,7 +225,8 @@ class Statements:
     def _callback_message_id(self):
         """The outbound row a status callback is about: the one with its SID, else (the send's response was
         lost, so no SID was recorded) the one of the idempotency key (its SHA-256) in the callback URL, if it
-        has no SID."""
+        has no SID.
+        """
         by_sid = select(m.c.id).where(m.c.sid == _p("p_sid", m.c.sid)).scalar_subquery()
         by_key = (select(m.c.id).where(m.c.account_sid == _p("p_account_sid", m.c.account_sid),
                                        m.c.idempotency_key_sha256 == _p("p_key_sha256",
@@ -212,7 +242,8 @@ class Statements:
     @cached_property
     def status_event_insert(self):
         """One status event (columns bound as ``v_<column>``), deduplicated on (account, dedupe key), linked
-        to its outbound row; RETURNING that row's id (NULL: not ours) where supported."""
+        to its outbound row; RETURNING that row's id (NULL: not ours) where supported.
+        """
         values = {c.key: _p(f"v_{c.key}", c) for c in e.c if c.key not in ("id", "message_id")}
         stmt = self._insert_ignoring(e, ["account_sid", "dedupe_key"]).values(
             message_id=self._callback_message_id, **values)
@@ -220,7 +251,8 @@ class Statements:
 
     def _build_apply_status(self, message_id):
         """Onto the callback's outbound row: its SID when it had none (linked by idempotency key), and the
-        status only when it ranks higher (forward only; SET expressions all see the row as it was)."""
+        status only when it ranks higher (forward only; SET expressions all see the row as it was).
+        """
         rank = _p("p_rank", m.c.status_rank)
         now = _p("p_now", m.c.updated_at)
         advances = m.c.status_rank < rank
@@ -240,7 +272,8 @@ class Statements:
     @cached_property
     def status_event_fused(self):
         """PostgreSQL: :attr:`status_event_insert` and :attr:`apply_status` in one statement (data-modifying
-        CTEs), so a callback is one round trip and atomic on its own. A row back: stored; none: duplicate."""
+        CTEs), so a callback is one round trip and atomic on its own. A row back: stored; none: duplicate.
+        """
         if self.dialect != "postgresql":
             return None
         stored = self.status_event_insert.cte("stored")
@@ -275,7 +308,8 @@ class Statements:
     @cached_property
     def clock_us(self):
         """The database's clock in microseconds since the epoch, read when the statement runs, and its
-        resolution: PostgreSQL's ``clock_timestamp()`` (1 us), SQLite's ``julianday('now')`` (1 ms)."""
+        resolution: PostgreSQL's ``clock_timestamp()`` (1 us), SQLite's ``julianday('now')`` (1 ms).
+        """
         if self.dialect == "postgresql":
             return cast(func.floor(func.extract("epoch", func.clock_timestamp()) * 1_000_000), BigInteger), 1
         if self.dialect == "sqlite":
@@ -290,7 +324,8 @@ class Statements:
     @cached_property
     def pool_lock(self):
         """The pool's ring (size, oldest slot), locked: ``FOR UPDATE`` of its row serialises the pool's
-        deciders (SQLite: ``BEGIN IMMEDIATE`` did)."""
+        deciders (SQLite: ``BEGIN IMMEDIATE`` did).
+        """
         stmt = select(rp.c.ring_size, rp.c.ring_next).where(rp.c.pool == _p("p_pool", rp.c.pool))
         return stmt if self.dialect == "sqlite" else stmt.with_for_update()
 
@@ -303,7 +338,8 @@ class Statements:
 
     def _typed(self, name: str, column):
         """A parameter in a SELECT list: PostgreSQL types a bare one as text, so a non-text column's value
-        is CAST to its type; never to a VARCHAR(n), which PostgreSQL would cut to n silently."""
+        is CAST to its type; never to a VARCHAR(n), which PostgreSQL would cut to n silently.
+        """
         param = _p(name, column)
         if self.dialect != "postgresql" or isinstance(column.type, String):
             return param
@@ -312,7 +348,8 @@ class Statements:
     @cached_property
     def slots_take(self):
         """Slots ``p_first`` .. ``p_first + p_cost - 1`` (round the ring of ``p_size``) := ``p_until``,
-        written whether or not they existed: one statement for a grant of any cost."""
+        written whether or not they existed: one statement for a grant of any cost.
+        """
         k = select(literal(0, Integer).label("i")).cte("k", recursive=True)
         k = k.union_all(select(k.c.i + 1).where(k.c.i + 1 < self._typed("p_cost", rs.c.slot)))
         rows = select(self._typed("p_pool", rs.c.pool),
@@ -341,7 +378,8 @@ class Statements:
         taken when it starts: this one sees every decision committed before the lock was granted, and the
         lock is held only inside the server. Reads the ring (no row: the pool is missing or its ring is not
         ``p_limit`` slots; the caller prepares it), the clock and the ``p_cost``-th oldest slot; when that
-        slot is a window old, takes ``p_cost`` slots and advances the ring (data-modifying CTEs)."""
+        slot is a window old, takes ``p_cost`` slots and advances the ring (data-modifying CTEs).
+        """
         if self.dialect != "postgresql":
             return None
         now_us, resolution = self.clock_us
@@ -350,13 +388,22 @@ class Statements:
                 .where(rp.c.pool == pool, rp.c.ring_size == _p("p_limit", rp.c.ring_size)).cte("ring"))
         edge = select(rs.c.until_us).where(rs.c.pool == pool, rs.c.slot == (ring.c.ring_next + cost - 1)
                                            % ring.c.ring_size).scalar_subquery()
-        decided = select(ring.c.ring_size, ring.c.ring_next, ring.c.now_us, edge.label("edge_us")).cte("decided")
+        decided = select(ring.c.ring_size, ring.c.ring_next, ring.c.now_us, edge.label("edge_us")).cte(
+            "decided"
+        )
         free = or_(decided.c.edge_us.is_(None),
                    decided.c.edge_us <= decided.c.now_us - self._typed("p_window", rs.c.until_us))
         ok = select(decided.c.ring_size, decided.c.ring_next, decided.c.now_us).where(free).cte("ok")
         units = func.generate_series(0, cost - 1).table_valued("k").render_derived(name="units")
-        rows = select(pool, (ok.c.ring_next + units.c.k) % ok.c.ring_size,
-                      ok.c.now_us + resolution + self._typed("p_hold", rs.c.until_us)).select_from(ok).join(units, true())
+        rows = (
+            select(
+                pool,
+                (ok.c.ring_next + units.c.k) % ok.c.ring_size,
+                ok.c.now_us + resolution + self._typed("p_hold", rs.c.until_us),
+            )
+            .select_from(ok)
+            .join(units, true())
+        )
         take = self._dialect_insert(rs).from_select(["pool", "slot", "until_us"], rows)
         take = take.on_conflict_do_update(index_elements=["pool", "slot"],
                                           set_={"until_us": take.excluded.until_us}).cte("take")
@@ -375,7 +422,8 @@ class Statements:
     @cached_property
     def ring_resize(self):
         """Resize a pool's ring to ``p_limit`` slots, keeping its newest units in order (oldest first from
-        slot 0; the slots before them free): three statements, run in order under the pool's lock."""
+        slot 0; the slots before them free): three statements, run in order under the pool's lock.
+        """
         age = (rs.c.slot - _p("p_next", rs.c.slot) + _p("p_size", rs.c.slot)) % _p("p_size", rs.c.slot)
         ranked = (select(rs.c.pool, rs.c.until_us, func.row_number().over(order_by=age.desc()).label("r"))
                   .where(rs.c.pool == _p("p_pool", rs.c.pool), rs.c.slot >= 0).subquery())
@@ -395,14 +443,21 @@ class Statements:
     @cached_property
     def pool_rewind(self):
         """The ring's oldest slot back to ``p_first`` if no grant came after the one ending at ``p_next``."""
-        return (update(rp).where(rp.c.pool == _p("p_pool", rp.c.pool), rp.c.ring_size == _p("p_size", rp.c.ring_size),
-                                 rp.c.ring_next == _p("p_next", rp.c.ring_next))
-                .values(ring_next=_p("p_first", rp.c.ring_next)))
+        return (
+            update(rp)
+            .where(
+                rp.c.pool == _p("p_pool", rp.c.pool),
+                rp.c.ring_size == _p("p_size", rp.c.ring_size),
+                rp.c.ring_next == _p("p_next", rp.c.ring_next),
+            )
+            .values(ring_next=_p("p_first", rp.c.ring_next))
+        )
 
     @cached_property
     def slots_settle(self):
         """A grant's slots, if they still hold its reservation ``p_until``: lowered to the database's clock
-        now (its request was answered, so it reached Twilio before now), or freed (it never left)."""
+        now (its request was answered, so it reached Twilio before now), or freed (it never left).
+        """
         now_ceiling = self.clock_us[0] + self.clock_us[1]
         in_grant = or_(and_(rs.c.slot >= _p("p_first", rs.c.slot), rs.c.slot < _p("p_end", rs.c.slot)),
                        rs.c.slot < _p("p_wrapped_end", rs.c.slot))

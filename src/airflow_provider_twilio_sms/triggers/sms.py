@@ -76,6 +76,7 @@ class StorePoller:
 
     @classmethod
     def for_store(cls, store: SmsStore, url: str, interval: float) -> StorePoller:
+        """The poller shared by every trigger on this event loop, store and interval (made on first use)."""
         key = (id(asyncio.get_running_loop()), url, float(interval))
         poller = cls._pollers.get(key)
         if poller is None:
@@ -88,7 +89,8 @@ class StorePoller:
 
     async def next_status(self, sid: str, ask: _TwilioAsk | None = None) -> dict[str, Any] | None:
         """The message's state as of the next polling round; with ``ask``, Twilio is asked in that round
-        when its schedule says so (and what it said is in the state)."""
+        when its schedule says so (and what it said is in the state).
+        """
         future = asyncio.get_running_loop().create_future()
         self._status.setdefault(sid, []).append(future)
         if ask is not None:
@@ -146,7 +148,8 @@ class StorePoller:
     async def _ask_twilio(self, due: list[str], now: datetime) -> None:
         """One batch per Twilio connection for every waiter due this round. Those Twilio was asked about
         wait their next interval; those left out by the batch's bound stay due for the next round. A
-        failure is logged, and the whole batch waits its next interval."""
+        failure is logged, and the whole batch waits its next interval.
+        """
         from airflow_provider_twilio_sms.status_fallback import ask_twilio
 
         by_conn: dict[str, list[str]] = {}
@@ -237,6 +240,7 @@ class SmsStatusTrigger(BaseTrigger):
         self.fallback_max_interval = fallback_max_interval
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
+        """The class path and plain-JSON kwargs the triggerer rebuilds this trigger from."""
         return (f"{type(self).__module__}.{type(self).__qualname__}", {
             "message_sid": self.message_sid, "success_statuses": self.success_statuses,
             "failure_statuses": self.failure_statuses, "store_conn_id": self.store_conn_id,
@@ -255,6 +259,10 @@ class SmsStatusTrigger(BaseTrigger):
                           schedule)
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
+        """Wait for a final status through the shared poller (which also asks Twilio when the fallback
+        schedule says so); yield one event and stop. A trigger deferred by an older version yields
+        ``no_callback`` once ``fallback_at`` passed with no status event stored.
+        """
         store, url = await _store_for(self.store_conn_id)
         poller = StorePoller.for_store(store, url, self.poll_interval)
         ask = self._ask()
@@ -290,12 +298,14 @@ class SmsReplyTrigger(BaseTrigger):
         self.poll_interval = poll_interval
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
+        """The class path and plain-JSON kwargs the triggerer rebuilds this trigger from."""
         return (f"{type(self).__module__}.{type(self).__qualname__}", {
             "criteria": self.criteria, "after_id": self.after_id, "store_conn_id": self.store_conn_id,
             "poll_interval": self.poll_interval,
         })
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
+        """Wait through the shared poller for the first matching reply or an opt-out; yield one event."""
         criteria = ReplyCriteria.from_json(self.criteria)
         store, url = await _store_for(self.store_conn_id)
         poller = StorePoller.for_store(store, url, self.poll_interval)

@@ -29,14 +29,16 @@ from fastapi import Depends, HTTPException, Request
 @dataclass(frozen=True)
 class Visibility:
     """What a caller may read: the teams whose messages they see (``teams=None``: every message), and
-    which connections' message bodies (``readable_connections=None``: every connection's)."""
+    which connections' message bodies (``readable_connections=None``: every connection's).
+    """
 
     teams: frozenset[str | None] | None = None
     readable_connections: Callable[[set[str]], Collection[str]] | None = None
 
     def bodies_readable(self, conn_ids: Collection[str]) -> frozenset[str]:
         """Those of ``conn_ids`` whose message bodies the caller may read. Blocking (the auth manager may
-        ask a database): call it from a worker thread."""
+        ask a database): call it from a worker thread.
+        """
         wanted = {c for c in conn_ids if c}
         if self.readable_connections is None or not wanted:
             return frozenset(wanted)
@@ -51,7 +53,7 @@ def airflow_viewer() -> ViewerDependency:
     """The dependency for the api-server: Airflow authentication, then the caller's teams."""
     from airflow.api_fastapi.core_api.security import get_user
 
-    async def viewer(user=Depends(get_user)) -> Visibility:  # noqa: B008 - FastAPI's dependency idiom
+    async def viewer(user=Depends(get_user)) -> Visibility:
         from airflow_provider_twilio_sms import config
 
         multi_team = config.airflow_multi_team()
@@ -74,7 +76,8 @@ def airflow_viewer() -> ViewerDependency:
 def _readable_connections(user: Any, conn_ids: set[str], multi_team: bool) -> set[str]:
     """The connections among ``conn_ids`` that ``user`` may read (GET), each checked with its team as
     Airflow's own connection routes check it (the team stored with the connection; none outside
-    multi-team mode or for a connection Airflow's database does not hold)."""
+    multi-team mode or for a connection Airflow's database does not hold).
+    """
     from airflow.api_fastapi.app import get_auth_manager
 
     by_team: dict[str | None, set[str]] = {None: set(conn_ids)}

@@ -45,7 +45,8 @@ def _iso(value: datetime | None) -> str | None:
 
 def _body(out: dict[str, Any], row: dict[str, Any], readable: frozenset[str] | None) -> dict[str, Any]:
     """Add the body when it was asked for (``readable`` is not None) and the caller may read the message's
-    connection; otherwise ``None`` with the reason."""
+    connection; otherwise ``None`` with the reason.
+    """
     if readable is None:
         return out
     if row["conn_id"] in readable:
@@ -105,8 +106,8 @@ def build_router(viewer: ViewerDependency) -> APIRouter:
     @router.get("/messages", summary="Messages, newest first")
     async def list_messages(
         request: Request,
-        seen: Visibility = Depends(viewer),  # noqa: B008
-        status: OutboundStatus | None = Query(None, description="outbound only: status now"),  # noqa: B008
+        seen: Visibility = Depends(viewer),
+        status: OutboundStatus | None = Query(None, description="outbound only: status now"),
         direction: Literal["outbound", "inbound"] = "outbound",
         number: Number = None,
         since: Since = None,
@@ -144,7 +145,7 @@ def build_router(viewer: ViewerDependency) -> APIRouter:
         return {"messages": items, "next_before_id": items[-1]["id"] if len(items) == limit else None}
 
     @router.get("/messages/{sid}", summary="One outbound message with its full status history")
-    async def get_message(request: Request, sid: MessageSid, seen: Visibility = Depends(viewer),  # noqa: B008
+    async def get_message(request: Request, sid: MessageSid, seen: Visibility = Depends(viewer),
                           include_body: bool = Query(False, description=BODY)) -> dict[str, Any]:
         store = request.app.state.twilio_sms.store
 
@@ -164,7 +165,7 @@ def build_router(viewer: ViewerDependency) -> APIRouter:
     @router.get("/summary", summary="Delivery summary of the outbound messages created in a period")
     async def summary(
         request: Request,
-        seen: Visibility = Depends(viewer),  # noqa: B008
+        seen: Visibility = Depends(viewer),
         period: Period = "24h",
         since: PeriodStart = None,
         until: PeriodEnd = None,
@@ -179,7 +180,7 @@ def build_router(viewer: ViewerDependency) -> APIRouter:
     @router.get("/opt-outs", summary="Numbers that replied STOP, newest first")
     async def list_opt_outs(
         request: Request,
-        seen: Visibility = Depends(viewer),  # noqa: B008
+        seen: Visibility = Depends(viewer),
         limit: Limit = 100,
     ) -> dict[str, Any]:
         from airflow_provider_twilio_sms.store.reports import opt_outs

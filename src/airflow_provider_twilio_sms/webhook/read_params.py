@@ -81,7 +81,8 @@ def _length(period: str) -> timedelta:
 
 def period_bounds(period: str, since: datetime | None, until: datetime | None) -> tuple[datetime, datetime]:
     """``[since, until)`` when given, else the last ``period`` up to ``until`` (default now), at most
-    :data:`MAX_PERIOD` long. The times are already checked and in UTC."""
+    :data:`MAX_PERIOD` long. The times are already checked and in UTC.
+    """
     until = until or datetime.now(timezone.utc)
     if since is None:
         since = until - _length(period)

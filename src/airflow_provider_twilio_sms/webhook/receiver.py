@@ -53,7 +53,7 @@ async def _connection(state: AppState, conn_id: str) -> WebhookConnection:
                 found = await anyio.to_thread.run_sync(state.connections.get, conn_id, abandon_on_cancel=True)
         except TimeoutError:
             raise Unavailable("the connection lookup took too long") from None
-        except Exception as err:  # noqa: BLE001 - the secrets backend failed: retryable, not "unknown"
+        except Exception as err:  # the secrets backend failed: retryable, not "unknown"
             raise Unavailable(f"connection lookup failed ({type(err).__name__})") from err
     if found is None:
         raise Refused(404, "no usable twilio_sms connection with this id")
@@ -79,7 +79,7 @@ async def _write(state: AppState, method: str, **kwargs) -> bool:
             return await anyio.to_thread.run_sync(write, abandon_on_cancel=True)
     except TimeoutError:
         raise Unavailable(f"no answer from the store within {STORE_DEADLINE_SECONDS:.0f} s") from None
-    except Exception as err:  # noqa: BLE001 - whatever failed, the event is not stored: make Twilio retry
+    except Exception as err:  # whatever failed, the event is not stored: make Twilio retry
         raise Unavailable(_describe(err)) from err
 
 

@@ -45,7 +45,8 @@ def parse_signature_settings(value: str | None) -> tuple[str | None, str]:
 def signature_matches(settings: TwilioConnectionSettings, url: str, pairs: list[tuple[str, str]] | None,
                       signature: str | None, settings_header: str | None, raw_body: bytes | None) -> bool:
     """Whether the request was signed by this connection's account: shared key when the request says
-    so (and the connection trusts that key), else the Auth Token or secondary token."""
+    so (and the connection trusts that key), else the Auth Token or secondary token.
+    """
     if settings_header is not None:
         key, algorithm = parse_signature_settings(settings_header)
         trusted = settings.webhook_signing_key_sid

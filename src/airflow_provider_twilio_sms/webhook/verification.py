@@ -50,7 +50,8 @@ _SINGLE = ("MessageSid", "AccountSid", "MessageStatus", "SmsStatus", "From", "To
 
 def form_schema(kind: str) -> dict:
     """The form fields check 6 accepts for ``kind``, as an OpenAPI request body (the routes' documentation;
-    Twilio sends more fields than these, and they are kept in the stored payload)."""
+    Twilio sends more fields than these, and they are kept in the stored payload).
+    """
 
     def text(pattern: re.Pattern | None = None, max_length: int | None = None) -> dict:
         return {"type": "string", **({"pattern": pattern.pattern} if pattern else {}),
@@ -138,7 +139,8 @@ async def read_body(request: Request, limit: int) -> bytes:
 def signed_url(settings: TwilioConnectionSettings, request: Request, conn_id: str, kind: str) -> str:
     """The URL Twilio called, as it signed it: the connection's public ``webhook_base_url`` + our path +
     the query exactly as received. Without a base URL, the URL this server saw (right only when no proxy
-    rewrites scheme, host or path on the way in)."""
+    rewrites scheme, host or path on the way in).
+    """
     query = request.url.query
     if settings.webhook_base_url:
         url = f"{settings.webhook_base_url}{URL_PREFIX}/webhooks/{conn_id}/{kind}"

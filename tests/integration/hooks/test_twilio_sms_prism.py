@@ -32,12 +32,16 @@ def prism_conn(prism_url, monkeypatch):
 def test_send_message_returns_the_parsed_message(prism_conn):
     result = TwilioSmsHook().send_message("+14155550123", "Your code is 123456")
     assert json.loads(json.dumps(result)) == result
-    assert result["sid"] == EXAMPLE_SID and result["status"] == "queued"
-    assert result["account_sid"].startswith("AC") and result["to"] and result["from"]
+    assert result["sid"] == EXAMPLE_SID
+    assert result["status"] == "queued"
+    assert result["account_sid"].startswith("AC")
+    assert result["to"]
+    assert result["from"]
     assert result["num_segments"] == 1
     assert (result["segments"], result["encoding"]) == (1, "GSM-7")  # ours, from the body we sent
     assert datetime.fromisoformat(result["date_created"]).tzinfo is not None
-    assert result["error_code"] is None and "body" not in result
+    assert result["error_code"] is None
+    assert "body" not in result
 
 
 def test_every_option_the_hook_sends_is_in_the_contract(prism_conn):
@@ -54,7 +58,9 @@ def test_every_option_the_hook_sends_is_in_the_contract(prism_conn):
 
 def test_fetch_message_is_in_the_contract(prism_conn):
     fetched = TwilioSmsHook().fetch_message(EXAMPLE_SID)
-    assert fetched["sid"].startswith("SM") and fetched["status"] and "body" not in fetched
+    assert fetched["sid"].startswith("SM")
+    assert fetched["status"]
+    assert "body" not in fetched
 
 
 def test_list_messages_is_in_the_contract(prism_conn):

@@ -18,6 +18,7 @@ import pytest
 
 from airflow_provider_twilio_sms.operators.sms import SendSmsOperator, attempt_id_of
 from airflow_provider_twilio_sms.store.api import SmsStore
+
 from conftest import dag_test
 
 ID_LEN = 250  # airflow.models.base.ID_LEN: dag_id, task_id, run_id, conn_id
@@ -60,9 +61,19 @@ def team_of_the_dags_folder(airflow_home, monkeypatch):
     monkeypatch.setenv("AIRFLOW__CORE__MULTI_TEAM", "True")
     with create_session() as session:
         session.add(Team(name=TEAM))
-    monkeypatch.setenv("AIRFLOW__DAG_PROCESSOR__DAG_BUNDLE_CONFIG_LIST", json.dumps([{
-        "name": "dags-folder", "classpath": "airflow.dag_processing.bundles.local.LocalDagBundle", "kwargs": {},
-        "team_name": TEAM}]))
+    monkeypatch.setenv(
+        "AIRFLOW__DAG_PROCESSOR__DAG_BUNDLE_CONFIG_LIST",
+        json.dumps(
+            [
+                {
+                    "name": "dags-folder",
+                    "classpath": "airflow.dag_processing.bundles.local.LocalDagBundle",
+                    "kwargs": {},
+                    "team_name": TEAM,
+                }
+            ]
+        ),
+    )
     DagBundlesManager().sync_bundles_to_db()  # dag.test syncs again, with this config
     yield TEAM
     monkeypatch.delenv("AIRFLOW__DAG_PROCESSOR__DAG_BUNDLE_CONFIG_LIST")
@@ -88,10 +99,20 @@ def test_every_identifier_at_airflows_limit_end_to_end_with_dag_test(env, team_o
         mapped = SendSmsOperator.partial(task_id=TASK_ID, body="hi", pool=POOL, twilio_conn_id=CONN_ID,
                                          rate_limit="10/1m").expand(to=["+14155550101", "+14155550102"])
         # Two keys of 4001 characters sharing all but the last: two messages, two recipients.
-        first = SendSmsOperator(task_id="long_key_a", to="+14155550103", body="hi", idempotency_key=SHARED + "a",
-                                rate_limit="10/1m")
-        second = SendSmsOperator(task_id="long_key_b", to="+14155550104", body="hi", idempotency_key=SHARED + "b",
-                                 rate_limit="10/1m")
+        first = SendSmsOperator(
+            task_id="long_key_a",
+            to="+14155550103",
+            body="hi",
+            idempotency_key=SHARED + "a",
+            rate_limit="10/1m",
+        )
+        second = SendSmsOperator(
+            task_id="long_key_b",
+            to="+14155550104",
+            body="hi",
+            idempotency_key=SHARED + "b",
+            rate_limit="10/1m",
+        )
 
         @task
         def collect(sent_mapped, sent_first, sent_second):
@@ -113,7 +134,8 @@ def test_every_identifier_at_airflows_limit_end_to_end_with_dag_test(env, team_o
             DAG_ID, run_id, POOL, TEAM, CONN_ID)
         ti = SimpleNamespace(dag_id=DAG_ID, task_id=TASK_ID, run_id=run_id, map_index=row["map_index"],
                              try_number=1)
-        assert row["attempt_id"] == attempt_id_of(ti) and row["send_state"] == "sent"
+        assert row["attempt_id"] == attempt_id_of(ti)
+        assert row["send_state"] == "sent"
     long_rows = {r["task_id"]: r for r in rows if r["task_id"].startswith("long_key_")}
     for suffix in "ab":
         row = long_rows[f"long_key_{suffix}"]
@@ -160,9 +182,11 @@ def test_a_retry_after_a_crash_with_every_identifier_at_its_limit_finishes(env, 
     child = CTX.Process(target=_die_after_twilio_accepted, args=(store.engine.url.render_as_string(False),))
     child.start()
     child.join(timeout=120)
-    assert child.exitcode == -signal.SIGKILL and sim.count("create") == 1
+    assert child.exitcode == -signal.SIGKILL
+    assert sim.count("create") == 1
     result = _operator().execute(_context(_ti(2)))
-    assert result["sid"] == sim.messages()[0]["sid"] and result["already_sent"]
+    assert result["sid"] == sim.messages()[0]["sid"]
+    assert result["already_sent"]
     assert sim.count("create") == 1
     [row] = _rows(store)
     assert (row["send_state"], row["attempt_id"]) == ("sent", attempt_id_of(_ti(2)))
@@ -170,10 +194,16 @@ def test_a_retry_after_a_crash_with_every_identifier_at_its_limit_finishes(env, 
         DAG_ID, TASK_ID, RUN_ID, 2**31 - 1, TEAM)
 
 
-@pytest.mark.parametrize(("field", "value", "limit"), [
-    ("dag_id", "d" * 251, 250), ("task_id", "t" * 251, 250), ("run_id", "r" * 251, 250), ("team", "m" * 251, 250),
-    ("messaging_service_sid", "MG" + "0" * 33, 34),
-])
+@pytest.mark.parametrize(
+    ("field", "value", "limit"),
+    [
+        ("dag_id", "d" * 251, 250),
+        ("task_id", "t" * 251, 250),
+        ("run_id", "r" * 251, 250),
+        ("team", "m" * 251, 250),
+        ("messaging_service_sid", "MG" + "0" * 33, 34),
+    ],
+)
 def test_a_value_over_its_limit_fails_the_task_by_name_before_anything_is_claimed_or_sent(
         env, monkeypatch, field, value, limit):
     from airflow.sdk.exceptions import AirflowFailException
@@ -185,9 +215,12 @@ def test_a_value_over_its_limit_fails_the_task_by_name_before_anything_is_claime
     with pytest.raises(AirflowFailException) as failed:
         op.execute(_context(ti, team=value if field == "team" else TEAM))
     message = str(failed.value)
-    assert f"{field} is {len(value)} characters" in message and f"at most {limit}" in message
-    assert value not in message and "4155550123" not in message
-    assert sim.count("create") == 0 and _rows(store) == []
+    assert f"{field} is {len(value)} characters" in message
+    assert f"at most {limit}" in message
+    assert value not in message
+    assert "4155550123" not in message
+    assert sim.count("create") == 0
+    assert _rows(store) == []
 
 
 def test_a_pool_name_over_airflows_limit_fails_by_name_before_anything_is_claimed(env):
@@ -197,7 +230,8 @@ def test_a_pool_name_over_airflows_limit_fails_by_name_before_anything_is_claime
     op = SendSmsOperator(task_id="send", to="+14155550123", body="hi", pool="p" * 257, rate_limit="10/1m")
     with pytest.raises(AirflowFailException, match="pool is 257 characters.*at most 256"):
         op.execute(_context(_ti(1, task_id="send"), team=None))
-    assert sim.count("create") == 0 and _rows(store) == []
+    assert sim.count("create") == 0
+    assert _rows(store) == []
 
 
 def test_the_notifier_keeps_a_task_id_at_airflows_limit_whole(env):
@@ -210,6 +244,8 @@ def test_the_notifier_keeps_a_task_id_at_airflows_limit_whole(env):
     context = {"ti": ti, "dag_run": SimpleNamespace(dag_id=DAG_ID, run_id=RUN_ID, team_name=None)}
     first = SmsNotifier(to="+14155550123", body="DAG failed").notify(context)
     again = SmsNotifier(to="+14155550123", body="DAG failed").notify(context)
-    assert again["sid"] == first["sid"] and again["already_sent"] and sim.count("create") == 1
+    assert again["sid"] == first["sid"]
+    assert again["already_sent"]
+    assert sim.count("create") == 1
     [row] = _rows(store)
     assert (row["dag_id"], row["task_id"], row["run_id"]) == (DAG_ID, TASK_ID, RUN_ID)

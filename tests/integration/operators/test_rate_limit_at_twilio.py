@@ -15,8 +15,15 @@ from airflow_provider_twilio_sms.store.api import SmsStore
 # Forked from a fresh server process, not from this one: a worker inherits no lock another thread of the
 # test session held at the fork; the server imports the heavy modules once.
 CTX = mp.get_context("forkserver")
-CTX.set_forkserver_preload(["airflow_provider_twilio_sms.sending", "airflow_provider_twilio_sms.hooks.twilio_sms",
-                            "airflow_provider_twilio_sms.store.api", "twilio.rest", "psycopg2"])
+CTX.set_forkserver_preload(
+    [
+        "airflow_provider_twilio_sms.sending",
+        "airflow_provider_twilio_sms.hooks.twilio_sms",
+        "airflow_provider_twilio_sms.store.api",
+        "twilio.rest",
+        "psycopg2",
+    ]
+)
 LIMIT = "2/1s"
 SKEWS = (0.0, 1.0, -1.0, 1.0)  # seconds each worker's clock is off
 
@@ -53,12 +60,11 @@ def _skew_and_slow_down(skew: float) -> None:
 
 
 def _worker(url, twilio_conn_json, start, out, index):
+    import faulthandler
     import os
     import time
 
     from airflow_provider_twilio_sms.store import api
-
-    import faulthandler
 
     faulthandler.dump_traceback_later(90, exit=True)  # a stuck worker says where, and the test fails
     os.environ["AIRFLOW_CONN_TWILIO_SMS_DEFAULT"] = twilio_conn_json  # the fork server's environment is older
@@ -72,7 +78,11 @@ def _worker(url, twilio_conn_json, start, out, index):
                                   rate_limit=parse_rate_limit(LIMIT), pool="qa")
             while isinstance(result := sender.send(request), RateLimited):
                 wait = getattr(result, "wait_seconds", None)
-                time.sleep(wait if wait is not None else max(0.0, (result.next_free_at - api.utcnow()).total_seconds()))
+                time.sleep(
+                    wait
+                    if wait is not None
+                    else max(0.0, (result.next_free_at - api.utcnow()).total_seconds())
+                )
             out.put("sent" if not result["already_sent"] else "again")
     except Exception as err:  # noqa: BLE001
         out.put(f"error: {type(err).__name__}: {err}")
@@ -80,7 +90,9 @@ def _worker(url, twilio_conn_json, start, out, index):
 
 def test_creates_reach_twilio_within_the_limit_in_every_window(twilio_conn, store_conn, twilio_sim):
     sim, store = twilio_sim, store_conn
-    sim.add_fault("429", count=2, retry_after=0)  # two requests refused: their retries need slots of their own
+    sim.add_fault(
+        "429", count=2, retry_after=0
+    )  # two requests refused: their retries need slots of their own
     url = store.engine.url.render_as_string(hide_password=False)
     start, out = CTX.Event(), CTX.Queue()
     conn = os.environ["AIRFLOW_CONN_TWILIO_SMS_DEFAULT"]
@@ -95,6 +107,11 @@ def test_creates_reach_twilio_within_the_limit_in_every_window(twilio_conn, stor
     limit = parse_rate_limit(LIMIT)
     arrived = sorted(datetime.fromisoformat(c["at"]) for c in sim.creates())
     assert len(arrived) == 2 * len(procs) + 2  # every message once, and the two refused requests
-    crowded = [(arrived[i].isoformat(), arrived[i + limit.count].isoformat()) for i in range(len(arrived) - limit.count)
-               if (arrived[i + limit.count] - arrived[i]).total_seconds() < limit.window_seconds]
-    assert not crowded, f"more than {limit.count} creates reached Twilio within {limit.window_seconds} s: {crowded}"
+    crowded = [
+        (arrived[i].isoformat(), arrived[i + limit.count].isoformat())
+        for i in range(len(arrived) - limit.count)
+        if (arrived[i + limit.count] - arrived[i]).total_seconds() < limit.window_seconds
+    ]
+    assert not crowded, (
+        f"more than {limit.count} creates reached Twilio within {limit.window_seconds} s: {crowded}"
+    )

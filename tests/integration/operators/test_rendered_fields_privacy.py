@@ -10,6 +10,7 @@ import uuid
 import pytest
 
 from airflow_provider_twilio_sms.operators.sms import SendSmsOperator
+
 from conftest import dag_test
 
 NUMBER = "+14155550188"
@@ -56,7 +57,8 @@ def test_the_rendered_recipient_is_stored_masked(airflow_env, dag_id):
     [create] = sim.creates()
     assert create["to"] == NUMBER  # the real number went to Twilio
     [fields], [conf] = stored(dag_id)
-    assert fields["to"] == "***" and NUMBER[1:] not in json.dumps(fields)
+    assert fields["to"] == "***"
+    assert NUMBER[1:] not in json.dumps(fields)
     assert conf == {"phone": NUMBER}  # a number passed in the run's conf is kept there, by Airflow: see below
 
 
@@ -70,7 +72,8 @@ def test_mapped_sends_store_every_recipient_masked(airflow_env, dag_id):
     assert dag_test(dag).state == "success"
     assert sorted(c["to"] for c in sim.creates()) == numbers
     fields, _ = stored(dag_id)
-    assert len(fields) == 2 and all(f["to"] == "***" for f in fields)
+    assert len(fields) == 2
+    assert all(f["to"] == "***" for f in fields)
 
 
 def test_a_variable_reference_keeps_the_number_out_of_the_run_conf(airflow_env, dag_id, monkeypatch):
@@ -84,4 +87,5 @@ def test_a_variable_reference_keeps_the_number_out_of_the_run_conf(airflow_env, 
     [create] = sim.creates()
     assert create["to"] == NUMBER
     [fields], [conf] = stored(dag_id)
-    assert conf == {"recipient": "qa_phone"} and fields["to"] == "***"
+    assert conf == {"recipient": "qa_phone"}
+    assert fields["to"] == "***"

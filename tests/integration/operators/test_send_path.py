@@ -52,14 +52,18 @@ def env(twilio_conn, store_conn, twilio_sim):
 def test_sends_once_and_a_second_call_returns_the_recorded_result(env):
     sim, store = env
     first = sender(store).send(req())
-    assert first["sid"].startswith("SM") and first["status"] == "queued" and not first["already_sent"]
-    assert first["to"] == "***0123" and first["segments"] == 1
+    assert first["sid"].startswith("SM")
+    assert first["status"] == "queued"
+    assert not first["already_sent"]
+    assert first["to"] == "***0123"
+    assert first["segments"] == 1
     again = sender(store).send(req())
-    assert again["sid"] == first["sid"] and again["already_sent"]
+    assert again["sid"] == first["sid"]
+    assert again["already_sent"]
     assert sim.count("create") == 1
 
 
-@pytest.mark.parametrize("request_, error", [
+@pytest.mark.parametrize(("request_", "error"), [
     (req(to="+1415"), "not a valid phone number"),
     (req(body="x" * 1601), "1600"),
     (req(body=None), "no body"),
@@ -68,7 +72,8 @@ def test_invalid_input_fails_before_any_request_or_row(env, request_, error):
     sim, store = env
     with pytest.raises(InvalidMessageError, match=error):
         sender(store).send(request_)
-    assert sim.count("create") == 0 and store.list_messages() == []
+    assert sim.count("create") == 0
+    assert store.list_messages() == []
 
 
 def test_opted_out_recipient_is_refused_before_any_request(env):
@@ -103,7 +108,9 @@ def test_429_is_retried_honouring_retry_after(env):
     sim.add_fault("429", count=2, retry_after=2)
     sleeps = Sleeps()
     result = sender(store, sleeps=sleeps).send(req())
-    assert result["sid"] and sim.count("create") == 3 and len(sim.messages()) == 1
+    assert result["sid"]
+    assert sim.count("create") == 3
+    assert len(sim.messages()) == 1
     assert sleeps == [2, 2]
 
 
@@ -112,14 +119,17 @@ def test_queue_full_21611_is_retried_within_the_bound(env):
     sleeps = Sleeps()
     with pytest.raises(RetryableTwilioError, match="21611"):
         sender(store, sleeps=sleeps).send(req(from_="+15005550008"))
-    assert sim.count("create") == 4 and len(sleeps) == 3
+    assert sim.count("create") == 4
+    assert len(sleeps) == 3
 
 
 def test_503_is_an_unknown_outcome_reconciled_before_sending_again(env):
     sim, store = env
     sim.add_fault("503_before", count=1)
     result = sender(store).send(req())
-    assert result["sid"] and len(sim.messages()) == 1 and sim.count("list") >= 1
+    assert result["sid"]
+    assert len(sim.messages()) == 1
+    assert sim.count("list") >= 1
 
 
 def test_retries_are_bounded(env):
@@ -127,7 +137,8 @@ def test_retries_are_bounded(env):
     sim.add_fault("429", count=None, retry_after=0)
     with pytest.raises(Exception, match="20429"):
         sender(store).send(req())
-    assert sim.count("create") == 4 and sim.messages() == []
+    assert sim.count("create") == 4
+    assert sim.messages() == []
     assert store.get_message(scope=f"{sim.account_sid}|", idempotency_key="key-1")["send_state"] == "claimed"
 
 
@@ -136,8 +147,10 @@ def test_unknown_outcome_is_reconciled_never_re_posted_blindly(env, fault):
     sim, store = env
     sim.add_fault(fault, delay=1.0)
     result = sender(store, timeout=0.4).send(req())
-    assert sim.count("create") == 1 and len(sim.messages()) == 1
-    assert result["sid"] == sim.messages()[0]["sid"] and result["already_sent"]
+    assert sim.count("create") == 1
+    assert len(sim.messages()) == 1
+    assert result["sid"] == sim.messages()[0]["sid"]
+    assert result["already_sent"]
     assert sim.count("list") >= 1
 
 
@@ -145,7 +158,8 @@ def test_reset_before_the_request_left_is_sent_again(env):
     sim, store = env
     sim.add_fault("reset_before")
     result = sender(store).send(req())
-    assert len(sim.messages()) == 1 and result["sid"] == sim.messages()[0]["sid"]
+    assert len(sim.messages()) == 1
+    assert result["sid"] == sim.messages()[0]["sid"]
 
 
 def test_reconcile_does_not_claim_the_same_text_sent_under_another_key(env):
@@ -153,7 +167,8 @@ def test_reconcile_does_not_claim_the_same_text_sent_under_another_key(env):
     other = sender(store).send(req(key="earlier-send"))
     sim.add_fault("500_before")  # unknown outcome: reconcile sees only the earlier, other-keyed message
     result = sender(store).send(req(key="later-send"))
-    assert result["sid"] != other["sid"] and len(sim.messages()) == 2
+    assert result["sid"] != other["sid"]
+    assert len(sim.messages()) == 2
 
 
 def test_rate_limit_returns_the_next_free_moment_and_sends_nothing(env):
@@ -162,7 +177,8 @@ def test_rate_limit_returns_the_next_free_moment_and_sends_nothing(env):
     for i in range(2):
         assert "sid" in sender(store).send(req(key=f"k{i}", rate_limit=limit, pool="qa"))
     limited = sender(store).send(req(key="k3", rate_limit=limit, pool="qa"))
-    assert isinstance(limited, RateLimited) and limited.pool == "pool:qa"
+    assert isinstance(limited, RateLimited)
+    assert limited.pool == "pool:qa"
     assert 55 < (limited.next_free_at.timestamp() - time.time()) <= 60
     assert sim.count("create") == 2
     # Nothing reached Twilio: no claim is left behind to be counted as pending.
@@ -172,7 +188,9 @@ def test_rate_limit_returns_the_next_free_moment_and_sends_nothing(env):
 def test_segment_rate_limit_counts_segments(env):
     sim, store = env
     limit = parse_rate_limit("3/1m")
-    assert "sid" in sender(store).send(req(key="a", body="x" * 200, rate_limit=limit, rate_limit_unit="segments"))
+    assert "sid" in sender(store).send(
+        req(key="a", body="x" * 200, rate_limit=limit, rate_limit_unit="segments")
+    )
     assert isinstance(sender(store).send(req(key="b", body="x" * 200, rate_limit=limit,
                                              rate_limit_unit="segments")), RateLimited)
 
@@ -183,7 +201,8 @@ def test_every_post_takes_a_slot_of_its_own_a_429_retry_too(env):
     sim, store = env
     sim.add_fault("429", count=1, retry_after=0)
     limited = sender(store).send(req(key="k1", rate_limit=parse_rate_limit("1/1m"), pool="qa"))
-    assert isinstance(limited, RateLimited) and 59 < limited.wait_seconds <= 60
+    assert isinstance(limited, RateLimited)
+    assert 59 < limited.wait_seconds <= 60
     assert sim.count("create") == 1
     assert store.get_message(scope=f"{sim.account_sid}|", idempotency_key="k1") is None
 
@@ -222,7 +241,8 @@ def test_a_request_that_could_not_leave_in_time_takes_a_new_slot(env, monkeypatc
     sent_by = sender(store)
     sent_by.rate_send_bound = 0.2
     result = sent_by.send(req(key="k1", rate_limit=parse_rate_limit("1/1m"), pool="qa"))
-    assert result["sid"].startswith("SM") and not slow["left"]
+    assert result["sid"].startswith("SM")
+    assert not slow["left"]
     assert sim.count("create") == 1
 
 
@@ -232,9 +252,12 @@ def _send_in_child(url, start, out, key, limit):
     store = SmsStore(url)
     start.wait()
     try:
-        result = sender(store, lease=30).send(req(key=key, rate_limit=parse_rate_limit(limit) if limit else None,
-                                                  pool="team_qa"))
-        out.put("limited" if isinstance(result, RateLimited) else ("again" if result["already_sent"] else "sent"))
+        result = sender(store, lease=30).send(
+            req(key=key, rate_limit=parse_rate_limit(limit) if limit else None, pool="team_qa")
+        )
+        out.put(
+            "limited" if isinstance(result, RateLimited) else ("again" if result["already_sent"] else "sent")
+        )
     except Exception as err:  # noqa: BLE001
         out.put(f"error: {type(err).__name__}: {err}")
 
@@ -255,7 +278,8 @@ def test_16_processes_with_one_key_make_exactly_one_create_request(env):
     sim, store = env
     outcomes = _run_children(store, ["same-key"] * 16)
     assert sim.count("create") == 1, outcomes
-    assert outcomes.count("sent") == 1 and outcomes.count("again") == 15
+    assert outcomes.count("sent") == 1
+    assert outcomes.count("again") == 15
 
 
 def test_20_sends_from_4_processes_under_5_per_minute(env):
@@ -263,7 +287,8 @@ def test_20_sends_from_4_processes_under_5_per_minute(env):
     outcomes = []
     for batch in range(5):
         outcomes += _run_children(store, [f"send-{batch}-{i}" for i in range(4)], limit="5/1m")
-    assert outcomes.count("sent") == 5 and outcomes.count("limited") == 15
+    assert outcomes.count("sent") == 5
+    assert outcomes.count("limited") == 15
     assert sim.count("create") == 5
 
 
@@ -299,7 +324,8 @@ def test_worker_killed_after_twilio_accepted_the_retry_returns_the_same_sid(env)
     sim, store = env
     _kill_a_worker_after_twilio_accepted(store, sim)
     retried = sender(store, lease=1, attempt_id="try-2").send(req(key="crash-key"))
-    assert retried["sid"] == sim.messages()[0]["sid"] and retried["already_sent"]
+    assert retried["sid"] == sim.messages()[0]["sid"]
+    assert retried["already_sent"]
     assert sim.count("create") == 1
 
 
@@ -323,15 +349,17 @@ def test_crash_recovery_sends_once_however_busy_the_number_is(env, others, deliv
             hook.send_message(TO, f"Reminder {i}: your appointment is tomorrow")
     lists_before = sim.count("list")
     retried = sender(store, lease=1, attempt_id="try-2", page_size=50).send(req(key="crash-key", body=body))
-    assert retried["sid"] == crashed_sid and retried["already_sent"]
+    assert retried["sid"] == crashed_sid
+    assert retried["already_sent"]
     assert len(_creates_of(sim, body)) == 1 + len(range(0, others, 5))  # one per key
     assert sim.count("create") == 1 + others
     assert sim.count("list") - lists_before > (others + 1) // 50  # it read every page, not the newest 50
     row = store.get_message(scope=f"{sim.account_sid}|", idempotency_key="crash-key")
-    assert row["sid"] == crashed_sid and row["send_state"] == "sent"
+    assert row["sid"] == crashed_sid
+    assert row["send_state"] == "sent"
 
 
-@pytest.mark.parametrize("rewrite, body", [
+@pytest.mark.parametrize(("rewrite", "body"), [
     ("smart", "Your code is \u201c123456\u201d \u2014 it expires in 10 minutes\u2026"),
     ("links", "Your order shipped: track it at https://shop.example.com/orders/8812?ref=sms"),
 ])
@@ -348,10 +376,13 @@ def test_a_message_twilio_rewrote_is_an_unknown_outcome_naming_it_never_a_second
             sender(store, lease=1, attempt_id=attempt).send(req(key="crash-key", body=body,
                                                                 messaging_service_sid=SERVICE))
         assert caught.value.candidate_sids == (candidate["sid"],)
-        assert candidate["sid"] in str(caught.value) and "***0123" in str(caught.value)
-        assert TO not in str(caught.value) and "123456" not in str(caught.value) \
-            and "shop.example" not in str(caught.value)
-    assert len(_creates_of(sim, body)) == 1 and sim.count("create") == 4
+        assert candidate["sid"] in str(caught.value)
+        assert "***0123" in str(caught.value)
+        assert TO not in str(caught.value)
+        assert "123456" not in str(caught.value)
+        assert "shop.example" not in str(caught.value)
+    assert len(_creates_of(sim, body)) == 1
+    assert sim.count("create") == 4
     assert store.get_message(scope=f"{sim.account_sid}|", idempotency_key="crash-key")["sid"] is None
 
 
@@ -365,4 +396,5 @@ def test_a_failing_list_during_reconciliation_is_this_packages_retryable_error(e
     assert isinstance(caught.value, TwilioSmsError)
     assert sim.count("create") == 1
     retried = sender(store, lease=1, attempt_id="try-3").send(req(key="crash-key"))  # at once: no lease wait
-    assert retried["sid"] == sim.messages()[0]["sid"] and sim.count("create") == 1
+    assert retried["sid"] == sim.messages()[0]["sid"]
+    assert sim.count("create") == 1

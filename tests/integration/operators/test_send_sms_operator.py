@@ -8,11 +8,11 @@ import subprocess
 import sys
 import textwrap
 from hashlib import sha256
-from pathlib import Path
 
 import pytest
 
 from airflow_provider_twilio_sms.operators.sms import SendSmsOperator
+
 from conftest import REPO, dag_test
 
 
@@ -40,8 +40,19 @@ def test_every_example_dag_loads_without_import_errors(airflow_home):
 def test_init_does_no_work_and_every_user_input_is_templated():
     op = SendSmsOperator(task_id="t", to="{{ params.phone }}", body="not validated here", rate_limit="??",
                          on_rate_limit="whatever")  # nothing is checked until execute
-    for name in ("to", "body", "twilio_conn_id", "from_", "messaging_service_sid", "media_url", "idempotency_key",
-                 "rate_limit", "validity_period", "status_callback", "store_conn_id"):
+    for name in (
+        "to",
+        "body",
+        "twilio_conn_id",
+        "from_",
+        "messaging_service_sid",
+        "media_url",
+        "idempotency_key",
+        "rate_limit",
+        "validity_period",
+        "status_callback",
+        "store_conn_id",
+    ):
         assert name in op.template_fields
     assert op.to == "{{ params.phone }}"
 
@@ -52,8 +63,10 @@ def test_mapped_sends_under_a_team_pool_rate_limit_with_dag_test(airflow_env):
     assert run.state == "success"
     assert sim.count("create") == 7
     rows = store.list_messages(limit=20)
-    assert len(rows) == 7 and len({r["idempotency_key"] for r in rows}) == 7
-    assert {r["map_index"] for r in rows} == set(range(7)) and {r["pool"] for r in rows} == {"sms_team_qa"}
+    assert len(rows) == 7
+    assert len({r["idempotency_key"] for r in rows}) == 7
+    assert {r["map_index"] for r in rows} == set(range(7))
+    assert {r["pool"] for r in rows} == {"sms_team_qa"}
     from datetime import datetime
 
     arrived = sorted(datetime.fromisoformat(c["at"]) for c in sim.creates())  # when they reached "Twilio"
@@ -114,7 +127,8 @@ def test_xcom_holds_what_downstream_needs_and_no_full_number(airflow_env):
         after(sent.output)
     assert dag_test(dag).state == "success"
     assert set(seen) >= {"sid", "status", "idempotency_key", "segments", "to", "sent_at"}
-    assert seen["to"] == "***0123" and "4155550123" not in json.dumps(seen)
+    assert seen["to"] == "***0123"
+    assert "4155550123" not in json.dumps(seen)
 
 
 def test_send_path_works_after_block_orm_access(airflow_env, tmp_path):
@@ -136,9 +150,11 @@ def test_send_path_works_after_block_orm_access(airflow_env, tmp_path):
         print("SENT", result["sid"])
     """))
     env = {**os.environ}
-    done = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=120)
+    done = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=120,
+                          check=False)
     assert done.returncode == 0, done.stderr[-3000:]
-    assert "SENT SM" in done.stdout and sim.count("create") == 1
+    assert "SENT SM" in done.stdout
+    assert sim.count("create") == 1
 
 
 def test_notifier_sends_once_per_run_even_when_called_twice(airflow_env):
@@ -152,7 +168,8 @@ def test_notifier_sends_once_per_run_even_when_called_twice(airflow_env):
                "ti": SimpleNamespace(dag_id="etl", task_id="load", run_id="run-1", map_index=-1)}
     first = notifier.notify(context)
     again = notifier.notify(context)
-    assert first["sid"] == again["sid"] and again["already_sent"]
+    assert first["sid"] == again["sid"]
+    assert again["already_sent"]
     assert sim.count("create") == 1
 
 

@@ -6,8 +6,9 @@ import threading
 import time
 
 from airflow_provider_twilio_sms.operators.sms import SendSmsOperator
-from conftest import dag_test
 from airflow_provider_twilio_sms.sensors.sms import SmsReplySensor, SmsStatusSensor
+
+from conftest import dag_test
 
 
 def _states(run):
@@ -18,11 +19,18 @@ def test_reply_sensor_times_out_when_no_reply_comes(airflow_home, twilio_conn, s
     from airflow.sdk import DAG
 
     with DAG("reply_timeout", schedule=None) as dag:
-        SmsReplySensor(task_id="wait", to_number="+15005550006", keywords=["YES"], poke_interval=0.5, timeout=2,
-                       mode="poke")
+        SmsReplySensor(
+            task_id="wait",
+            to_number="+15005550006",
+            keywords=["YES"],
+            poke_interval=0.5,
+            timeout=2,
+            mode="poke",
+        )
     started = time.monotonic()
     run = dag_test(dag)
-    assert run.state == "failed" and _states(run)["wait"] == "failed"
+    assert run.state == "failed"
+    assert _states(run)["wait"] == "failed"
     assert time.monotonic() - started < 60
 
 
@@ -38,9 +46,14 @@ def test_undelivered_message_fails_the_status_sensor(airflow_home, twilio_conn, 
         while time.monotonic() < deadline:
             for message in twilio_sim.messages():
                 if message["status"] == "undelivered":
-                    store.record_status_event(account_sid=message["account_sid"], conn_id="twilio_sms_default",
-                                              message_sid=message["sid"], status="undelivered", error_code=30003,
-                                              payload={"MessageStatus": "undelivered"})
+                    store.record_status_event(
+                        account_sid=message["account_sid"],
+                        conn_id="twilio_sms_default",
+                        message_sid=message["sid"],
+                        status="undelivered",
+                        error_code=30003,
+                        payload={"MessageStatus": "undelivered"},
+                    )
                     return
             time.sleep(0.1)
 

@@ -55,7 +55,7 @@ class Receiver:
         receiver = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
-            def do_POST(self):  # noqa: N802
+            def do_POST(self):
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0)).decode()
                 with receiver._lock:
                     receiver.got.append((self.path, dict(parse_qsl(body, keep_blank_values=True)),
@@ -94,8 +94,10 @@ class Receiver:
         self.server.server_close()
 
 
-@pytest.fixture
-def receiver():
+@pytest.fixture(name="receiver")
+def receiver_fixture():
+    """A started ``Receiver``, closed after the test. Test modules import this function to use the fixture
+    (its own name differs, so a test's ``receiver`` parameter does not shadow the import)."""
     hook = Receiver()
     yield hook
     hook.close()

@@ -9,11 +9,12 @@ from email.utils import parsedate_to_datetime
 
 import pytest
 import requests
-from simulator_testing import OURS, TO, messages_url, twilio_client, wait_until
 from twilio.base.exceptions import TwilioException, TwilioRestException
 from twilio.rest import Client
 
 from airflow_provider_twilio_sms.simulator.server import TwilioSimulator
+
+from simulator_testing import OURS, TO, messages_url, twilio_client, wait_until
 
 SID = re.compile(r"^SM[0-9a-f]{32}$")
 RFC2822 = re.compile(r"^(Mon|Tue|Wed|Thu|Fri|Sat|Sun), \d{2} [A-Z][a-z]{2} \d{4} \d{2}:\d{2}:\d{2} \+0000$")
@@ -32,38 +33,49 @@ def _spec_example(name: str) -> dict:
 def test_create_answers_201_with_twilios_message_shape(twilio_sim):
     r = requests.post(messages_url(twilio_sim), data={"To": TO, "From": OURS, "Body": "Hello! 👍"},
                       auth=(twilio_sim.account_sid, twilio_sim.auth_token))
-    assert r.status_code == 201 and r.headers["Content-Type"].startswith("application/json")
+    assert r.status_code == 201
+    assert r.headers["Content-Type"].startswith("application/json")
     message = r.json()
     example = _spec_example("create")
     assert set(example) <= set(message), f"missing fields: {set(example) - set(message)}"
-    assert SID.match(message["sid"]) and message["account_sid"] == twilio_sim.account_sid
-    assert message["status"] == "queued" and message["direction"] == "outbound-api"
-    assert message["api_version"] == "2010-04-01" and message["body"] == "Hello! 👍"
+    assert SID.match(message["sid"])
+    assert message["account_sid"] == twilio_sim.account_sid
+    assert message["status"] == "queued"
+    assert message["direction"] == "outbound-api"
+    assert message["api_version"] == "2010-04-01"
+    assert message["body"] == "Hello! 👍"
     assert (message["to"], message["from"]) == (TO, OURS)
     assert (message["num_segments"], message["num_media"]) == ("1", "0")  # strings, as Twilio sends them
-    assert message["date_sent"] is None and message["error_code"] is None and message["price"] is None
+    assert message["date_sent"] is None
+    assert message["error_code"] is None
+    assert message["price"] is None
     for key in ("date_created", "date_updated"):
         assert RFC2822.match(message[key]), message[key]
         assert abs(parsedate_to_datetime(message[key]) - datetime.now(timezone.utc)) < timedelta(seconds=5)
     base = f"/2010-04-01/Accounts/{twilio_sim.account_sid}/Messages/{message['sid']}"
-    assert message["uri"] == base + ".json" and message["subresource_uris"]["media"] == base + "/Media.json"
+    assert message["uri"] == base + ".json"
+    assert message["subresource_uris"]["media"] == base + "/Media.json"
     assert r.headers["Twilio-Request-Id"].startswith("RQ")
 
 
 def test_sids_are_unique_and_fetch_returns_the_message(twilio_sim):
     client = twilio_client(twilio_sim)
     sids = {client.messages.create(to=TO, from_=OURS, body=f"hello {i}").sid for i in range(20)}
-    assert len(sids) == 20 and all(SID.match(s) for s in sids)
+    assert len(sids) == 20
+    assert all(SID.match(s) for s in sids)
     sid = sorted(sids)[0]
     fetched = client.messages(sid).fetch()
-    assert (fetched.sid, fetched.to, fetched.from_) == (sid, TO, OURS) and fetched.body.startswith("hello")
+    assert (fetched.sid, fetched.to, fetched.from_) == (sid, TO, OURS)
+    assert fetched.body.startswith("hello")
 
 
 def test_status_advances_to_delivered_without_a_status_callback(twilio_sim):
     client = twilio_client(twilio_sim)
     sid = client.messages.create(to=TO, from_=OURS, body="hi").sid
     message = wait_until(lambda: (m := client.messages(sid).fetch()).status == "delivered" and m)
-    assert message.date_sent is not None and message.price == "-0.00790" and message.price_unit == "USD"
+    assert message.date_sent is not None
+    assert message.price == "-0.00790"
+    assert message.price_unit == "USD"
     assert twilio_sim.callbacks() == []
 
 
@@ -75,7 +87,8 @@ def test_list_filters_by_number_and_pages_like_twilio(twilio_sim):
     assert [m.sid for m in listed] == list(reversed(mine))  # newest first, across three pages
     assert twilio_sim.count("list") == 3
     assert [m.sid for m in client.messages.list(to=TO, limit=3, page_size=2)] == list(reversed(mine))[:3]
-    assert len(client.messages.list(from_=OURS)) == 6 and client.messages.list(to="+14155550199") == []
+    assert len(client.messages.list(from_=OURS)) == 6
+    assert client.messages.list(to="+14155550199") == []
 
     auth = (twilio_sim.account_sid, twilio_sim.auth_token)
     page = requests.get(messages_url(twilio_sim), params={"To": TO, "PageSize": 2}, auth=auth).json()
@@ -90,7 +103,8 @@ def test_list_filters_by_number_and_pages_like_twilio(twilio_sim):
     last = requests.get(twilio_sim.base_url + middle["next_page_uri"], auth=auth).json()
     assert [m["sid"] for m in middle["messages"]] == [mine[2], mine[1]]
     assert (middle["start"], middle["end"]) == (2, 3)
-    assert [m["sid"] for m in last["messages"]] == [mine[0]] and last["next_page_uri"] is None
+    assert [m["sid"] for m in last["messages"]] == [mine[0]]
+    assert last["next_page_uri"] is None
     back = requests.get(twilio_sim.base_url + last["previous_page_uri"], auth=auth).json()
     assert [m["sid"] for m in back["messages"]] == [mine[2], mine[1]]
 
@@ -110,7 +124,8 @@ def test_the_page_token_keeps_the_next_page_stable_when_new_messages_arrive(twil
 def test_bad_list_parameters_are_refused(twilio_sim, params):
     auth = (twilio_sim.account_sid, twilio_sim.auth_token)
     r = requests.get(messages_url(twilio_sim), params=params, auth=auth)
-    assert r.status_code == 400 and r.json()["code"] == 20001
+    assert r.status_code == 400
+    assert r.json()["code"] == 20001
 
 
 def test_date_sent_filters_compare_whole_days_and_skip_unsent_messages():
@@ -143,8 +158,11 @@ class TestAuth:
             twilio_client(twilio_sim, auth_token="wrong").messages.create(to=TO, from_=OURS, body="x")
         assert (err.value.status, err.value.code) == (401, 20003)
         r = requests.get(messages_url(twilio_sim))
-        assert r.status_code == 401 and r.json()["code"] == 20003 and "Basic" in r.headers["WWW-Authenticate"]
-        assert twilio_sim.count("unauthorized") == 2 and twilio_sim.messages() == []
+        assert r.status_code == 401
+        assert r.json()["code"] == 20003
+        assert "Basic" in r.headers["WWW-Authenticate"]
+        assert twilio_sim.count("unauthorized") == 2
+        assert twilio_sim.messages() == []
 
     def test_another_accounts_message_is_not_found(self, twilio_sim):
         sid = twilio_client(twilio_sim).messages.create(to=TO, from_=OURS, body="x").sid
@@ -180,11 +198,13 @@ class TestAuth:
 
     def test_fetching_the_account_answers_like_twilio(self, twilio_sim):
         account = twilio_client(twilio_sim).api.v2010.accounts(twilio_sim.account_sid).fetch()
-        assert account.sid == twilio_sim.account_sid and account.status == "active" and account.type == "Full"
+        assert account.sid == twilio_sim.account_sid
+        assert account.status == "active"
+        assert account.type == "Full"
         assert twilio_sim.count("account") == 1
 
 
-@pytest.mark.parametrize("to,from_,body,code", [
+@pytest.mark.parametrize(("to", "from_", "body", "code"), [
     ("+15005550001", OURS, "x", 21211), ("+15005550002", OURS, "x", 21612),
     ("+15005550003", OURS, "x", 21408), ("+15005550004", OURS, "x", 21610),
     ("+15005550009", OURS, "x", 21614), (TO, "+15005550001", "x", 21212),
@@ -201,7 +221,7 @@ def test_magic_numbers_and_invalid_requests_are_refused_with_twilios_codes(twili
     assert (record["status_code"], record["error_code"], record["sid"]) == (400, code, None)
 
 
-@pytest.mark.parametrize("form,code", [
+@pytest.mark.parametrize(("form", "code"), [
     ({"From": OURS, "Body": "x"}, 21604),
     ({"To": "", "From": OURS, "Body": "x"}, 21604),
     ({"To": TO, "Body": "x"}, 21603),
@@ -219,8 +239,10 @@ def test_missing_and_malformed_parameters_are_refused(twilio_sim, form, code):
     r = requests.post(messages_url(twilio_sim), data=form, auth=auth)
     assert r.status_code == 400
     body = r.json()
-    assert body["code"] == code and body["status"] == 400
-    assert body["more_info"] == f"https://www.twilio.com/docs/errors/{code}" and body["message"]
+    assert body["code"] == code
+    assert body["status"] == 400
+    assert body["more_info"] == f"https://www.twilio.com/docs/errors/{code}"
+    assert body["message"]
     assert twilio_sim.messages() == []
 
 
@@ -228,7 +250,9 @@ def test_media_only_and_ten_media_urls_are_accepted(twilio_sim):
     client = twilio_client(twilio_sim)
     urls = [f"https://example.com/{i}.jpg" for i in range(10)]
     message = client.messages.create(to=TO, from_=OURS, media_url=urls)
-    assert message.num_media == "10" and message.sid.startswith("MM") and message.body == ""
+    assert message.num_media == "10"
+    assert message.sid.startswith("MM")
+    assert message.body == ""
     assert twilio_sim.creates()[-1]["media_urls"] == urls
 
 
@@ -237,11 +261,13 @@ def test_a_messaging_service_picks_the_sender_when_the_message_leaves(twilio_sim
     twilio_sim.set_inbound_url("+14155550111", "http://127.0.0.1:9/unused", messaging_service_sid=service)
     client = twilio_client(twilio_sim)
     message = client.messages.create(to=TO, messaging_service_sid=service, body="hi")
-    assert message.status == "accepted" and message.from_ is None and message.messaging_service_sid == service
+    assert message.status == "accepted"
+    assert message.from_ is None
+    assert message.messaging_service_sid == service
     assert wait_until(lambda: client.messages(message.sid).fetch().from_) == "+14155550111"
 
 
-@pytest.mark.parametrize("body,segments", [
+@pytest.mark.parametrize(("body", "segments"), [
     ("a" * 160, "1"), ("a" * 161, "2"), ("a" * 306, "2"), ("a" * 307, "3"),
     ("ж" * 70, "1"), ("ж" * 71, "2"), ("€" * 80, "1"), ("€" * 81, "2"),
 ])
@@ -283,4 +309,5 @@ def test_link_shortening_replaces_urls_and_needs_a_messaging_service(twilio_sim)
     assert re.fullmatch(r"Track it at https://twil\.io/\S+ today", r.json()["body"])
     refused = requests.post(messages_url(twilio_sim), data={"To": TO, "From": OURS, "Body": body,
                                                             "ShortenUrls": "true"}, auth=auth)
-    assert refused.status_code == 400 and "MessagingServiceSid" in refused.json()["message"]
+    assert refused.status_code == 400
+    assert "MessagingServiceSid" in refused.json()["message"]

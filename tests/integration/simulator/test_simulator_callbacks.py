@@ -6,10 +6,18 @@ import re
 import time
 
 import pytest
-from simulator_testing import OURS, TO, Receiver, receiver, twilio_client, wait_until  # noqa: F401 - fixture
 from twilio.request_validator import RequestValidator
 
 from airflow_provider_twilio_sms.simulator.server import TwilioSimulator
+
+from simulator_testing import (  # noqa: F401 - receiver_fixture provides the "receiver" fixture
+    OURS,
+    TO,
+    Receiver,
+    receiver_fixture,
+    twilio_client,
+    wait_until,
+)
 
 
 def _statuses(got):
@@ -33,16 +41,19 @@ def test_sent_then_delivered_signed_like_twilio_and_queued_never_called_back(twi
         assert params["SmsStatus"] == params["MessageStatus"]
         assert (params["AccountSid"], params["From"], params["To"], params["ApiVersion"]) == (
             twilio_sim.account_sid, OURS, TO, "2010-04-01")
-        assert "ErrorCode" not in params and "MessagingServiceSid" not in params
-    assert "RawDlrDoneDate" not in got[0][1] and re.fullmatch(r"\d{10}", got[1][1]["RawDlrDoneDate"])
+        assert "ErrorCode" not in params
+        assert "MessagingServiceSid" not in params
+    assert "RawDlrDoneDate" not in got[0][1]
+    assert re.fullmatch(r"\d{10}", got[1][1]["RawDlrDoneDate"])
     tokens = [headers["I-Twilio-Idempotency-Token"] for _, _, headers in got]
-    assert all(tokens) and len(set(tokens)) == 2
+    assert all(tokens)
+    assert len(set(tokens)) == 2
     time.sleep(0.2)  # nothing else comes: no queued, no third call
     assert len(receiver.got) == 2
     assert [c["answer"] for c in twilio_sim.wait_for_callbacks(2)] == [200, 200]
 
 
-@pytest.mark.parametrize("status,code,expected", [
+@pytest.mark.parametrize(("status", "code", "expected"), [
     ("undelivered", 30003, ["sent", "undelivered"]), ("undelivered", 30005, ["sent", "undelivered"]),
     ("undelivered", 30006, ["sent", "undelivered"]), ("undelivered", 30007, ["sent", "undelivered"]),
     ("failed", 30008, ["failed"]),
@@ -53,9 +64,11 @@ def test_chosen_numbers_fail_with_their_error_code(twilio_sim, receiver, status,
     sid = client.messages.create(to=TO, from_=OURS, body="x", status_callback=receiver.url).sid
     got = receiver.wait(len(expected))
     assert _statuses(got) == expected
-    assert got[-1][1]["ErrorCode"] == str(code) and all("ErrorCode" not in p for _, p, _ in got[:-1])
+    assert got[-1][1]["ErrorCode"] == str(code)
+    assert all("ErrorCode" not in p for _, p, _ in got[:-1])
     fetched = client.messages(sid).fetch()
-    assert (fetched.status, fetched.error_code) == (status, code) and fetched.error_message
+    assert (fetched.status, fetched.error_code) == (status, code)
+    assert fetched.error_message
     other = client.messages.create(to="+14155550100", from_=OURS, body="x").sid  # others still delivered
     wait_until(lambda: client.messages(other).fetch().status == "delivered")
 
@@ -114,7 +127,8 @@ def test_no_answer_in_time_is_retried_with_the_same_token(twilio_sim):
         assert _statuses(got) == ["sent", "sent", "delivered"]
         assert got[0][2]["I-Twilio-Idempotency-Token"] == got[1][2]["I-Twilio-Idempotency-Token"]
         first = twilio_sim.wait_for_callbacks(1)[0]
-        assert first["answer"] is None and "Timeout" in first["error"]
+        assert first["answer"] is None
+        assert "Timeout" in first["error"]
     finally:
         hook.close()
 
@@ -147,7 +161,8 @@ def test_a_messaging_service_message_reports_its_service_and_sender(twilio_sim, 
     twilio_client(twilio_sim).messages.create(to=TO, messaging_service_sid=service, body="x",
                                               status_callback=receiver.url)
     for _, params, _ in receiver.wait(2):
-        assert params["MessagingServiceSid"] == service and params["From"] == OURS
+        assert params["MessagingServiceSid"] == service
+        assert params["From"] == OURS
 
 
 def test_callbacks_for_many_messages_all_arrive_in_order_per_message(twilio_sim, receiver):

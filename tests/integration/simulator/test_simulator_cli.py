@@ -17,20 +17,21 @@ import time
 
 import pytest
 import requests
-from conftest import free_port
-from simulator_testing import Receiver
 from twilio.request_validator import RequestValidator
 
 from airflow_provider_twilio_sms.simulator import cli
 from airflow_provider_twilio_sms.simulator.server import TEST_ACCOUNT_SID, TEST_AUTH_TOKEN
 
+from conftest import free_port
+from simulator_testing import Receiver
 
 SERVE = """
 import argparse, logging
 logging.basicConfig(level=logging.INFO)
 from airflow_provider_twilio_sms.simulator.cli import run
 run(argparse.Namespace(action="serve", host="127.0.0.1", port={port}, url=None, from_=None, to=None,
-                       body=None, fault=None, inbound_url=["+1 500-555-0006={inbound_url}"], callback_delay=0.5))
+                       body=None, fault=None, inbound_url=["+1 500-555-0006={inbound_url}"],
+                       callback_delay=0.5))
 """
 
 
@@ -64,8 +65,13 @@ def test_cli_serves_takes_faults_and_sends_signed_replies(capsys):
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     hook = Receiver()
-    server = subprocess.Popen([sys.executable, "-c", SERVE.format(port=port, inbound_url=hook.url)],
-                              env=dict(os.environ), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    server = subprocess.Popen(
+        [sys.executable, "-c", SERVE.format(port=port, inbound_url=hook.url)],
+        env=dict(os.environ),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
         airflow_cli = _airflow_cli()  # while the server starts
         _wait_until_serving(server, port)
@@ -87,25 +93,33 @@ def test_cli_serves_takes_faults_and_sends_signed_replies(capsys):
                     "--media-url", "https://example.com/b.png")
         assert "the webhook answered 200" in capsys.readouterr().out
         [(_, params, headers)] = hook.wait(1)
-        assert params["Body"] == "YES" and params["OptOutType"] == "START"
-        assert params["NumMedia"] == "2" and params["MediaUrl1"] == "https://example.com/b.png"
+        assert params["Body"] == "YES"
+        assert params["OptOutType"] == "START"
+        assert params["NumMedia"] == "2"
+        assert params["MediaUrl1"] == "https://example.com/b.png"
         assert RequestValidator(TEST_AUTH_TOKEN).validate(hook.url, params, headers["X-Twilio-Signature"])
 
         airflow_cli("status", "--url", base)
         printed = capsys.readouterr().out
         state = json.loads(printed)
-        assert state["counts"]["inbound_sent"] == 1 and state["account_sid"] == TEST_ACCOUNT_SID
-        assert list(state["numbers"]) == ["***0006"] and "+15005550006" not in printed
+        assert state["counts"]["inbound_sent"] == 1
+        assert state["account_sid"] == TEST_ACCOUNT_SID
+        assert list(state["numbers"]) == ["***0006"]
+        assert "+15005550006" not in printed
     finally:
         hook.close()
         server.send_signal(signal.SIGTERM)
         out, _ = server.communicate(timeout=20)
     assert server.returncode == 0, out[-2000:]
-    assert out.startswith("This is NOT Twilio: a local stand-in") and "sends no SMS" in out
-    assert "control: " in out and "loopback interface only" in out
-    assert f"listening on {base}" in out and TEST_ACCOUNT_SID in out
+    assert out.startswith("This is NOT Twilio: a local stand-in")
+    assert "sends no SMS" in out
+    assert "control: " in out
+    assert "loopback interface only" in out
+    assert f"listening on {base}" in out
+    assert TEST_ACCOUNT_SID in out
     assert f"auth token:  {TEST_AUTH_TOKEN}" in out
-    assert "stopped" in out and "+14155550100" not in out  # numbers are masked in its log lines
+    assert "stopped" in out
+    assert "+14155550100" not in out  # numbers are masked in its log lines
 
 
 def _args(**kwargs):
@@ -115,7 +129,7 @@ def _args(**kwargs):
     return argparse.Namespace(**{**defaults, **kwargs})
 
 
-@pytest.mark.parametrize("kwargs,message", [
+@pytest.mark.parametrize(("kwargs", "message"), [
     ({"action": "reply"}, "reply needs --from"),
     ({"action": "fault"}, "fault needs --fault"),
     ({"action": "fault", "fault": "{oops"}, "--fault is not JSON"),
@@ -143,5 +157,6 @@ def test_cli_reports_a_refused_fault_and_a_webhook_that_failed(twilio_sim, capsy
     with pytest.raises(SystemExit) as stop:
         cli.run(_args(action="reply", url=twilio_sim.base_url, from_="+14155550100", to="+15005550006",
                       body="hi"))
-    assert stop.value.code == 1 and "the webhook answered 403" in capsys.readouterr().out
+    assert stop.value.code == 1
+    assert "the webhook answered 403" in capsys.readouterr().out
     hook.close()

@@ -21,10 +21,11 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 import requests
-from conftest import running_prism
-from simulator_testing import OURS, TO, twilio_client
 
 from airflow_provider_twilio_sms.simulator.server import TwilioSimulator
+
+from conftest import running_prism
+from simulator_testing import OURS, TO, twilio_client
 
 pytestmark = pytest.mark.prism
 
@@ -87,7 +88,7 @@ def _post(base: str, account: str, token: str, form: dict) -> requests.Response:
                          auth=(account, token), timeout=30)
 
 
-@pytest.mark.parametrize("name,form,accepted", AGREED, ids=[c[0] for c in AGREED])
+@pytest.mark.parametrize(("name", "form", "accepted"), AGREED, ids=[c[0] for c in AGREED])
 def test_the_stand_in_and_the_contract_agree_on_accept_or_reject(twilio_sim, prism_url, name, form, accepted):
     for base in (twilio_sim.base_url, prism_url):
         r = _post(base, twilio_sim.account_sid, twilio_sim.auth_token, form)
@@ -105,12 +106,13 @@ def test_both_refuse_a_malformed_account_sid_and_missing_credentials(twilio_sim,
         assert r.status_code == 401, f"{base} answered {r.status_code} without credentials"
 
 
-@pytest.mark.parametrize("name,form,code", BEYOND_CONTRACT, ids=[c[0] for c in BEYOND_CONTRACT])
+@pytest.mark.parametrize(("name", "form", "code"), BEYOND_CONTRACT, ids=[c[0] for c in BEYOND_CONTRACT])
 def test_twilios_documented_rules_beyond_the_contract(twilio_sim, prism_url, name, form, code):
     contract = _post(prism_url, twilio_sim.account_sid, twilio_sim.auth_token, form)
     assert 200 <= contract.status_code < 300, "the contract now rejects this too: move it to AGREED"
     r = _post(twilio_sim.base_url, twilio_sim.account_sid, twilio_sim.auth_token, form)
-    assert r.status_code == 400 and r.json()["code"] == code, r.text
+    assert r.status_code == 400, r.text
+    assert r.json()["code"] == code, r.text
 
 
 # --- the stand-in's answers, validated by Prism as a proxy ----------------------------------------
@@ -146,7 +148,8 @@ def test_every_answer_matches_twilios_response_schemas(proxied_sim):
     service = requests.post(f"{base}/Messages.json", data={"To": TO, "MessagingServiceSid": MG, "Body": "hi"},
                             auth=auth)
     assert (created.status_code, service.status_code) == (201, 201)
-    assert _violations(created) == [] and _violations(service) == []
+    assert _violations(created) == []
+    assert _violations(service) == []
     for _ in range(3):
         requests.post(f"{base}/Messages.json", data={"To": TO, "From": OURS, "Body": "more"}, auth=auth)
     sid = created.json()["sid"]

@@ -4,10 +4,18 @@ from __future__ import annotations
 
 import pytest
 import requests
-from simulator_testing import OURS, TO, messages_url, receiver, twilio_client, wait_until  # noqa: F401
 from twilio.base.exceptions import TwilioRestException
 
 from airflow_provider_twilio_sms.simulator.server import TwilioSimulator
+
+from simulator_testing import (  # noqa: F401 - receiver_fixture provides the "receiver" fixture
+    OURS,
+    TO,
+    messages_url,
+    receiver_fixture,
+    twilio_client,
+    wait_until,
+)
 
 
 def _get(sim, path):
@@ -29,8 +37,10 @@ def test_requests_shows_counts_and_every_parsed_create(twilio_sim):
     assert seen["counts"] == {"create": 2, "fetch": 1, "list": 2, "unauthorized": 1}
     ok, refused = seen["creates"]
     assert (ok["sid"], ok["status_code"], ok["to"], ok["from"], ok["body"]) == (sid, 201, TO, OURS, "hi")
-    assert ok["status_callback"] == "https://example.com/cb" and len(ok["media_urls"]) == 2
-    assert ok["params"]["MediaUrl"] == ok["media_urls"] and ok["fault"] is None
+    assert ok["status_callback"] == "https://example.com/cb"
+    assert len(ok["media_urls"]) == 2
+    assert ok["params"]["MediaUrl"] == ok["media_urls"]
+    assert ok["fault"] is None
     assert (refused["sid"], refused["status_code"], refused["error_code"]) == (None, 400, 21211)
 
 
@@ -48,7 +58,8 @@ def test_outcomes_and_callback_settings_over_http(twilio_sim, receiver):
     assert requests.post(f"{base}/_sim/outcomes", json={"to": TO, "status": "undelivered",
                                                        "error_code": 30007}).status_code == 200
     settings = requests.post(f"{base}/_sim/callbacks", json={"delay": 0.01, "retries": 1}).json()["settings"]
-    assert settings["status_delay"] == 0.01 and settings["retries"] == 1
+    assert settings["status_delay"] == 0.01
+    assert settings["retries"] == 1
     twilio_client(twilio_sim).messages.create(to=TO, from_=OURS, body="x", status_callback=receiver.url)
     assert receiver.wait(2)[-1][1]["ErrorCode"] == "30007"
     assert requests.post(f"{base}/_sim/outcomes", json={"to": TO, "status": "lost"}).status_code == 400
@@ -78,11 +89,13 @@ def test_unknown_and_malformed_control_requests(twilio_sim):
     base = twilio_sim.base_url
     assert requests.get(f"{base}/_sim/nothing").status_code == 404
     r = requests.post(f"{base}/_sim/faults", data="{not json", headers={"Content-Type": "application/json"})
-    assert r.status_code == 400 and "not JSON" in r.json()["error"]
+    assert r.status_code == 400
+    assert "not JSON" in r.json()["error"]
     assert requests.post(f"{base}/_sim/numbers", json={"number": OURS}).status_code == 400
     r = requests.get(f"{base}/2010-04-01/Accounts/{twilio_sim.account_sid}/Calls.json",
                      auth=(twilio_sim.account_sid, twilio_sim.auth_token))
-    assert r.status_code == 404 and r.json()["code"] == 20404
+    assert r.status_code == 404
+    assert r.json()["code"] == 20404
 
 
 def test_memory_is_bounded_the_oldest_messages_and_records_go_first():

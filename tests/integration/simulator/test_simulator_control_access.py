@@ -17,12 +17,13 @@ import threading
 
 import pytest
 import requests
-from conftest import free_port
-from simulator_testing import OURS, TO, twilio_client
 
 from airflow_provider_twilio_sms.simulator import cli
 from airflow_provider_twilio_sms.simulator.control import TOKEN_ENV, is_loopback
 from airflow_provider_twilio_sms.simulator.server import TwilioSimulator
+
+from conftest import free_port
+from simulator_testing import OURS, TO, twilio_client
 
 TOKEN = "control-token-for-tests-0123456789"
 ELSEWHERE = ("198.51.100.7", 40123)  # TEST-NET-2: an address that is not this machine's loopback
@@ -50,7 +51,7 @@ def _from_elsewhere(sim, method: str, path: str, headers: dict[str, str] | None 
     return int(head.split()[1]), json.loads(body or b"{}")
 
 
-@pytest.mark.parametrize("host,loopback", [
+@pytest.mark.parametrize(("host", "loopback"), [
     ("127.0.0.1", True), ("127.8.9.10", True), ("::1", True), ("::ffff:127.0.0.1", True),
     ("198.51.100.7", False), ("10.0.0.1", False), ("::ffff:10.0.0.1", False), ("2001:db8::1", False),
     ("0.0.0.0", False), ("", False), ("localhost", False),
@@ -64,7 +65,9 @@ def test_by_default_control_answers_loopback_and_refuses_other_hosts():
         assert requests.get(f"{sim.base_url}/_sim/state", timeout=5).status_code == 200
         for method, path in (("GET", "/_sim/state"), ("POST", "/_sim/reset"), ("DELETE", "/_sim/faults")):
             status, body = _from_elsewhere(sim, method, path)
-            assert status == 403 and "loopback" in body["error"] and "--control-token" in body["error"]
+            assert status == 403
+            assert "loopback" in body["error"]
+            assert "--control-token" in body["error"]
         # A token is no way in while none was configured.
         status, _ = _from_elsewhere(sim, "GET", "/_sim/state", {"Authorization": f"Bearer {TOKEN}"})
         assert status == 403
@@ -78,13 +81,15 @@ def test_with_a_token_every_client_must_present_it():
                  {"Authorization": f"Basic {TOKEN}"}, {"Authorization": "Bearer "}]
         for headers in wrong:
             refused = requests.get(url, headers=headers, timeout=5)
-            assert refused.status_code == 401 and "Bearer" in refused.headers["WWW-Authenticate"]
+            assert refused.status_code == 401
+            assert "Bearer" in refused.headers["WWW-Authenticate"]
             assert TOKEN not in refused.text
             assert _from_elsewhere(sim, "GET", "/_sim/state", headers)[0] == 401
         good = {"Authorization": f"Bearer {TOKEN}"}
         assert requests.get(url, headers=good, timeout=5).status_code == 200
         status, state = _from_elsewhere(sim, "GET", "/_sim/state", good)
-        assert status == 200 and state["account_sid"] == sim.account_sid
+        assert status == 200
+        assert state["account_sid"] == sim.account_sid
         # Twilio's API on the same port needs Twilio's credentials only, not the control token.
         assert twilio_client(sim).messages.create(to=TO, from_=OURS, body="hi").sid.startswith("SM")
 
@@ -116,7 +121,8 @@ def test_cli_serve_takes_the_token_from_the_environment_and_the_clients_send_it(
         monkeypatch.delenv(TOKEN_ENV, raising=False)
         with pytest.raises(SystemExit) as refused:
             cli.run(args)
-        assert "refused state" in str(refused.value) and "Bearer" in str(refused.value)
+        assert "refused state" in str(refused.value)
+        assert "Bearer" in str(refused.value)
         monkeypatch.setenv(TOKEN_ENV, TOKEN)
         cli.run(args)
         assert json.loads(capsys.readouterr().out)["counts"] == {}

@@ -7,8 +7,9 @@ import time
 
 import pytest
 import requests
-from simulator_testing import OURS, TO, messages_url, twilio_client, wait_until
 from twilio.base.exceptions import TwilioRestException
+
+from simulator_testing import OURS, TO, messages_url, twilio_client, wait_until
 
 
 def test_429_carries_code_20429_and_retry_after_and_creates_nothing(twilio_sim):
@@ -18,18 +19,20 @@ def test_429_carries_code_20429_and_retry_after_and_creates_nothing(twilio_sim):
         client.messages.create(to=TO, from_=OURS, body="x")
     assert (err.value.status, err.value.code) == (429, 20429)
     assert client.http_client._test_only_last_response.headers["Retry-After"] == "3"
-    assert twilio_sim.messages() == [] and twilio_sim.faults() == []  # used up
+    assert twilio_sim.messages() == []
+    assert twilio_sim.faults() == []  # used up
     assert client.messages.create(to=TO, from_=OURS, body="x").status == "queued"
 
 
-@pytest.mark.parametrize("kind,status,code", [("500_before", 500, 20500), ("503_before", 503, 20503)])
+@pytest.mark.parametrize(("kind", "status", "code"), [("500_before", 500, 20500), ("503_before", 503, 20503)])
 def test_5xx_before_accepting_creates_no_message(twilio_sim, kind, status, code):
     twilio_sim.add_fault(kind)
     with pytest.raises(TwilioRestException) as err:
         twilio_client(twilio_sim).messages.create(to=TO, from_=OURS, body="x")
     assert (err.value.status, err.value.code) == (status, code)
     assert twilio_sim.messages() == []
-    assert twilio_sim.creates()[0]["fault"] == kind and twilio_sim.creates()[0]["status_code"] == status
+    assert twilio_sim.creates()[0]["fault"] == kind
+    assert twilio_sim.creates()[0]["status_code"] == status
 
 
 def test_500_after_accepting_the_message_exists_and_is_delivered(twilio_sim):
@@ -65,7 +68,7 @@ def test_a_slow_answer_does_not_hold_up_other_clients(twilio_sim):
     slow.join(5)
 
 
-@pytest.mark.parametrize("kind,created", [("reset_before", 0), ("reset_after", 1)])
+@pytest.mark.parametrize(("kind", "created"), [("reset_before", 0), ("reset_after", 1)])
 def test_a_connection_reset_is_a_connection_error(twilio_sim, kind, created):
     twilio_sim.add_fault(kind)
     with pytest.raises(requests.exceptions.ConnectionError):
@@ -78,7 +81,8 @@ def test_a_connection_reset_is_a_connection_error(twilio_sim, kind, created):
 def test_a_fault_scoped_to_a_number_hits_only_that_number_until_cleared(twilio_sim):
     r = requests.post(f"{twilio_sim.base_url}/_sim/faults",
                       json={"kind": "503_before", "to": "+14155550100", "count": None})
-    assert r.status_code == 200 and r.json()["fault"]["count"] is None
+    assert r.status_code == 200
+    assert r.json()["fault"]["count"] is None
     client = twilio_client(twilio_sim)
     for _ in range(3):
         with pytest.raises(TwilioRestException):
@@ -122,7 +126,8 @@ def test_faults_on_fetch_and_list(twilio_sim):
     assert client.messages(sid).fetch().sid == sid
     twilio_sim.add_fault("429", endpoint="any", retry_after=5)
     r = requests.get(messages_url(twilio_sim), auth=(twilio_sim.account_sid, twilio_sim.auth_token))
-    assert r.status_code == 429 and r.headers["Retry-After"] == "5"
+    assert r.status_code == 429
+    assert r.headers["Retry-After"] == "5"
 
 
 def test_unauthenticated_requests_do_not_use_up_a_fault(twilio_sim):
@@ -131,12 +136,13 @@ def test_unauthenticated_requests_do_not_use_up_a_fault(twilio_sim):
     assert len(twilio_sim.faults()) == 1
 
 
-@pytest.mark.parametrize("payload,message", [
+@pytest.mark.parametrize(("payload", "message"), [
     ({"kind": "418"}, "unknown fault kind"), ({"kind": "429", "count": 0}, "count"),
     ({"kind": "slow", "delay": -1}, "delay"), ({"kind": "429", "endpoint": "calls"}, "endpoint"),
     ({"kind": "429", "colour": "red"}, "unknown fault field"), ({}, "missing kind"),
 ])
 def test_a_bad_fault_is_refused_with_the_reason(twilio_sim, payload, message):
     r = requests.post(f"{twilio_sim.base_url}/_sim/faults", json=payload)
-    assert r.status_code == 400 and message in r.json()["error"]
+    assert r.status_code == 400
+    assert message in r.json()["error"]
     assert twilio_sim.faults() == []

@@ -4,9 +4,15 @@ from __future__ import annotations
 
 import pytest
 import requests
-from simulator_testing import OURS, TO, receiver, twilio_client  # noqa: F401 - fixture
 from twilio.base.exceptions import TwilioRestException
 from twilio.request_validator import RequestValidator
+
+from simulator_testing import (  # noqa: F401 - receiver_fixture provides the "receiver" fixture
+    OURS,
+    TO,
+    receiver_fixture,
+    twilio_client,
+)
 
 
 def _inbound(sim, body, **extra):
@@ -15,7 +21,7 @@ def _inbound(sim, body, **extra):
     return r.json()
 
 
-@pytest.mark.parametrize("body,opt_out_type", [
+@pytest.mark.parametrize(("body", "opt_out_type"), [
     ("STOP", "STOP"), ("stopall", "STOP"), (" Unsubscribe ", "STOP"), ("cancel", "STOP"), ("End", "STOP"),
     ("QUIT", "STOP"), ("START", "START"), ("yes", "START"), ("Unstop", "START"), ("HELP", "HELP"),
     ("info", "HELP"), ("Stop please", None), ("YES 123", None), ("code 123", None), ("", None),
@@ -23,20 +29,24 @@ def _inbound(sim, body, **extra):
 def test_signed_inbound_with_opt_out_type(twilio_sim, receiver, body, opt_out_type):
     twilio_sim.set_inbound_url(OURS, receiver.url)
     answer = _inbound(twilio_sim, body)
-    assert answer["status_code"] == 200 and answer["body"] == "<Response/>"
+    assert answer["status_code"] == 200
+    assert answer["body"] == "<Response/>"
     [(path, params, headers)] = receiver.wait(1)
     validator = RequestValidator(twilio_sim.auth_token)
     assert validator.validate(receiver.url, params, headers["X-Twilio-Signature"])
-    assert headers["User-Agent"] == "TwilioProxy/1.1" and headers["I-Twilio-Idempotency-Token"]
+    assert headers["User-Agent"] == "TwilioProxy/1.1"
+    assert headers["I-Twilio-Idempotency-Token"]
     assert headers["Content-Type"] == "application/x-www-form-urlencoded"
     assert (params["From"], params["To"], params["Body"]) == (TO, OURS, body)
     assert params["MessageSid"] == params["SmsSid"] == params["SmsMessageSid"] == answer["message_sid"]
-    assert params["MessageSid"].startswith("SM") and len(params["MessageSid"]) == 34
+    assert params["MessageSid"].startswith("SM")
+    assert len(params["MessageSid"]) == 34
     assert (params["AccountSid"], params["ApiVersion"], params["SmsStatus"]) == (
         twilio_sim.account_sid, "2010-04-01", "received")
     assert (params["NumMedia"], params["NumSegments"]) == ("0", "1")
     assert params.get("OptOutType") == opt_out_type
-    assert "MessagingServiceSid" not in params and params["FromCountry"] == "US"
+    assert "MessagingServiceSid" not in params
+    assert params["FromCountry"] == "US"
 
 
 def test_inbound_media_and_messaging_service(twilio_sim, receiver):
@@ -47,8 +57,10 @@ def test_inbound_media_and_messaging_service(twilio_sim, receiver):
     [(_, params, headers)] = receiver.wait(1)
     validator = RequestValidator(twilio_sim.auth_token)
     assert validator.validate(receiver.url, params, headers["X-Twilio-Signature"])
-    assert params["MessageSid"].startswith("MM") and params["MessageSid"] == answer["message_sid"]
-    assert params["NumMedia"] == "2" and params["MessagingServiceSid"] == service
+    assert params["MessageSid"].startswith("MM")
+    assert params["MessageSid"] == answer["message_sid"]
+    assert params["NumMedia"] == "2"
+    assert params["MessagingServiceSid"] == service
     assert (params["MediaUrl0"], params["MediaContentType0"]) == (urls[0], "image/png")
     assert (params["MediaUrl1"], params["MediaContentType1"]) == (urls[1], "image/jpeg")
 
@@ -74,10 +86,13 @@ def test_stop_blocks_sending_to_that_person_until_start(twilio_sim, receiver):
 
 def test_the_cli_json_api_refuses_an_unconfigured_number_and_reports_an_unreachable_webhook(twilio_sim):
     r = requests.post(f"{twilio_sim.base_url}/_sim/inbound", json={"from": TO, "to": OURS, "body": "x"})
-    assert r.status_code == 400 and "no inbound URL" in r.json()["error"] and OURS not in r.json()["error"]
+    assert r.status_code == 400
+    assert "no inbound URL" in r.json()["error"]
+    assert OURS not in r.json()["error"]
     twilio_sim.set_inbound_url(OURS, "http://127.0.0.1:9/inbound")
     answer = _inbound(twilio_sim, "x")
-    assert answer["status_code"] is None and answer["error"] == "ConnectionError"
+    assert answer["status_code"] is None
+    assert answer["error"] == "ConnectionError"
     assert twilio_sim.inbound_records()[-1]["answer"] is None
 
 

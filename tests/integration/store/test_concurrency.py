@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import multiprocessing as mp
+
 from airflow_provider_twilio_sms.store.api import SmsStore, make_scope
 
 ACCOUNT = "AC" + "3" * 32

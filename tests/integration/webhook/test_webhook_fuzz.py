@@ -11,6 +11,7 @@ The case count is bounded and the generation deterministic (``derandomize``): th
 from __future__ import annotations
 
 import pytest
+
 from webhook_testing import (
     ACCOUNT,
     BASE,
@@ -27,8 +28,12 @@ from webhook_testing import (
 )
 
 schemathesis = pytest.importorskip("schemathesis")
-from hypothesis import HealthCheck, given, settings  # noqa: E402
-from hypothesis import strategies as st  # noqa: E402
+from hypothesis import (  # noqa: E402
+    HealthCheck,
+    given,
+    settings,
+    strategies as st,
+)
 from schemathesis import GenerationMode  # noqa: E402
 from twilio.request_validator import RequestValidator  # noqa: E402
 

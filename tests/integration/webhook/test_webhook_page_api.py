@@ -5,6 +5,7 @@ multi-team, numbers masked), and the page's own files."""
 from __future__ import annotations
 
 import pytest
+
 from webhook_testing import (
     ACCOUNT,
     CONN_ID,
@@ -61,7 +62,8 @@ def test_summary_delivery_rate_and_failures_with_twilio_meaning(client, db):
     answer = client.get(f"{API}/summary?period=24h", headers=token())
     assert answer.status_code == 200, answer.text
     summary = answer.json()
-    assert summary["total"] == 2 and summary["delivery_rate"] == 0.5
+    assert summary["total"] == 2
+    assert summary["delivery_rate"] == 0.5
     assert summary["failures_by_error_code"] == [
         {"error_code": 30003, "count": 1, "meaning": "the destination handset is unreachable"}]
     old = client.get(f"{API}/summary?since=2020-01-01T00:00:00&until=2020-02-01T00:00:00", headers=token())
@@ -108,7 +110,8 @@ def test_opt_outs_masked_and_team_filtered(client, db, monkeypatch, airflow_home
         bob = client.get(f"{API}/opt-outs", headers=token("bob", "viewer", ["team_b"])).json()["opt_outs"]
         assert bob == []
         summary = client.get(f"{API}/summary", headers=token("bob", "viewer", ["team_b"])).json()
-        assert summary["opt_outs"] == 0 and summary["inbound"] == 0
+        assert summary["opt_outs"] == 0
+        assert summary["inbound"] == 0
         alice_summary = client.get(f"{API}/summary", headers=token("alice", "viewer", ["team_a"])).json()
         assert alice_summary["opt_outs"] == 1
     finally:
@@ -118,18 +121,22 @@ def test_opt_outs_masked_and_team_filtered(client, db, monkeypatch, airflow_home
 
 def test_the_page_is_served_with_a_strict_content_security_policy(client):
     page = client.get("/twilio_sms/ui/")
-    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
-    assert "Twilio SMS" in page.text and 'src="app.js"' in page.text
+    assert page.status_code == 200
+    assert page.headers["content-type"].startswith("text/html")
+    assert "Twilio SMS" in page.text
+    assert 'src="app.js"' in page.text
     policy = page.headers["content-security-policy"]
     for directive in ("default-src 'none'", "connect-src 'self'", "frame-ancestors 'self'"):
         assert directive in policy
     for name, kind in (("app.js", "text/javascript"), ("app.css", "text/css")):
         asset = client.get(f"/twilio_sms/ui/{name}")
-        assert asset.status_code == 200 and asset.headers["content-type"].startswith(kind)
+        assert asset.status_code == 200
+        assert asset.headers["content-type"].startswith(kind)
     assert client.get("/twilio_sms/ui/../api/summary").status_code in (401, 404)
     assert client.get("/twilio_sms/ui/secrets.py").status_code == 404
     redirect = client.get("/twilio_sms/ui", follow_redirects=False)
-    assert redirect.status_code == 307 and redirect.headers["location"].endswith("ui/")
+    assert redirect.status_code == 307
+    assert redirect.headers["location"].endswith("ui/")
 
 
 def test_the_standalone_app_has_no_page(request, db):
@@ -141,5 +148,8 @@ def test_the_plugin_adds_the_page_to_airflow_browse_menu(client):
     assert answer.status_code == 200, answer.text
     [plugin] = [p for p in answer.json()["plugins"] if p["name"] == "twilio_sms"]
     [view] = plugin["external_views"]
-    assert view["name"] == "Twilio SMS" and view["category"] == "browse" and view["url_route"] == "twilio_sms"
-    assert view["href"].endswith("/twilio_sms/ui/") and view["destination"] == "nav"
+    assert view["name"] == "Twilio SMS"
+    assert view["category"] == "browse"
+    assert view["url_route"] == "twilio_sms"
+    assert view["href"].endswith("/twilio_sms/ui/")
+    assert view["destination"] == "nav"

@@ -8,6 +8,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
+
 from webhook_testing import (
     ACCOUNT,
     API_TOKEN,
@@ -74,7 +75,9 @@ def test_a_message_with_its_status_history(client, db):
         post_signed(client, STATUS, status_params(status))
     headers = auth(client)
     [listed] = client.get(MESSAGES, headers=headers).json()["messages"]
-    assert listed["sid"] == SID and listed["to"] == "***0123" and "body" not in listed
+    assert listed["sid"] == SID
+    assert listed["to"] == "***0123"
+    assert "body" not in listed
     one = client.get(f"{MESSAGES}/{SID}", headers=headers).json()
     assert one["status"] == "delivered"
     assert [h["status"] for h in one["history"]] == ["sent", "delivered"]  # the late "sent" is a duplicate
@@ -107,7 +110,8 @@ def test_filters_and_pages(client, db):
     second = get(f"limit=2&before_id={first['next_before_id']}")
     third = get(f"limit=2&before_id={second['next_before_id']}")
     pages = [m["sid"] for page in (first, second, third) for m in page["messages"]]
-    assert pages == sids[::-1] and third["next_before_id"] is None
+    assert pages == sids[::-1]
+    assert third["next_before_id"] is None
     assert client.get(f"{MESSAGES}?direction=sideways", headers=headers).status_code == 422
 
 

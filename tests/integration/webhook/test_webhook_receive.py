@@ -8,6 +8,7 @@ import json
 
 import pytest
 from twilio.request_validator import RequestValidator
+
 from webhook_testing import (
     ACCOUNT,
     BASE,
@@ -59,7 +60,8 @@ def test_status_callback_is_stored_once(client, db):
     send_row(db, "order-1")
     params = status_params("delivered")
     first = post_signed(client, STATUS, params, headers={"I-Twilio-Idempotency-Token": "attempt-1"})
-    assert first.status_code == 200 and first.json() == {"success": True, "processed": 1}
+    assert first.status_code == 200
+    assert first.json() == {"success": True, "processed": 1}
     # Twilio's retry of the same delivery (same token), then the same status under a new token.
     again = post_signed(client, STATUS, params, headers={"I-Twilio-Idempotency-Token": "attempt-1"})
     other = post_signed(client, STATUS, params, headers={"I-Twilio-Idempotency-Token": "attempt-2"})

@@ -9,6 +9,7 @@ from urllib.parse import urlencode
 
 import pytest
 from twilio.request_validator import RequestValidator
+
 from webhook_testing import (
     ACCOUNT,
     BASE,
@@ -119,7 +120,7 @@ CASES = [
 ]
 
 
-@pytest.mark.parametrize("name,path,body,headers,code", CASES, ids=[c[0] for c in CASES])
+@pytest.mark.parametrize(("name", "path", "body", "headers", "code"), CASES, ids=[c[0] for c in CASES])
 def test_refused_and_nothing_stored(client, shared_db, caplog, name, path, body, headers, code):
     before = snapshot(shared_db)
     with caplog.at_level(logging.WARNING, logger="airflow_provider_twilio_sms"):
@@ -139,7 +140,8 @@ def test_inbound_refusals_leave_no_opt_out(client, shared_db):
     assert post(client, INBOUND, params, sign(INBOUND, params, token="wrong")).status_code == 403
     forged = dict(params, AccountSid=OTHER_ACCOUNT)
     assert post(client, INBOUND, forged, sign(INBOUND, forged)).status_code == 403
-    assert snapshot(shared_db) == before and not shared_db.is_opted_out(ACCOUNT, THEM)
+    assert snapshot(shared_db) == before
+    assert not shared_db.is_opted_out(ACCOUNT, THEM)
 
 
 def test_oversize_body_without_content_length_is_refused_while_streaming(client, shared_db):
@@ -148,10 +150,11 @@ def test_oversize_body_without_content_length_is_refused_while_streaming(client,
     before = snapshot(shared_db)
     # An iterable body goes out chunked: no Content-Length.
     response = client.post(STATUS, content=iter(chunks), headers=_signed(params))
-    assert response.status_code == 413 and snapshot(shared_db) == before
+    assert response.status_code == 413
+    assert snapshot(shared_db) == before
 
 
-@pytest.mark.parametrize("first,second,code", [
+@pytest.mark.parametrize(("first", "second", "code"), [
     ("unknown conn id", "wrong content type", 404),
     ("wrong content type", "oversize body", 415),
     ("oversize body", "no signature", 413),
@@ -182,4 +185,5 @@ def test_request_values_cannot_forge_log_lines(client, caplog):
             client.post(f"/twilio_sms/webhooks/{conn_id}/status", content=_form(GOOD), headers=_signed(GOOD))
     # (Inside the api-server a path with a newline does not even reach the plugin's mount.)
     lines = [r.getMessage() for r in caplog.records if r.name == RECEIVER]
-    assert lines and not any(c in line for line in lines for c in "\n\r\u2028")
+    assert lines
+    assert not any(c in line for line in lines for c in "\n\r\u2028")

@@ -11,6 +11,8 @@ import pytest
 import requests
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
+
+from conftest import free_port
 from webhook_testing import (
     FORM,
     SID,
@@ -25,8 +27,6 @@ from webhook_testing import (
     twilio_connection,
     use_store,
 )
-
-from conftest import free_port
 
 
 @pytest.fixture(autouse=True)
@@ -122,7 +122,8 @@ def test_store_outage_answers_503_and_the_retry_is_stored(request, db, outage, m
     outage(False)
     state.reset()
     retry = post_signed(client, STATUS, params, headers={"I-Twilio-Idempotency-Token": "attempt-1"})
-    assert retry.status_code == 200 and retry.json()["processed"] == 1
+    assert retry.status_code == 200
+    assert retry.json()["processed"] == 1
     assert [h["status"] for h in db.status_history(SID)] == ["sent", "delivered"]
     assert db.get_message(sid=SID)["status"] == "delivered"
 
@@ -130,9 +131,9 @@ def test_store_outage_answers_503_and_the_retry_is_stored(request, db, outage, m
 def test_a_store_too_slow_for_twilio_gets_503_and_the_late_write_makes_the_retry_a_duplicate(
         request, monkeypatch, tmp_path):
     """Twilio waits 15 s at most: past the deadline the answer is 503 (the write may still land)."""
-    from webhook_testing import migrated_sqlite_store
-
     from airflow_provider_twilio_sms.webhook import receiver
+
+    from webhook_testing import migrated_sqlite_store
 
     db = use_store(monkeypatch, migrated_sqlite_store(f"sqlite:///{tmp_path / 'store.db'}"))
     client = make_client("standalone", request)
@@ -159,6 +160,7 @@ def test_a_store_too_slow_for_twilio_gets_503_and_the_late_write_makes_the_retry
 def test_secrets_backend_failure_gets_503_not_404(request, monkeypatch, tmp_path):
     """A connection that cannot be read right now is not an unknown one: Twilio must retry."""
     from airflow.models.connection import Connection
+
     from webhook_testing import migrated_sqlite_store
 
     db = use_store(monkeypatch, migrated_sqlite_store(f"sqlite:///{tmp_path / 'store.db'}"))

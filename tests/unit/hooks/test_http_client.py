@@ -44,8 +44,12 @@ class _ProxyHandler(BaseHTTPRequestHandler):
         self.server.seen.append(target.path)
         body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
         upstream = http.client.HTTPConnection(target.hostname, target.port, timeout=10)
-        headers = {k: v for k, v in self.headers.items() if k.lower() not in ("proxy-connection", "connection")}
-        upstream.request(self.command, target.path + (f"?{target.query}" if target.query else ""), body, headers)
+        headers = {
+            k: v for k, v in self.headers.items() if k.lower() not in ("proxy-connection", "connection")
+        }
+        upstream.request(
+            self.command, target.path + (f"?{target.query}" if target.query else ""), body, headers
+        )
         answer = upstream.getresponse()
         data = answer.read()
         self.send_response(answer.status)
@@ -81,7 +85,8 @@ def test_an_http_proxy_in_the_environment_carries_every_request_of_the_hook(sim_
         sent = [hook.send_message(TO, f"Your code is {i}") for i in range(3)]
         fetched = hook.fetch_message(sent[0]["sid"])
     assert fetched["sid"] == sent[0]["sid"]
-    assert len(proxy.seen) == 4 and all(path.startswith("/2010-04-01/Accounts/") for path in proxy.seen)
+    assert len(proxy.seen) == 4
+    assert all(path.startswith("/2010-04-01/Accounts/") for path in proxy.seen)
 
 
 def test_no_proxy_bypasses_it(sim_conn, monkeypatch):

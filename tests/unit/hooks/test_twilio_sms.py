@@ -6,6 +6,7 @@ dates). No twilio-python class is mocked: every test goes through twilio-python,
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import json
 import socket
@@ -49,7 +50,7 @@ def message_json(*, sid: str | None = None, to: str = TO, from_: str = OURS, bod
                  status: str = "queued", created: datetime | None = None, sent: datetime | None = None,
                  **more: Any) -> dict[str, Any]:
     created = created or datetime.now(timezone.utc)
-    sid = sid or "SM" + hashlib.md5(f"{to}{body}{created}".encode()).hexdigest()  # noqa: S324 - an id
+    sid = sid or "SM" + hashlib.md5(f"{to}{body}{created}".encode()).hexdigest()  # an id
     return {"sid": sid, "account_sid": ACCOUNT, "api_version": "2010-04-01", "body": body, "to": to,
             "from": from_, "status": status, "direction": "outbound-api", "num_segments": "1",
             "num_media": "0",
@@ -226,12 +227,15 @@ def test_the_client_is_isolated_tagged_and_has_an_explicit_timeout(fake_conn, fa
     monkeypatch.setenv("TWILIO_EDGE", "sydney")
     hook = TwilioSmsHook(timeout=7)
     client = hook.get_conn()
-    assert isinstance(client, Client) and client is hook.client
+    assert isinstance(client, Client)
+    assert client is hook.client
     assert (client.username, client.password, client.account_sid) == (ACCOUNT, TOKEN, ACCOUNT)
-    assert client.region is None and client.edge is None
+    assert client.region is None
+    assert client.edge is None
     assert client.api.base_url == fake_twilio.base_url
-    assert isinstance(client.http_client, TwilioHttpClient) and client.http_client.timeout == 7
-    assert USER_AGENT == f"airflow-provider-twilio-sms/{__version__}"
+    assert isinstance(client.http_client, TwilioHttpClient)
+    assert client.http_client.timeout == 7
+    assert f"airflow-provider-twilio-sms/{__version__}" == USER_AGENT
     assert USER_AGENT in client.user_agent_extensions
 
     hook.send_message(TO, "hello")
@@ -260,7 +264,9 @@ def test_region_and_edge_set_twilios_host(monkeypatch, extra, host):
 def test_an_api_base_url_overrides_region_and_edge(monkeypatch):
     define_conn(monkeypatch, region="ie1", edge="dublin", api_base_url="http://127.0.0.1:4010")
     client = TwilioSmsHook().client
-    assert client.region is None and client.edge is None and client.api.base_url == "http://127.0.0.1:4010"
+    assert client.region is None
+    assert client.edge is None
+    assert client.api.base_url == "http://127.0.0.1:4010"
 
 
 # --- sending (against the project's Twilio stand-in) ----------------------------------------------
@@ -269,14 +275,19 @@ def test_send_returns_plain_json_without_the_body(twilio_conn, twilio_sim):
     twilio_conn(default_region="US")
     result = TwilioSmsHook().send_message("(415) 555-0123", "Your code is 482913")
     assert json.loads(json.dumps(result)) == result  # plain JSON for XCom
-    assert "body" not in result and "482913" not in json.dumps(result)
-    assert result["sid"].startswith("SM") and result["status"] == "queued"
-    assert result["to"] == TO and result["from"] == OURS and result["account_sid"] == twilio_sim.account_sid
+    assert "body" not in result
+    assert "482913" not in json.dumps(result)
+    assert result["sid"].startswith("SM")
+    assert result["status"] == "queued"
+    assert result["to"] == TO
+    assert result["from"] == OURS
+    assert result["account_sid"] == twilio_sim.account_sid
     assert (result["segments"], result["encoding"], result["num_segments"]) == (1, "GSM-7", 1)
     assert datetime.fromisoformat(result["date_created"]).tzinfo is not None
     assert {"error_code", "error_message", "price", "price_unit", "messaging_service_sid"} <= set(result)
     [created] = twilio_sim.messages()
-    assert created["to"] == TO and created["body"] == "Your code is 482913"
+    assert created["to"] == TO
+    assert created["body"] == "Your code is 482913"
 
 
 def test_segments_are_counted_from_the_body_sent(twilio_conn, twilio_sim):
@@ -289,7 +300,8 @@ def test_the_sender_comes_from_the_caller_or_the_connection(twilio_conn, twilio_
     assert hook.send_message(TO, "a")["from"] == OURS
     assert hook.send_message(TO, "b", from_="ACME")["from"] == "ACME"
     via_service = hook.send_message(TO, "c", messaging_service_sid=SERVICE)
-    assert via_service["messaging_service_sid"] == SERVICE and via_service["status"] == "accepted"
+    assert via_service["messaging_service_sid"] == SERVICE
+    assert via_service["status"] == "accepted"
     twilio_conn(from_number=None, messaging_service_sid=SERVICE)
     assert TwilioSmsHook().send_message(TO, "d")["messaging_service_sid"] == SERVICE
 
@@ -299,8 +311,10 @@ def test_media_status_callback_and_validity_period_reach_twilio(fake_conn, fake_
     hook.send_message(TO, None, media_url="https://example.com/a.jpg",
                       status_callback="https://airflow.example.com/cb", validity_period=600)
     form = fake_twilio.seen[-1].form
-    assert form["MediaUrl"] == ["https://example.com/a.jpg"] and "Body" not in form
-    assert form["StatusCallback"] == ["https://airflow.example.com/cb"] and form["ValidityPeriod"] == ["600"]
+    assert form["MediaUrl"] == ["https://example.com/a.jpg"]
+    assert "Body" not in form
+    assert form["StatusCallback"] == ["https://airflow.example.com/cb"]
+    assert form["ValidityPeriod"] == ["600"]
     hook.send_message(TO, "two", media_url=["https://example.com/a.jpg", "https://example.com/b.png"])
     assert fake_twilio.seen[-1].form["MediaUrl"] == ["https://example.com/a.jpg", "https://example.com/b.png"]
 
@@ -317,7 +331,8 @@ def test_an_api_key_authenticates_instead_of_the_auth_token(monkeypatch):
                     api_base_url=sim.base_url)
         with pytest.raises(PermanentTwilioError) as caught:
             TwilioSmsHook().send_message(TO, "hi")
-        assert caught.value.code == 20003 and sim.count("unauthorized") == 1
+        assert caught.value.code == 20003
+        assert sim.count("unauthorized") == 1
 
 
 # --- nothing leaves for a message that cannot be sent ---------------------------------------------
@@ -373,8 +388,11 @@ def test_twilios_magic_numbers_are_classified(twilio_conn, twilio_sim, to, from_
     with pytest.raises(error) as caught:
         TwilioSmsHook().send_message(to, "hi", from_=from_)
     assert type(caught.value) is error
-    assert caught.value.code == code and caught.value.http_status == 400
-    assert str(code) in str(caught.value) and to not in str(caught.value) and from_ not in str(caught.value)
+    assert caught.value.code == code
+    assert caught.value.http_status == 400
+    assert str(code) in str(caught.value)
+    assert to not in str(caught.value)
+    assert from_ not in str(caught.value)
     assert twilio_sim.count("create") == 1  # the hook never retries
 
 
@@ -388,7 +406,8 @@ def test_other_client_errors_are_permanent_and_described(fake_conn, fake_twilio,
         TwilioSmsHook().send_message(TO, "hi")
     assert type(caught.value) is PermanentTwilioError
     assert (caught.value.code, caught.value.http_status) == (code, status)
-    assert describe_error_code(code) in str(caught.value) and TO not in str(caught.value)
+    assert describe_error_code(code) in str(caught.value)
+    assert TO not in str(caught.value)
     assert caught.value.more_info == f"https://www.twilio.com/docs/errors/{code}"
 
 
@@ -412,7 +431,8 @@ def test_429_is_retryable_with_retry_after(twilio_conn, twilio_sim):
     with pytest.raises(RetryableTwilioError) as caught:
         TwilioSmsHook().send_message(TO, "hi")
     assert (caught.value.code, caught.value.http_status, caught.value.retry_after) == (20429, 429, 7.0)
-    assert twilio_sim.count("create") == 1 and twilio_sim.messages() == []
+    assert twilio_sim.count("create") == 1
+    assert twilio_sim.messages() == []
 
 
 @pytest.mark.parametrize(("code", "retry_after"), [(30001, "3"), (21611, None), (20429, "soon")])
@@ -485,7 +505,8 @@ def test_connection_refused_is_retryable(monkeypatch):
     define_conn(monkeypatch, from_number=OURS, api_base_url=f"http://127.0.0.1:{closed_port()}")
     with pytest.raises(RetryableTwilioError, match="never left") as caught:
         TwilioSmsHook().send_message(TO, "hi")
-    assert caught.value.http_status is None and caught.value.code is None
+    assert caught.value.http_status is None
+    assert caught.value.code is None
 
 
 def test_a_dns_failure_is_retryable(monkeypatch):
@@ -503,10 +524,8 @@ def test_a_connect_timeout_is_retryable(monkeypatch):
     for _ in range(3):
         filler = socket.socket()
         filler.setblocking(False)
-        try:
+        with contextlib.suppress(BlockingIOError):
             filler.connect(server.getsockname())
-        except BlockingIOError:
-            pass
         fillers.append(filler)
     try:
         define_conn(monkeypatch, from_number=OURS, api_base_url=f"http://127.0.0.1:{server.getsockname()[1]}")
@@ -555,7 +574,9 @@ def test_fetch_message(twilio_conn, twilio_sim):
     hook = TwilioSmsHook()
     sent = hook.send_message(TO, "hello")
     fetched = hook.fetch_message(sent["sid"])
-    assert fetched["sid"] == sent["sid"] and fetched["to"] == TO and "body" not in fetched
+    assert fetched["sid"] == sent["sid"]
+    assert fetched["to"] == TO
+    assert "body" not in fetched
     with pytest.raises(PermanentTwilioError) as caught:
         hook.fetch_message("SM" + "0" * 32)
     assert caught.value.code == 20404
@@ -582,7 +603,8 @@ def test_list_messages_gives_body_hashes_not_bodies(twilio_conn, twilio_sim):
     listed = hook.list_messages(to=TO, from_=OURS)
     assert [m["to"] for m in listed] == [TO]
     assert listed[0]["body_sha256"] == hashlib.sha256(b"Your code is 111111").hexdigest()
-    assert "body" not in listed[0] and "111111" not in json.dumps(listed)
+    assert "body" not in listed[0]
+    assert "111111" not in json.dumps(listed)
     assert hook.list_messages(to=TO, include_body=True)[0]["body"] == "Your code is 111111"
 
 
@@ -602,7 +624,9 @@ def test_list_messages_keeps_messages_still_queued_in_the_window(fake_conn, fake
     listed = TwilioSmsHook().list_messages(to=TO, from_=OURS, date_sent_after=since, limit=20)
     assert [m["sid"][2] for m in listed] == ["1", "2", "3"]
     query = fake_twilio.seen[-1].query
-    assert query["To"] == [TO] and query["From"] == [OURS] and query["PageSize"] == ["20"]
+    assert query["To"] == [TO]
+    assert query["From"] == [OURS]
+    assert query["PageSize"] == ["20"]
     assert not [k for k in query if k.startswith("DateSent")]  # Twilio's day-granular filter is not used
 
 
@@ -639,7 +663,8 @@ def test_a_failed_list_page_is_retryable_never_twilio_pythons_exception(fake_con
         with pytest.raises(RetryableTwilioError) as caught:
             walk(TwilioSmsHook(timeout=0.5))
         if failing.status == 429:
-            assert caught.value.code == 20429 and caught.value.retry_after == 3
+            assert caught.value.code == 20429
+            assert caught.value.retry_after == 3
         if page == 2:
             fake_twilio.script(Reply(200, _page_with_next([message_json()])))
         fake_twilio.script(failing)
@@ -669,12 +694,16 @@ def test_messages_since_asks_for_the_claim_day_then_walks_back_to_the_moment(fak
     )
     found = TwilioSmsHook().messages_since(since, to=TO, from_=OURS, page_size=50)
     assert sorted(m["sid"][2] for m in found) == ["1", "2"]  # created since; each once
-    assert found[0]["body"] == "hello" and found[0]["body_sha256"]
+    assert found[0]["body"] == "hello"
+    assert found[0]["body_sha256"]
     walks = [s.query for s in fake_twilio.seen]
     assert len(walks) == 4  # it stopped at the page that reached before ``since``: not a fifth
-    assert walks[0]["DateSent>"] == [since.date().isoformat()] and walks[0]["To"] == [TO]
-    assert walks[0]["From"] == [OURS] and walks[0]["PageSize"] == ["50"]
-    assert "DateSent>" not in walks[2] and walks[2]["To"] == [TO]
+    assert walks[0]["DateSent>"] == [since.date().isoformat()]
+    assert walks[0]["To"] == [TO]
+    assert walks[0]["From"] == [OURS]
+    assert walks[0]["PageSize"] == ["50"]
+    assert "DateSent>" not in walks[2]
+    assert walks[2]["To"] == [TO]
 
 
 # --- test_connection: never raises, never leaks ---------------------------------------------------
@@ -689,9 +718,12 @@ def test_test_connection_reports_a_bad_sid_without_a_request(twilio_sim, monkeyp
     define_conn(monkeypatch, login="AC-not-a-sid", password="secret-token-123",
                 api_base_url=twilio_sim.base_url)
     ok, reason = TwilioSmsHook().test_connection()
-    assert not ok and "'login' (Account SID)" in reason and "AC followed by 32 hex" in reason
+    assert not ok
+    assert "'login' (Account SID)" in reason
+    assert "AC followed by 32 hex" in reason
     # Airflow's Test button tests a copy under a random connection id: the reason names the field only
-    assert reason.startswith("Field 'login'") and "twilio_sms_default" not in reason
+    assert reason.startswith("Field 'login'")
+    assert "twilio_sms_default" not in reason
     assert twilio_sim.count("account") == 0
 
 
@@ -699,32 +731,39 @@ def test_test_connection_reports_failed_authentication(twilio_sim, monkeypatch):
     define_conn(monkeypatch, login=twilio_sim.account_sid, password="wrong-token-987",
                 api_base_url=twilio_sim.base_url)
     ok, reason = TwilioSmsHook().test_connection()
-    assert not ok and "20003" in reason and "wrong-token-987" not in reason
+    assert not ok
+    assert "20003" in reason
+    assert "wrong-token-987" not in reason
 
 
 def test_test_connection_reports_an_unreachable_twilio(monkeypatch):
     url = f"http://127.0.0.1:{closed_port()}"
     define_conn(monkeypatch, api_base_url=url)
     ok, reason = TwilioSmsHook().test_connection()
-    assert not ok and reason.startswith(f"Cannot reach Twilio at {url}")
+    assert not ok
+    assert reason.startswith(f"Cannot reach Twilio at {url}")
 
 
 def test_test_connection_reports_a_suspended_account(fake_conn, fake_twilio):
     fake_twilio.script(Reply(200, {"sid": ACCOUNT, "status": "suspended"}))
     ok, reason = TwilioSmsHook().test_connection()
-    assert not ok and "suspended" in reason
+    assert not ok
+    assert "suspended" in reason
 
 
 def test_test_connection_never_raises(monkeypatch):
     monkeypatch.delenv("AIRFLOW_CONN_TWILIO_SMS_MISSING", raising=False)
     ok, reason = TwilioSmsHook(twilio_conn_id="twilio_sms_missing").test_connection()
-    assert not ok and "twilio_sms_missing" in reason
+    assert not ok
+    assert "twilio_sms_missing" in reason
 
 
 def test_test_connection_never_echoes_a_secret(fake_conn, fake_twilio):
     fake_twilio.script(Reply(403, twilio_error(20403, f"Forbidden for {TOKEN}", 403)))
     ok, reason = TwilioSmsHook().test_connection()
-    assert not ok and TOKEN not in reason and "20403" in reason
+    assert not ok
+    assert TOKEN not in reason
+    assert "20403" in reason
 
 
 # --- logs -------------------------------------------------------------------------------------------
@@ -755,7 +794,8 @@ def test_fetch_statuses_of_many_messages_reads_pages_then_fetches_a_bounded_few(
     gone = ["SM" + f"{i:032x}" for i in range(12)]  # not at Twilio: never in a page, 404 when fetched
     before = twilio_sim.counts()
     found = hook.fetch_statuses(listed + gone, max_pages=2, max_fetches=3)
-    assert {sid for sid, message in found.items() if message} == set(listed) and found[listed[0]]["status"]
+    assert {sid for sid, message in found.items() if message} == set(listed)
+    assert found[listed[0]]["status"]
     assert [sid for sid, message in found.items() if message is None] == gone[:3]  # asked: Twilio has none
     after = twilio_sim.counts()
     assert after.get("list", 0) - before.get("list", 0) == 1  # the only page

@@ -82,7 +82,8 @@ class TestStatusSensor:
         assert not sensor.poke(ctx).is_done
         _status(env, self.SID, "delivered")
         done = sensor.poke(ctx)
-        assert done.is_done and done.xcom_value == {"sid": self.SID, "status": "delivered", "error_code": None}
+        assert done.is_done
+        assert done.xcom_value == {"sid": self.SID, "status": "delivered", "error_code": None}
 
     def test_undelivered_fails_with_the_error_code_and_its_meaning(self, env):
         _send(env, "k1", self.SID)
@@ -108,8 +109,12 @@ class TestStatusSensor:
         assert isinstance(deferred.value.trigger, SmsStatusTrigger)
         assert deferred.value.trigger.message_sid == self.SID
         assert deferred.value.method_name == "execute_complete"
-        assert sensor.execute_complete(_context(), {"outcome": "success", "sid": self.SID, "status": "delivered",
-                                                    "error_code": None})["status"] == "delivered"
+        assert (
+            sensor.execute_complete(
+                _context(), {"outcome": "success", "sid": self.SID, "status": "delivered", "error_code": None}
+            )["status"]
+            == "delivered"
+        )
         with pytest.raises(AirflowFailException, match="30007"):
             sensor.execute_complete(_context(), {"outcome": "failure", "sid": self.SID, "status": "failed",
                                                  "error_code": 30007})
@@ -126,8 +131,10 @@ class TestReplySensor:
         _inbound(env, "SM2", "yes please")
         done = sensor.poke(ctx)
         assert done.is_done
-        assert done.xcom_value["message_sid"] == "SM2" and done.xcom_value["from"] == "***4321"
-        assert "yes please" not in json.dumps(done.xcom_value) and USER not in json.dumps(done.xcom_value)
+        assert done.xcom_value["message_sid"] == "SM2"
+        assert done.xcom_value["from"] == "***4321"
+        assert "yes please" not in json.dumps(done.xcom_value)
+        assert USER not in json.dumps(done.xcom_value)
         reply = read_reply(done.xcom_value)  # from the sensor's store, named in the XCom
         assert (reply.body, reply.groups, reply.from_number) == ("yes please", ["yes"], USER)
 
@@ -138,7 +145,8 @@ class TestReplySensor:
         assert not sensor.poke(_context(start=start)).is_done
         _inbound(env, "SMnew", "Your code is 222222")
         found = sensor.poke(_context(start=start)).xcom_value
-        assert found["message_sid"] == "SMnew" and read_reply(found).groups == ["222222"]
+        assert found["message_sid"] == "SMnew"
+        assert read_reply(found).groups == ["222222"]
 
     def test_stop_fails_the_sensor_instead_of_waiting_out_the_timeout(self, env):
         sent = _send(env, "k1", "SM" + "f" * 32)
@@ -154,7 +162,8 @@ class TestReplySensor:
     def test_keywords_hand_on_the_keyword_as_the_dag_wrote_it(self, env):
         _inbound(env, "SM4", "yes. ship it")
         found = reply_sensor(to_number=OURS, keywords=["Yes", "No"]).poke(_context()).xcom_value
-        assert found["keyword"] == "Yes" and "ship" not in json.dumps(found)
+        assert found["keyword"] == "Yes"
+        assert "ship" not in json.dumps(found)
         assert read_reply(found).groups == ["yes"]
 
     def test_read_reply_masks_what_it_reveals_and_says_what_is_wrong(self, env):
@@ -164,7 +173,8 @@ class TestReplySensor:
         found = reply_sensor(to_number=OURS, body_pattern=r"code is (\d{6})").poke(_context()).xcom_value
         reply = read_reply(found)
         assert mask_logs(None, "info", {"event": f"got {reply.groups[0]}"})["event"] == "got ***"
-        assert "918273" not in repr(reply) and USER not in repr(reply)
+        assert "918273" not in repr(reply)
+        assert USER not in repr(reply)
         with pytest.raises(ValueError, match="XCom of an SmsReplySensor"):
             read_reply({"groups": ["1"]})
         with pytest.raises(LookupError, match="not in the message store"):

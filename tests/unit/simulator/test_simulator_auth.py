@@ -20,7 +20,8 @@ def test_account_tokens():
     assert authenticate(_basic(AC, "secondary"), AC, ACCOUNTS, KEYS)
     assert not authenticate(_basic(AC, "wrong"), AC, ACCOUNTS, KEYS)
     assert not authenticate(_basic(AC2, "two"), AC, ACCOUNTS, KEYS)  # another account's URL
-    assert primary_token(ACCOUNTS, AC) == "primary" and primary_token(ACCOUNTS, AC2) == "two"
+    assert primary_token(ACCOUNTS, AC) == "primary"
+    assert primary_token(ACCOUNTS, AC2) == "two"
     assert primary_token(ACCOUNTS, "AC404") is None
 
 

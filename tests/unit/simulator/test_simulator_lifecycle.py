@@ -37,14 +37,19 @@ def test_the_scheduler_drops_entries_of_gone_keys_when_it_grows():
     assert len(scheduler) <= 12
 
 
-@pytest.mark.parametrize("status,code", [("lost", None), ("delivered", 30003), ("undelivered", "30003")])
-def test_invalid_outcomes(status, code):
-    with pytest.raises(ValueError):
+@pytest.mark.parametrize(("status", "code", "says"), [
+    ("lost", None, "outcome status must be one of"),
+    ("delivered", 30003, "a delivered message carries no error code"),
+    ("undelivered", "30003", "error_code must be an integer"),
+])
+def test_invalid_outcomes(status, code, says):
+    with pytest.raises(ValueError, match=says):
         Outcome(status, code)
 
 
 def test_outcome_defaults():
-    assert Outcome("undelivered").error_code == 30003 and Outcome("failed").error_code == 30008
+    assert Outcome("undelivered").error_code == 30003
+    assert Outcome("failed").error_code == 30008
 
 
 def _request(**kw):
@@ -58,7 +63,8 @@ def test_status_only_moves_forward_and_terminal_states_stay():
     assert book.advance(sid, "delivered", None, NOW)["status"] == "delivered"
     assert book.advance(sid, "sent", None, NOW)["status"] == "delivered"
     assert book.advance(sid, "undelivered", 30003, NOW)["status"] == "delivered"
-    assert book.get(sid)["error_code"] is None and book.get(sid)["date_sent"] is not None
+    assert book.get(sid)["error_code"] is None
+    assert book.get(sid)["date_sent"] is not None
     failed = book.add_outbound("AC1", _request(), NOW, None)["sid"]
     message = book.advance(failed, "failed", 30008, NOW)
     assert (message["status"], message["error_code"], message["date_sent"]) == ("failed", 30008, None)
@@ -69,7 +75,8 @@ def test_the_book_keeps_the_newest_messages_only():
     book = MessageBook(max_messages=3)
     sids = [book.add_outbound("AC1", _request(), NOW, None)["sid"] for _ in range(5)]
     assert [m.resource["sid"] for m in book.snapshot()] == list(reversed(sids[2:]))
-    assert not book.exists(sids[0]) and len(book) == 3
+    assert not book.exists(sids[0])
+    assert len(book) == 3
 
 
 def test_a_lifecycle_plays_sent_then_the_outcome():

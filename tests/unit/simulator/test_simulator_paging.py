@@ -50,14 +50,18 @@ def test_pages_follow_the_page_token():
         query = dict(parse_qsl(urlsplit(page["next_page_uri"]).query))
         assert urlsplit(page["next_page_uri"]).path == PATH
         page = list_page(rows, query, PATH)
-    assert seen == list("0123456") and page["page"] == 2 and (page["start"], page["end"]) == (6, 6)
+    assert seen == list("0123456")
+    assert page["page"] == 2
+    assert (page["start"], page["end"]) == (6, 6)
     back = list_page(rows, dict(parse_qsl(urlsplit(page["previous_page_uri"]).query)), PATH)
     assert [m["sid"][-1] for m in back["messages"]] == ["3", "4", "5"]
 
 
 def test_an_empty_list():
     page = list_page([], {}, PATH)
-    assert page["messages"] == [] and page["next_page_uri"] is None and page["page_size"] == 50
+    assert page["messages"] == []
+    assert page["next_page_uri"] is None
+    assert page["page_size"] == 50
     assert page["first_page_uri"] == PATH + "?PageSize=50&Page=0"
 
 

@@ -19,22 +19,25 @@ def _code(form) -> int | None:
     try:
         check_create(pairs, NOW)
     except TwilioApiError as err:
-        assert err.status == 400 and err.body()["more_info"].endswith(str(err.code))
-        return err.code
-    return None
+        refused = err
+    else:
+        return None
+    assert refused.status == 400
+    assert refused.body()["more_info"].endswith(str(refused.code))
+    return refused.code
 
 
-@pytest.mark.parametrize("to,code", [(number, code) for number, (code, _) in MAGIC_TO.items()])
+@pytest.mark.parametrize(("to", "code"), [(number, code) for number, (code, _) in MAGIC_TO.items()])
 def test_magic_to_numbers(to, code):
     assert _code({"To": to, "From": OURS, "Body": "x"}) == code
 
 
-@pytest.mark.parametrize("sender,code", [(number, code) for number, (code, _) in MAGIC_FROM.items()])
+@pytest.mark.parametrize(("sender", "code"), [(number, code) for number, (code, _) in MAGIC_FROM.items()])
 def test_magic_from_numbers(sender, code):
     assert _code({"To": TO, "From": sender, "Body": "x"}) == code
 
 
-@pytest.mark.parametrize("form,code", [
+@pytest.mark.parametrize(("form", "code"), [
     ({"To": TO, "From": OURS, "Body": "hi"}, None),
     ({"To": TO, "MessagingServiceSid": MG, "Body": "hi"}, None),
     ({"To": TO, "From": "ACME Corp", "Body": "hi"}, None),  # alphanumeric sender ID
@@ -90,11 +93,16 @@ def test_the_accepted_request_carries_what_the_message_needs():
             ("StatusCallback", "https://e.com/cb"), ("SmartEncoded", "true"), ("ValidityPeriod", "60")]
     request = check_create(form, NOW)
     assert (request.to, request.from_, request.body) == (TO, OURS, "hi")
-    assert request.media_urls == ["https://e.com/a.png"] and request.status_callback == "https://e.com/cb"
-    assert request.smart_encoded and request.validity_period == 60
+    assert request.media_urls == ["https://e.com/a.png"]
+    assert request.status_callback == "https://e.com/cb"
+    assert request.smart_encoded
+    assert request.validity_period == 60
 
 
 def test_helpers():
     assert form_to_params([("MediaUrl", "a"), ("To", "b")]) == {"MediaUrl": ["a"], "To": "b"}
-    assert valid_callback_url("http://127.0.0.1:8080/x?y=1") and not valid_callback_url("http://host:99999/")
-    assert is_valid_sender("MyShop") and not is_valid_sender("12") and not is_valid_sender("!!")
+    assert valid_callback_url("http://127.0.0.1:8080/x?y=1")
+    assert not valid_callback_url("http://host:99999/")
+    assert is_valid_sender("MyShop")
+    assert not is_valid_sender("12")
+    assert not is_valid_sender("!!")

@@ -47,12 +47,14 @@ def test_a_failed_write_is_sqlalchemys_error_without_values_and_the_next_write_w
         conn.execute(text("ALTER TABLE twilio_sms_message RENAME TO twilio_sms_message_away"))
     with pytest.raises(DBAPIError) as caught:
         store.record_sent(claim, {"sid": "SM" + "3" * 32, "status": "queued"})
-    assert "twilio_sms_message" in str(caught.value) and TO not in str(caught.value)
+    assert "twilio_sms_message" in str(caught.value)
+    assert TO not in str(caught.value)
     assert "3" * 32 not in str(caught.value)
     with store.engine.begin() as conn:
         conn.execute(text("ALTER TABLE twilio_sms_message_away RENAME TO twilio_sms_message"))
     row = store.record_sent(claim, {"sid": "SM" + "3" * 32, "status": "queued"})
-    assert row["send_state"] == "sent" and store.get_message(sid="SM" + "3" * 32)["id"] == claim.message_id
+    assert row["send_state"] == "sent"
+    assert store.get_message(sid="SM" + "3" * 32)["id"] == claim.message_id
 
 
 def test_threads_write_at_once_each_on_its_own_connection(store):

@@ -17,7 +17,9 @@ def test_sqlite_engines_on_one_file_share_one_writer_lock_and_other_databases_ne
     try:
         assert store_engine.writer_lock(first) is store_engine.writer_lock(second)
         assert store_engine.writer_lock(first) is not store_engine.writer_lock(other)
-        pg = store_engine.create_store_engine("postgresql+psycopg2://nobody@127.0.0.1:1/none")  # never connects
+        pg = store_engine.create_store_engine(
+            "postgresql+psycopg2://nobody@127.0.0.1:1/none"
+        )  # never connects
         with store_engine.writer_lock(pg), store_engine.writer_lock(pg):
             pass
     finally:
@@ -40,9 +42,8 @@ def test_a_writer_waits_for_the_lock_at_most_the_busy_timeout(tmp_path, monkeypa
     thread.start()
     try:
         held.wait(10)
-        with pytest.raises(TimeoutError, match="stayed locked"):
-            with lock:
-                pass
+        with pytest.raises(TimeoutError, match="stayed locked"), lock:
+            pass
     finally:
         release.set()
         thread.join()

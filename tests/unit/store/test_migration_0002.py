@@ -30,7 +30,9 @@ def _team_of(url: str, sid: str) -> str | None:
     engine = create_engine(url)
     try:
         with engine.connect() as conn:
-            return conn.execute(text("SELECT team FROM twilio_sms_message WHERE sid = :sid"), {"sid": sid}).scalar()
+            return conn.execute(
+                text("SELECT team FROM twilio_sms_message WHERE sid = :sid"), {"sid": sid}
+            ).scalar()
     finally:
         engine.dispose()
 
@@ -41,17 +43,28 @@ def test_0002_keeps_the_rows_and_swaps_the_indexes(db_url):
     engine = create_engine(db_url)
     now = datetime.now(timezone.utc).replace(tzinfo=None)
     with engine.begin() as conn:
-        conn.execute(text(
-            "INSERT INTO twilio_sms_message (scope, idempotency_key, account_sid, conn_id, team, to_number, "
-            "body, body_sha256, num_media, send_state, attempt_id, lease_expires_at, sid, status, status_rank, "
-            "created_at, updated_at) VALUES (:scope, 'k', :account, 'twilio_sms_default', 'team_a', "
-            "'+14155550100', 'hi', :digest, 0, 'sent', 'a1', :now, :sid, 'queued', 1, :now, :now)"),
-            {"scope": make_scope(ACCOUNT, "team_a"), "account": ACCOUNT, "digest": "0" * 64, "now": now,
-             "sid": "SM" + "3" * 32})
+        conn.execute(
+            text(
+                "INSERT INTO twilio_sms_message (scope, idempotency_key, account_sid, conn_id, team, "
+                "to_number, body, body_sha256, num_media, send_state, attempt_id, lease_expires_at, sid, "
+                "status, status_rank, created_at, updated_at) VALUES (:scope, 'k', :account, "
+                "'twilio_sms_default', 'team_a', '+14155550100', 'hi', :digest, 0, 'sent', 'a1', :now, :sid, "
+                "'queued', 1, :now, :now)"
+            ),
+            {
+                "scope": make_scope(ACCOUNT, "team_a"),
+                "account": ACCOUNT,
+                "digest": "0" * 64,
+                "now": now,
+                "sid": "SM" + "3" * 32,
+            },
+        )
     engine.dispose()
-    assert OLD <= _indexes(db_url) and not NEW & _indexes(db_url)
+    assert _indexes(db_url) >= OLD
+    assert not NEW & _indexes(db_url)
     assert migrate.upgrade_url(db_url, "0002_twilio_sms") == ("0001_twilio_sms", "0002_twilio_sms")
-    assert NEW <= _indexes(db_url) and not OLD & _indexes(db_url)
+    assert _indexes(db_url) >= NEW
+    assert not OLD & _indexes(db_url)
     assert _team_of(db_url, "SM" + "3" * 32) == "team_a"
     engine = create_engine(db_url)
     try:
@@ -61,5 +74,6 @@ def test_0002_keeps_the_rows_and_swaps_the_indexes(db_url):
             command.downgrade(migrate.alembic_config(connection=conn), "0001_twilio_sms")
     finally:
         engine.dispose()
-    assert OLD <= _indexes(db_url) and not NEW & _indexes(db_url)
+    assert _indexes(db_url) >= OLD
+    assert not NEW & _indexes(db_url)
     assert _team_of(db_url, "SM" + "3" * 32) == "team_a"

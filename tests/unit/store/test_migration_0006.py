@@ -31,7 +31,8 @@ def test_0006_turns_the_grants_in_the_window_into_slots(db_url):
                           "('team:idle', :now)"), {"now": now})
         # 1 + 3 segments a minute ago, 1 two days ago (outside any window that matters)
         conn.execute(text("INSERT INTO twilio_sms_rate_grant (pool, grant_key, cost, granted_at) VALUES "
-                          "('team:qa', 'a', 1, :old), ('team:qa', 'b', 1, :recent), ('team:qa', 'c', 3, :recent2)"),
+                          "('team:qa', 'a', 1, :old), ('team:qa', 'b', 1, :recent), "
+                          "('team:qa', 'c', 3, :recent2)"),
                      {"old": now - timedelta(days=2), "recent": now - timedelta(seconds=60),
                       "recent2": now - timedelta(seconds=59)})
     engine.dispose()
@@ -47,9 +48,15 @@ def test_0006_turns_the_grants_in_the_window_into_slots(db_url):
     engine = create_engine(db_url)
     try:
         names = set(inspect(engine).get_table_names())
-        assert "twilio_sms_rate_grant" in names and "twilio_sms_rate_slot" not in names
+        assert "twilio_sms_rate_grant" in names
+        assert "twilio_sms_rate_slot" not in names
         with engine.connect() as conn:
-            assert conn.execute(text("SELECT count(*) FROM twilio_sms_rate_grant WHERE pool = 'team:qa'")).scalar() == 5
+            assert (
+                conn.execute(
+                    text("SELECT count(*) FROM twilio_sms_rate_grant WHERE pool = 'team:qa'")
+                ).scalar()
+                == 5
+            )
     finally:
         engine.dispose()
     assert migrate.upgrade_url(db_url)[1] == "0006_twilio_sms"

@@ -1,5 +1,5 @@
-"""The key-digest migration (keys by SHA-256) upgrades a store holding sends, linked events and rate grants, and
-downgrades cleanly, on SQLite and PostgreSQL: every stored key is still found, and only by itself."""
+"""The key-digest migration (keys by SHA-256) upgrades a store holding sends, linked events and rate grants,
+and downgrades cleanly, on SQLite and PostgreSQL: every stored key is still found, and only by itself."""
 
 from __future__ import annotations
 
@@ -27,13 +27,25 @@ def _seed(url: str, now: datetime) -> None:
     engine = create_engine(url)
     with engine.begin() as conn:
         for key, sid, state in (("order-1", SID, "sent"), ("order-2", None, "claimed")):
-            conn.execute(text(
-                "INSERT INTO twilio_sms_message (scope, idempotency_key, account_sid, conn_id, team, to_number, "
-                "body, body_sha256, num_media, send_state, attempt_id, lease_expires_at, sid, status, "
-                "status_rank, created_at, updated_at) VALUES (:scope, :key, :account, 'twilio_sms_default', "
-                "'team_a', '+14155550100', 'hi', :digest, 0, :state, 'a1', :lease, :sid, 'queued', 1, :now, :now)"),
-                {"scope": SCOPE, "key": key, "account": ACCOUNT, "digest": "0" * 64, "state": state, "now": naive,
-                 "lease": naive + timedelta(hours=1), "sid": sid})
+            conn.execute(
+                text(
+                    "INSERT INTO twilio_sms_message (scope, idempotency_key, account_sid, conn_id, team, "
+                    "to_number, body, body_sha256, num_media, send_state, attempt_id, lease_expires_at, sid, "
+                    "status, status_rank, created_at, updated_at) VALUES (:scope, :key, :account, "
+                    "'twilio_sms_default', 'team_a', '+14155550100', 'hi', :digest, 0, :state, 'a1', :lease, "
+                    ":sid, 'queued', 1, :now, :now)"
+                ),
+                {
+                    "scope": SCOPE,
+                    "key": key,
+                    "account": ACCOUNT,
+                    "digest": "0" * 64,
+                    "state": state,
+                    "now": naive,
+                    "lease": naive + timedelta(hours=1),
+                    "sid": sid,
+                },
+            )
         conn.execute(text(
             "INSERT INTO twilio_sms_event (kind, account_sid, conn_id, dedupe_key, message_sid, message_id, "
             "status, received_at, payload) SELECT 'status', :account, 'twilio_sms_default', 'status:x:sent', "
@@ -70,8 +82,15 @@ def test_it_gives_stored_rows_their_digests_and_keeps_links_grants_and_answers(d
 
     store = SmsStore(db_url)
     assert store.get_message(scope=SCOPE, idempotency_key="order-1")["sid"] == SID
-    again = store.claim(scope=SCOPE, idempotency_key="order-1", account_sid=ACCOUNT, conn_id="twilio_sms_default",
-                        to_number="+14155550100", body="hi", team="team_a")
+    again = store.claim(
+        scope=SCOPE,
+        idempotency_key="order-1",
+        account_sid=ACCOUNT,
+        conn_id="twilio_sms_default",
+        to_number="+14155550100",
+        body="hi",
+        team="team_a",
+    )
     assert again.outcome == "sent"  # the "already sent" answer survives the upgrade
     # The send's grant, stored before the upgrade (under its textual key), still counts (0006 made it a
     # slot of the pool's ring): the hour's one slot is taken.

@@ -66,7 +66,8 @@ def test_the_window_is_on_the_database_clock_not_the_workers(store, monkeypatch)
     slow = [store.acquire_rate_slot("qa", 2, 5).granted for _ in range(2)]
     monkeypatch.setattr(api, "utcnow", lambda: real() + timedelta(seconds=10))
     fast = store.acquire_rate_slot("qa", 2, 5)
-    assert slow == [True, True] and not fast.granted
+    assert slow == [True, True]
+    assert not fast.granted
     assert abs((fast.decided_at - real()).total_seconds()) < 5  # the database's clock, not either worker's
     assert 4 < fast.wait_seconds <= 5
 
@@ -94,13 +95,15 @@ def test_a_changed_limit_keeps_the_newest_units(store):
 
 def test_a_grant_that_never_left_is_given_back_and_one_that_did_counts_until_twilio_answered(store):
     first = store.acquire_rate_slot("qa", 1, 60, hold_seconds=30)
-    assert first.granted and not store.acquire_rate_slot("qa", 1, 60, hold_seconds=30).granted
+    assert first.granted
+    assert not store.acquire_rate_slot("qa", 1, 60, hold_seconds=30).granted
     store.settle_rate_grant(first.grant, reached_twilio=False)  # e.g. connection refused
     second = store.acquire_rate_slot("qa", 1, 60, hold_seconds=30)
     assert second.granted
     in_flight = store.acquire_rate_slot("qa", 1, 60)
     # Still out: it may be answered any moment, so a slot may free a window from now.
-    assert not in_flight.granted and in_flight.wait_seconds == pytest.approx(60, abs=0.01)
+    assert not in_flight.granted
+    assert in_flight.wait_seconds == pytest.approx(60, abs=0.01)
     store.settle_rate_grant(second.grant, reached_twilio=True)
     until = _slots(store, "qa")[0]
     assert _us(second.decided_at) < until < second.grant.until_us  # lowered to when the answer came
@@ -114,7 +117,8 @@ def test_a_grant_given_back_behind_later_ones_never_lets_more_through(store):
     grants = [store.acquire_rate_slot("qa", 4, 60, hold_seconds=30).grant for _ in range(3)]
     store.settle_rate_grant(grants[1], reached_twilio=False)
     decisions = [store.acquire_rate_slot("qa", 4, 60, hold_seconds=30).granted for _ in range(4)]
-    assert decisions[0] and not any(decisions[2:])
+    assert decisions[0]
+    assert not any(decisions[2:])
     live = [u for u in _slots(store, "qa").values() if u > 0]
     assert len(live) <= 4
 
@@ -138,7 +142,9 @@ def test_decisions_cost_the_same_with_a_full_window(store):
 
         conn.execute(insert(rate_slot), [{"pool": "big", "slot": i, "until_us": 0} for i in range(1, limit)])
         far = _us(datetime.now(timezone.utc) + timedelta(days=1))
-        conn.execute(update(rate_slot).where(rate_slot.c.pool == "big", rate_slot.c.slot > 2).values(until_us=far))
+        conn.execute(
+            update(rate_slot).where(rate_slot.c.pool == "big", rate_slot.c.slot > 2).values(until_us=far)
+        )
     assert [store.acquire_rate_slot("big", limit, 3600).granted for _ in range(3)] == [True, True, False]
 
 

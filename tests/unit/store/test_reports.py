@@ -46,13 +46,18 @@ def test_summary_counts_rate_and_failures_by_error_code_in_the_period(store):
     inbound(store, 2, team="b", body="hello")
     summary = reports.delivery_summary(store.engine, since=NOW - timedelta(days=1),
                                        until=NOW + timedelta(hours=1))
-    assert summary["total"] == 5 and summary["delivered"] == 2 and summary["failed"] == 2
-    assert summary["pending"] == 1 and summary["delivery_rate"] == 0.5
+    assert summary["total"] == 5
+    assert summary["delivered"] == 2
+    assert summary["failed"] == 2
+    assert summary["pending"] == 1
+    assert summary["delivery_rate"] == 0.5
     assert summary["by_status"] == {"delivered": 2, "failed": 1, "sent": 1, "undelivered": 1}
     assert summary["failures_by_error_code"] == [
         {"error_code": 30003, "count": 1, "meaning": "the destination handset is unreachable"},
         {"error_code": 30007, "count": 1, "meaning": "the message was filtered by the carrier as spam"}]
-    assert summary["inbound"] == 2 and summary["opt_outs"] == 1 and summary["opt_ins"] == 0
+    assert summary["inbound"] == 2
+    assert summary["opt_outs"] == 1
+    assert summary["opt_ins"] == 0
 
 
 def test_summary_of_some_teams_leaves_the_others_out(store):
@@ -62,10 +67,14 @@ def test_summary_of_some_teams_leaves_the_others_out(store):
     inbound(store, 1, team="b", body="STOP")
     window = {"since": NOW - timedelta(days=1), "until": NOW + timedelta(hours=1)}
     only_a = reports.delivery_summary(store.engine, teams={"a", None}, **window)
-    assert only_a["total"] == 2 and only_a["failures_by_error_code"] == [] and only_a["delivery_rate"] == 1.0
-    assert only_a["inbound"] == 0 and only_a["opt_outs"] == 0
+    assert only_a["total"] == 2
+    assert only_a["failures_by_error_code"] == []
+    assert only_a["delivery_rate"] == 1.0
+    assert only_a["inbound"] == 0
+    assert only_a["opt_outs"] == 0
     nobody = reports.delivery_summary(store.engine, teams=set(), **window)
-    assert nobody["total"] == 0 and nobody["delivery_rate"] is None
+    assert nobody["total"] == 0
+    assert nobody["delivery_rate"] is None
 
 
 def test_timelines_in_arrival_order_for_many_messages_at_once(store):

@@ -23,9 +23,11 @@ def _claim(store, key="key-1", **kw):
 class TestClaims:
     def test_first_claim_is_new_and_a_second_attempt_sees_it_held(self, store):
         first = _claim(store, attempt_id="a1")
-        assert first.outcome == "new" and first.owned
+        assert first.outcome == "new"
+        assert first.owned
         second = _claim(store, attempt_id="a2")
-        assert second.outcome == "held" and not second.owned
+        assert second.outcome == "held"
+        assert not second.owned
         assert second.row["lease_expires_at"] > datetime.now(timezone.utc)
 
     def test_a_sent_key_returns_the_recorded_result_without_a_new_claim(self, store):
@@ -34,19 +36,22 @@ class TestClaims:
         store.record_sent(claim, {"sid": "SM" + "a" * 32, "status": "queued", "num_segments": 1})
         again = _claim(store, attempt_id="a2")
         assert again.outcome == "sent"
-        assert again.row["sid"] == "SM" + "a" * 32 and again.row["send_state"] == "sent"
+        assert again.row["sid"] == "SM" + "a" * 32
+        assert again.row["send_state"] == "sent"
 
     def test_a_failed_key_stays_failed(self, store):
         claim = _claim(store, attempt_id="a1")
         store.record_failed(claim, 21211, "invalid To")
         again = _claim(store, attempt_id="a2")
-        assert again.outcome == "failed" and again.row["error_code"] == 21211
+        assert again.outcome == "failed"
+        assert again.row["error_code"] == 21211
 
     def test_expired_lease_without_http_attempt_is_resumed_without_reconcile(self, store):
         old = datetime.now(timezone.utc) - timedelta(minutes=10)
         _claim(store, attempt_id="dead", lease_seconds=60, now=old)
         taken = _claim(store, attempt_id="a2")
-        assert taken.outcome == "resume" and taken.owned
+        assert taken.outcome == "resume"
+        assert taken.owned
 
     def test_expired_lease_after_http_attempt_must_reconcile(self, store):
         old = datetime.now(timezone.utc) - timedelta(minutes=10)
@@ -85,18 +90,29 @@ class TestClaims:
                        now=now)
         assert claim.outcome == "new"
         assert claim.row == store.get_message(message_id=claim.message_id)
-        assert claim.row["created_at"] == now and claim.row["created_at"].utcoffset() == timedelta(0)
+        assert claim.row["created_at"] == now
+        assert claim.row["created_at"].utcoffset() == timedelta(0)
 
     def test_the_recorded_row_is_the_stored_row(self, store):
         claim = _claim(store, attempt_id="a1")
         store.mark_attempt(claim, lease_seconds=300)  # changes the row after the claim
         sid = "SM" + "8" * 32
-        store.record_status_event(account_sid=ACCOUNT, conn_id="c", message_sid=sid, status="sent", payload={},
-                                  idempotency_key="key-1")  # an early callback, linked by the key
-        row = store.record_sent(claim, {"sid": sid, "status": "queued", "num_segments": 2, "encoding": "UCS-2",
-                                        "from": "+15005550006"})
+        store.record_status_event(
+            account_sid=ACCOUNT,
+            conn_id="c",
+            message_sid=sid,
+            status="sent",
+            payload={},
+            idempotency_key="key-1",
+        )  # an early callback, linked by the key
+        row = store.record_sent(
+            claim,
+            {"sid": sid, "status": "queued", "num_segments": 2, "encoding": "UCS-2", "from": "+15005550006"},
+        )
         assert row == store.get_message(sid=sid)
-        assert row["status"] == "sent" and row["send_state"] == "sent" and row["num_segments"] == 2
+        assert row["status"] == "sent"
+        assert row["send_state"] == "sent"
+        assert row["num_segments"] == 2
 
     def test_an_opted_out_recipient_is_refused_and_nothing_is_claimed(self, store):
         store.set_opt_out(ACCOUNT, TO, True)
@@ -124,10 +140,17 @@ class TestClaims:
         sid = "SM" + "b" * 32
         store.mark_attempt(claim)
         # the callback overtakes the HTTP response and is linked by the idempotency key
-        assert store.record_status_event(account_sid=ACCOUNT, conn_id="c", message_sid=sid, status="delivered",
-                                         payload={}, idempotency_key="key-1")
+        assert store.record_status_event(
+            account_sid=ACCOUNT,
+            conn_id="c",
+            message_sid=sid,
+            status="delivered",
+            payload={},
+            idempotency_key="key-1",
+        )
         row = store.record_sent(claim, {"sid": sid, "status": "queued"})
-        assert row["status"] == "delivered" and row["sid"] == sid
+        assert row["status"] == "delivered"
+        assert row["sid"] == sid
 
 
     def test_a_callback_links_a_send_whose_response_was_lost_and_its_event(self, store):
@@ -136,7 +159,8 @@ class TestClaims:
         assert store.record_status_event(account_sid=ACCOUNT, conn_id="c", message_sid=sid, status="sent",
                                          payload={}, idempotency_key="key-1", error_code=None)
         row = store.get_message(message_id=claim.message_id)
-        assert row["sid"] == sid and row["status"] == "sent"
+        assert row["sid"] == sid
+        assert row["status"] == "sent"
         with store.engine.connect() as conn:
             from airflow_provider_twilio_sms.store import tables as t
 
@@ -155,8 +179,9 @@ class TestClaims:
         store.record_status_event(account_sid=ACCOUNT, conn_id="c", message_sid=sid, status="undelivered",
                                   payload={}, error_code=30003)
         before = store.get_message(sid=sid)
-        store.record_status_event(account_sid=ACCOUNT, conn_id="c", message_sid=sid, status="sent", payload={},
-                                  error_code=30005)
+        store.record_status_event(
+            account_sid=ACCOUNT, conn_id="c", message_sid=sid, status="sent", payload={}, error_code=30005
+        )
         after = store.get_message(sid=sid)
         assert (after["status"], after["error_code"], after["status_updated_at"]) == \
             ("undelivered", 30003, before["status_updated_at"])
@@ -172,7 +197,8 @@ class TestClaims:
 
         with ThreadPoolExecutor(16) as pool:
             results = list(pool.map(one, sids + sids[:50]))
-        assert results.count(True) == 200 and results.count(False) == 50
+        assert results.count(True) == 200
+        assert results.count(False) == 50
 
 
 class TestStatusEvents:
@@ -183,8 +209,15 @@ class TestStatusEvents:
         store.record_sent(claim, {"sid": self.SID, "status": "queued"})
 
     def _event(self, store, status, token=None, **kw):
-        return store.record_status_event(account_sid=ACCOUNT, conn_id="c", message_sid=self.SID, status=status,
-                                         payload={"MessageStatus": status}, idempotency_token=token, **kw)
+        return store.record_status_event(
+            account_sid=ACCOUNT,
+            conn_id="c",
+            message_sid=self.SID,
+            status=status,
+            payload={"MessageStatus": status},
+            idempotency_token=token,
+            **kw,
+        )
 
     def test_status_moves_forward_only_and_history_keeps_everything(self, store):
         self._sent(store)
@@ -198,7 +231,8 @@ class TestStatusEvents:
         self._event(store, "undelivered", error_code=30003)
         self._event(store, "delivered")
         row = store.get_message(sid=self.SID)
-        assert row["status"] == "undelivered" and row["error_code"] == 30003
+        assert row["status"] == "undelivered"
+        assert row["error_code"] == 30003
 
     def test_duplicates_by_token_and_by_sid_and_status_are_stored_once(self, store):
         self._sent(store)
@@ -230,7 +264,7 @@ class TestInbound:
         assert not self._inbound(store, "SM1", "YES")
         assert len(store.find_inbound(to_number="+15005550006")) == 1
 
-    @pytest.mark.parametrize("body,opt", [("STOP", "STOP"), ("stop", None), ("Unsubscribe", None),
+    @pytest.mark.parametrize(("body", "opt"), [("STOP", "STOP"), ("stop", None), ("Unsubscribe", None),
                                           ("  quit ", None), ("CANCEL", None)])
     def test_stop_opts_out_with_or_without_opt_out_type(self, store, body, opt):
         self._inbound(store, "SM1", body, opt=opt)
@@ -252,10 +286,13 @@ class TestInbound:
         found = store.find_inbound(to_number="+15005550006", since=t0 - timedelta(seconds=1))
         assert [r["message_sid"] for r in found] == ["SM2"]
         all_rows = store.find_inbound(from_number="+15557654321")
-        assert store.find_inbound(from_number="+15557654321", after_id=all_rows[0]["id"])[0]["message_sid"] == "SM2"
+        assert (
+            store.find_inbound(from_number="+15557654321", after_id=all_rows[0]["id"])[0]["message_sid"]
+            == "SM2"
+        )
 
     def test_find_inbound_refuses_a_full_scan(self, store):
-        with pytest.raises(ValueError):
+        with pytest.raises(ValueError, match="find_inbound needs to_number or from_number"):
             store.find_inbound()
 
 

@@ -43,11 +43,13 @@ def test_every_identifier_at_its_limit_is_stored_whole_and_the_claim_stays_ours(
     assert claim.outcome == "new"
     [row] = _rows(store)
     assert {name: row[name] for name in MAX} == MAX
-    assert row["attempt_id"] == attempt and row["idempotency_key"] is None  # too long to display: not cut
+    assert row["attempt_id"] == attempt
+    assert row["idempotency_key"] is None  # too long to display: not cut
     assert row["idempotency_key_sha256"] == sha256(key.encode()).hexdigest()
     # Another attempt takes the expired claim over (compare-and-set on the full attempt id) and records.
     again = _claim(store, key, "b" * 100, **MAX)
-    assert again.outcome == "reconcile" and again.message_id == claim.message_id
+    assert again.outcome == "reconcile"
+    assert again.message_id == claim.message_id
     sent = store.record_sent(again, {"sid": "SM" + "1" * 32, "status": "queued", "num_segments": 1})
     assert sent["attempt_id"] == "b" * 100
     assert _claim(store, key, "c" * 100, **MAX).outcome == "sent"
@@ -57,7 +59,8 @@ def test_every_identifier_at_its_limit_is_stored_whole_and_the_claim_stays_ours(
 def test_two_long_keys_sharing_their_first_255_characters_are_two_claims(store):
     shared = "x" * 300
     first, second = _claim(store, shared + "a", "a1"), _claim(store, shared + "b", "a2")
-    assert (first.outcome, second.outcome) == ("new", "new") and first.message_id != second.message_id
+    assert (first.outcome, second.outcome) == ("new", "new")
+    assert first.message_id != second.message_id
     scope = make_scope(ACCOUNT)
     assert store.get_message(scope=scope, idempotency_key=shared + "a")["id"] == first.message_id
     assert store.get_message(scope=scope, idempotency_key=shared + "b")["id"] == second.message_id
@@ -78,7 +81,9 @@ def test_a_value_over_its_limit_is_refused_by_name_before_anything_is_claimed(st
     with pytest.raises(ValueTooLongError) as refused:
         _claim(store, "key-1", **{field: value})
     message = str(refused.value)
-    assert field in message and str(limit) in message and str(len(value)) in message
+    assert field in message
+    assert str(limit) in message
+    assert str(len(value)) in message
     assert value not in message
     assert _rows(store) == []
 
@@ -105,10 +110,14 @@ def _every_statement(sql: Statements):
     for name, attr in inspect.getmembers(type(sql)):
         if name.startswith("_") and not name.startswith("_build"):
             continue
-        if isinstance(attr, property) or hasattr(attr, "func") and hasattr(attr, "attrname"):  # cached_property
+        if (
+            isinstance(attr, property) or hasattr(attr, "func") and hasattr(attr, "attrname")
+        ):  # cached_property
             built = getattr(sql, name)
             if isinstance(built, tuple):  # several statements run in order, or an expression and a number
-                yield from ((f"{name}[{i}]", part) for i, part in enumerate(built) if isinstance(part, ClauseElement))
+                yield from (
+                    (f"{name}[{i}]", part) for i, part in enumerate(built) if isinstance(part, ClauseElement)
+                )
             elif built is not None:
                 yield name, built
         elif inspect.isfunction(attr) and name != "__init__":
@@ -126,7 +135,9 @@ def test_no_statement_casts_a_value_to_a_shorter_string_type(dialect):
         seen += 1
         casts = [node for node in iterate(statement) if isinstance(node, Cast)]
         short = [c for c in casts if isinstance(c.type, String) and c.type.length is not None]
-        assert not short, f"{name} CASTs to {[str(c.type) for c in short]}: PostgreSQL cuts such a value silently"
+        assert not short, (
+            f"{name} CASTs to {[str(c.type) for c in short]}: PostgreSQL cuts such a value silently"
+        )
         compiled = str(statement.compile(dialect=dialect))
         assert "AS VARCHAR(" not in compiled.upper(), f"{name}: {compiled}"
     assert seen >= 25  # the walk found the statements (claims, callbacks, opt-outs, rate limits)

@@ -55,16 +55,37 @@ async def _first_event(trigger, *, then=None, timeout=10):
     return event.payload
 
 
-@pytest.mark.parametrize("trigger", [
-    SmsStatusTrigger(message_sid="SM1", success_statuses=["delivered"], failure_statuses=["failed"],
-                     store_conn_id="s", poll_interval=2, fallback_at="2026-01-01T00:00:00+00:00"),
-    SmsStatusTrigger(message_sid="SM1", success_statuses=["delivered"], failure_statuses=["failed"],
-                     store_conn_id="s", poll_interval=2, fallback_at="2026-01-01T00:05:00+00:00",
-                     twilio_conn_id="twilio_sms_qa", sent_at="2026-01-01T00:00:00+00:00", fallback_interval=30,
-                     fallback_max_interval=600),
-    SmsReplyTrigger(criteria=ReplyCriteria(from_number=USER, body_pattern=r"(\d{6})").to_json(), after_id=7,
-                    store_conn_id="s", poll_interval=3),
-])
+@pytest.mark.parametrize(
+    "trigger",
+    [
+        SmsStatusTrigger(
+            message_sid="SM1",
+            success_statuses=["delivered"],
+            failure_statuses=["failed"],
+            store_conn_id="s",
+            poll_interval=2,
+            fallback_at="2026-01-01T00:00:00+00:00",
+        ),
+        SmsStatusTrigger(
+            message_sid="SM1",
+            success_statuses=["delivered"],
+            failure_statuses=["failed"],
+            store_conn_id="s",
+            poll_interval=2,
+            fallback_at="2026-01-01T00:05:00+00:00",
+            twilio_conn_id="twilio_sms_qa",
+            sent_at="2026-01-01T00:00:00+00:00",
+            fallback_interval=30,
+            fallback_max_interval=600,
+        ),
+        SmsReplyTrigger(
+            criteria=ReplyCriteria(from_number=USER, body_pattern=r"(\d{6})").to_json(),
+            after_id=7,
+            store_conn_id="s",
+            poll_interval=3,
+        ),
+    ],
+)
 def test_serialize_round_trips_through_json(trigger):
     classpath, kwargs = trigger.serialize()
     module, name = classpath.rsplit(".", 1)
@@ -83,14 +104,20 @@ class TestStatusTrigger:
         _sent(store, "SM" + "1" * 32)
         event = await _first_event(self._trigger(store_conn, "SM" + "1" * 32),
                                    then=lambda: _callback(store, "SM" + "1" * 32, "delivered"))
-        assert event == {"outcome": "success", "sid": "SM" + "1" * 32, "status": "delivered", "error_code": None}
+        assert event == {
+            "outcome": "success",
+            "sid": "SM" + "1" * 32,
+            "status": "delivered",
+            "error_code": None,
+        }
 
     @pytest.mark.asyncio
     async def test_fires_failure_with_the_error_code(self, store, store_conn):
         _sent(store, "SM" + "2" * 32)
         event = await _first_event(self._trigger(store_conn, "SM" + "2" * 32),
                                    then=lambda: _callback(store, "SM" + "2" * 32, "undelivered", 30003))
-        assert event["outcome"] == "failure" and event["error_code"] == 30003
+        assert event["outcome"] == "failure"
+        assert event["error_code"] == 30003
 
     @pytest.mark.asyncio
     async def test_late_sent_after_delivered_still_reads_delivered(self, store, store_conn):
@@ -102,7 +129,9 @@ class TestStatusTrigger:
         assert event["status"] == "delivered"
 
     @pytest.mark.asyncio
-    async def test_a_trigger_serialized_without_a_twilio_connection_fires_no_callback(self, store, store_conn):
+    async def test_a_trigger_serialized_without_a_twilio_connection_fires_no_callback(
+        self, store, store_conn
+    ):
         sid = "SM" + "5" * 32
         _sent(store, sid)
         past = (datetime.now(timezone.utc) - timedelta(seconds=1)).isoformat()
@@ -122,16 +151,20 @@ class TestReplyTrigger:
                                    then=lambda: (_inbound(store, "SMa", "hello"),
                                                  _inbound(store, "SMb", "Your code is 482913")))
         assert event["outcome"] == "match"
-        assert event["result"]["message_sid"] == "SMb" and event["result"]["body_pattern"] == r"code is (\d{6})"
+        assert event["result"]["message_sid"] == "SMb"
+        assert event["result"]["body_pattern"] == r"code is (\d{6})"
         assert event["result"]["from"] == "***4321"
         # the event is stored in Airflow's database: it names the reply, never its text or code
-        assert "482913" not in json.dumps(event) and USER not in json.dumps(event)
+        assert "482913" not in json.dumps(event)
+        assert USER not in json.dumps(event)
 
     @pytest.mark.asyncio
     async def test_stop_from_the_awaited_number_ends_the_wait(self, store, store_conn):
         event = await _first_event(self._trigger(store_conn, keywords=("YES", "NO")),
                                    then=lambda: _inbound(store, "SMs", "STOP", opt="STOP"))
-        assert event["outcome"] == "opt_out" and "***4321" in event["message"] and "STOP" in event["message"]
+        assert event["outcome"] == "opt_out"
+        assert "***4321" in event["message"]
+        assert "STOP" in event["message"]
 
     @pytest.mark.asyncio
     async def test_messages_before_the_cursor_never_match(self, store, store_conn):
@@ -139,7 +172,8 @@ class TestReplyTrigger:
         cursor = store.find_inbound(from_number=USER)[-1]["id"]
         event = await _first_event(self._trigger(store_conn, after_id=cursor, keywords=("YES", "NO")),
                                    then=lambda: _inbound(store, "SMnew", "no thanks"))
-        assert event["result"]["message_sid"] == "SMnew" and event["result"]["keyword"] == "NO"
+        assert event["result"]["message_sid"] == "SMnew"
+        assert event["result"]["keyword"] == "NO"
 
     @pytest.mark.asyncio
     async def test_other_numbers_do_not_match(self, store, store_conn):
@@ -157,8 +191,14 @@ async def test_one_query_per_round_however_many_sensors_wait(store, store_conn):
         _sent(store, sid)
     triggers = [SmsStatusTrigger(message_sid=sid, success_statuses=["delivered"], failure_statuses=["failed"],
                                  store_conn_id=store_conn, poll_interval=0.2) for sid in sids]
-    triggers += [SmsReplyTrigger(criteria=ReplyCriteria(from_number=f"+1555{i:07d}", keywords=("YES",)).to_json(),
-                                 store_conn_id=store_conn, poll_interval=0.2) for i in range(200)]
+    triggers += [
+        SmsReplyTrigger(
+            criteria=ReplyCriteria(from_number=f"+1555{i:07d}", keywords=("YES",)).to_json(),
+            store_conn_id=store_conn,
+            poll_interval=0.2,
+        )
+        for i in range(200)
+    ]
     tasks = [asyncio.ensure_future(t.run().__anext__()) for t in triggers]
     # Wait for rounds, not for a fixed time: a full garbage collection after a long test session can
     # pause the process for most of a second, and the property is per round anyway.

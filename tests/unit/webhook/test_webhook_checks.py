@@ -47,14 +47,16 @@ def test_declared_oversize_is_refused_before_reading_anything():
     req, sent = request({"content-length": "70000"}, [b"x" * 70000])
     with pytest.raises(Refused) as refused:
         asyncio.run(read_body(req, 65536))
-    assert refused.value.status == 413 and sent == []
+    assert refused.value.status == 413
+    assert sent == []
 
 
 def test_streamed_oversize_stops_at_the_first_chunk_past_the_cap():
     req, sent = request({}, [b"x" * 40000] * 10)  # chunked: no Content-Length
     with pytest.raises(Refused) as refused:
         asyncio.run(read_body(req, 65536))
-    assert refused.value.status == 413 and len(sent) == 2  # 80000 > 65536 after two of ten chunks
+    assert refused.value.status == 413
+    assert len(sent) == 2  # 80000 > 65536 after two of ten chunks
 
 
 def test_a_body_within_the_cap_is_read_whole():
@@ -70,7 +72,7 @@ def test_malformed_content_length_is_refused(value):
     assert refused.value.status == 400
 
 
-@pytest.mark.parametrize("content_type,ok", [
+@pytest.mark.parametrize(("content_type", "ok"), [
     ("application/x-www-form-urlencoded", True), ("application/x-www-form-urlencoded; charset=UTF-8", True),
     ("Application/JSON", True), ("text/plain", False), ("multipart/form-data; boundary=x", False),
     (None, False)])
@@ -116,7 +118,7 @@ def test_senders_twilio_uses_are_accepted(sender):
     assert _verify(dict(GOOD, From=sender)).params["From"] == sender
 
 
-@pytest.mark.parametrize("changes,kind", [
+@pytest.mark.parametrize(("changes", "kind"), [
     ({"MessageSid": "SM" + "a" * 31}, "status"),
     ({"MessageSid": "XX" + "a" * 32}, "status"),
     ({"MessageSid": "SM" + "a" * 32 + "\n"}, "status"),  # "$" would let a trailing newline through

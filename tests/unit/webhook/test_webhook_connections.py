@@ -21,10 +21,11 @@ def test_a_twilio_connection_is_loaded_with_its_webhook_secrets(monkeypatch):
           extra={"secondary_auth_token": "tok2", "webhook_base_url": "https://a.example.com/"})
     found = load_connection("tw")
     assert found.settings.webhook_tokens == ["tok", "tok2"]
-    assert found.settings.webhook_base_url == "https://a.example.com" and found.team is None
+    assert found.settings.webhook_base_url == "https://a.example.com"
+    assert found.team is None
 
 
-@pytest.mark.parametrize("fields,logged", [
+@pytest.mark.parametrize(("fields", "logged"), [
     ({"conn_type": "http", "login": ACCOUNT, "password": "tok"}, "has type http"),
     ({"conn_type": "twilio_sms", "login": "not-a-sid", "password": "tok"}, "login"),
     ({"conn_type": "twilio_sms", "login": ACCOUNT, "extra": {"api_key_sid": "SK" + "1" * 32,
@@ -35,7 +36,8 @@ def test_unusable_connections_are_unknown_and_say_why(monkeypatch, caplog, field
     _conn(monkeypatch, "tw", **fields)
     with caplog.at_level(logging.ERROR, logger="airflow_provider_twilio_sms"):
         assert load_connection("tw") is None
-    assert logged in caplog.text and "tok" not in caplog.text.replace("Auth Token", "")
+    assert logged in caplog.text
+    assert "tok" not in caplog.text.replace("Auth Token", "")
 
 
 def test_a_missing_connection_is_unknown(monkeypatch):
@@ -65,7 +67,8 @@ def test_concurrent_misses_wait_for_one_lookup_and_failures_are_not_cached():
     assert sorted(calls) == ["a", "b"]  # one lookup per id, not one per request
     with pytest.raises(RuntimeError):
         cache.get("flaky")
-    assert cache.get("flaky") == "flaky" and calls.count("flaky") == 2  # the failure was not cached
+    assert cache.get("flaky") == "flaky"
+    assert calls.count("flaky") == 2  # the failure was not cached
     assert cache._loading == {}
 
 
@@ -78,11 +81,17 @@ def test_cache_keeps_answers_for_the_ttl_and_stays_bounded():
         return None if conn_id.startswith("missing") else conn_id
 
     cache = ConnectionCache(ttl=30, max_entries=3, loader=loader, clock=lambda: clock[0])
-    assert cache.get("a") == "a" and cache.get("a") == "a" and cache.cached("a") == (True, "a")
-    assert cache.get("missing") is None and cache.get("missing") is None  # unknown ids are cached too
+    assert cache.get("a") == "a"
+    assert cache.get("a") == "a"
+    assert cache.cached("a") == (True, "a")
+    assert cache.get("missing") is None
+    assert cache.get("missing") is None  # unknown ids are cached too
     assert calls == ["a", "missing"]
     clock[0] = 31
-    assert cache.cached("a") == (False, None) and cache.get("a") == "a" and calls[-1] == "a"
+    assert cache.cached("a") == (False, None)
+    assert cache.get("a") == "a"
+    assert calls[-1] == "a"
     for name in ("b", "c", "d"):
         cache.get(name)
-    assert len(cache._entries) == 3 and "a" not in cache._entries
+    assert len(cache._entries) == 3
+    assert "a" not in cache._entries

@@ -47,7 +47,9 @@ def test_shared_key_json_body_needs_its_signed_hash():
     assert not verify_signature(url, None, signature, ["shared-secret"], algorithm="HMAC_SHA256",
                                 raw_body=body + b" ")
     unhashed = validator.compute_signature(URL, {}, "HMAC_SHA256")
-    assert not verify_signature(URL, None, unhashed, ["shared-secret"], algorithm="HMAC_SHA256", raw_body=body)
+    assert not verify_signature(
+        URL, None, unhashed, ["shared-secret"], algorithm="HMAC_SHA256", raw_body=body
+    )
 
 
 @pytest.mark.parametrize("signature", ["sïgnature", "\udcff", "x" * 28])
@@ -69,7 +71,7 @@ def _headers_for(token, algorithm=None, key=KEY_ID):
     return signature, settings_header
 
 
-@pytest.mark.parametrize("token,algorithm,key,accepted", [
+@pytest.mark.parametrize(("token", "algorithm", "key", "accepted"), [
     ("primary", None, None, True),
     ("secondary", None, None, True),
     ("shared-secret", "HMAC_SHA256", KEY_ID, True),

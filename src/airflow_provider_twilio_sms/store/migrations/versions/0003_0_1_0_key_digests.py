@@ -42,7 +42,7 @@ POOL_TABLES = ("twilio_sms_rate_pool", "twilio_sms_rate_grant")
 
 
 def _sha256_of(column: str) -> str:
-    """SQL for the lowercase hex SHA-256 of ``column``'s UTF-8 text, as ``store.api.key_digest`` computes it."""
+    """SQL for the lowercase hex SHA-256 of ``column``'s UTF-8 text, as ``store.api.key_digest`` does."""
     bind = op.get_bind()
     if bind.dialect.name == "postgresql":
         return f"encode(sha256(convert_to({column}, 'UTF8')), 'hex')"
@@ -63,8 +63,10 @@ def _events_keep_their_message():
     op.execute("CREATE TEMP TABLE twilio_sms_event_link AS "
                "SELECT id, message_id FROM twilio_sms_event WHERE message_id IS NOT NULL")
     yield
-    op.execute("UPDATE twilio_sms_event SET message_id = (SELECT link.message_id FROM twilio_sms_event_link "
-               "AS link WHERE link.id = twilio_sms_event.id) WHERE id IN (SELECT id FROM twilio_sms_event_link)")
+    op.execute(
+        "UPDATE twilio_sms_event SET message_id = (SELECT link.message_id FROM twilio_sms_event_link "
+        "AS link WHERE link.id = twilio_sms_event.id) WHERE id IN (SELECT id FROM twilio_sms_event_link)"
+    )
     op.execute("DROP TABLE twilio_sms_event_link")
 
 

@@ -77,9 +77,8 @@ def upgrade() -> None:
                           .order_by(_grant.c.pool, _grant.c.granted_at, _grant.c.id)).all()
 
     def units():
-        for pool, cost, granted_at in grants:
-            if isinstance(granted_at, str):
-                granted_at = datetime.fromisoformat(granted_at)
+        for pool, cost, stored_at in grants:
+            granted_at = datetime.fromisoformat(stored_at) if isinstance(stored_at, str) else stored_at
             until = _us(granted_at)
             for _ in range(max(1, cost)):
                 index = sizes.get(pool, 0)

@@ -101,6 +101,21 @@ class TwilioConnectionSettings:
         return [t for t in (self.auth_token, self.secondary_auth_token) if t]
 
     @property
+    def signer(self) -> str:
+        """Who this connection proves itself to be, for the store: a fingerprint (SHA-256, not reversible)
+        of the Account SID and the secret that signs the account's webhooks (the Auth Token, else the
+        webhook signing key, else the API key secret).
+
+        Messages and events carry it so that a webhook event touches only records of its own signer (or its
+        own connection): a connection that copies an Account SID with a token of its own choosing is a
+        stranger to the account's real connections. Connections holding the same token are one signer.
+        """
+        import hashlib
+
+        secret = self.auth_token or self.webhook_signing_key_secret or self.api_key_secret or ""
+        return hashlib.sha256(f"twilio_sms signer v1\x00{self.account_sid}\x00{secret}".encode()).hexdigest()[:32]
+
+    @property
     def parsed_rate_limit(self) -> RateLimit | None:
         """The ``rate_limit`` extra as ``RateLimit(count, window_seconds)``, or None when not set."""
         if not self.rate_limit:

@@ -45,19 +45,33 @@ def capture(
     return [], {}, None
 
 
+# Who a reply comes from and where it arrives: kept in the store (a reply wait), never in trigger kwargs.
+PARTIES = ("account_sid", "conn_id", "signer", "from_number", "to_number", "messaging_service_sid")
+
+
 @dataclass(frozen=True)
 class ReplyCriteria:
-    """What a reply must look like. Plain data, so it travels in trigger kwargs as JSON."""
+    """Which inbound message is the awaited reply.
 
+    Only a message verified for ``account_sid`` by connection ``conn_id``, or by another connection of the
+    same ``signer`` (see README "What a webhook is trusted for"), from ``from_number``, arriving at
+    ``to_number`` or through ``messaging_service_sid``. :meth:`parties` (the numbers) go to the store,
+    :meth:`shape` (no personal data) into a trigger's kwargs.
+    """
+
+    account_sid: str
+    conn_id: str
+    signer: str | None = None
     from_number: str | None = None  # who replies (the recipient of our message)
     to_number: str | None = None  # where the reply arrives (our Twilio number)
+    messaging_service_sid: str | None = None  # or the Messaging Service our message was sent through
     body_pattern: str | None = None
     keywords: tuple[str, ...] = ()
     case_sensitive: bool = False
     since: datetime | None = None
 
     def __post_init__(self):
-        if not (self.from_number or self.to_number):
+        if not (self.from_number or self.to_number or self.messaging_service_sid):
             raise ValueError("a reply sensor needs in_reply_to, from_number or to_number: "
                              "waiting on every inbound message of every number is not allowed")
         if self.body_pattern:
@@ -66,30 +80,37 @@ class ReplyCriteria:
             except re.error as err:
                 raise ValueError(f"body_pattern is not a valid regular expression: {err}") from None
 
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "from_number": self.from_number,
-            "to_number": self.to_number,
-            "body_pattern": self.body_pattern,
-            "keywords": list(self.keywords),
-            "case_sensitive": self.case_sensitive,
-            "since": self.since.isoformat() if self.since else None,
-        }
+    def parties(self) -> dict[str, Any]:
+        """Who and where (phone numbers included): what a reply wait in the store holds."""
+        return {name: getattr(self, name) for name in PARTIES}
+
+    def shape(self) -> dict[str, Any]:
+        """What the reply must look like, as JSON without personal data (fit for trigger kwargs)."""
+        return {"body_pattern": self.body_pattern, "keywords": list(self.keywords),
+                "case_sensitive": self.case_sensitive, "since": self.since.isoformat() if self.since else None}
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> ReplyCriteria:
-        since = data.get("since")
-        return cls(from_number=data.get("from_number"), to_number=data.get("to_number"),
-                   body_pattern=data.get("body_pattern"), keywords=tuple(data.get("keywords") or ()),
-                   case_sensitive=bool(data.get("case_sensitive")),
+    def from_parts(cls, parties: Mapping[str, Any], shape: Mapping[str, Any]) -> ReplyCriteria:
+        since = shape.get("since")
+        return cls(**{name: parties.get(name) for name in PARTIES}, body_pattern=shape.get("body_pattern"),
+                   keywords=tuple(shape.get("keywords") or ()), case_sensitive=bool(shape.get("case_sensitive")),
                    since=datetime.fromisoformat(since) if since else None)
 
     def concerns(self, event: dict[str, Any]) -> bool:
-        """The event comes from and goes to the right numbers, and not before ``since``."""
+        """The event was verified for our account by our connection (or signer), comes from and goes to
+        the right numbers, and is not older than ``since``."""
+        if event.get("account_sid") != self.account_sid:
+            return False
+        if event.get("conn_id") != self.conn_id and not (self.signer and event.get("signer") == self.signer):
+            return False
         if self.from_number and event.get("from_number") != self.from_number:
             return False
-        if self.to_number and event.get("to_number") != self.to_number:
-            return False
+        if self.to_number or self.messaging_service_sid:
+            to_ok = bool(self.to_number) and event.get("to_number") == self.to_number
+            service_ok = bool(self.messaging_service_sid) and \
+                event.get("messaging_service_sid") == self.messaging_service_sid
+            if not (to_ok or service_ok):
+                return False
         return not (self.since and event["received_at"] < self.since)
 
     def is_opt_out(self, event: dict[str, Any]) -> bool:

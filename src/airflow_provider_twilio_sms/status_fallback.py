@@ -71,7 +71,7 @@ def ask_twilio(hook: TwilioSmsHook, store: SmsStore, conn_id: str, sids: Sequenc
             continue
         store.record_status_event(
             account_sid=message.get("account_sid") or hook.settings.account_sid, conn_id=conn_id,
-            message_sid=sid, status=status, error_code=message.get("error_code"),
+            signer=hook.settings.signer, message_sid=sid, status=status, error_code=message.get("error_code"),
             payload={"source": POLL_SOURCE, "MessageStatus": status, "ErrorCode": message.get("error_code")})
     log.info("Asked Twilio about %d of %d message(s) whose status callbacks did not come: %s", len(answers),
              len(sids), ", ".join(f"{mask_sid(sid)} {(m or {}).get('status')}" for sid, m in

@@ -122,7 +122,7 @@ def send_messages(sim, server, store, monkeypatch) -> dict[str, list[str]]:
         result = SmsSender(hook, store).send(SendRequest(
             to=to, body=body, idempotency_key=key, team=team, dag_id=f"{team}_notify", task_id="send",
             run_id="manual__browser", map_index=-1,
-            status_callback=status_callback_url(hook.settings, conn_id, key, team)))
+            status_callback=status_callback_url(hook.settings, conn_id, key)))
         sids[team].append(result["sid"])
     sim.set_inbound_url(OUR_NUMBER_A, f"{server.base_url}/twilio_sms/webhooks/{API_CONN}/inbound")
     sim.set_inbound_url(OUR_NUMBER_B, f"{server.base_url}/twilio_sms/webhooks/{UI_CONN}/inbound")

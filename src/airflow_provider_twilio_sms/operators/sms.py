@@ -33,16 +33,16 @@ def team_of(context: Context) -> str | None:
     return getattr(dag_run, "team_name", None) or None
 
 
-def status_callback_url(
-    settings, conn_id: str, key: str, team: str | None, url: str | None = None
-) -> str | None:
+def status_callback_url(settings, conn_id: str, key: str, url: str | None = None) -> str | None:
     """The ``StatusCallback`` for one send: ``url`` (else the connection's ``webhook_base_url`` and the
-    webhook path), with the idempotency key's SHA-256 (``ik_sha256``) and the team in its query.
+    webhook path), with the idempotency key's SHA-256 (``ik_sha256``) in its query.
 
-    The webhook links a callback to its message by that key when the send's answer was lost, so a
-    user-supplied URL gets it too; the URL's own query and fragment (Twilio's ``#rc=`` connection
-    overrides) are kept. The digest, not the key: a key may be of any length, Twilio takes URLs of at most
-    4000 characters. None when there is neither a URL nor a ``webhook_base_url``.
+    The webhook links a callback to its message by that key (among the messages of the connection that
+    verifies the callback) when the send's answer was lost, so a user-supplied URL gets it too; the URL's
+    own query and fragment (Twilio's ``#rc=`` connection overrides) are kept. No team goes into the URL:
+    the webhook takes it from the stored message. The digest, not the key: a key may be of any length,
+    Twilio takes URLs of at most 4000 characters. None when there is neither a URL nor a
+    ``webhook_base_url``.
     """
     from airflow_provider_twilio_sms.store.api import key_digest
 
@@ -53,7 +53,7 @@ def status_callback_url(
     parts = urlsplit(url)
     ours = ("ik", "ik_sha256", "team")
     query = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k not in ours]
-    query += [("ik_sha256", key_digest(key)), *([("team", team)] if team else [])]
+    query.append(("ik_sha256", key_digest(key)))
     return urlunsplit(parts._replace(query=urlencode(query)))
 
 
@@ -197,15 +197,9 @@ class SendSmsOperator(BaseOperator):
         )
         media = [self.media_url] if isinstance(self.media_url, str) else list(self.media_url or [])
         return SendRequest(
-            to=to,
-            body=self.body,
-            idempotency_key=str(key),
-            from_=self.from_,
-            messaging_service_sid=self.messaging_service_sid,
-            media_urls=tuple(media),
-            status_callback=status_callback_url(
-                settings, self.twilio_conn_id, str(key), team, self.status_callback
-            ),
+            to=to, body=self.body, idempotency_key=str(key), from_=self.from_,
+            messaging_service_sid=self.messaging_service_sid, media_urls=tuple(media),
+            status_callback=status_callback_url(settings, self.twilio_conn_id, str(key), self.status_callback),
             validity_period=int(self.validity_period) if self.validity_period not in (None, "") else None,
             team=team,
             pool=self.pool,

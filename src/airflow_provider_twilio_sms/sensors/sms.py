@@ -308,14 +308,20 @@ class SmsReplySensor(_StoreSensor):
         from airflow_provider_twilio_sms.phone import normalize_number
         from airflow_provider_twilio_sms.replies import ReplyCriteria
 
-        region = self.hook.settings.default_region
+        settings = self.hook.settings
+        region = settings.default_region
         from_number = normalize_number(self.from_number, region) if self.from_number else None
         to_number = normalize_number(self.to_number, region) if self.to_number else None
         since = self.since
+        # Whose replies count: those verified for the account by the connection that sent the message (or
+        # another connection with its signer); without in_reply_to, the sensor's own connection's.
+        account_sid, conn_id, signer, service = settings.account_sid, self.twilio_conn_id, settings.signer, None
         if self.in_reply_to:
             row = self._sent_row(context, self.in_reply_to)
+            account_sid, conn_id, signer = row["account_sid"], row["conn_id"], row.get("signer")
             from_number = from_number or row["to_number"]
-            to_number = to_number or row.get("from_number")
+            if not to_number:  # the number it was sent from, or the Messaging Service that chose it
+                to_number, service = row.get("from_number"), row.get("messaging_service_sid")
             since = since or row.get("sent_at") or row["created_at"]
         if isinstance(since, str):
             since = datetime.fromisoformat(since)
@@ -324,14 +330,9 @@ class SmsReplySensor(_StoreSensor):
         if since is None:
             dag_run = context.get("dag_run")
             since = getattr(dag_run, "start_date", None) or getattr(dag_run, "run_after", None)
-        return ReplyCriteria(
-            from_number=from_number,
-            to_number=to_number,
-            body_pattern=self.body_pattern,
-            keywords=tuple(self.keywords or ()),
-            case_sensitive=self.case_sensitive,
-            since=since,
-        )
+        return ReplyCriteria(account_sid=account_sid, conn_id=conn_id, signer=signer, from_number=from_number,
+                             to_number=to_number, messaging_service_sid=service, body_pattern=self.body_pattern,
+                             keywords=tuple(self.keywords or ()), case_sensitive=self.case_sensitive, since=since)
 
     def _scan(self, criteria: ReplyCriteria) -> tuple[dict[str, Any] | None, int]:
         """(result, last event id seen): the first match among stored messages, or None."""
@@ -339,8 +340,10 @@ class SmsReplySensor(_StoreSensor):
 
         last_id = 0
         while True:
-            rows = self.store.find_inbound(to_number=criteria.to_number, from_number=criteria.from_number,
-                                           since=criteria.since, after_id=last_id, limit=200)
+            rows = self.store.find_inbound(
+                account_sid=criteria.account_sid, conn_id=criteria.conn_id, signer=criteria.signer,
+                to_number=criteria.to_number, messaging_service_sid=criteria.messaging_service_sid,
+                from_number=criteria.from_number, since=criteria.since, after_id=last_id, limit=200)
             for row in rows:
                 last_id = row["id"]
                 if criteria.is_opt_out(row):
@@ -370,21 +373,18 @@ class SmsReplySensor(_StoreSensor):
         result, last_id = self._scan(criteria)
         if result is not None:
             return result
-        self.defer(
-            trigger=SmsReplyTrigger(
-                criteria=criteria.to_json(),
-                after_id=last_id,
-                store_conn_id=self.store_conn_id,
-                poll_interval=self.poll_interval,
-            ),
-            method_name="execute_complete",
-            timeout=self._timeout_delta(),
-        )
+        # The numbers stay in the store: the trigger's kwargs (Airflow's trigger table) name the wait.
+        wait_id = self.store.add_reply_wait(**criteria.parties())
+        self.defer(trigger=SmsReplyTrigger(wait_id=wait_id, shape=criteria.shape(), after_id=last_id,
+                                           store_conn_id=self.store_conn_id, poll_interval=self.poll_interval),
+                   method_name="execute_complete", timeout=self._timeout_delta())
 
     def execute_complete(self, context: Context, event: dict[str, Any]) -> Any:
         """Resume after the trigger: the matching reply for XCom, or fail on an opt-out."""
         from airflow.sdk.exceptions import AirflowFailException
 
-        if event["outcome"] == "opt_out":
+        if event.get("wait_id") is not None:
+            self.store.drop_reply_wait(event["wait_id"])
+        if event["outcome"] in ("opt_out", "error"):
             raise AirflowFailException(event["message"])
         return self._found(event["result"])

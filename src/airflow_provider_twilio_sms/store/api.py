@@ -265,6 +265,7 @@ class SmsStore:
         conn_id: str,
         to_number: str,
         body: str | None,
+        signer: str | None = None,
         from_number: str | None = None,
         messaging_service_sid: str | None = None,
         num_media: int = 0,
@@ -285,7 +286,9 @@ class SmsStore:
         ``attempting=True`` records in the same statement that the HTTP request is about to leave (what
         :meth:`mark_attempt` does), for callers with nothing to decide between claiming and sending.
         ``refuse_opted_out=True`` returns outcome ``opted_out`` (claiming nothing) when ``to_number``
-        replied STOP to this account, checked in the same transaction.
+        replied STOP to this account, verified with this ``signer`` (the sending connection's
+        :attr:`~airflow_provider_twilio_sms.connection.TwilioConnectionSettings.signer`), checked in the same
+        transaction.
         """
         attempt_id = attempt_id or uuid.uuid4().hex
         now = now or utcnow()
@@ -294,7 +297,7 @@ class SmsStore:
         values = {
             "scope": scope, "idempotency_key": displayed_key(idempotency_key),
             "idempotency_key_sha256": key_sha256, "account_sid": account_sid,
-            "conn_id": conn_id, "team": team, "pool": pool, "to_number": to_number,
+            "conn_id": conn_id, "signer": signer, "team": team, "pool": pool, "to_number": to_number,
             "from_number": from_number, "messaging_service_sid": messaging_service_sid, "body": body,
             "body_sha256": body_digest(body), "num_media": num_media, "send_state": "claimed",
             "attempt_id": attempt_id, "lease_expires_at": lease, "status_rank": 0,
@@ -314,8 +317,8 @@ class SmsStore:
                 inserted = self._claim_insert(conn, values, by_key, refuse_opted_out)
                 if inserted is not None:
                     return Claim("new", inserted, attempt_id)
-                if refuse_opted_out and conn.execute(
-                        sql.opted_out, {"p_account_sid": account_sid, "p_number": to_number}).first():
+                if refuse_opted_out and conn.execute(sql.opted_out, {
+                        "p_account_sid": account_sid, "p_signer": signer or "", "p_number": to_number}).first():
                     return Claim("opted_out", {}, attempt_id)
                 row = self._row(conn.execute(sql.message_by_key, by_key).first())
                 if row is None:  # deleted between the two statements; try again
@@ -350,12 +353,9 @@ class SmsStore:
             new_id = conn.execute(sql.claim_insert_returning(refuse_opted_out),
                                   {f"v_{name}": values[name] for name in CLAIM_COLUMNS}).scalar()
             return None if new_id is None else _new_claim_row(values, new_id)
-        if (
-            refuse_opted_out
-            and conn.execute(
-                sql.opted_out, {"p_account_sid": values["account_sid"], "p_number": values["to_number"]}
-            ).first()
-        ):
+        if refuse_opted_out and conn.execute(sql.opted_out, {
+                "p_account_sid": values["account_sid"], "p_signer": values["signer"] or "",
+                "p_number": values["to_number"]}).first():
             return None
         if not self._insert_ignore(conn, sql.claim_insert, values):
             return None
@@ -597,15 +597,19 @@ class SmsStore:
         idempotency_token: str | None = None,
         idempotency_key: str | None = None,
         idempotency_key_sha256: str | None = None,
+        signer: str | None = None,
         team: str | None = None,
         now: datetime | None = None,
     ) -> bool:
-        """Store one status callback; advance the message's status if it moves forward.
+        """Store one status callback verified by connection ``conn_id`` of ``account_sid`` (whose
+        ``signer`` it records); advance the message's status if it moves forward.
 
         Returns False (and changes nothing) for a delivery already stored: the same idempotency token,
-        or the same message SID and status. The outbound row is found by SID, or, when the send's
-        response was lost, by the idempotency key carried in the callback URL's query: its SHA-256
-        (``idempotency_key_sha256``), or the key itself (URLs made before keys were stored by digest).
+        or the same message SID and status. The outbound row is one sent under ``account_sid`` by
+        ``conn_id``: found by SID, or, when the send's response was lost, by the idempotency key carried in
+        the callback URL's query: its SHA-256 (``idempotency_key_sha256``), or the key itself (URLs made
+        before keys were stored by digest). The event's team is that message's, else ``team`` (the
+        verifying connection's).
         """
         now = now or utcnow()
         status = (status or "").strip().lower()
@@ -613,37 +617,21 @@ class SmsStore:
         # A retried delivery carries the same I-Twilio-Idempotency-Token and so the same SID and
         # status: the unique (account, "status:SID:status") key dedupes both cases in one statement.
         event = {
-            "kind": "status",
-            "account_sid": account_sid,
-            "conn_id": conn_id,
-            "dedupe_key": f"status:{message_sid}:{status}",
-            "idempotency_token": idempotency_token,
-            "message_sid": message_sid,
-            "status": status,
-            "error_code": error_code,
-            "from_number": payload.get("From"),
-            "to_number": payload.get("To"),
-            "body": None,
-            "num_media": None,
-            "opt_out_type": None,
-            "team": team,
-            "received_at": now,
+            "kind": "status", "account_sid": account_sid, "conn_id": conn_id, "signer": signer,
+            "dedupe_key": f"status:{message_sid}:{status}", "idempotency_token": idempotency_token,
+            "message_sid": message_sid, "status": status, "error_code": error_code,
+            "from_number": payload.get("From"), "to_number": payload.get("To"),
+            "messaging_service_sid": payload.get("MessagingServiceSid") or None, "body": None, "num_media": None,
+            "opt_out_type": None, "team": team, "received_at": now,
             "payload": json.dumps(dict(payload), sort_keys=True),
         }
         params = {f"v_{k}": v for k, v in event.items()}
         # Which outbound row: by SID, else by the idempotency key of the callback URL (see statements.py).
         if not idempotency_key_sha256 and idempotency_key:
             idempotency_key_sha256 = key_digest(idempotency_key)
-        params.update(
-            p_sid=message_sid,
-            p_account_sid=account_sid,
-            p_key_sha256=idempotency_key_sha256 or None,
-            p_scope=make_scope(account_sid, team),
-            p_rank=status_rank(status),
-            p_status=status,
-            p_now=now,
-            p_error_code=error_code,
-        )
+        params.update(p_sid=message_sid, p_account_sid=account_sid, p_conn_id=conn_id,
+                      p_key_sha256=idempotency_key_sha256 or None, p_rank=status_rank(status), p_status=status,
+                      p_now=now, p_error_code=error_code)
         if sql.status_event_fused is not None:
             with self._write_one() as conn:
                 return conn.execute(sql.status_event_fused, params).first() is not None
@@ -673,47 +661,57 @@ class SmsStore:
         payload: Mapping[str, Any],
         num_media: int = 0,
         opt_out_type: str | None = None,
+        signer: str | None = None,
         team: str | None = None,
         now: datetime | None = None,
     ) -> bool:
-        """Store one inbound message (once per MessageSid) and apply STOP/START to the opt-out list."""
+        """Store one inbound message verified by connection ``conn_id`` of ``account_sid`` (once per
+        MessageSid) and apply STOP/START to that account's opt-out list for ``signer``.
+
+        The message is linked to the outbound message it answers, if any (same account, same signer or
+        connection, sent to ``from_number`` from ``to_number`` or from the payload's Messaging Service), and
+        takes its team; else ``team`` (the verifying connection's).
+        """
         now = now or utcnow()
         keyword = (opt_out_type or "").strip().upper() or opt_out_keyword(body)
         values = {
-            "kind": "inbound", "account_sid": account_sid, "conn_id": conn_id,
-            "dedupe_key": f"inbound:{message_sid}", "message_sid": message_sid, "status": "received",
-            "from_number": from_number, "to_number": to_number, "body": body, "num_media": num_media,
-            "opt_out_type": keyword, "team": team, "received_at": now,
+            "kind": "inbound", "account_sid": account_sid, "conn_id": conn_id, "signer": signer,
+            "dedupe_key": f"inbound:{message_sid}", "idempotency_token": None, "message_sid": message_sid,
+            "status": "received", "error_code": None, "from_number": from_number, "to_number": to_number,
+            "messaging_service_sid": payload.get("MessagingServiceSid") or None, "body": body,
+            "num_media": num_media, "opt_out_type": keyword, "team": team, "received_at": now,
             "payload": json.dumps(dict(payload), sort_keys=True),
         }
         with self._write() as conn:
-            if not self._insert_ignore(conn, self._sql.inbound_insert, values):
+            if not self._insert_ignore(conn, self._sql.inbound_insert, {f"v_{k}": v for k, v in values.items()}):
                 return False
             if keyword in ("STOP", "START"):
-                self._set_opt_out(
-                    conn, account_sid, from_number, keyword == "STOP", keyword, message_sid, now
-                )
+                self._set_opt_out(conn, account_sid, signer or "", from_number, keyword == "STOP", keyword,
+                                  message_sid, now)
             return True
 
-    def _set_opt_out(self, conn: Connection, account_sid: str, number: str, opted_out: bool,
+    def _set_opt_out(self, conn: Connection, account_sid: str, signer: str, number: str, opted_out: bool,
                      keyword: str, message_sid: str | None, now: datetime) -> None:
         values = {"opted_out": opted_out, "keyword": keyword, "message_sid": message_sid, "updated_at": now}
+        key = {"account_sid": account_sid, "signer": signer, "number": number}
         sql = self._sql
         if sql.upsert:  # one atomic INSERT ... ON CONFLICT DO UPDATE: the latest STOP/START wins
-            conn.execute(sql.opt_out_upsert, {"account_sid": account_sid, "number": number, **values})
-        elif not self._insert_ignore(conn, sql.opt_out_insert, {"account_sid": account_sid, "number": number,
-                                                                **values}):
-            conn.execute(sql.opt_out_update, {"p_account_sid": account_sid, "p_number": number, **values})
+            conn.execute(sql.opt_out_upsert, {**key, **values})
+        elif not self._insert_ignore(conn, sql.opt_out_insert, {**key, **values}):
+            conn.execute(sql.opt_out_update, {f"p_{k}": v for k, v in key.items()} | values)
 
-    def set_opt_out(self, account_sid: str, number: str, opted_out: bool, keyword: str = "MANUAL") -> None:
+    def set_opt_out(self, account_sid: str, number: str, opted_out: bool, keyword: str = "MANUAL", *,
+                    signer: str = "") -> None:
+        """Record an opt-out of ``number`` from ``account_sid``: for the connections of ``signer`` only, or,
+        with the default ``''``, for every connection of the account."""
         with self._write() as conn:
-            self._set_opt_out(conn, account_sid, number, opted_out, keyword, None, utcnow())
+            self._set_opt_out(conn, account_sid, signer, number, opted_out, keyword, None, utcnow())
 
-    def is_opted_out(self, account_sid: str, number: str) -> bool:
+    def is_opted_out(self, account_sid: str, number: str, *, signer: str = "") -> bool:
+        """Whether a send from ``account_sid`` by a connection of ``signer`` to ``number`` is refused."""
         with self._read() as conn:
-            row = conn.execute(select(t.opt_out.c.opted_out).where(
-                t.opt_out.c.account_sid == account_sid, t.opt_out.c.number == number)).first()
-        return bool(row and row.opted_out)
+            return conn.execute(self._sql.opted_out, {"p_account_sid": account_sid, "p_signer": signer,
+                                                      "p_number": number}).first() is not None
 
     # -- reads ----------------------------------------------------------------------------------
 
@@ -776,8 +774,9 @@ class SmsStore:
     def message_states(self, sids: Iterable[str]) -> dict[str, dict[str, Any]]:
         """Current status of many messages in one round trip (the triggers' batched poll).
 
-        A message sent by this provider has a row whose status only moves forward; a message known
-        only from callbacks (sent elsewhere) takes the highest-ranked status among its events.
+        A message sent by this provider has a row whose status only moves forward, and counts the callbacks
+        linked to it (verified by its own connection); a message known only from callbacks (sent
+        elsewhere) takes the highest-ranked status among its events.
         Each value: ``status``, ``error_code``, ``events`` (how many callbacks are stored).
         """
         sids = list(dict.fromkeys(s for s in sids if s))
@@ -785,21 +784,12 @@ class SmsStore:
         m, e = t.message, t.event
         with self._read() as conn:
             for chunk in (sids[i:i + 500] for i in range(0, len(sids), 500)):
-                for row in conn.execute(
-                    select(m.c.sid, m.c.status, m.c.error_code).where(m.c.sid.in_(chunk))
-                ):
-                    states[row.sid] = {"status": row.status, "error_code": row.error_code, "events": 0}
-                counts = conn.execute(
-                    select(e.c.message_sid, func.count())
-                    .where(e.c.kind == "status", e.c.message_sid.in_(chunk))
-                    .group_by(e.c.message_sid)
-                ).all()
-                orphans = []
-                for sid, count in counts:
-                    if sid in states:
-                        states[sid]["events"] = count
-                    else:
-                        orphans.append(sid)
+                linked = (select(func.count()).where(e.c.message_id == m.c.id, e.c.kind == "status")
+                          .scalar_subquery())
+                for row in conn.execute(select(m.c.sid, m.c.status, m.c.error_code, linked.label("events"))
+                                        .where(m.c.sid.in_(chunk))):
+                    states[row.sid] = {"status": row.status, "error_code": row.error_code, "events": row.events}
+                orphans = [sid for sid in chunk if sid not in states]
                 if orphans:
                     rows = conn.execute(select(e.c.message_sid, e.c.status, e.c.error_code)
                                         .where(e.c.kind == "status", e.c.message_sid.in_(orphans))
@@ -814,15 +804,17 @@ class SmsStore:
         return states
 
     def find_inbound_any(
-        self, *, numbers_to: Iterable[str] = (), numbers_from: Iterable[str] = (), after_id: int = 0,
-        limit: int = 1000,
+        self, *, accounts: Iterable[str], numbers_to: Iterable[str] = (), numbers_from: Iterable[str] = (),
+        after_id: int = 0, limit: int = 1000,
     ) -> list[dict[str, Any]]:
-        """Inbound messages after ``after_id`` to any of ``numbers_to`` or from any of ``numbers_from``.
-
-        One query for every waiting reply sensor of a triggerer; uses the (kind, number, id) indexes.
+        """Inbound messages of any of ``accounts`` after ``after_id`` to any of ``numbers_to`` or from any
+        of ``numbers_from``: the candidates of every waiting reply sensor of a triggerer, in one query
+        (the (kind, number, id) indexes). Each sensor keeps those verified for its own account and signer
+        (:meth:`~airflow_provider_twilio_sms.replies.ReplyCriteria.concerns`).
         """
         to_list, from_list = sorted(set(numbers_to)), sorted(set(numbers_from))
-        if not (to_list or from_list):
+        account_list = sorted(set(accounts))
+        if not (to_list or from_list) or not account_list:
             return []
         e = t.event
         either = []
@@ -831,38 +823,68 @@ class SmsStore:
         if from_list:
             either.append(e.c.from_number.in_(from_list))
         with self._read() as conn:
-            rows = conn.execute(select(e).where(e.c.kind == "inbound", e.c.id > after_id, or_(*either))
+            rows = conn.execute(select(e).where(e.c.kind == "inbound", e.c.id > after_id, or_(*either),
+                                                e.c.account_sid.in_(account_list))
                                 .order_by(e.c.id).limit(limit)).all()
         return [dict(r._mapping) for r in rows]
 
     def find_inbound(
         self,
         *,
+        account_sid: str,
+        conn_id: str,
+        signer: str | None = None,
         to_number: str | None = None,
+        messaging_service_sid: str | None = None,
         from_number: str | None = None,
-        account_sid: str | None = None,
         since: datetime | None = None,
         after_id: int = 0,
         limit: int = 100,
     ) -> list[dict[str, Any]]:
-        """Inbound messages to/from a number, oldest first, received at or after ``since``."""
-        if not (to_number or from_number):
-            raise ValueError(
-                "find_inbound needs to_number or from_number: a scan of every message is not allowed"
-            )
+        """Inbound messages verified for ``account_sid`` by connection ``conn_id`` or another connection of
+        ``signer``, from ``from_number``, arriving at ``to_number`` or through ``messaging_service_sid``
+        (either, when both are given), oldest first, received at or after ``since``."""
+        if not (to_number or from_number or messaging_service_sid):
+            raise ValueError("find_inbound needs to_number or from_number: a scan of every message is not allowed")
         e = t.event
-        conditions = [e.c.kind == "inbound", e.c.id > after_id]
-        if to_number:
-            conditions.append(e.c.to_number == to_number)
+        verified = e.c.conn_id == conn_id if not signer else or_(e.c.conn_id == conn_id, e.c.signer == signer)
+        conditions = [e.c.kind == "inbound", e.c.id > after_id, e.c.account_sid == account_sid, verified]
+        arrived = [e.c.to_number == to_number] if to_number else []
+        if messaging_service_sid:
+            arrived.append(e.c.messaging_service_sid == messaging_service_sid)
+        if arrived:
+            conditions.append(or_(*arrived))
         if from_number:
             conditions.append(e.c.from_number == from_number)
-        if account_sid:
-            conditions.append(e.c.account_sid == account_sid)
         if since is not None:
             conditions.append(e.c.received_at >= since)
         with self._read() as conn:
             rows = conn.execute(select(e).where(*conditions).order_by(e.c.id).limit(limit)).all()
         return [dict(r._mapping) for r in rows]
+
+    # -- reply waits (what a deferred reply sensor's trigger reads instead of numbers in its kwargs) ------
+
+    def add_reply_wait(self, *, account_sid: str, conn_id: str, signer: str | None = None,
+                       from_number: str | None = None, to_number: str | None = None,
+                       messaging_service_sid: str | None = None) -> int:
+        """Record who a reply sensor waits on; returns the id its trigger carries instead of the numbers."""
+        w = t.reply_wait
+        with self._write() as conn:
+            return conn.execute(w.insert().values(
+                account_sid=account_sid, conn_id=conn_id, signer=signer, from_number=from_number,
+                to_number=to_number, messaging_service_sid=messaging_service_sid, created_at=utcnow())
+            ).inserted_primary_key[0]
+
+    def get_reply_wait(self, wait_id: int) -> dict[str, Any] | None:
+        w = t.reply_wait
+        with self._read() as conn:
+            return self._row(conn.execute(select(w).where(w.c.id == wait_id)).first())
+
+    def drop_reply_wait(self, wait_id: int) -> None:
+        """Forget a wait whose sensor finished (its trigger fired)."""
+        w = t.reply_wait
+        with self._write() as conn:
+            conn.execute(w.delete().where(w.c.id == wait_id))
 
     def list_messages(
         self,

@@ -184,7 +184,7 @@ class StorePoller:
             return
         after = min(w.cursor for w in waiters)
         rows = await asyncio.to_thread(
-            self.store.find_inbound_any,
+            self.store.find_inbound_any, accounts=[w.criteria.account_sid for w in waiters],
             numbers_to=[w.criteria.to_number for w in waiters if w.criteria.to_number],
             numbers_from=[w.criteria.from_number for w in waiters if w.criteria.from_number and
                           not w.criteria.to_number],
@@ -286,13 +286,19 @@ class SmsStatusTrigger(BaseTrigger):
 class SmsReplyTrigger(BaseTrigger):
     """Fires on the first inbound message after ``after_id`` that matches, or on an opt-out (STOP).
 
-    Events: ``{"outcome": "match", "result": {...}}`` or ``{"outcome": "opt_out", "message": "..."}``.
+    Its kwargs are stored in Airflow's ``trigger`` table, so they hold no phone number: ``wait_id`` names
+    the reply wait in the store (account, signer, numbers; see ``SmsStore.add_reply_wait``) and ``shape``
+    what the reply must look like (:meth:`ReplyCriteria.shape`).
+
+    Events (each with ``wait_id``): ``{"outcome": "match", "result": {...}}``, ``{"outcome": "opt_out",
+    "message": "..."}``, or ``{"outcome": "error", "message": "..."}`` when the wait is gone from the store.
     """
 
-    def __init__(self, *, criteria: dict[str, Any], after_id: int = 0, store_conn_id: str | None = None,
+    def __init__(self, *, wait_id: int, shape: dict[str, Any], after_id: int = 0, store_conn_id: str | None = None,
                  poll_interval: float = DEFAULT_POLL_INTERVAL):
         super().__init__()
-        self.criteria = criteria
+        self.wait_id = wait_id
+        self.shape = shape
         self.after_id = after_id
         self.store_conn_id = store_conn_id
         self.poll_interval = poll_interval
@@ -300,17 +306,23 @@ class SmsReplyTrigger(BaseTrigger):
     def serialize(self) -> tuple[str, dict[str, Any]]:
         """The class path and plain-JSON kwargs the triggerer rebuilds this trigger from."""
         return (f"{type(self).__module__}.{type(self).__qualname__}", {
-            "criteria": self.criteria, "after_id": self.after_id, "store_conn_id": self.store_conn_id,
-            "poll_interval": self.poll_interval,
+            "wait_id": self.wait_id, "shape": self.shape, "after_id": self.after_id,
+            "store_conn_id": self.store_conn_id, "poll_interval": self.poll_interval,
         })
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
-        """Wait through the shared poller for the first matching reply or an opt-out; yield one event."""
-        criteria = ReplyCriteria.from_json(self.criteria)
         store, url = await _store_for(self.store_conn_id)
+        parties = await asyncio.to_thread(store.get_reply_wait, self.wait_id)
+        if parties is None:
+            yield TriggerEvent({"outcome": "error", "wait_id": None, "message": (
+                f"reply wait {self.wait_id} is not in the message store (cleaned up, or another store_conn_id?): "
+                "clear the task to wait again")})
+            return
+        criteria = ReplyCriteria.from_parts(parties, self.shape)
         poller = StorePoller.for_store(store, url, self.poll_interval)
         outcome, payload = await poller.reply(criteria, self.after_id)
         if outcome == "opt_out":
-            yield TriggerEvent({"outcome": "opt_out", "message": criteria.opt_out_message(payload)})
+            yield TriggerEvent({"outcome": "opt_out", "wait_id": self.wait_id,
+                                "message": criteria.opt_out_message(payload)})
         else:
-            yield TriggerEvent({"outcome": "match", "result": payload})
+            yield TriggerEvent({"outcome": "match", "wait_id": self.wait_id, "result": payload})

@@ -2,7 +2,9 @@
 
 Each request is verified (see ``verification.py``) and then stored in one short transaction. Answers:
 status -> ``{"success": true, "processed": 1}`` (0 for a delivery already stored); inbound -> empty TwiML.
-A refused request gets only its status code. When the store cannot be written in time the answer is 503,
+A refused request gets only its status code. What a verified event may touch is decided from stored facts
+and the verifying connection (its account, id, signer and team), never from the request's query: see
+``SmsStore.record_status_event`` and ``record_inbound``. When the store cannot be written in time the answer is 503,
 never 200 (the event would be lost) and never 429 (Twilio must retry): the retry is deduplicated.
 """
 
@@ -129,7 +131,7 @@ async def status_callback(request: Request) -> Response:
             message_sid=cb.message_sid, status=cb.status, payload=cb.params, error_code=cb.error_code,
             idempotency_token=cb.idempotency_token, idempotency_key=cb.query.get("ik") or None,
             idempotency_key_sha256=cb.query.get("ik_sha256") or None,
-            team=cb.query.get("team") or None)
+            signer=found.settings.signer, team=found.team)
     except Refused as err:
         return _refused(err, conn_id, "status")
     except Unavailable as err:
@@ -152,7 +154,7 @@ async def inbound_message(request: Request) -> Response:
             state, "record_inbound", account_sid=found.settings.account_sid, conn_id=conn_id,
             message_sid=cb.message_sid, from_number=p["From"], to_number=p["To"], body=p.get("Body"),
             payload=p, num_media=cb.num_media, opt_out_type=p.get("OptOutType") or None,
-            team=cb.query.get("team") or found.team)
+            signer=found.settings.signer, team=found.team)
     except Refused as err:
         return _refused(err, conn_id, "inbound")
     except Unavailable as err:

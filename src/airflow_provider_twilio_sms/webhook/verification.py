@@ -4,10 +4,16 @@
 2. the body is form-encoded (or JSON, which Twilio signs through ``bodySHA256``) . else 415
 3. the body is at most ``[twilio_sms] webhook_max_body_bytes``: Content-Length first, then a running
    count while streaming; nothing past the cap is read ........................... else 413
-4. ``X-Twilio-Signature`` over the connection's public URL + path + query and the form parameters,
+4. the connection can prove its account at all: a real account (not the local stand-in's) is never
+   verified with the stand-in's published token, nor by a connection whose ``api_base_url`` is a
+   loopback stand-in ............................................................... else 403
+5. ``X-Twilio-Signature`` over the connection's public URL + path + query and the form parameters,
    with the Auth Token, the secondary token or the connection's shared key ...... else 403
-5. ``AccountSid`` is the connection's account ...................................... else 403
-6. the fields the store keeps are well formed (SIDs, numbers, status, lengths) ... else 400
+6. ``AccountSid`` is the connection's account ...................................... else 403
+7. the fields the store keeps are well formed (SIDs, numbers, status, lengths) ... else 400
+
+What a verified request may then touch (only the verifying connection's records) is the store's rule:
+see README "What a webhook is trusted for".
 
 A :class:`Refused` carries the HTTP status and a reason for the (masked) log line; the caller never
 sees the reason.
@@ -15,13 +21,14 @@ sees the reason.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, urlsplit
 
-from airflow_provider_twilio_sms.privacy import safe_for_log
+from airflow_provider_twilio_sms.privacy import mask_sid, safe_for_log
 from airflow_provider_twilio_sms.webhook.signing import SETTINGS_HEADER, signature_matches
 
 if TYPE_CHECKING:
@@ -149,9 +156,40 @@ def signed_url(settings: TwilioConnectionSettings, request: Request, conn_id: st
     return f"{url}?{query}" if query else url
 
 
+def check_can_prove_account(settings: TwilioConnectionSettings) -> None:
+    """Check 4: refuse (403) a connection that claims a real account but holds the local stand-in's
+    published token or talks to a stand-in on a loopback address: anyone can sign with that token, so
+    its signatures prove nothing about the real account."""
+    from airflow_provider_twilio_sms.simulator.auth import TEST_ACCOUNT_SID, TEST_AUTH_TOKEN
+
+    if settings.account_sid == TEST_ACCOUNT_SID:
+        return
+    account = mask_sid(settings.account_sid)
+    if TEST_AUTH_TOKEN in (*settings.webhook_tokens, settings.webhook_signing_key_secret):
+        raise Refused(403, f"the connection holds the local stand-in's published Auth Token but claims the real "
+                           f"account {account}, and anyone can sign with that token: put the account's own Auth "
+                           f"Token in the connection, or use the stand-in's account {TEST_ACCOUNT_SID}")
+    if settings.api_base_url and _is_loopback(urlsplit(settings.api_base_url).hostname):
+        raise Refused(403, f"the connection's api_base_url is a loopback stand-in but it claims the real account "
+                           f"{account}: a stand-in connection cannot verify webhooks for a real account; clear "
+                           f"api_base_url, or use the stand-in's account {TEST_ACCOUNT_SID}")
+
+
+def _is_loopback(host: str | None) -> bool:
+    if not host:
+        return False
+    if host.lower() == "localhost" or host.lower().endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def verify(settings: TwilioConnectionSettings, request: Request, content_type: str, body: bytes, conn_id: str,
            kind: str) -> VerifiedCallback:
-    """Checks 4 to 6 (signature, account, fields) on a body already read within the cap."""
+    """Checks 4 to 7 (stand-in, signature, account, fields) on a body already read within the cap."""
+    check_can_prove_account(settings)
     signature = request.headers.get("x-twilio-signature")
     if not signature or not signature.isascii():
         raise Refused(403, "no usable X-Twilio-Signature")
@@ -209,9 +247,10 @@ def _check_fields(kind: str, p: dict[str, str], query: dict[str, str], token: st
             raise Refused(400, "NumMedia is not a small number")
         if p.get("OptOutType") and not _OPT_OUT_TYPE.fullmatch(p["OptOutType"]):
             raise Refused(400, "OptOutType malformed")
-    # ``ik`` (the key itself) is in URLs made before keys were stored by digest; those keys fit 255.
-    if len(query.get("ik", "")) > 255 or len(query.get("team", "")) > 250:
-        raise Refused(400, "ik or team in the URL's query is too long")
+    # ``ik`` (the key itself) is in URLs made before keys were stored by digest; those keys fit 255. A
+    # ``team`` in the query is ignored (teams come from stored facts), so it is not checked here.
+    if len(query.get("ik", "")) > 255:
+        raise Refused(400, "ik in the URL's query is too long")
     if "ik_sha256" in query and not _KEY_SHA256.fullmatch(query["ik_sha256"]):
         raise Refused(400, "ik_sha256 in the URL's query is not a SHA-256 in hex")
     if token is not None and not _TOKEN.fullmatch(token):

@@ -10,11 +10,12 @@ from airflow_provider_twilio_sms.store.api import LeaseLostError, make_scope
 
 ACCOUNT = "AC" + "1" * 32
 SCOPE = make_scope(ACCOUNT)
+CONN = "twilio_sms_default"
 TO = "+15551230001"
 
 
 def _claim(store, key="key-1", **kw):
-    args = dict(scope=SCOPE, idempotency_key=key, account_sid=ACCOUNT, conn_id="twilio_sms_default",
+    args = dict(scope=SCOPE, idempotency_key=key, account_sid=ACCOUNT, conn_id=CONN,
                 to_number=TO, from_number="+15005550006", body="Your code is 123456")
     args.update(kw)
     return store.claim(**args)
@@ -97,18 +98,10 @@ class TestClaims:
         claim = _claim(store, attempt_id="a1")
         store.mark_attempt(claim, lease_seconds=300)  # changes the row after the claim
         sid = "SM" + "8" * 32
-        store.record_status_event(
-            account_sid=ACCOUNT,
-            conn_id="c",
-            message_sid=sid,
-            status="sent",
-            payload={},
-            idempotency_key="key-1",
-        )  # an early callback, linked by the key
-        row = store.record_sent(
-            claim,
-            {"sid": sid, "status": "queued", "num_segments": 2, "encoding": "UCS-2", "from": "+15005550006"},
-        )
+        store.record_status_event(account_sid=ACCOUNT, conn_id=CONN, message_sid=sid, status="sent", payload={},
+                                  idempotency_key="key-1")  # an early callback, linked by the key
+        row = store.record_sent(claim, {"sid": sid, "status": "queued", "num_segments": 2, "encoding": "UCS-2",
+                                        "from": "+15005550006"})
         assert row == store.get_message(sid=sid)
         assert row["status"] == "sent"
         assert row["send_state"] == "sent"
@@ -140,14 +133,8 @@ class TestClaims:
         sid = "SM" + "b" * 32
         store.mark_attempt(claim)
         # the callback overtakes the HTTP response and is linked by the idempotency key
-        assert store.record_status_event(
-            account_sid=ACCOUNT,
-            conn_id="c",
-            message_sid=sid,
-            status="delivered",
-            payload={},
-            idempotency_key="key-1",
-        )
+        assert store.record_status_event(account_sid=ACCOUNT, conn_id=CONN, message_sid=sid, status="delivered",
+                                         payload={}, idempotency_key="key-1")
         row = store.record_sent(claim, {"sid": sid, "status": "queued"})
         assert row["status"] == "delivered"
         assert row["sid"] == sid
@@ -156,7 +143,7 @@ class TestClaims:
     def test_a_callback_links_a_send_whose_response_was_lost_and_its_event(self, store):
         claim = _claim(store, attempt_id="a1")
         sid = "SM" + "f" * 32
-        assert store.record_status_event(account_sid=ACCOUNT, conn_id="c", message_sid=sid, status="sent",
+        assert store.record_status_event(account_sid=ACCOUNT, conn_id=CONN, message_sid=sid, status="sent",
                                          payload={}, idempotency_key="key-1", error_code=None)
         row = store.get_message(message_id=claim.message_id)
         assert row["sid"] == sid
@@ -166,22 +153,21 @@ class TestClaims:
 
             linked = conn.execute(t.event.select().where(t.event.c.message_sid == sid)).one()
         assert linked.message_id == claim.message_id
-        # a key of another account or team links nothing
+        # the key's message has its SID now: another SID with the same key links nothing
         other = "SM" + "9" * 32
-        assert store.record_status_event(account_sid=ACCOUNT, conn_id="c", message_sid=other, status="sent",
-                                         payload={}, idempotency_key="key-1", team="team_b")
+        assert store.record_status_event(account_sid=ACCOUNT, conn_id=CONN, message_sid=other, status="sent",
+                                         payload={}, idempotency_key="key-1")
         assert store.get_message(sid=other) is None
 
     def test_a_late_callback_changes_neither_status_nor_error_code(self, store):
         claim = _claim(store, attempt_id="a1")
         sid = "SM" + "7" * 32
         store.record_sent(claim, {"sid": sid, "status": "queued"})
-        store.record_status_event(account_sid=ACCOUNT, conn_id="c", message_sid=sid, status="undelivered",
+        store.record_status_event(account_sid=ACCOUNT, conn_id=CONN, message_sid=sid, status="undelivered",
                                   payload={}, error_code=30003)
         before = store.get_message(sid=sid)
-        store.record_status_event(
-            account_sid=ACCOUNT, conn_id="c", message_sid=sid, status="sent", payload={}, error_code=30005
-        )
+        store.record_status_event(account_sid=ACCOUNT, conn_id=CONN, message_sid=sid, status="sent", payload={},
+                                  error_code=30005)
         after = store.get_message(sid=sid)
         assert (after["status"], after["error_code"], after["status_updated_at"]) == \
             ("undelivered", 30003, before["status_updated_at"])
@@ -192,7 +178,7 @@ class TestClaims:
         sids = [f"SM{i:032x}" for i in range(200)]
 
         def one(sid):
-            return store.record_status_event(account_sid=ACCOUNT, conn_id="c", message_sid=sid, status="sent",
+            return store.record_status_event(account_sid=ACCOUNT, conn_id=CONN, message_sid=sid, status="sent",
                                              payload={"MessageStatus": "sent"})
 
         with ThreadPoolExecutor(16) as pool:
@@ -209,15 +195,8 @@ class TestStatusEvents:
         store.record_sent(claim, {"sid": self.SID, "status": "queued"})
 
     def _event(self, store, status, token=None, **kw):
-        return store.record_status_event(
-            account_sid=ACCOUNT,
-            conn_id="c",
-            message_sid=self.SID,
-            status=status,
-            payload={"MessageStatus": status},
-            idempotency_token=token,
-            **kw,
-        )
+        return store.record_status_event(account_sid=ACCOUNT, conn_id=CONN, message_sid=self.SID, status=status,
+                                         payload={"MessageStatus": status}, idempotency_token=token, **kw)
 
     def test_status_moves_forward_only_and_history_keeps_everything(self, store):
         self._sent(store)
@@ -255,14 +234,14 @@ class TestStatusEvents:
 
 class TestInbound:
     def _inbound(self, store, sid, body, frm="+15557654321", opt=None, now=None):
-        return store.record_inbound(account_sid=ACCOUNT, conn_id="c", message_sid=sid, from_number=frm,
+        return store.record_inbound(account_sid=ACCOUNT, conn_id=CONN, message_sid=sid, from_number=frm,
                                     to_number="+15005550006", body=body, payload={"Body": body},
                                     opt_out_type=opt, now=now)
 
     def test_inbound_is_stored_once_per_message_sid(self, store):
         assert self._inbound(store, "SM1", "YES")
         assert not self._inbound(store, "SM1", "YES")
-        assert len(store.find_inbound(to_number="+15005550006")) == 1
+        assert len(store.find_inbound(account_sid=ACCOUNT, conn_id=CONN, to_number="+15005550006")) == 1
 
     @pytest.mark.parametrize(("body", "opt"), [("STOP", "STOP"), ("stop", None), ("Unsubscribe", None),
                                           ("  quit ", None), ("CANCEL", None)])
@@ -283,17 +262,14 @@ class TestInbound:
         t0 = datetime.now(timezone.utc)
         self._inbound(store, "SM1", "old", now=t0 - timedelta(minutes=5))
         self._inbound(store, "SM2", "new 123456", now=t0)
-        found = store.find_inbound(to_number="+15005550006", since=t0 - timedelta(seconds=1))
+        found = store.find_inbound(account_sid=ACCOUNT, conn_id=CONN, to_number="+15005550006", since=t0 - timedelta(seconds=1))
         assert [r["message_sid"] for r in found] == ["SM2"]
-        all_rows = store.find_inbound(from_number="+15557654321")
-        assert (
-            store.find_inbound(from_number="+15557654321", after_id=all_rows[0]["id"])[0]["message_sid"]
-            == "SM2"
-        )
+        all_rows = store.find_inbound(account_sid=ACCOUNT, conn_id=CONN, from_number="+15557654321")
+        assert store.find_inbound(account_sid=ACCOUNT, conn_id=CONN, from_number="+15557654321", after_id=all_rows[0]["id"])[0]["message_sid"] == "SM2"
 
     def test_find_inbound_refuses_a_full_scan(self, store):
-        with pytest.raises(ValueError, match="find_inbound needs to_number or from_number"):
-            store.find_inbound()
+        with pytest.raises(ValueError):
+            store.find_inbound(account_sid=ACCOUNT, conn_id=CONN)
 
 
 class TestErrors:
@@ -310,7 +286,7 @@ class TestErrors:
         with pytest.raises(DBAPIError) as rate_error:
             store.acquire_rate_slot("qa", 1, 60)
         with pytest.raises(DBAPIError) as inbound_error:
-            store.record_inbound(account_sid=ACCOUNT, conn_id="c", message_sid="SM" + "b" * 32,
+            store.record_inbound(account_sid=ACCOUNT, conn_id=CONN, message_sid="SM" + "b" * 32,
                                  from_number=TO, to_number="+15005550006", body="Your code is 123456",
                                  payload={"From": TO, "Body": "Your code is 123456"})
         for err in (claim_error.value, rate_error.value, inbound_error.value):

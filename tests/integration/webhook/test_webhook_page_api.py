@@ -93,7 +93,7 @@ def test_opt_outs_masked_and_team_filtered(client, db, monkeypatch, airflow_home
     from airflow.models.team import Team
     from airflow.utils.session import create_session
 
-    from webhook_testing import metadata_db_connection
+    from webhook_testing import metadata_db_connection, signer_of
 
     with create_session() as session:
         for name in ("team_a", "team_b"):
@@ -116,7 +116,7 @@ def test_opt_outs_masked_and_team_filtered(client, db, monkeypatch, airflow_home
         assert alice_summary["opt_outs"] == 1
     finally:
         remove()
-    assert db.is_opted_out(ACCOUNT, "+14155550177")
+    assert db.is_opted_out(ACCOUNT, "+14155550177", signer=signer_of())
 
 
 def test_the_page_is_served_with_a_strict_content_security_policy(client):

@@ -145,5 +145,5 @@ def test_api_server_finds_connections_made_in_the_ui_with_their_team(request, ai
     path = "/twilio_sms/webhooks/twilio_team_a/inbound"
     params = inbound_params("hello team")
     assert post(client, path, params, sign(path, params)).status_code == 200
-    [row] = store.find_inbound(to_number=params["To"])
+    [row] = store.list_inbound(number=params["To"])
     assert (row["conn_id"], row["team"], row["body"]) == ("twilio_team_a", "team_a", "hello team")

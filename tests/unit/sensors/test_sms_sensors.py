@@ -17,6 +17,7 @@ from airflow_provider_twilio_sms.triggers.sms import SmsReplyTrigger, SmsStatusT
 ACCOUNT = "AC" + "5" * 32
 OURS = "+15005550006"
 USER = "+15557654321"
+CONN = "twilio_sms_default"
 
 
 @pytest.fixture
@@ -45,18 +46,18 @@ def _context(xcom=None, start=None):
 
 def _send(store, key, sid, sent_at=None):
     claim = store.claim(scope=make_scope(ACCOUNT), idempotency_key=key, account_sid=ACCOUNT,
-                        conn_id="twilio_sms_default", to_number=USER, from_number=OURS, body="Reply YES")
+                        conn_id=CONN, to_number=USER, from_number=OURS, body="Reply YES")
     store.record_sent(claim, {"sid": sid, "status": "queued", "from": OURS})
     return {"sid": sid, "idempotency_key": key, "account_sid": ACCOUNT}
 
 
 def _inbound(store, sid, body, frm=USER, opt=None, now=None):
-    store.record_inbound(account_sid=ACCOUNT, conn_id="c", message_sid=sid, from_number=frm, to_number=OURS,
+    store.record_inbound(account_sid=ACCOUNT, conn_id=CONN, message_sid=sid, from_number=frm, to_number=OURS,
                          body=body, payload={}, opt_out_type=opt, now=now)
 
 
 def _status(store, sid, status, code=None):
-    store.record_status_event(account_sid=ACCOUNT, conn_id="c", message_sid=sid, status=status,
+    store.record_status_event(account_sid=ACCOUNT, conn_id=CONN, message_sid=sid, status=status,
                               payload={}, error_code=code)
 
 
@@ -192,6 +193,8 @@ class TestReplySensor:
             sensor.execute(_context())
         trigger = deferred.value.trigger
         assert isinstance(trigger, SmsReplyTrigger)
-        assert trigger.after_id == env.find_inbound(to_number=OURS)[-1]["id"]
+        assert trigger.after_id == env.find_inbound(account_sid=ACCOUNT, conn_id=CONN, to_number=OURS)[-1]["id"]
         with pytest.raises(AirflowFailException, match="opted out"):
-            sensor.execute_complete(_context(), {"outcome": "opt_out", "message": "***4321 opted out"})
+            sensor.execute_complete(_context(), {"outcome": "opt_out", "wait_id": trigger.wait_id,
+                                                 "message": "***4321 opted out"})
+        assert env.get_reply_wait(trigger.wait_id) is None  # forgotten once the wait is over

@@ -16,6 +16,7 @@ from airflow_provider_twilio_sms.triggers.sms import SmsReplyTrigger, SmsStatusT
 ACCOUNT = "AC" + "4" * 32
 OURS = "+15005550006"
 USER = "+15557654321"
+CONN = "c"
 
 
 @pytest.fixture
@@ -28,18 +29,18 @@ def store_conn(store, monkeypatch):
 
 
 def _sent(store, sid):
-    claim = store.claim(scope=make_scope(ACCOUNT), idempotency_key=sid, account_sid=ACCOUNT, conn_id="c",
+    claim = store.claim(scope=make_scope(ACCOUNT), idempotency_key=sid, account_sid=ACCOUNT, conn_id=CONN,
                         to_number=USER, from_number=OURS, body="hi")
     store.record_sent(claim, {"sid": sid, "status": "queued"})
 
 
 def _callback(store, sid, status, error_code=None):
-    store.record_status_event(account_sid=ACCOUNT, conn_id="c", message_sid=sid, status=status,
+    store.record_status_event(account_sid=ACCOUNT, conn_id=CONN, message_sid=sid, status=status,
                               payload={"MessageStatus": status}, error_code=error_code)
 
 
 def _inbound(store, sid, body, frm=USER, opt=None):
-    store.record_inbound(account_sid=ACCOUNT, conn_id="c", message_sid=sid, from_number=frm, to_number=OURS,
+    store.record_inbound(account_sid=ACCOUNT, conn_id=CONN, message_sid=sid, from_number=frm, to_number=OURS,
                          body=body, payload={"Body": body}, opt_out_type=opt)
 
 
@@ -55,37 +56,16 @@ async def _first_event(trigger, *, then=None, timeout=10):
     return event.payload
 
 
-@pytest.mark.parametrize(
-    "trigger",
-    [
-        SmsStatusTrigger(
-            message_sid="SM1",
-            success_statuses=["delivered"],
-            failure_statuses=["failed"],
-            store_conn_id="s",
-            poll_interval=2,
-            fallback_at="2026-01-01T00:00:00+00:00",
-        ),
-        SmsStatusTrigger(
-            message_sid="SM1",
-            success_statuses=["delivered"],
-            failure_statuses=["failed"],
-            store_conn_id="s",
-            poll_interval=2,
-            fallback_at="2026-01-01T00:05:00+00:00",
-            twilio_conn_id="twilio_sms_qa",
-            sent_at="2026-01-01T00:00:00+00:00",
-            fallback_interval=30,
-            fallback_max_interval=600,
-        ),
-        SmsReplyTrigger(
-            criteria=ReplyCriteria(from_number=USER, body_pattern=r"(\d{6})").to_json(),
-            after_id=7,
-            store_conn_id="s",
-            poll_interval=3,
-        ),
-    ],
-)
+@pytest.mark.parametrize("trigger", [
+    SmsStatusTrigger(message_sid="SM1", success_statuses=["delivered"], failure_statuses=["failed"],
+                     store_conn_id="s", poll_interval=2, fallback_at="2026-01-01T00:00:00+00:00"),
+    SmsStatusTrigger(message_sid="SM1", success_statuses=["delivered"], failure_statuses=["failed"],
+                     store_conn_id="s", poll_interval=2, fallback_at="2026-01-01T00:05:00+00:00",
+                     twilio_conn_id="twilio_sms_qa", sent_at="2026-01-01T00:00:00+00:00", fallback_interval=30,
+                     fallback_max_interval=600),
+    SmsReplyTrigger(wait_id=3, shape=ReplyCriteria(ACCOUNT, CONN, from_number=USER, body_pattern=r"(\d{6})").shape(),
+                    after_id=7, store_conn_id="s", poll_interval=3),
+])
 def test_serialize_round_trips_through_json(trigger):
     classpath, kwargs = trigger.serialize()
     module, name = classpath.rsplit(".", 1)
@@ -140,14 +120,15 @@ class TestStatusTrigger:
 
 
 class TestReplyTrigger:
-    def _trigger(self, store_conn, after_id=0, **criteria):
+    def _trigger(self, store, store_conn, after_id=0, **criteria):
         criteria.setdefault("from_number", USER)
-        return SmsReplyTrigger(criteria=ReplyCriteria(**criteria).to_json(), after_id=after_id,
-                               store_conn_id=store_conn, poll_interval=0.05)
+        wanted = ReplyCriteria(ACCOUNT, CONN, **criteria)
+        return SmsReplyTrigger(wait_id=store.add_reply_wait(**wanted.parties()), shape=wanted.shape(),
+                               after_id=after_id, store_conn_id=store_conn, poll_interval=0.05)
 
     @pytest.mark.asyncio
     async def test_matching_reply_captures_groups(self, store, store_conn):
-        event = await _first_event(self._trigger(store_conn, body_pattern=r"code is (\d{6})"),
+        event = await _first_event(self._trigger(store, store_conn, body_pattern=r"code is (\d{6})"),
                                    then=lambda: (_inbound(store, "SMa", "hello"),
                                                  _inbound(store, "SMb", "Your code is 482913")))
         assert event["outcome"] == "match"
@@ -160,7 +141,7 @@ class TestReplyTrigger:
 
     @pytest.mark.asyncio
     async def test_stop_from_the_awaited_number_ends_the_wait(self, store, store_conn):
-        event = await _first_event(self._trigger(store_conn, keywords=("YES", "NO")),
+        event = await _first_event(self._trigger(store, store_conn, keywords=("YES", "NO")),
                                    then=lambda: _inbound(store, "SMs", "STOP", opt="STOP"))
         assert event["outcome"] == "opt_out"
         assert "***4321" in event["message"]
@@ -169,15 +150,15 @@ class TestReplyTrigger:
     @pytest.mark.asyncio
     async def test_messages_before_the_cursor_never_match(self, store, store_conn):
         _inbound(store, "SMold", "YES")
-        cursor = store.find_inbound(from_number=USER)[-1]["id"]
-        event = await _first_event(self._trigger(store_conn, after_id=cursor, keywords=("YES", "NO")),
+        cursor = store.find_inbound(account_sid=ACCOUNT, conn_id=CONN, from_number=USER)[-1]["id"]
+        event = await _first_event(self._trigger(store, store_conn, after_id=cursor, keywords=("YES", "NO")),
                                    then=lambda: _inbound(store, "SMnew", "no thanks"))
         assert event["result"]["message_sid"] == "SMnew"
         assert event["result"]["keyword"] == "NO"
 
     @pytest.mark.asyncio
     async def test_other_numbers_do_not_match(self, store, store_conn):
-        trigger = self._trigger(store_conn, keywords=("YES",))
+        trigger = self._trigger(store, store_conn, keywords=("YES",))
         event = await _first_event(trigger, then=lambda: (_inbound(store, "SMx", "YES", frm="+15550000000"),
                                                           _inbound(store, "SMy", "yes")))
         assert event["result"]["message_sid"] == "SMy"
@@ -191,14 +172,10 @@ async def test_one_query_per_round_however_many_sensors_wait(store, store_conn):
         _sent(store, sid)
     triggers = [SmsStatusTrigger(message_sid=sid, success_statuses=["delivered"], failure_statuses=["failed"],
                                  store_conn_id=store_conn, poll_interval=0.2) for sid in sids]
-    triggers += [
-        SmsReplyTrigger(
-            criteria=ReplyCriteria(from_number=f"+1555{i:07d}", keywords=("YES",)).to_json(),
-            store_conn_id=store_conn,
-            poll_interval=0.2,
-        )
-        for i in range(200)
-    ]
+    shape = ReplyCriteria(ACCOUNT, CONN, from_number=USER, keywords=("YES",)).shape()
+    triggers += [SmsReplyTrigger(wait_id=store.add_reply_wait(account_sid=ACCOUNT, conn_id=CONN,
+                                                              from_number=f"+1555{i:07d}"),
+                                 shape=shape, store_conn_id=store_conn, poll_interval=0.2) for i in range(200)]
     tasks = [asyncio.ensure_future(t.run().__anext__()) for t in triggers]
     # Wait for rounds, not for a fixed time: a full garbage collection after a long test session can
     # pause the process for most of a second, and the property is per round anyway.

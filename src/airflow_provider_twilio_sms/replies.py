@@ -126,6 +126,7 @@ class ReplyCriteria:
             return None
         return {
             "message_sid": event["message_sid"],
+            "event_id": event["id"],  # the stored row that matched (read_reply reads that one)
             "received_at": event["received_at"].isoformat(),
             "from": mask_number(event.get("from_number")),
             "keyword": captured[2],
@@ -173,7 +174,9 @@ def read_reply(found: Mapping[str, Any], *, store_conn_id: str | None = None) ->
     if not sid:
         raise ValueError("read_reply needs the XCom of an SmsReplySensor (a mapping with message_sid); "
                          "pass e.g. wait_for_code.output to the task that calls it")
-    row = get_store(store_conn_id or found.get("store_conn_id")).get_inbound(str(sid))
+    event_id = found.get("event_id")
+    row = get_store(store_conn_id or found.get("store_conn_id")).get_inbound(
+        str(sid), int(event_id) if event_id is not None else None)
     if row is None:
         raise LookupError(f"the reply {mask_sid(sid)} is not in the message store: was the store cleaned up, "
                           "or does this task use another store_conn_id than the sensor?")

@@ -748,26 +748,27 @@ class SmsStore:
                                                                         .where(m.c.sid.in_(chunk))))
         return found
 
-    def get_inbound(self, message_sid: str) -> dict[str, Any] | None:
-        """The inbound message with this SID (stored once, whatever Twilio's retries), or None."""
+    def get_inbound(self, message_sid: str, event_id: int | None = None) -> dict[str, Any] | None:
+        """The inbound message with this SID (stored once per account, whatever Twilio's retries), or None.
+        With ``event_id`` (what a reply sensor matched), that stored row only: another account's event with
+        the same SID is not it."""
         e = t.event
+        where = [e.c.message_sid == message_sid, e.c.kind == "inbound"]
+        if event_id is not None:
+            where.append(e.c.id == event_id)
         with self._read() as conn:
-            return self._row(
-                conn.execute(
-                    select(e)
-                    .where(e.c.message_sid == message_sid, e.c.kind == "inbound")
-                    .order_by(e.c.id)
-                    .limit(1)
-                ).first()
-            )
+            return self._row(conn.execute(select(e).where(*where).order_by(e.c.id).limit(1)).first())
 
     def status_history(self, message_sid: str) -> list[dict[str, Any]]:
-        """Every status callback stored for a message, in arrival order."""
-        e = t.event
+        """Every status callback stored for a message, in arrival order: for a message sent by this
+        provider, those linked to it (verified by its own connection); else every one with its SID."""
+        e, m = t.event, t.message
+        ours = select(m.c.id).where(m.c.sid == message_sid).scalar_subquery()
         with self._read() as conn:
             rows = conn.execute(
                 select(e.c.id, e.c.status, e.c.error_code, e.c.received_at, e.c.idempotency_token)
-                .where(e.c.message_sid == message_sid, e.c.kind == "status").order_by(e.c.id)
+                .where(e.c.message_sid == message_sid, e.c.kind == "status", or_(ours.is_(None), e.c.message_id == ours))
+                .order_by(e.c.id)
             ).all()
         return [dict(r._mapping) for r in rows]
 

@@ -74,7 +74,9 @@ def delivery_summary(engine: Engine, *, since: datetime, until: datetime,
 def status_timelines(engine: Engine, sids: Iterable[str]) -> dict[str, list[dict[str, Any]]]:
     """Each message's status callbacks in arrival order, for up to :data:`MAX_TIMELINE_SIDS` SIDs at once.
 
-    The caller passes SIDs it may show (taken from a team-filtered page): no team filter here.
+    The caller passes SIDs of its outbound messages (taken from a team-filtered page): no team filter here.
+    Only callbacks linked to the message count (verified by the connection that sent it); another
+    connection's events about the same SID are not this message's history.
     """
     sids = list(dict.fromkeys(s for s in sids if s))[:MAX_TIMELINE_SIDS]
     timelines: dict[str, list[dict[str, Any]]] = {sid: [] for sid in sids}
@@ -84,10 +86,11 @@ def status_timelines(engine: Engine, sids: Iterable[str]) -> dict[str, list[dict
     # ``kind`` is checked here, not in SQL: with it in the WHERE clause SQLite's planner prefers an index on
     # ``kind`` and scans every status event (30 ms at 100k events) instead of looking the SIDs up (0.2 ms).
     with engine.connect() as conn:
-        rows = conn.execute(select(e.c.message_sid, e.c.kind, e.c.status, e.c.error_code, e.c.received_at)
+        rows = conn.execute(select(e.c.message_sid, e.c.kind, e.c.message_id, e.c.status, e.c.error_code,
+                                   e.c.received_at)
                             .where(e.c.message_sid.in_(sids)).order_by(e.c.message_sid, e.c.id)).all()
     for row in rows:
-        if row.kind != "status":
+        if row.kind != "status" or row.message_id is None:
             continue
         timelines[row.message_sid].append({"status": row.status, "error_code": row.error_code,
                                            "received_at": row.received_at})

@@ -185,6 +185,26 @@ class TestReplySensor:
         with pytest.raises(ValueError, match="needs in_reply_to, from_number or to_number"):
             reply_sensor(body_pattern="x").poke(_context())
 
+    @pytest.mark.parametrize("how", ["in_reply_to", "numbers"])
+    def test_the_trigger_kwargs_carry_no_phone_number(self, env, how):
+        """Trigger kwargs are stored in Airflow's trigger table: they name a reply wait in the store."""
+        sent = _send(env, "k1", "SM" + "f" * 32)
+        user = USER if how == "in_reply_to" else "+14155550123"  # a number libphonenumber knows
+        given = {"in_reply_to": "send"} if how == "in_reply_to" else {"from_number": user, "to_number": OURS}
+        sensor = SmsReplySensor(task_id="w", keywords=["YES"], store_conn_id="sensor_store", deferrable=True,
+                                **given)
+        with pytest.raises(TaskDeferred) as deferred:
+            sensor.execute(_context({"send": sent}))
+        kwargs = json.dumps(deferred.value.trigger.serialize()[1])
+        assert user not in kwargs and OURS not in kwargs and user[-4:] not in kwargs
+        wait = env.get_reply_wait(deferred.value.trigger.wait_id)
+        assert (wait["from_number"], wait["to_number"], wait["account_sid"]) == (user, OURS, ACCOUNT)
+        _inbound(env, "SMyes", "YES", frm=user)
+        found = sensor.execute_complete(_context(), {"outcome": "match", "wait_id": wait["id"],
+                                                     "result": sensor.criteria(_context({"send": sent})).match(
+                                                         env.get_inbound("SMyes"))})
+        assert found["message_sid"] == "SMyes" and env.get_reply_wait(wait["id"]) is None
+
     def test_deferrable_hands_its_cursor_to_the_trigger(self, env):
         _inbound(env, "SMa", "hello")
         sensor = SmsReplySensor(task_id="w", to_number=OURS, keywords=["YES"], store_conn_id="sensor_store",

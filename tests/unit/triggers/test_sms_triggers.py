@@ -157,6 +157,27 @@ class TestReplyTrigger:
         assert event["result"]["keyword"] == "NO"
 
     @pytest.mark.asyncio
+    async def test_a_reply_verified_for_another_signer_or_account_never_fires(self, store, store_conn):
+        def forged_then_genuine():
+            # the same account claimed by a connection with another token (another signer) ...
+            store.record_inbound(account_sid=ACCOUNT, conn_id="copycat", signer="f" * 32, message_sid="SMf1",
+                                 from_number=USER, to_number=OURS, body="YES", payload={})
+            # ... and our connection id, but verified for another account
+            store.record_inbound(account_sid="AC" + "9" * 32, conn_id=CONN, message_sid="SMf2", from_number=USER,
+                                 to_number=OURS, body="YES", payload={})
+            _inbound(store, "SMok", "yes")
+
+        event = await _first_event(self._trigger(store, store_conn, keywords=("YES",)), then=forged_then_genuine)
+        assert event["result"]["message_sid"] == "SMok"
+
+    @pytest.mark.asyncio
+    async def test_a_wait_gone_from_the_store_ends_with_an_error_event(self, store, store_conn):
+        trigger = self._trigger(store, store_conn, keywords=("YES",))
+        store.drop_reply_wait(trigger.wait_id)
+        event = await _first_event(trigger)
+        assert event["outcome"] == "error" and "clear the task" in event["message"]
+
+    @pytest.mark.asyncio
     async def test_other_numbers_do_not_match(self, store, store_conn):
         trigger = self._trigger(store, store_conn, keywords=("YES",))
         event = await _first_event(trigger, then=lambda: (_inbound(store, "SMx", "YES", frm="+15550000000"),

@@ -37,6 +37,7 @@ from scratch_pg import scratch_database
 
 OURS = "+15005550006"
 WAITED = "+15550009999"
+ACCOUNT = "AC" + "0" * 32
 
 
 def _fill(url: str, total: int, have: int) -> None:
@@ -47,7 +48,7 @@ def _fill(url: str, total: int, have: int) -> None:
     with engine.begin() as conn:
         for start in range(have, total, chunk):
             rows = [{
-                "kind": "inbound", "account_sid": "AC" + "0" * 32, "conn_id": "bench",
+                "kind": "inbound", "account_sid": ACCOUNT, "conn_id": "bench",
                 "dedupe_key": f"inbound:SM{i:032d}", "message_sid": f"SM{i:032d}", "status": "received",
                 "from_number": f"+1555{i % 10_000:07d}", "to_number": OURS, "body": f"message {i}",
                 "num_media": 0, "received_at": base + timedelta(seconds=i), "payload": "{}",
@@ -58,12 +59,13 @@ def _fill(url: str, total: int, have: int) -> None:
 
 def _poke_seconds(store: SmsStore, repeats: int = 200) -> float:
     """Median time of the query one SmsReplySensor poke makes (reply from one number, since an hour ago)."""
-    criteria = ReplyCriteria(from_number=WAITED, to_number=OURS, body_pattern=r"code is (\d{6})",
-                             since=datetime.now(timezone.utc) - timedelta(hours=1))
+    criteria = ReplyCriteria(ACCOUNT, "bench", signer="f" * 32, from_number=WAITED, to_number=OURS,
+                             body_pattern=r"code is (\d{6})", since=datetime.now(timezone.utc) - timedelta(hours=1))
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
-        rows = store.find_inbound(to_number=criteria.to_number, from_number=criteria.from_number,
+        rows = store.find_inbound(account_sid=ACCOUNT, conn_id="bench", signer=criteria.signer,
+                                  to_number=criteria.to_number, from_number=criteria.from_number,
                                   since=criteria.since, limit=200)
         [criteria.match(r) for r in rows]
         times.append(time.perf_counter() - start)
@@ -92,24 +94,15 @@ async def _triggerer(url: str, sensors: int, interval: float, seconds: float) ->
     )
     StorePoller._pollers.clear()
     half = sensors // 2
-    triggers = [
-        SmsStatusTrigger(
-            message_sid=f"SM{uuid.uuid4().hex}",
-            success_statuses=["delivered"],
-            failure_statuses=["failed"],
-            store_conn_id="bench_store",
-            poll_interval=interval,
-        )
-        for _ in range(half)
-    ]
-    triggers += [
-        SmsReplyTrigger(
-            criteria=ReplyCriteria(from_number=f"+1666{i:07d}", keywords=("YES",)).to_json(),
-            store_conn_id="bench_store",
-            poll_interval=interval,
-        )
-        for i in range(sensors - half)
-    ]
+    triggers = [SmsStatusTrigger(message_sid=f"SM{uuid.uuid4().hex}", success_statuses=["delivered"],
+                                 failure_statuses=["failed"], store_conn_id="bench_store", poll_interval=interval)
+                for _ in range(half)]
+    store = SmsStore(url)
+    shape = ReplyCriteria(ACCOUNT, "bench", from_number=WAITED, keywords=("YES",)).shape()
+    triggers += [SmsReplyTrigger(wait_id=store.add_reply_wait(account_sid=ACCOUNT, conn_id="bench",
+                                                              from_number=f"+1666{i:07d}"),
+                                 shape=shape, store_conn_id="bench_store", poll_interval=interval)
+                 for i in range(sensors - half)]
     tasks = [asyncio.ensure_future(tr.run().__anext__()) for tr in triggers]
     await asyncio.sleep(interval)  # let every trigger register
     poller = next(iter(StorePoller._pollers.values()))

@@ -71,7 +71,7 @@ message = Table(
     Column("idempotency_key_sha256", String(64), nullable=False),
     Column("account_sid", String(34), nullable=False),
     Column("conn_id", String(250), nullable=False),
-    # Who the sending connection proves itself to be (TwilioConnectionSettings.signer); NULL before 0004.
+    # Who the sending connection proves itself to be (TwilioConnectionSettings.signer); NULL before 0007.
     Column("signer", String(32)),
     Column("team", String(250)),
     Column("pool", String(256)),
@@ -119,7 +119,7 @@ event = Table(
     Column("kind", String(10), nullable=False),  # "status" | "inbound"
     Column("account_sid", String(34), nullable=False),
     Column("conn_id", String(250), nullable=False),  # the connection that verified the event
-    Column("signer", String(32)),  # its TwilioConnectionSettings.signer; NULL before 0004
+    Column("signer", String(32)),  # its TwilioConnectionSettings.signer; NULL before 0007
     Column("dedupe_key", String(200), nullable=False),
     Column("idempotency_token", String(200)),
     Column("message_sid", String(34), nullable=False),
@@ -145,7 +145,7 @@ event = Table(
 )
 
 # Opt-outs per (account, signer, number), kept up to date by inbound STOP/START verified for that account
-# and signer. Signer '' (opt-outs stored before migration 0004) is honoured by every connection of the account.
+# and signer. Signer '' (opt-outs stored before migration 0007) is honoured by every connection of the account.
 opt_out = Table(
     "twilio_sms_opt_out",
     metadata,
@@ -158,14 +158,6 @@ opt_out = Table(
     Column("updated_at", UtcDateTime(), nullable=False),
 )
 
-<<<<<<< HEAD
-# Rate limiting (migration 0006): per team pool ("pool:" + an Airflow pool name of at most 256 characters,
-# or "team:" + a team name of at most 250 here), one lock row holding a ring of the last ``ring_size``
-# units granted (``ring_size`` is the pool's limit; a send costs one unit, or one per segment), and one
-# slot row per unit with the latest moment its request can have reached Twilio, in microseconds since the
-# epoch on the database's clock. ``ring_next`` is the slot of the oldest unit: the next to be reused.
-# A slot not written yet is free. See ``SmsStore.acquire_rate_slot``.
-=======
 # What a deferred SmsReplySensor waits for: its trigger's kwargs (kept in Airflow's ``trigger`` table) carry
 # this row's id, never the phone numbers.
 reply_wait = Table(
@@ -181,9 +173,12 @@ reply_wait = Table(
     Column("created_at", UtcDateTime(), nullable=False),
 )
 
-# Rate limiting: one lock row per team pool, one grant row per accepted send within the window. A pool is
-# "pool:" + an Airflow pool name (at most 256 characters) or "team:" + a team name (at most 250 here).
->>>>>>> 3291bae (Store: events touch only the verifying connection's records. Status callbacks link only to messages of the same account and connection (by SID, or by the URL's key when exactly one unlinked message has it); an event's team comes from the message it answers, else the connection; messages and events record the connection's signer (a fingerprint of its webhook secret) and opt-outs are kept per account and signer (migration 0003), so a connection copying an Account SID with another token is a stranger)
+# Rate limiting (migration 0006): per team pool ("pool:" + an Airflow pool name of at most 256 characters,
+# or "team:" + a team name of at most 250 here), one lock row holding a ring of the last ``ring_size``
+# units granted (``ring_size`` is the pool's limit; a send costs one unit, or one per segment), and one
+# slot row per unit with the latest moment its request can have reached Twilio, in microseconds since the
+# epoch on the database's clock. ``ring_next`` is the slot of the oldest unit: the next to be reused.
+# A slot not written yet is free. See ``SmsStore.acquire_rate_slot``.
 rate_pool = Table(
     "twilio_sms_rate_pool",
     metadata,

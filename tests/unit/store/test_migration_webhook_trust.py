@@ -1,4 +1,4 @@
-"""Migration 0004 (webhook trust: signers, opt-outs per signer, reply waits) upgrades a store that holds
+"""Migration 0007 (webhook trust: signers, opt-outs per signer, reply waits) upgrades a store that holds
 data sensibly and downgrades cleanly, on SQLite and PostgreSQL."""
 
 from __future__ import annotations
@@ -34,13 +34,13 @@ def _downgrade(url: str, revision: str) -> None:
         engine.dispose()
 
 
-def test_0004_keeps_opt_outs_for_every_connection_and_downgrades_to_one_row_per_number(db_url):
-    assert migrate.upgrade_url(db_url, "0003_twilio_sms") == (None, "0003_twilio_sms")
+def test_0007_keeps_opt_outs_for_every_connection_and_downgrades_to_one_row_per_number(db_url):
+    assert migrate.upgrade_url(db_url, "0006_twilio_sms") == (None, "0006_twilio_sms")
     now = datetime.now(timezone.utc).replace(tzinfo=None)
     for number, opted_out in ((STOPPED, True), (OTHER, False)):
         _execute(db_url, "INSERT INTO twilio_sms_opt_out (account_sid, number, opted_out, keyword, updated_at) "
                          "VALUES (:a, :n, :o, 'STOP', :t)", a=ACCOUNT, n=number, o=opted_out, t=now)
-    assert migrate.upgrade_url(db_url) == ("0003_twilio_sms", "0004_twilio_sms")
+    assert migrate.upgrade_url(db_url) == ("0006_twilio_sms", "0007_twilio_sms")
     store = SmsStore(db_url)
     # An opt-out stored before signers were recorded refuses the sends of every connection of the account.
     assert store.is_opted_out(ACCOUNT, STOPPED, signer="a" * 32) and store.is_opted_out(ACCOUNT, STOPPED)
@@ -53,7 +53,7 @@ def test_0004_keeps_opt_outs_for_every_connection_and_downgrades_to_one_row_per_
     wait = store.add_reply_wait(account_sid=ACCOUNT, conn_id="c", from_number=STOPPED)
     assert store.get_reply_wait(wait)["from_number"] == STOPPED
 
-    _downgrade(db_url, "0003_twilio_sms")
+    _downgrade(db_url, "0006_twilio_sms")
     rows = dict(_execute(db_url, "SELECT number, opted_out FROM twilio_sms_opt_out ORDER BY number"))
     assert {k: bool(v) for k, v in rows.items()} == {STOPPED: True, OTHER: True}  # opted out if any signer said so
     engine = create_engine(db_url)
@@ -64,4 +64,4 @@ def test_0004_keeps_opt_outs_for_every_connection_and_downgrades_to_one_row_per_
         assert found.get_pk_constraint("twilio_sms_opt_out")["constrained_columns"] == ["account_sid", "number"]
     finally:
         engine.dispose()
-    assert migrate.upgrade_url(db_url) == ("0003_twilio_sms", "0004_twilio_sms")
+    assert migrate.upgrade_url(db_url) == ("0006_twilio_sms", "0007_twilio_sms")

@@ -10,11 +10,7 @@ from airflow_provider_twilio_sms.store import migrate
 from airflow_provider_twilio_sms.store.tables import metadata
 
 TABLES = {"twilio_sms_message", "twilio_sms_event", "twilio_sms_opt_out", "twilio_sms_rate_pool",
-<<<<<<< HEAD
-          "twilio_sms_rate_slot"}
-=======
-          "twilio_sms_rate_grant", "twilio_sms_reply_wait"}
->>>>>>> 3291bae (Store: events touch only the verifying connection's records. Status callbacks link only to messages of the same account and connection (by SID, or by the URL's key when exactly one unlinked message has it); an event's team comes from the message it answers, else the connection; messages and events record the connection's signer (a fingerprint of its webhook secret) and opt-outs are kept per account and signer (migration 0003), so a connection copying an Account SID with another token is a stranger)
+    assert migrate.head_revision() == "0007_twilio_sms"
 
 
 def _diff(url: str) -> list:
@@ -74,8 +70,4 @@ def test_downgrade_to_base_removes_only_our_tables_and_upgrade_restores_them(db_
 
 
 def test_the_migration_directory_has_one_head():
-<<<<<<< HEAD
-    assert migrate.head_revision() == "0006_twilio_sms"
-=======
-    assert migrate.head_revision() == "0004_twilio_sms"
->>>>>>> 3291bae (Store: events touch only the verifying connection's records. Status callbacks link only to messages of the same account and connection (by SID, or by the URL's key when exactly one unlinked message has it); an event's team comes from the message it answers, else the connection; messages and events record the connection's signer (a fingerprint of its webhook secret) and opt-outs are kept per account and signer (migration 0003), so a connection copying an Account SID with another token is a stranger)
+    assert migrate.head_revision() == "0007_twilio_sms"

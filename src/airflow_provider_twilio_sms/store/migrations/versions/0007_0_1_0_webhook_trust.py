@@ -12,8 +12,8 @@
 - ``twilio_sms_reply_wait``: what a deferred reply sensor waits for (account, signer, numbers), so the
   trigger's kwargs, stored in Airflow's ``trigger`` table, name a row id instead of phone numbers.
 
-Revision ID: 0004_twilio_sms
-Revises: 0003_twilio_sms
+Revision ID: 0007_twilio_sms
+Revises: 0006_twilio_sms
 Create Date: 2026-12-04
 """
 
@@ -22,8 +22,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0004_twilio_sms"
-down_revision = "0003_twilio_sms"
+revision = "0007_twilio_sms"
+down_revision = "0006_twilio_sms"
 branch_labels = None
 depends_on = None
 

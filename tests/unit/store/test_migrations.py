@@ -10,7 +10,7 @@ from airflow_provider_twilio_sms.store import migrate
 from airflow_provider_twilio_sms.store.tables import metadata
 
 TABLES = {"twilio_sms_message", "twilio_sms_event", "twilio_sms_opt_out", "twilio_sms_rate_pool",
-    assert migrate.head_revision() == "0007_twilio_sms"
+          "twilio_sms_rate_slot", "twilio_sms_reply_wait"}
 
 
 def _diff(url: str) -> list:

@@ -60,7 +60,8 @@ def _fill(url: str, total: int, have: int) -> None:
 def _poke_seconds(store: SmsStore, repeats: int = 200) -> float:
     """Median time of the query one SmsReplySensor poke makes (reply from one number, since an hour ago)."""
     criteria = ReplyCriteria(ACCOUNT, "bench", signer="f" * 32, from_number=WAITED, to_number=OURS,
-                             body_pattern=r"code is (\d{6})", since=datetime.now(timezone.utc) - timedelta(hours=1))
+                             body_pattern=r"code is (\d{6})",
+                             since=datetime.now(timezone.utc) - timedelta(hours=1))
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
@@ -94,15 +95,27 @@ async def _triggerer(url: str, sensors: int, interval: float, seconds: float) ->
     )
     StorePoller._pollers.clear()
     half = sensors // 2
-    triggers = [SmsStatusTrigger(message_sid=f"SM{uuid.uuid4().hex}", success_statuses=["delivered"],
-                                 failure_statuses=["failed"], store_conn_id="bench_store", poll_interval=interval)
-                for _ in range(half)]
+    triggers = [
+        SmsStatusTrigger(
+            message_sid=f"SM{uuid.uuid4().hex}",
+            success_statuses=["delivered"],
+            failure_statuses=["failed"],
+            store_conn_id="bench_store",
+            poll_interval=interval,
+        )
+        for _ in range(half)
+    ]
     store = SmsStore(url)
     shape = ReplyCriteria(ACCOUNT, "bench", from_number=WAITED, keywords=("YES",)).shape()
-    triggers += [SmsReplyTrigger(wait_id=store.add_reply_wait(account_sid=ACCOUNT, conn_id="bench",
-                                                              from_number=f"+1666{i:07d}"),
-                                 shape=shape, store_conn_id="bench_store", poll_interval=interval)
-                 for i in range(sensors - half)]
+    triggers += [
+        SmsReplyTrigger(
+            wait_id=store.add_reply_wait(account_sid=ACCOUNT, conn_id="bench", from_number=f"+1666{i:07d}"),
+            shape=shape,
+            store_conn_id="bench_store",
+            poll_interval=interval,
+        )
+        for i in range(sensors - half)
+    ]
     tasks = [asyncio.ensure_future(tr.run().__anext__()) for tr in triggers]
     await asyncio.sleep(interval)  # let every trigger register
     poller = next(iter(StorePoller._pollers.values()))

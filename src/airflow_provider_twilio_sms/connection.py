@@ -113,7 +113,8 @@ class TwilioConnectionSettings:
         import hashlib
 
         secret = self.auth_token or self.webhook_signing_key_secret or self.api_key_secret or ""
-        return hashlib.sha256(f"twilio_sms signer v1\x00{self.account_sid}\x00{secret}".encode()).hexdigest()[:32]
+        fingerprint = hashlib.sha256(f"twilio_sms signer v1\x00{self.account_sid}\x00{secret}".encode())
+        return fingerprint.hexdigest()[:32]
 
     @property
     def parsed_rate_limit(self) -> RateLimit | None:

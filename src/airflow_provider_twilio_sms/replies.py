@@ -87,18 +87,21 @@ class ReplyCriteria:
     def shape(self) -> dict[str, Any]:
         """What the reply must look like, as JSON without personal data (fit for trigger kwargs)."""
         return {"body_pattern": self.body_pattern, "keywords": list(self.keywords),
-                "case_sensitive": self.case_sensitive, "since": self.since.isoformat() if self.since else None}
+                "case_sensitive": self.case_sensitive,
+                "since": self.since.isoformat() if self.since else None}
 
     @classmethod
     def from_parts(cls, parties: Mapping[str, Any], shape: Mapping[str, Any]) -> ReplyCriteria:
         since = shape.get("since")
         return cls(**{name: parties.get(name) for name in PARTIES}, body_pattern=shape.get("body_pattern"),
-                   keywords=tuple(shape.get("keywords") or ()), case_sensitive=bool(shape.get("case_sensitive")),
+                   keywords=tuple(shape.get("keywords") or ()),
+                   case_sensitive=bool(shape.get("case_sensitive")),
                    since=datetime.fromisoformat(since) if since else None)
 
     def concerns(self, event: dict[str, Any]) -> bool:
         """The event was verified for our account by our connection (or signer), comes from and goes to
-        the right numbers, and is not older than ``since``."""
+        the right numbers, and is not older than ``since``.
+        """
         if event.get("account_sid") != self.account_sid:
             return False
         if event.get("conn_id") != self.conn_id and not (self.signer and event.get("signer") == self.signer):

@@ -197,13 +197,25 @@ class SmsSender:
         deadline = time.monotonic() + self.lease_seconds + 5
         while True:
             claim = self.store.claim(
-                scope=make_scope(settings.account_sid, request.team), idempotency_key=request.idempotency_key,
-                account_sid=settings.account_sid, conn_id=settings.conn_id, signer=settings.signer,
-                to_number=to, body=request.body,
-                from_number=from_, messaging_service_sid=messaging_service_sid,
-                num_media=len(request.media_urls), lease_seconds=self.lease_seconds, attempt_id=self.attempt_id,
-                team=request.team, pool=request.pool, dag_id=request.dag_id, task_id=request.task_id,
-                run_id=request.run_id, map_index=request.map_index, attempting=attempting,
+                scope=make_scope(settings.account_sid, request.team),
+                idempotency_key=request.idempotency_key,
+                account_sid=settings.account_sid,
+                conn_id=settings.conn_id,
+                signer=settings.signer,
+                to_number=to,
+                body=request.body,
+                from_number=from_,
+                messaging_service_sid=messaging_service_sid,
+                num_media=len(request.media_urls),
+                lease_seconds=self.lease_seconds,
+                attempt_id=self.attempt_id,
+                team=request.team,
+                pool=request.pool,
+                dag_id=request.dag_id,
+                task_id=request.task_id,
+                run_id=request.run_id,
+                map_index=request.map_index,
+                attempting=attempting,
                 refuse_opted_out=True,
             )
             if claim.outcome != "held":
@@ -280,8 +292,9 @@ class SmsSender:
             try:
                 result = self._post(grant, to, request, from_, messaging_service_sid)
             except OptedOutError as err:
-                self.store.set_opt_out(claim.row["account_sid"], to, True, keyword="21610",
-                                       signer=claim.row.get("signer") or "")
+                self.store.set_opt_out(
+                    claim.row["account_sid"], to, True, keyword="21610", signer=claim.row.get("signer") or ""
+                )
                 self.store.record_failed(claim, err.code, str(err))
                 raise
             except PermanentTwilioError as err:

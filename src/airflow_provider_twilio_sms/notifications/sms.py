@@ -89,8 +89,18 @@ class SmsNotifier(BaseNotifier):
         key = self.idempotency_key or default_idempotency_key(dag_id, f"notifier:{task_id or ''}", run_id,
                                                               getattr(ti, "map_index", None), to)
         team = team_of(context)
-        request = SendRequest(to=to, body=self.body, idempotency_key=str(key), from_=self.from_, team=team,
-                              status_callback=status_callback_url(settings, self.twilio_conn_id, str(key)),
-                              dag_id=dag_id or None, task_id=task_id, run_id=run_id or None)
-        sender = SmsSender(self.hook, get_store(self.store_conn_id), lease_seconds=config.get_int("send_lease_seconds"))
+        request = SendRequest(
+            to=to,
+            body=self.body,
+            idempotency_key=str(key),
+            from_=self.from_,
+            team=team,
+            status_callback=status_callback_url(settings, self.twilio_conn_id, str(key)),
+            dag_id=dag_id or None,
+            task_id=task_id,
+            run_id=run_id or None,
+        )
+        sender = SmsSender(
+            self.hook, get_store(self.store_conn_id), lease_seconds=config.get_int("send_lease_seconds")
+        )
         return sender.send(request)  # type: ignore[return-value]  # no rate limit: never RateLimited

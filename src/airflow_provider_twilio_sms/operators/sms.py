@@ -199,7 +199,8 @@ class SendSmsOperator(BaseOperator):
         return SendRequest(
             to=to, body=self.body, idempotency_key=str(key), from_=self.from_,
             messaging_service_sid=self.messaging_service_sid, media_urls=tuple(media),
-            status_callback=status_callback_url(settings, self.twilio_conn_id, str(key), self.status_callback),
+            status_callback=status_callback_url(settings, self.twilio_conn_id, str(key),
+                                                self.status_callback),
             validity_period=int(self.validity_period) if self.validity_period not in (None, "") else None,
             team=team,
             pool=self.pool,

@@ -315,7 +315,8 @@ class SmsReplySensor(_StoreSensor):
         since = self.since
         # Whose replies count: those verified for the account by the connection that sent the message (or
         # another connection with its signer); without in_reply_to, the sensor's own connection's.
-        account_sid, conn_id, signer, service = settings.account_sid, self.twilio_conn_id, settings.signer, None
+        account_sid, conn_id, signer = settings.account_sid, self.twilio_conn_id, settings.signer
+        service = None
         if self.in_reply_to:
             row = self._sent_row(context, self.in_reply_to)
             account_sid, conn_id, signer = row["account_sid"], row["conn_id"], row.get("signer")
@@ -331,8 +332,9 @@ class SmsReplySensor(_StoreSensor):
             dag_run = context.get("dag_run")
             since = getattr(dag_run, "start_date", None) or getattr(dag_run, "run_after", None)
         return ReplyCriteria(account_sid=account_sid, conn_id=conn_id, signer=signer, from_number=from_number,
-                             to_number=to_number, messaging_service_sid=service, body_pattern=self.body_pattern,
-                             keywords=tuple(self.keywords or ()), case_sensitive=self.case_sensitive, since=since)
+                             to_number=to_number, messaging_service_sid=service,
+                             body_pattern=self.body_pattern, keywords=tuple(self.keywords or ()),
+                             case_sensitive=self.case_sensitive, since=since)
 
     def _scan(self, criteria: ReplyCriteria) -> tuple[dict[str, Any] | None, int]:
         """(result, last event id seen): the first match among stored messages, or None."""
@@ -375,9 +377,9 @@ class SmsReplySensor(_StoreSensor):
             return result
         # The numbers stay in the store: the trigger's kwargs (Airflow's trigger table) name the wait.
         wait_id = self.store.add_reply_wait(**criteria.parties())
-        self.defer(trigger=SmsReplyTrigger(wait_id=wait_id, shape=criteria.shape(), after_id=last_id,
-                                           store_conn_id=self.store_conn_id, poll_interval=self.poll_interval),
-                   method_name="execute_complete", timeout=self._timeout_delta())
+        trigger = SmsReplyTrigger(wait_id=wait_id, shape=criteria.shape(), after_id=last_id,
+                                  store_conn_id=self.store_conn_id, poll_interval=self.poll_interval)
+        self.defer(trigger=trigger, method_name="execute_complete", timeout=self._timeout_delta())
 
     def execute_complete(self, context: Context, event: dict[str, Any]) -> Any:
         """Resume after the trigger: the matching reply for XCom, or fail on an opt-out."""

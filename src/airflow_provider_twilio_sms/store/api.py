@@ -318,7 +318,8 @@ class SmsStore:
                 if inserted is not None:
                     return Claim("new", inserted, attempt_id)
                 if refuse_opted_out and conn.execute(sql.opted_out, {
-                        "p_account_sid": account_sid, "p_signer": signer or "", "p_number": to_number}).first():
+                        "p_account_sid": account_sid, "p_signer": signer or "",
+                        "p_number": to_number}).first():
                     return Claim("opted_out", {}, attempt_id)
                 row = self._row(conn.execute(sql.message_by_key, by_key).first())
                 if row is None:  # deleted between the two statements; try again
@@ -621,7 +622,8 @@ class SmsStore:
             "dedupe_key": f"status:{message_sid}:{status}", "idempotency_token": idempotency_token,
             "message_sid": message_sid, "status": status, "error_code": error_code,
             "from_number": payload.get("From"), "to_number": payload.get("To"),
-            "messaging_service_sid": payload.get("MessagingServiceSid") or None, "body": None, "num_media": None,
+            "messaging_service_sid": payload.get("MessagingServiceSid") or None, "body": None,
+            "num_media": None,
             "opt_out_type": None, "team": team, "received_at": now,
             "payload": json.dumps(dict(payload), sort_keys=True),
         }
@@ -630,7 +632,8 @@ class SmsStore:
         if not idempotency_key_sha256 and idempotency_key:
             idempotency_key_sha256 = key_digest(idempotency_key)
         params.update(p_sid=message_sid, p_account_sid=account_sid, p_conn_id=conn_id,
-                      p_key_sha256=idempotency_key_sha256 or None, p_rank=status_rank(status), p_status=status,
+                      p_key_sha256=idempotency_key_sha256 or None, p_rank=status_rank(status),
+                      p_status=status,
                       p_now=now, p_error_code=error_code)
         if sql.status_event_fused is not None:
             with self._write_one() as conn:
@@ -683,7 +686,8 @@ class SmsStore:
             "payload": json.dumps(dict(payload), sort_keys=True),
         }
         with self._write() as conn:
-            if not self._insert_ignore(conn, self._sql.inbound_insert, {f"v_{k}": v for k, v in values.items()}):
+            bound = {f"v_{k}": v for k, v in values.items()}
+            if not self._insert_ignore(conn, self._sql.inbound_insert, bound):
                 return False
             if keyword in ("STOP", "START"):
                 self._set_opt_out(conn, account_sid, signer or "", from_number, keyword == "STOP", keyword,
@@ -703,7 +707,8 @@ class SmsStore:
     def set_opt_out(self, account_sid: str, number: str, opted_out: bool, keyword: str = "MANUAL", *,
                     signer: str = "") -> None:
         """Record an opt-out of ``number`` from ``account_sid``: for the connections of ``signer`` only, or,
-        with the default ``''``, for every connection of the account."""
+        with the default ``''``, for every connection of the account.
+        """
         with self._write() as conn:
             self._set_opt_out(conn, account_sid, signer, number, opted_out, keyword, None, utcnow())
 
@@ -751,7 +756,8 @@ class SmsStore:
     def get_inbound(self, message_sid: str, event_id: int | None = None) -> dict[str, Any] | None:
         """The inbound message with this SID (stored once per account, whatever Twilio's retries), or None.
         With ``event_id`` (what a reply sensor matched), that stored row only: another account's event with
-        the same SID is not it."""
+        the same SID is not it.
+        """
         e = t.event
         where = [e.c.message_sid == message_sid, e.c.kind == "inbound"]
         if event_id is not None:
@@ -761,13 +767,15 @@ class SmsStore:
 
     def status_history(self, message_sid: str) -> list[dict[str, Any]]:
         """Every status callback stored for a message, in arrival order: for a message sent by this
-        provider, those linked to it (verified by its own connection); else every one with its SID."""
+        provider, those linked to it (verified by its own connection); else every one with its SID.
+        """
         e, m = t.event, t.message
         ours = select(m.c.id).where(m.c.sid == message_sid).scalar_subquery()
         with self._read() as conn:
             rows = conn.execute(
                 select(e.c.id, e.c.status, e.c.error_code, e.c.received_at, e.c.idempotency_token)
-                .where(e.c.message_sid == message_sid, e.c.kind == "status", or_(ours.is_(None), e.c.message_id == ours))
+                .where(e.c.message_sid == message_sid, e.c.kind == "status",
+                       or_(ours.is_(None), e.c.message_id == ours))
                 .order_by(e.c.id)
             ).all()
         return [dict(r._mapping) for r in rows]
@@ -789,7 +797,8 @@ class SmsStore:
                           .scalar_subquery())
                 for row in conn.execute(select(m.c.sid, m.c.status, m.c.error_code, linked.label("events"))
                                         .where(m.c.sid.in_(chunk))):
-                    states[row.sid] = {"status": row.status, "error_code": row.error_code, "events": row.events}
+                    states[row.sid] = {"status": row.status, "error_code": row.error_code,
+                                       "events": row.events}
                 orphans = [sid for sid in chunk if sid not in states]
                 if orphans:
                     rows = conn.execute(select(e.c.message_sid, e.c.status, e.c.error_code)
@@ -844,9 +853,11 @@ class SmsStore:
     ) -> list[dict[str, Any]]:
         """Inbound messages verified for ``account_sid`` by connection ``conn_id`` or another connection of
         ``signer``, from ``from_number``, arriving at ``to_number`` or through ``messaging_service_sid``
-        (either, when both are given), oldest first, received at or after ``since``."""
+        (either, when both are given), oldest first, received at or after ``since``.
+        """
         if not (to_number or from_number or messaging_service_sid):
-            raise ValueError("find_inbound needs to_number or from_number: a scan of every message is not allowed")
+            raise ValueError("find_inbound needs to_number or from_number: "
+                             "a scan of every message is not allowed")
         e = t.event
         verified = e.c.conn_id == conn_id if not signer else or_(e.c.conn_id == conn_id, e.c.signer == signer)
         conditions = [e.c.kind == "inbound", e.c.id > after_id, e.c.account_sid == account_sid, verified]

@@ -46,10 +46,31 @@ SENT_RETURNING = ("status", "status_rank", "lease_expires_at", "http_attempted_a
 
 # What a new claim's row is given; every other column of ``twilio_sms_message`` starts NULL.
 CLAIM_COLUMNS = (
-    "scope", "idempotency_key", "idempotency_key_sha256", "account_sid", "conn_id", "signer", "team", "pool",
-    "to_number", "from_number",
-    "messaging_service_sid", "body", "body_sha256", "num_media", "send_state", "attempt_id", "lease_expires_at",
-    "status_rank", "dag_id", "task_id", "run_id", "map_index", "created_at", "updated_at", "http_attempted_at",
+    "scope",
+    "idempotency_key",
+    "idempotency_key_sha256",
+    "account_sid",
+    "conn_id",
+    "signer",
+    "team",
+    "pool",
+    "to_number",
+    "from_number",
+    "messaging_service_sid",
+    "body",
+    "body_sha256",
+    "num_media",
+    "send_state",
+    "attempt_id",
+    "lease_expires_at",
+    "status_rank",
+    "dag_id",
+    "task_id",
+    "run_id",
+    "map_index",
+    "created_at",
+    "updated_at",
+    "http_attempted_at",
 )
 
 
@@ -60,7 +81,8 @@ def _p(name: str, column):
 
 def _opted_out_for(account_sid, signer, number):
     """The opt-out rows that refuse a send: the recipient's STOP to this account, verified with this signer
-    (or stored before signers were recorded, signer ``''``). A STOP verified with another token never counts."""
+    (or stored before signers were recorded, signer ``''``). A STOP verified with another token never counts.
+    """
     return and_(o.c.account_sid == account_sid, o.c.number == number, o.c.signer.in_([signer, ""]),
                 o.c.opted_out.is_(True))
 
@@ -95,7 +117,8 @@ class Statements:
     @cached_property
     def opted_out(self):
         return select(o.c.opted_out).where(_opted_out_for(_p("p_account_sid", o.c.account_sid),
-                                                          _p("p_signer", o.c.signer), _p("p_number", o.c.number)))
+                                                          _p("p_signer", o.c.signer),
+                                                          _p("p_number", o.c.number)))
 
     @cached_property
     def claim_insert(self):
@@ -122,7 +145,8 @@ class Statements:
         row = select(*[value(name) for name in CLAIM_COLUMNS])
         if refuse_opted_out:
             row = row.where(~exists().where(_opted_out_for(
-                _p("v_account_sid", o.c.account_sid), _p("v_signer", o.c.signer), _p("v_to_number", o.c.number))))
+                _p("v_account_sid", o.c.account_sid), _p("v_signer", o.c.signer),
+                _p("v_to_number", o.c.number))))
         else:
             row = row.where(true())  # SQLite parses an upsert after INSERT ... SELECT only with a WHERE
         return (self._dialect_insert(m).from_select(list(CLAIM_COLUMNS), row)
@@ -213,7 +237,8 @@ class Statements:
         connection's account AND by that connection (an event verified by one connection never touches
         another's messages): the one with its SID, else (the send's response was lost, so no SID was
         recorded) the one without a SID whose idempotency key (its SHA-256) the callback URL carries, if
-        only one is (the same key in two teams' scopes of one connection: neither)."""
+        only one is (the same key in two teams' scopes of one connection: neither).
+        """
         own = and_(m.c.account_sid == _p("p_account_sid", m.c.account_sid),
                    m.c.conn_id == _p("p_conn_id", m.c.conn_id))
         by_sid = select(m.c.id).where(m.c.sid == _p("p_sid", m.c.sid), own).scalar_subquery()
@@ -231,15 +256,17 @@ class Statements:
     def status_event_insert(self):
         """One status event (columns bound as ``v_<column>``), deduplicated on (account, dedupe key), linked
         to its outbound row; RETURNING that row's id (NULL: not ours) where supported. Its team is the
-        linked message's, else the verifying connection's (``v_team``): never what the request said."""
+        linked message's, else the verifying connection's (``v_team``): never what the request said.
+        """
         return self._event_insert(self._callback_message_id, returning=True)
 
     def _event_insert(self, message_id, *, returning: bool):
         """An event row linked to ``message_id`` (an SQL expression), its team derived from that message."""
         values = {c.key: _p(f"v_{c.key}", c) for c in e.c if c.key not in ("id", "message_id", "team")}
-        team = func.coalesce(select(m.c.team).where(m.c.id == message_id).scalar_subquery(), _p("v_team", e.c.team))
-        stmt = self._insert_ignoring(e, ["account_sid", "dedupe_key"]).values(message_id=message_id, team=team,
-                                                                             **values)
+        answered_team = select(m.c.team).where(m.c.id == message_id).scalar_subquery()
+        team = func.coalesce(answered_team, _p("v_team", e.c.team))
+        stmt = self._insert_ignoring(e, ["account_sid", "dedupe_key"]).values(
+            message_id=message_id, team=team, **values)
         return stmt.returning(e.c.message_id) if returning and self.upsert else stmt
 
     def _build_apply_status(self, message_id):
@@ -276,19 +303,23 @@ class Statements:
     @cached_property
     def inbound_insert(self):
         """One inbound message (columns bound as ``v_<column>``), linked to the message it answers (see
-        :attr:`_answered_message_id`), whose team it takes, else the verifying connection's."""
+        :attr:`_answered_message_id`), whose team it takes, else the verifying connection's.
+        """
         return self._event_insert(self._answered_message_id, returning=False)
 
     @cached_property
     def _answered_message_id(self):
         """The latest outbound message an inbound one answers: sent under the same account by the same
-        signer or connection, to the inbound's sender, from the number (or Messaging Service) it arrived at."""
+        signer or connection, to the inbound's sender, from the number (or Messaging Service) it arrived at.
+        """
         return (select(m.c.id)
                 .where(m.c.account_sid == _p("v_account_sid", m.c.account_sid),
-                       or_(m.c.signer == _p("v_signer", m.c.signer), m.c.conn_id == _p("v_conn_id", m.c.conn_id)),
+                       or_(m.c.signer == _p("v_signer", m.c.signer),
+                           m.c.conn_id == _p("v_conn_id", m.c.conn_id)),
                        m.c.to_number == _p("v_from_number", m.c.to_number),
                        or_(m.c.from_number == _p("v_to_number", m.c.from_number),
-                           m.c.messaging_service_sid == _p("v_messaging_service_sid", m.c.messaging_service_sid)),
+                           m.c.messaging_service_sid == _p("v_messaging_service_sid",
+                                                           m.c.messaging_service_sid)),
                        m.c.created_at <= _p("v_received_at", m.c.created_at))
                 .order_by(m.c.created_at.desc(), m.c.id.desc()).limit(1).scalar_subquery())
 
@@ -309,7 +340,8 @@ class Statements:
     @cached_property
     def opt_out_update(self):
         return update(o).where(o.c.account_sid == _p("p_account_sid", o.c.account_sid),
-                               o.c.signer == _p("p_signer", o.c.signer), o.c.number == _p("p_number", o.c.number))
+                               o.c.signer == _p("p_signer", o.c.signer),
+                               o.c.number == _p("p_number", o.c.number))
 
     # -- rate limits ----------------------------------------------------------------------------
 

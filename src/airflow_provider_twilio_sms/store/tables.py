@@ -145,7 +145,8 @@ event = Table(
 )
 
 # Opt-outs per (account, signer, number), kept up to date by inbound STOP/START verified for that account
-# and signer. Signer '' (opt-outs stored before migration 0007) is honoured by every connection of the account.
+# and signer. Signer '' (opt-outs stored before migration 0007) is honoured by every connection of the
+# account.
 opt_out = Table(
     "twilio_sms_opt_out",
     metadata,

@@ -294,8 +294,8 @@ class SmsReplyTrigger(BaseTrigger):
     "message": "..."}``, or ``{"outcome": "error", "message": "..."}`` when the wait is gone from the store.
     """
 
-    def __init__(self, *, wait_id: int, shape: dict[str, Any], after_id: int = 0, store_conn_id: str | None = None,
-                 poll_interval: float = DEFAULT_POLL_INTERVAL):
+    def __init__(self, *, wait_id: int, shape: dict[str, Any], after_id: int = 0,
+                 store_conn_id: str | None = None, poll_interval: float = DEFAULT_POLL_INTERVAL):
         super().__init__()
         self.wait_id = wait_id
         self.shape = shape
@@ -311,12 +311,13 @@ class SmsReplyTrigger(BaseTrigger):
         })
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
+        """Read the wait's parties from the store once, then wait with the shared poller."""
         store, url = await _store_for(self.store_conn_id)
         parties = await asyncio.to_thread(store.get_reply_wait, self.wait_id)
         if parties is None:
             yield TriggerEvent({"outcome": "error", "wait_id": None, "message": (
-                f"reply wait {self.wait_id} is not in the message store (cleaned up, or another store_conn_id?): "
-                "clear the task to wait again")})
+                f"reply wait {self.wait_id} is not in the message store (cleaned up, or another "
+                "store_conn_id?): clear the task to wait again")})
             return
         criteria = ReplyCriteria.from_parts(parties, self.shape)
         poller = StorePoller.for_store(store, url, self.poll_interval)

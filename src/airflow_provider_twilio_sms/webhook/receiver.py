@@ -4,8 +4,8 @@ Each request is verified (see ``verification.py``) and then stored in one short 
 status -> ``{"success": true, "processed": 1}`` (0 for a delivery already stored); inbound -> empty TwiML.
 A refused request gets only its status code. What a verified event may touch is decided from stored facts
 and the verifying connection (its account, id, signer and team), never from the request's query: see
-``SmsStore.record_status_event`` and ``record_inbound``. When the store cannot be written in time the answer is 503,
-never 200 (the event would be lost) and never 429 (Twilio must retry): the retry is deduplicated.
+``SmsStore.record_status_event`` and ``record_inbound``. When the store cannot be written in time the answer
+is 503, never 200 (the event would be lost) and never 429 (Twilio must retry): the retry is deduplicated.
 """
 
 from __future__ import annotations

@@ -159,20 +159,22 @@ def signed_url(settings: TwilioConnectionSettings, request: Request, conn_id: st
 def check_can_prove_account(settings: TwilioConnectionSettings) -> None:
     """Check 4: refuse (403) a connection that claims a real account but holds the local stand-in's
     published token or talks to a stand-in on a loopback address: anyone can sign with that token, so
-    its signatures prove nothing about the real account."""
+    its signatures prove nothing about the real account.
+    """
     from airflow_provider_twilio_sms.simulator.auth import TEST_ACCOUNT_SID, TEST_AUTH_TOKEN
 
     if settings.account_sid == TEST_ACCOUNT_SID:
         return
     account = mask_sid(settings.account_sid)
     if TEST_AUTH_TOKEN in (*settings.webhook_tokens, settings.webhook_signing_key_secret):
-        raise Refused(403, f"the connection holds the local stand-in's published Auth Token but claims the real "
-                           f"account {account}, and anyone can sign with that token: put the account's own Auth "
-                           f"Token in the connection, or use the stand-in's account {TEST_ACCOUNT_SID}")
+        raise Refused(403, f"the connection holds the local stand-in's published Auth Token but claims "
+                           f"the real account {account}, and anyone can sign with that token: put the "
+                           f"account's own Auth Token in the connection, or use the stand-in's account "
+                           f"{TEST_ACCOUNT_SID}")
     if settings.api_base_url and _is_loopback(urlsplit(settings.api_base_url).hostname):
-        raise Refused(403, f"the connection's api_base_url is a loopback stand-in but it claims the real account "
-                           f"{account}: a stand-in connection cannot verify webhooks for a real account; clear "
-                           f"api_base_url, or use the stand-in's account {TEST_ACCOUNT_SID}")
+        raise Refused(403, f"the connection's api_base_url is a loopback stand-in but it claims the real "
+                           f"account {account}: a stand-in connection cannot verify webhooks for a real "
+                           f"account; clear api_base_url, or use the stand-in's account {TEST_ACCOUNT_SID}")
 
 
 def _is_loopback(host: str | None) -> bool:

@@ -21,6 +21,10 @@ from types import SimpleNamespace
 
 import pytest
 from sqlalchemy import select
+
+from airflow_provider_twilio_sms.simulator.auth import TEST_ACCOUNT_SID, TEST_AUTH_TOKEN
+from airflow_provider_twilio_sms.store import tables as t
+
 from webhook_testing import (
     ACCOUNT,
     BASE,
@@ -41,9 +45,6 @@ from webhook_testing import (
     twilio_connection,
     use_store,
 )
-
-from airflow_provider_twilio_sms.simulator.auth import TEST_ACCOUNT_SID, TEST_AUTH_TOKEN
-from airflow_provider_twilio_sms.store import tables as t
 
 OTHER_ACCOUNT = "AC" + "b" * 32
 ATTACKER_TOKEN = "token-of-the-attackers-choosing"
@@ -120,7 +121,8 @@ def test_a_status_verified_by_another_connection_never_touches_the_message(reque
     [event] = events(db, message_sid=SID)
     assert (event["conn_id"], event["message_id"]) == (forger, None)
     # Not in the message's history, not counted as a callback (the sensor's fallback still asks Twilio).
-    assert db.status_history(SID) == [] and db.message_states([SID])[SID]["events"] == 0
+    assert db.status_history(SID) == []
+    assert db.message_states([SID])[SID]["events"] == 0
     sensor = SmsStatusSensor(task_id="wait", message_sid=SID, store_conn_id="sensor_store", deferrable=False,
                              fallback_after=None)
     assert not sensor.poke({"ti": None, "dag_run": None}).is_done  # no AirflowFailException "failed"
@@ -134,7 +136,8 @@ def test_a_status_of_another_connection_never_links_a_send_whose_answer_was_lost
     """The idempotency key in the URL links a SID-less message only for the connection that sent it; a
     sibling (same account, same token) is another connection: status events are per connection."""
     claim = send_row(db, "order-2", sid=None)
-    assert forge(client, forger, "status", status_params("undelivered"), query="ik=order-2").status_code == 200
+    forged = forge(client, forger, "status", status_params("undelivered"), query="ik=order-2")
+    assert forged.status_code == 200
     row = db.get_message(message_id=claim.message_id)
     assert (row["sid"], row["status"]) == (None, None)
     assert post_signed(client, STATUS, status_params("sent"), query="ik=order-2").json()["processed"] == 1
@@ -142,6 +145,7 @@ def test_a_status_of_another_connection_never_links_a_send_whose_answer_was_lost
 
 
 # --- inbound replies --------------------------------------------------------------------------------
+
 
 def _sent(db, **kw):
     """A SendSmsOperator result for the reply sensor's in_reply_to (its XCom), and the stored message."""
@@ -152,8 +156,14 @@ def _sent(db, **kw):
 def _reply_sensor(**kw):
     from airflow_provider_twilio_sms.sensors.sms import SmsReplySensor
 
-    return SmsReplySensor(task_id="wait_reply", in_reply_to="send", keywords=["YES", "NO"],
-                          store_conn_id="sensor_store", deferrable=False, **kw)
+    return SmsReplySensor(
+        task_id="wait_reply",
+        in_reply_to="send",
+        keywords=["YES", "NO"],
+        store_conn_id="sensor_store",
+        deferrable=False,
+        **kw,
+    )
 
 
 def _context(sent):
@@ -163,8 +173,12 @@ def _context(sent):
         def xcom_pull(self, task_ids):
             return {"send": sent}.get(task_ids)
 
-    return {"ti": TI(), "dag_run": SimpleNamespace(start_date=datetime.now(timezone.utc) - timedelta(minutes=1),
-                                                   team_name=None)}
+    return {
+        "ti": TI(),
+        "dag_run": SimpleNamespace(
+            start_date=datetime.now(timezone.utc) - timedelta(minutes=1), team_name=None
+        ),
+    }
 
 
 @pytest.mark.parametrize("forger", FORGERS)
@@ -175,8 +189,8 @@ def test_a_yes_verified_by_another_connection_or_account_does_not_satisfy_a_repl
     assert not sensor.poke(ctx).is_done
     assert post_signed(client, INBOUND, inbound_params("no thanks", sid="SM" + "b" * 32)).status_code == 200
     found = sensor.poke(ctx)
-    assert found.is_done and (found.xcom_value["message_sid"], found.xcom_value["keyword"]) == ("SM" + "b" * 32,
-                                                                                              "NO")
+    assert found.is_done
+    assert (found.xcom_value["message_sid"], found.xcom_value["keyword"]) == ("SM" + "b" * 32, "NO")
 
 
 def test_a_reply_through_a_sibling_connection_of_the_same_signer_counts(client, db):
@@ -211,32 +225,62 @@ def test_a_reply_to_a_messaging_service_message_is_matched_by_its_service(client
 
 # --- opt-outs ---------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("forger", FORGERS)
 def test_a_stop_verified_by_another_account_or_token_does_not_opt_out(client, db, forger):
     from airflow_provider_twilio_sms.store.api import make_scope
 
-    assert forge(client, forger, "inbound", inbound_params("STOP", sid="SM" + "a" * 32,
-                                                           OptOutType="STOP")).status_code == 200
-    claim = db.claim(scope=make_scope(ACCOUNT), idempotency_key="after-stop", account_sid=ACCOUNT,
-                     conn_id=CONN_ID, signer=signer_of(), to_number=THEM, body="hi", refuse_opted_out=True)
+    assert (
+        forge(
+            client, forger, "inbound", inbound_params("STOP", sid="SM" + "a" * 32, OptOutType="STOP")
+        ).status_code
+        == 200
+    )
+    claim = db.claim(
+        scope=make_scope(ACCOUNT),
+        idempotency_key="after-stop",
+        account_sid=ACCOUNT,
+        conn_id=CONN_ID,
+        signer=signer_of(),
+        to_number=THEM,
+        body="hi",
+        refuse_opted_out=True,
+    )
     assert claim.outcome == "new"  # what the send path asks before every send
     assert not db.is_opted_out(ACCOUNT, THEM, signer=signer_of())
     # The STOP the production connection verifies does opt the recipient out.
-    assert post_signed(client, INBOUND, inbound_params("STOP", sid="SM" + "b" * 32, OptOutType="STOP")
-                       ).status_code == 200
+    assert (
+        post_signed(
+            client, INBOUND, inbound_params("STOP", sid="SM" + "b" * 32, OptOutType="STOP")
+        ).status_code
+        == 200
+    )
     assert db.is_opted_out(ACCOUNT, THEM, signer=signer_of())
-    assert db.claim(scope=make_scope(ACCOUNT), idempotency_key="after-real-stop", account_sid=ACCOUNT,
-                    conn_id=CONN_ID, signer=signer_of(), to_number=THEM, body="hi",
-                    refuse_opted_out=True).outcome == "opted_out"
+    assert (
+        db.claim(
+            scope=make_scope(ACCOUNT),
+            idempotency_key="after-real-stop",
+            account_sid=ACCOUNT,
+            conn_id=CONN_ID,
+            signer=signer_of(),
+            to_number=THEM,
+            body="hi",
+            refuse_opted_out=True,
+        ).outcome
+        == "opted_out"
+    )
 
 
 def test_a_copycats_start_does_not_undo_the_accounts_stop(client, db):
     assert post_signed(client, INBOUND, inbound_params("STOP", sid="SM" + "a" * 32)).status_code == 200
-    assert forge(client, "copycat", "inbound", inbound_params("START", sid="SM" + "b" * 32)).status_code == 200
+    assert (
+        forge(client, "copycat", "inbound", inbound_params("START", sid="SM" + "b" * 32)).status_code == 200
+    )
     assert db.is_opted_out(ACCOUNT, THEM, signer=signer_of())
 
 
 # --- teams --------------------------------------------------------------------------------------------
+
 
 def test_the_team_of_an_event_comes_from_stored_facts_never_from_the_query(client, db):
     send_row(db, "order-3", team="growth")
@@ -249,38 +293,56 @@ def test_the_team_of_an_event_comes_from_stored_facts_never_from_the_query(clien
     assert post_signed(client, STATUS, status_params("sent", sid=other), query="team=qa").status_code == 200
     assert events(db, message_sid=other)[0]["team"] is None
     # inbound: the team of the message it answers, else the connection's
-    assert post_signed(client, INBOUND, inbound_params("YES", sid="SM" + "d" * 32), query="team=qa"
-                       ).status_code == 200
-    assert post_signed(client, INBOUND, inbound_params("hi", sid="SM" + "e" * 32, From="+14155550999"),
-                       query="team=qa").status_code == 200
+    assert (
+        post_signed(client, INBOUND, inbound_params("YES", sid="SM" + "d" * 32), query="team=qa").status_code
+        == 200
+    )
+    assert (
+        post_signed(
+            client, INBOUND, inbound_params("hi", sid="SM" + "e" * 32, From="+14155550999"), query="team=qa"
+        ).status_code
+        == 200
+    )
     teams = {r["message_sid"]: r["team"] for r in events(db, kind="inbound")}
     assert teams == {"SM" + "d" * 32: "growth", "SM" + "e" * 32: None}
 
 
 def test_an_inbound_never_takes_the_team_of_another_connections_message(client, db):
     send_row(db, "order-4", team="growth")
-    assert forge(client, "copycat", "inbound", inbound_params("YES", sid="SM" + "f" * 32),
-                 query="team=growth").status_code == 200
+    assert (
+        forge(
+            client, "copycat", "inbound", inbound_params("YES", sid="SM" + "f" * 32), query="team=growth"
+        ).status_code
+        == 200
+    )
     [row] = events(db, kind="inbound")
     assert (row["team"], row["message_id"]) == (None, None)
 
 
 # --- connections that cannot prove a real account -----------------------------------------------------
 
-@pytest.mark.parametrize(("conn_id", "why"), [("dev_stand_in", "published Auth Token"),
-                                               ("dev_loopback", "loopback stand-in")])
+
+@pytest.mark.parametrize(
+    ("conn_id", "why"), [("dev_stand_in", "published Auth Token"), ("dev_loopback", "loopback stand-in")]
+)
 @pytest.mark.parametrize("kind", ["status", "inbound"])
-def test_a_stand_in_connection_cannot_verify_webhooks_for_a_real_account(client, db, caplog, conn_id, why, kind):
+def test_a_stand_in_connection_cannot_verify_webhooks_for_a_real_account(
+    client, db, caplog, conn_id, why, kind
+):
     send_row(db, "order-5")
     before = snapshot(db)
     params = status_params("failed") if kind == "status" else inbound_params("STOP", OptOutType="STOP")
     with caplog.at_level(logging.WARNING, logger=RECEIVER):
         refused = forge(client, conn_id, kind, params)
-    assert refused.status_code == 403 and refused.content == b""
+    assert refused.status_code == 403
+    assert refused.content == b""
     assert snapshot(db) == before
     [line] = [r.getMessage() for r in caplog.records if r.name == RECEIVER]
-    assert why in line and conn_id in line and "(HTTP 403)" in line
-    assert TEST_AUTH_TOKEN not in line and ACCOUNT not in line  # the SID is masked, no token
+    assert why in line
+    assert conn_id in line
+    assert "(HTTP 403)" in line
+    assert TEST_AUTH_TOKEN not in line
+    assert ACCOUNT not in line
 
 
 def test_the_stand_in_account_itself_is_still_verified_by_a_stand_in_connection(client, db):

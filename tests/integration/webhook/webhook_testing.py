@@ -156,8 +156,8 @@ def signer_of(account: str = ACCOUNT, token: str | None = TOKEN, **settings) -> 
 
 
 def send_row(store: SmsStore, key: str, sid: str | None = SID, team: str | None = None, body: str = "hi",
-             conn_id: str = CONN_ID, account: str = ACCOUNT, token: str = TOKEN, from_number: str | None = OURS,
-             messaging_service_sid: str | None = None, to: str = THEM):
+             conn_id: str = CONN_ID, account: str = ACCOUNT, token: str = TOKEN,
+             from_number: str | None = OURS, messaging_service_sid: str | None = None, to: str = THEM):
     """An outbound message as the operator leaves it: claimed (by ``conn_id``, with ``account`` and the
     signer of ``token``), and recorded as queued when ``sid`` is set."""
     from airflow_provider_twilio_sms.store.api import make_scope

@@ -196,14 +196,17 @@ class TestReplySensor:
         with pytest.raises(TaskDeferred) as deferred:
             sensor.execute(_context({"send": sent}))
         kwargs = json.dumps(deferred.value.trigger.serialize()[1])
-        assert user not in kwargs and OURS not in kwargs and user[-4:] not in kwargs
+        assert user not in kwargs
+        assert OURS not in kwargs
+        assert user[-4:] not in kwargs
         wait = env.get_reply_wait(deferred.value.trigger.wait_id)
         assert (wait["from_number"], wait["to_number"], wait["account_sid"]) == (user, OURS, ACCOUNT)
         _inbound(env, "SMyes", "YES", frm=user)
-        found = sensor.execute_complete(_context(), {"outcome": "match", "wait_id": wait["id"],
-                                                     "result": sensor.criteria(_context({"send": sent})).match(
-                                                         env.get_inbound("SMyes"))})
-        assert found["message_sid"] == "SMyes" and env.get_reply_wait(wait["id"]) is None
+        matched = sensor.criteria(_context({"send": sent})).match(env.get_inbound("SMyes"))
+        event = {"outcome": "match", "wait_id": wait["id"], "result": matched}
+        found = sensor.execute_complete(_context(), event)
+        assert found["message_sid"] == "SMyes"
+        assert env.get_reply_wait(wait["id"]) is None
 
     def test_deferrable_hands_its_cursor_to_the_trigger(self, env):
         _inbound(env, "SMa", "hello")
@@ -213,7 +216,8 @@ class TestReplySensor:
             sensor.execute(_context())
         trigger = deferred.value.trigger
         assert isinstance(trigger, SmsReplyTrigger)
-        assert trigger.after_id == env.find_inbound(account_sid=ACCOUNT, conn_id=CONN, to_number=OURS)[-1]["id"]
+        stored = env.find_inbound(account_sid=ACCOUNT, conn_id=CONN, to_number=OURS)
+        assert trigger.after_id == stored[-1]["id"]
         with pytest.raises(AirflowFailException, match="opted out"):
             sensor.execute_complete(_context(), {"outcome": "opt_out", "wait_id": trigger.wait_id,
                                                  "message": "***4321 opted out"})

@@ -98,10 +98,18 @@ class TestClaims:
         claim = _claim(store, attempt_id="a1")
         store.mark_attempt(claim, lease_seconds=300)  # changes the row after the claim
         sid = "SM" + "8" * 32
-        store.record_status_event(account_sid=ACCOUNT, conn_id=CONN, message_sid=sid, status="sent", payload={},
-                                  idempotency_key="key-1")  # an early callback, linked by the key
-        row = store.record_sent(claim, {"sid": sid, "status": "queued", "num_segments": 2, "encoding": "UCS-2",
-                                        "from": "+15005550006"})
+        store.record_status_event(
+            account_sid=ACCOUNT,
+            conn_id=CONN,
+            message_sid=sid,
+            status="sent",
+            payload={},
+            idempotency_key="key-1",
+        )  # an early callback, linked by the key
+        row = store.record_sent(
+            claim,
+            {"sid": sid, "status": "queued", "num_segments": 2, "encoding": "UCS-2", "from": "+15005550006"},
+        )
         assert row == store.get_message(sid=sid)
         assert row["status"] == "sent"
         assert row["send_state"] == "sent"
@@ -133,8 +141,14 @@ class TestClaims:
         sid = "SM" + "b" * 32
         store.mark_attempt(claim)
         # the callback overtakes the HTTP response and is linked by the idempotency key
-        assert store.record_status_event(account_sid=ACCOUNT, conn_id=CONN, message_sid=sid, status="delivered",
-                                         payload={}, idempotency_key="key-1")
+        assert store.record_status_event(
+            account_sid=ACCOUNT,
+            conn_id=CONN,
+            message_sid=sid,
+            status="delivered",
+            payload={},
+            idempotency_key="key-1",
+        )
         row = store.record_sent(claim, {"sid": sid, "status": "queued"})
         assert row["status"] == "delivered"
         assert row["sid"] == sid
@@ -166,8 +180,9 @@ class TestClaims:
         store.record_status_event(account_sid=ACCOUNT, conn_id=CONN, message_sid=sid, status="undelivered",
                                   payload={}, error_code=30003)
         before = store.get_message(sid=sid)
-        store.record_status_event(account_sid=ACCOUNT, conn_id=CONN, message_sid=sid, status="sent", payload={},
-                                  error_code=30005)
+        store.record_status_event(
+            account_sid=ACCOUNT, conn_id=CONN, message_sid=sid, status="sent", payload={}, error_code=30005
+        )
         after = store.get_message(sid=sid)
         assert (after["status"], after["error_code"], after["status_updated_at"]) == \
             ("undelivered", 30003, before["status_updated_at"])
@@ -178,8 +193,8 @@ class TestClaims:
         sids = [f"SM{i:032x}" for i in range(200)]
 
         def one(sid):
-            return store.record_status_event(account_sid=ACCOUNT, conn_id=CONN, message_sid=sid, status="sent",
-                                             payload={"MessageStatus": "sent"})
+            return store.record_status_event(account_sid=ACCOUNT, conn_id=CONN, message_sid=sid,
+                                             status="sent", payload={"MessageStatus": "sent"})
 
         with ThreadPoolExecutor(16) as pool:
             results = list(pool.map(one, sids + sids[:50]))
@@ -195,8 +210,15 @@ class TestStatusEvents:
         store.record_sent(claim, {"sid": self.SID, "status": "queued"})
 
     def _event(self, store, status, token=None, **kw):
-        return store.record_status_event(account_sid=ACCOUNT, conn_id=CONN, message_sid=self.SID, status=status,
-                                         payload={"MessageStatus": status}, idempotency_token=token, **kw)
+        return store.record_status_event(
+            account_sid=ACCOUNT,
+            conn_id=CONN,
+            message_sid=self.SID,
+            status=status,
+            payload={"MessageStatus": status},
+            idempotency_token=token,
+            **kw,
+        )
 
     def test_status_moves_forward_only_and_history_keeps_everything(self, store):
         self._sent(store)
@@ -262,13 +284,15 @@ class TestInbound:
         t0 = datetime.now(timezone.utc)
         self._inbound(store, "SM1", "old", now=t0 - timedelta(minutes=5))
         self._inbound(store, "SM2", "new 123456", now=t0)
-        found = store.find_inbound(account_sid=ACCOUNT, conn_id=CONN, to_number="+15005550006", since=t0 - timedelta(seconds=1))
+        ours = {"account_sid": ACCOUNT, "conn_id": CONN}
+        found = store.find_inbound(**ours, to_number="+15005550006", since=t0 - timedelta(seconds=1))
         assert [r["message_sid"] for r in found] == ["SM2"]
-        all_rows = store.find_inbound(account_sid=ACCOUNT, conn_id=CONN, from_number="+15557654321")
-        assert store.find_inbound(account_sid=ACCOUNT, conn_id=CONN, from_number="+15557654321", after_id=all_rows[0]["id"])[0]["message_sid"] == "SM2"
+        all_rows = store.find_inbound(**ours, from_number="+15557654321")
+        after = store.find_inbound(**ours, from_number="+15557654321", after_id=all_rows[0]["id"])
+        assert after[0]["message_sid"] == "SM2"
 
     def test_find_inbound_refuses_a_full_scan(self, store):
-        with pytest.raises(ValueError):
+        with pytest.raises(ValueError, match="find_inbound needs to_number or from_number"):
             store.find_inbound(account_sid=ACCOUNT, conn_id=CONN)
 
 

@@ -61,9 +61,10 @@ async def _first_event(trigger, *, then=None, timeout=10):
                      store_conn_id="s", poll_interval=2, fallback_at="2026-01-01T00:00:00+00:00"),
     SmsStatusTrigger(message_sid="SM1", success_statuses=["delivered"], failure_statuses=["failed"],
                      store_conn_id="s", poll_interval=2, fallback_at="2026-01-01T00:05:00+00:00",
-                     twilio_conn_id="twilio_sms_qa", sent_at="2026-01-01T00:00:00+00:00", fallback_interval=30,
-                     fallback_max_interval=600),
-    SmsReplyTrigger(wait_id=3, shape=ReplyCriteria(ACCOUNT, CONN, from_number=USER, body_pattern=r"(\d{6})").shape(),
+                     twilio_conn_id="twilio_sms_qa", sent_at="2026-01-01T00:00:00+00:00",
+                     fallback_interval=30, fallback_max_interval=600),
+    SmsReplyTrigger(wait_id=3,
+                    shape=ReplyCriteria(ACCOUNT, CONN, from_number=USER, body_pattern=r"(\d{6})").shape(),
                     after_id=7, store_conn_id="s", poll_interval=3),
 ])
 def test_serialize_round_trips_through_json(trigger):
@@ -163,11 +164,12 @@ class TestReplyTrigger:
             store.record_inbound(account_sid=ACCOUNT, conn_id="copycat", signer="f" * 32, message_sid="SMf1",
                                  from_number=USER, to_number=OURS, body="YES", payload={})
             # ... and our connection id, but verified for another account
-            store.record_inbound(account_sid="AC" + "9" * 32, conn_id=CONN, message_sid="SMf2", from_number=USER,
-                                 to_number=OURS, body="YES", payload={})
+            store.record_inbound(account_sid="AC" + "9" * 32, conn_id=CONN, message_sid="SMf2",
+                                 from_number=USER, to_number=OURS, body="YES", payload={})
             _inbound(store, "SMok", "yes")
 
-        event = await _first_event(self._trigger(store, store_conn, keywords=("YES",)), then=forged_then_genuine)
+        trigger = self._trigger(store, store_conn, keywords=("YES",))
+        event = await _first_event(trigger, then=forged_then_genuine)
         assert event["result"]["message_sid"] == "SMok"
 
     @pytest.mark.asyncio
@@ -175,7 +177,8 @@ class TestReplyTrigger:
         trigger = self._trigger(store, store_conn, keywords=("YES",))
         store.drop_reply_wait(trigger.wait_id)
         event = await _first_event(trigger)
-        assert event["outcome"] == "error" and "clear the task" in event["message"]
+        assert event["outcome"] == "error"
+        assert "clear the task" in event["message"]
 
     @pytest.mark.asyncio
     async def test_other_numbers_do_not_match(self, store, store_conn):
@@ -196,7 +199,8 @@ async def test_one_query_per_round_however_many_sensors_wait(store, store_conn):
     shape = ReplyCriteria(ACCOUNT, CONN, from_number=USER, keywords=("YES",)).shape()
     triggers += [SmsReplyTrigger(wait_id=store.add_reply_wait(account_sid=ACCOUNT, conn_id=CONN,
                                                               from_number=f"+1555{i:07d}"),
-                                 shape=shape, store_conn_id=store_conn, poll_interval=0.2) for i in range(200)]
+                                 shape=shape, store_conn_id=store_conn, poll_interval=0.2)
+                 for i in range(200)]
     tasks = [asyncio.ensure_future(t.run().__anext__()) for t in triggers]
     # Wait for rounds, not for a fixed time: a full garbage collection after a long test session can
     # pause the process for most of a second, and the property is per round anyway.

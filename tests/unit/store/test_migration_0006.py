@@ -36,7 +36,7 @@ def test_0006_turns_the_grants_in_the_window_into_slots(db_url):
                      {"old": now - timedelta(days=2), "recent": now - timedelta(seconds=60),
                       "recent2": now - timedelta(seconds=59)})
     engine.dispose()
-    assert migrate.upgrade_url(db_url) == ("0003_twilio_sms", "0006_twilio_sms")
+    assert migrate.upgrade_url(db_url, "0006_twilio_sms") == ("0003_twilio_sms", "0006_twilio_sms")
     store = SmsStore(db_url)
     # 4 units in the last hour already: a limit of 5 per hour has room for one more, not two.
     assert [store.acquire_rate_slot("team:qa", 5, 3600).granted for _ in range(2)] == [True, False]
@@ -59,4 +59,4 @@ def test_0006_turns_the_grants_in_the_window_into_slots(db_url):
             )
     finally:
         engine.dispose()
-    assert migrate.upgrade_url(db_url)[1] == "0006_twilio_sms"
+    assert migrate.upgrade_url(db_url, "0006_twilio_sms")[1] == "0006_twilio_sms"

@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseSensorOperator, PokeReturnValue, conf
 
+from airflow_provider_twilio_sms.privacy import MasksRenderedNumbers
+
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
@@ -261,7 +263,7 @@ class SmsStatusSensor(_StoreSensor):
         return self._verdict(event["sid"], {"status": event["status"], "error_code": event.get("error_code")})
 
 
-class SmsReplySensor(_StoreSensor):
+class SmsReplySensor(MasksRenderedNumbers, _StoreSensor):
     """
     Wait for an inbound SMS that matches, and tell the next task which message it is.
 
@@ -285,6 +287,7 @@ class SmsReplySensor(_StoreSensor):
 
     template_fields: Sequence[str] = ("in_reply_to", "from_number", "to_number", "body_pattern", "keywords",
                                       "since", "twilio_conn_id", "store_conn_id")
+    number_fields: Sequence[str] = ("from_number", "to_number")  # masked before Airflow stores them
 
     def __init__(self, *, in_reply_to: str | None = None, from_number: str | None = None,
                  to_number: str | None = None, body_pattern: str | None = None,

@@ -60,8 +60,8 @@ class _StoreSensor(BaseSensorOperator):
 
         result = context["ti"].xcom_pull(task_ids=task_id)
         if isinstance(result, list):  # a mapped upstream: take the instance with our map index
-            index = context["ti"].map_index
-            result = result[index] if 0 <= index < len(result) else None
+            index = context["ti"].map_index  # None or -1 when this sensor is not mapped itself
+            result = result[index] if index is not None and 0 <= index < len(result) else None
         if not isinstance(result, dict) or not result.get("idempotency_key"):
             raise ValueError(f"task {task_id!r} returned no SendSmsOperator result in this DAG run; "
                              "point the sensor at a SendSmsOperator task upstream of it")
@@ -131,7 +131,7 @@ class SmsStatusSensor(_StoreSensor):
             raise ValueError("SmsStatusSensor needs exactly one of message_sid, from_task or idempotency_key")
         if self.message_sid:
             row = self.store.get_message(sid=self.message_sid)
-            return self.message_sid, row and row.get("sent_at"), row
+            return self.message_sid, row.get("sent_at") if row else None, row
         if self.from_task:
             row = self._sent_row(context, self.from_task)
         else:

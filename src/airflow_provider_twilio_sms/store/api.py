@@ -420,8 +420,9 @@ class SmsStore:
         else:
             with self._write_one() as conn:
                 if sql.upsert:
-                    returned = conn.execute(sql.record_sent, params).first()
-                    row = {**claim.row, **recorded, **returned._mapping} if returned is not None else None
+                    returned_row = conn.execute(sql.record_sent, params).first()
+                    row = ({**claim.row, **recorded, **returned_row._mapping}
+                           if returned_row is not None else None)
                 else:
                     row = self._row(conn.execute(sql.message_by_id, {"p_id": claim.message_id}).first()) \
                         if conn.execute(sql.record_sent, params).rowcount == 1 else None

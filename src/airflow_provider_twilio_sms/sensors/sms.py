@@ -171,9 +171,10 @@ class SmsStatusSensor(_StoreSensor):
         due_at = self._fallback_at(sent_at)
         if due_at is None:
             return None
-        schedules = getattr(self, "_fallback_schedules", None)
+        schedules: dict[str, FallbackSchedule] | None = getattr(self, "_fallback_schedules", None)
         if schedules is None:
-            schedules = self._fallback_schedules = {}
+            schedules = {}
+            self._fallback_schedules = schedules
         if sid not in schedules:
             schedules[sid] = FallbackSchedule(due_at, finishing_statuses(self.success_statuses,
                                                                          self.failure_statuses),
@@ -243,9 +244,9 @@ class SmsStatusSensor(_StoreSensor):
             trigger=SmsStatusTrigger(message_sid=sid, success_statuses=list(self.success_statuses),
                                      failure_statuses=list(self.failure_statuses),
                                      store_conn_id=self.store_conn_id, poll_interval=self.poll_interval,
-                                     fallback_at=fallback_at and fallback_at.isoformat(),
+                                     fallback_at=fallback_at.isoformat() if fallback_at else None,
                                      twilio_conn_id=self.twilio_conn_id,
-                                     sent_at=sent_at and sent_at.isoformat(),
+                                     sent_at=sent_at.isoformat() if sent_at else None,
                                      fallback_interval=self.fallback_interval,
                                      fallback_max_interval=self.fallback_max_interval),
             method_name="execute_complete", timeout=self._timeout_delta())

@@ -65,12 +65,13 @@ def body_digest(body: str | None) -> str:
 
 
 def _string_limits(table) -> tuple[tuple[str, int], ...]:
-    return tuple((c.key, c.type.length) for c in table.c if getattr(c.type, "length", None))
+    return tuple((c.key, length) for c in table.c if (length := getattr(c.type, "length", None)))
 
 
-_DISPLAY_KEY_LENGTH = t.message.c.idempotency_key.type.length
-_CLAIM_LIMITS = tuple((name, limit) for name, limit in _string_limits(t.message) if name in CLAIM_COLUMNS)
-_POOL_LIMIT = t.rate_pool.c.pool.type.length
+_MESSAGE_LIMITS = dict(_string_limits(t.message))
+_DISPLAY_KEY_LENGTH = _MESSAGE_LIMITS["idempotency_key"]
+_CLAIM_LIMITS = tuple((name, limit) for name, limit in _MESSAGE_LIMITS.items() if name in CLAIM_COLUMNS)
+_POOL_LIMIT = dict(_string_limits(t.rate_pool))["pool"]
 
 
 def key_digest(key: str) -> str:

@@ -506,6 +506,8 @@ class SmsStore:
             return RateDecision(True, now, RateGrant(values["p_pool"], oldest, values["p_cost"], ring_size,
                                                      now_us + self._sql.clock_us[1] + values["p_hold"], now),
                                 None)
+        if edge_us is None:  # an edge slot never taken is free: the decision cannot be a refusal
+            raise ValueError("a refused rate decision needs the edge slot's reservation")
         # A request still out (its reservation ahead of now) may be answered any moment: its slot frees a
         # window after that at the earliest.
         free_us = min(edge_us, now_us) + values["p_window"]
@@ -513,6 +515,8 @@ class SmsStore:
 
     def _decide_fused(self, values: dict) -> RateDecision | None:
         """PostgreSQL: lock and decide in one round trip (:attr:`.statements.Statements.decide_fused`)."""
+        if self._driver is None:
+            raise RuntimeError("the fused rate decision runs on the driver path only")
         row = self._driver.execute(self._sql.decide_fused, values, before=self._sql.decide_fused_before,
                                    prepare_as="twilio_sms_rate_decide")[0]
         if row is None:
@@ -536,14 +540,15 @@ class SmsStore:
             ).one()
             granted = edge_us is None or edge_us <= now_us - values["p_window"]
             decision = self._decision(values, size, oldest, now_us, edge_us, granted)
-            if granted:
+            grant = decision.grant  # set exactly when granted
+            if grant is not None:
                 conn.execute(sql.slots_take, {**values, "p_first": oldest, "p_size": size,
-                                              "p_until": decision.grant.until_us})
+                                              "p_until": grant.until_us})
                 conn.execute(
                     sql.pool_advance,
                     {
                         "p_pool": values["p_pool"],
-                        "p_now": decision.grant.granted_at,
+                        "p_now": grant.granted_at,
                         "p_next": (oldest + values["p_cost"]) % size,
                     },
                 )

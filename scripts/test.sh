@@ -11,6 +11,6 @@ if [ "${CI:-}" = "true" ]; then
     pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | head -n1)" main start || true
   fi
 fi
-# Lint and type findings fail the run before any test starts (see scripts/lint.sh).
+# Lint and type findings (ruff, mypy) fail the run before any test starts (see scripts/lint.sh).
 bash scripts/lint.sh
 exec .venv/bin/python -m pytest -p no:cacheprovider -ra "$@"

@@ -361,8 +361,8 @@ def register_secret(value: str | None, name: str | None = None) -> None:
     try:
         from airflow.sdk.log import mask_secret
     except ImportError:  # pragma: no cover - Airflow without the task SDK
-        mask_secret = None
-    if mask_secret is not None:
+        pass
+    else:
         mask_secret(value)
     try:
         from airflow._shared.secrets_masker import mask_secret as mask_secret_core
@@ -378,16 +378,15 @@ async def aregister_secret(value: str | None, name: str | None = None) -> None:
     try:
         from airflow.sdk.log import amask_secret
     except ImportError:  # the task SDK before 1.3 (Airflow 3.2) has no amask_secret: its mask_secret
-        amask_secret = None  # is documented safe in async code, and without it the SDK masker misses this
-    if amask_secret is not None:
-        await amask_secret(value)
-    else:
+        # is documented safe in async code, and without it the SDK masker misses this value.
         try:
             from airflow.sdk.log import mask_secret
         except ImportError:  # pragma: no cover - Airflow without the task SDK
-            mask_secret = None
-        if mask_secret is not None:
+            pass
+        else:
             mask_secret(value)
+    else:
+        await amask_secret(value)
     try:
         from airflow._shared.secrets_masker import mask_secret as mask_secret_core
     except ImportError:

@@ -20,8 +20,8 @@ def _text(label: str, description: str, *, secret: bool = False, enum: list[str]
 
 def _option(description: str, default: str | None, example: str | None = None, *, type_: str = "string",
             sensitive: bool = False) -> dict:
-    option = {"description": description, "version_added": "0.1.0", "type": type_, "example": example,
-              "default": default}
+    option: dict = {"description": description, "version_added": "0.1.0", "type": type_, "example": example,
+                    "default": default}
     if sensitive:
         option["sensitive"] = True
     return option

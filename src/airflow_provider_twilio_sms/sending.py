@@ -279,14 +279,15 @@ class SmsSender:
         attempt = 0
         while True:
             attempt += 1
-            grant = None
+            grant: RateGrant | None = None
             if request.rate_limit is not None:
-                grant = self._rate_grant(claim, request, cost)
-                if isinstance(grant, RateLimited):
+                decided = self._rate_grant(claim, request, cost)
+                if isinstance(decided, RateLimited):
                     self.store.withdraw(claim)
                     log.info("Rate limit %s of pool %s reached; next free slot in %.1f s", request.rate_limit,
-                             grant.pool, grant.wait_seconds)
-                    return grant
+                             decided.pool, decided.wait_seconds)
+                    return decided
+                grant = decided
             elif attempt > 1 or not claim.row.get("http_attempted_at"):  # else the claim already marked it
                 self.store.mark_attempt(claim, lease_seconds=self.lease_seconds)
             try:
@@ -335,6 +336,8 @@ class SmsSender:
         attempt is marked (the request may reach Twilio) under the grant.
         """
         limit = request.rate_limit
+        if limit is None:
+            raise ValueError("_rate_grant is for requests with a rate limit")
         pool = self._pool(request)
         self.hook.get_conn()  # building the client (imports, settings) must not eat into the bound
         hold = self.rate_send_bound + self.hook.timeout + 1.0
@@ -342,18 +345,21 @@ class SmsSender:
             asked = time.monotonic()
             decision = self.store.acquire_rate_slot(pool, limit.count, limit.window_seconds, cost=cost,
                                                     hold_seconds=hold)
-            if not decision.granted:
+            grant = decision.grant  # set exactly when granted
+            if grant is None:
+                if decision.next_free_at is None:
+                    raise RuntimeError("a refused rate-limit decision must say when a slot frees up")
                 return RateLimited(decision.next_free_at, pool, limit, decision.wait_seconds)
             try:
                 self.store.mark_attempt(claim, lease_seconds=self.lease_seconds)
             except BaseException:
-                self._settle(decision.grant, reached_twilio=False)
+                self._settle(grant, reached_twilio=False)
                 raise
             if time.monotonic() - asked <= self.rate_send_bound:
-                return decision.grant
+                return grant
             log.info("The request could not leave within %.1f s of its rate-limit slot; taking a new one",
                      self.rate_send_bound)
-            self._settle(decision.grant, reached_twilio=False)
+            self._settle(grant, reached_twilio=False)
 
     def _post(self, grant: RateGrant | None, to: str, request: SendRequest, from_: str | None,
               messaging_service_sid: str | None) -> dict[str, Any]:

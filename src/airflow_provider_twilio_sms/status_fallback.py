@@ -66,8 +66,8 @@ def ask_twilio(hook: TwilioSmsHook, store: SmsStore, conn_id: str, sids: Sequenc
     """
     answers = hook.fetch_statuses(sids, created_after=created_after)
     for sid, message in answers.items():
-        status = (message or {}).get("status")
-        if not status:
+        status = message.get("status") if message else None
+        if not message or not status:
             continue
         store.record_status_event(
             account_sid=message.get("account_sid") or hook.settings.account_sid, conn_id=conn_id,

@@ -16,6 +16,7 @@ from __future__ import annotations
 import functools
 import logging
 import threading
+from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -33,7 +34,7 @@ def http_client_class():
 
         def __init__(self):
             super().__init__()
-            self._environment: dict[tuple[str, str], dict[str, Any]] = {}
+            self._environment: dict[tuple[str, str], Mapping[str, Any]] = {}
             self._environment_lock = threading.Lock()
 
         def merge_environment_settings(self, url, proxies, stream, verify, cert):
@@ -52,6 +53,8 @@ def http_client_class():
             return {**found, "proxies": dict(found["proxies"])}
 
     class ProviderHttpClient(TwilioHttpClient):
+        session: Session | None  # twilio-python's (None when it was built without one)
+
         def __init__(self, *args, **kwargs):
             super().__init__(*args, **kwargs)
             self._local = threading.local()

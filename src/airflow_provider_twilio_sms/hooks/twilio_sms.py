@@ -296,7 +296,7 @@ class TwilioSmsHook(BaseHook):
             raise ValueError(f"page_size must be from 1 to {LIST_PAGE_SIZE}, not {page_size!r}")
         since = _aware(since)
         filters = self._list_filters(to, from_)
-        found: dict[str, Any] = {}
+        found: dict[str | None, Any] = {}  # by SID
 
         def keep(page: list[Any]) -> None:
             for message in page:

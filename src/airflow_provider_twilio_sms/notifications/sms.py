@@ -65,7 +65,11 @@ class SmsNotifier(BaseNotifier):
 
         return TwilioSmsHook(twilio_conn_id=self.twilio_conn_id)
 
-    def notify(self, context: Context) -> dict[str, Any]:
+    def notify(self, context: Context) -> None:
+        """Send the SMS (Airflow's entry point for notifiers; :meth:`send` also returns the result)."""
+        self.send(context)
+
+    def send(self, context: Context) -> dict[str, Any]:
         """Send the SMS through the operator's idempotent path; return the masked result.
 
         The idempotency key defaults to one per task instance and recipient, so a callback that Airflow runs
@@ -74,7 +78,12 @@ class SmsNotifier(BaseNotifier):
         from airflow_provider_twilio_sms import config
         from airflow_provider_twilio_sms.operators.sms import status_callback_url, team_of
         from airflow_provider_twilio_sms.phone import normalize_number
-        from airflow_provider_twilio_sms.sending import SendRequest, SmsSender, default_idempotency_key
+        from airflow_provider_twilio_sms.sending import (
+            RateLimited,
+            SendRequest,
+            SmsSender,
+            default_idempotency_key,
+        )
         from airflow_provider_twilio_sms.store.locate import get_store
 
         settings = self.hook.settings
@@ -103,4 +112,7 @@ class SmsNotifier(BaseNotifier):
         sender = SmsSender(
             self.hook, get_store(self.store_conn_id), lease_seconds=config.get_int("send_lease_seconds")
         )
-        return sender.send(request)  # type: ignore[return-value]  # no rate limit: never RateLimited
+        outcome = sender.send(request)
+        if isinstance(outcome, RateLimited):  # the request carries no rate limit, so this cannot happen
+            raise RuntimeError("a notifier's send has no rate limit, yet it was rate limited")
+        return outcome

@@ -13,6 +13,8 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from airflow.sdk import BaseOperator
 
+from airflow_provider_twilio_sms.privacy import MasksRenderedNumbers
+
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
@@ -68,7 +70,7 @@ def attempt_id_of(ti) -> str:
     return f"ti-{hashlib.sha256(instance.encode('utf-8')).hexdigest()}/try-{ti.try_number}"
 
 
-class SendSmsOperator(BaseOperator):
+class SendSmsOperator(MasksRenderedNumbers, BaseOperator):
     """
     Send one SMS through Twilio, at most once per idempotency key.
 
@@ -102,9 +104,7 @@ class SendSmsOperator(BaseOperator):
     )
     template_fields_renderers = {"body": "txt"}
     ui_color = "#f22f46"
-    # Rendered recipients are masked before Airflow stores the rendered fields
-    # (see _do_render_template_fields).
-    number_fields: Sequence[str] = ("to",)
+    number_fields: Sequence[str] = ("to",)  # masked before Airflow stores the rendered fields
 
     def __init__(
         self,
@@ -142,24 +142,6 @@ class SendSmsOperator(BaseOperator):
         self.store_conn_id = store_conn_id
         self.deferrable = deferrable
         self.max_send_attempts = max_send_attempts
-
-    def _do_render_template_fields(self, parent: Any, template_fields: Any, context: Any, jinja_env: Any,
-                                   seen_oids: set[int]) -> None:
-        """Render as Airflow does, then register each rendered recipient with Airflow's secrets masker.
-
-        Right after rendering, the task runner stores the rendered template fields in Airflow's
-        ``rendered_task_instance_fields`` table (the "Rendered Templates" tab), redacted by that masker: so
-        the table, and the task log, show ``***`` where the number was. Mapped tasks render through this
-        same method (``MappedOperator.render_template_fields`` calls it on the unmapped task).
-        """
-        super()._do_render_template_fields(parent, template_fields, context, jinja_env, seen_oids)
-        if parent is self:
-            from airflow_provider_twilio_sms.crypto import register_secret
-
-            for name in self.number_fields:
-                value = getattr(self, name, None)
-                if isinstance(value, str):
-                    register_secret(value.strip())
 
     @cached_property
     def hook(self) -> TwilioSmsHook:

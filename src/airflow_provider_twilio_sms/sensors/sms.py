@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseSensorOperator, PokeReturnValue, conf
 
+from airflow_provider_twilio_sms.privacy import MasksRenderedNumbers
+
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
@@ -58,8 +60,8 @@ class _StoreSensor(BaseSensorOperator):
 
         result = context["ti"].xcom_pull(task_ids=task_id)
         if isinstance(result, list):  # a mapped upstream: take the instance with our map index
-            index = context["ti"].map_index
-            result = result[index] if 0 <= index < len(result) else None
+            index = context["ti"].map_index  # None or -1 when this sensor is not mapped itself
+            result = result[index] if index is not None and 0 <= index < len(result) else None
         if not isinstance(result, dict) or not result.get("idempotency_key"):
             raise ValueError(f"task {task_id!r} returned no SendSmsOperator result in this DAG run; "
                              "point the sensor at a SendSmsOperator task upstream of it")
@@ -129,7 +131,7 @@ class SmsStatusSensor(_StoreSensor):
             raise ValueError("SmsStatusSensor needs exactly one of message_sid, from_task or idempotency_key")
         if self.message_sid:
             row = self.store.get_message(sid=self.message_sid)
-            return self.message_sid, row and row.get("sent_at"), row
+            return self.message_sid, row.get("sent_at") if row else None, row
         if self.from_task:
             row = self._sent_row(context, self.from_task)
         else:
@@ -169,9 +171,10 @@ class SmsStatusSensor(_StoreSensor):
         due_at = self._fallback_at(sent_at)
         if due_at is None:
             return None
-        schedules = getattr(self, "_fallback_schedules", None)
+        schedules: dict[str, FallbackSchedule] | None = getattr(self, "_fallback_schedules", None)
         if schedules is None:
-            schedules = self._fallback_schedules = {}
+            schedules = {}
+            self._fallback_schedules = schedules
         if sid not in schedules:
             schedules[sid] = FallbackSchedule(due_at, finishing_statuses(self.success_statuses,
                                                                          self.failure_statuses),
@@ -241,9 +244,9 @@ class SmsStatusSensor(_StoreSensor):
             trigger=SmsStatusTrigger(message_sid=sid, success_statuses=list(self.success_statuses),
                                      failure_statuses=list(self.failure_statuses),
                                      store_conn_id=self.store_conn_id, poll_interval=self.poll_interval,
-                                     fallback_at=fallback_at and fallback_at.isoformat(),
+                                     fallback_at=fallback_at.isoformat() if fallback_at else None,
                                      twilio_conn_id=self.twilio_conn_id,
-                                     sent_at=sent_at and sent_at.isoformat(),
+                                     sent_at=sent_at.isoformat() if sent_at else None,
                                      fallback_interval=self.fallback_interval,
                                      fallback_max_interval=self.fallback_max_interval),
             method_name="execute_complete", timeout=self._timeout_delta())
@@ -261,7 +264,7 @@ class SmsStatusSensor(_StoreSensor):
         return self._verdict(event["sid"], {"status": event["status"], "error_code": event.get("error_code")})
 
 
-class SmsReplySensor(_StoreSensor):
+class SmsReplySensor(MasksRenderedNumbers, _StoreSensor):
     """
     Wait for an inbound SMS that matches, and tell the next task which message it is.
 
@@ -285,6 +288,7 @@ class SmsReplySensor(_StoreSensor):
 
     template_fields: Sequence[str] = ("in_reply_to", "from_number", "to_number", "body_pattern", "keywords",
                                       "since", "twilio_conn_id", "store_conn_id")
+    number_fields: Sequence[str] = ("from_number", "to_number")  # masked before Airflow stores them
 
     def __init__(self, *, in_reply_to: str | None = None, from_number: str | None = None,
                  to_number: str | None = None, body_pattern: str | None = None,

@@ -53,5 +53,7 @@ def authenticate(header: str | None, account_sid: str, accounts: Mapping[str, To
         return False
     if user.startswith("SK"):
         secret, owner = api_keys.get(user, (None, None))
-        return bool(secret) and owner == account_sid and _matches([secret], password)
+        if not secret or owner != account_sid:
+            return False
+        return _matches([secret], password)
     return user == account_sid and _matches(tokens_of(accounts.get(user)), password)

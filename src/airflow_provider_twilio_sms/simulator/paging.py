@@ -69,13 +69,10 @@ def filter_messages(rows: Sequence[StoredMessage], query: dict[str, str]) -> lis
         def sent_day(m: StoredMessage) -> date | None:
             return m.sent_at.astimezone(timezone.utc).date() if m.sent_at else None
 
-        kept = [m for m in kept if sent_day(m) is not None]
-        if "DateSent" in bounds:
-            kept = [m for m in kept if sent_day(m) == bounds["DateSent"]]
-        if "DateSent>" in bounds:
-            kept = [m for m in kept if sent_day(m) >= bounds["DateSent>"]]
-        if "DateSent<" in bounds:
-            kept = [m for m in kept if sent_day(m) <= bounds["DateSent<"]]
+        on, after, before = bounds.get("DateSent"), bounds.get("DateSent>"), bounds.get("DateSent<")
+        kept = [m for m in kept if (day := sent_day(m)) is not None
+                and (on is None or day == on) and (after is None or day >= after)
+                and (before is None or day <= before)]
     return kept
 
 

@@ -130,8 +130,7 @@ class RestApi:
         fault = self.sim._faults.take("create", account, to)
         record: dict[str, Any] = {"account_sid": account, "form": form,
                                   "fault": fault.kind if fault else None}
-        kind = fault.kind if fault else None
-        if kind in ("429", "500_before", "503_before", "reset_before"):
+        if fault is not None and fault.kind in ("429", "500_before", "503_before", "reset_before"):
             answer = _fault_answer(fault)
             self.sim._record_create(record, answer, None)
             return answer
@@ -145,9 +144,9 @@ class RestApi:
         except TwilioApiError as err:
             log.debug("Twilio stand-in refused a message to %s: %s", mask_number(to), err.code)
             answer = error_answer(err)
-            if kind == "500_after":
+            if fault is not None and fault.kind == "500_after":
                 answer = _fault_answer(fault)
-            elif kind in ("slow", "reset_after"):
+            elif fault is not None and fault.kind in ("slow", "reset_after"):
                 answer = _fault_answer(fault, answer)
             self.sim._record_create(record, answer, None)
             return answer
@@ -155,7 +154,7 @@ class RestApi:
         self.sim._lifecycle.plan(message, request.send_at)
         log.debug("Twilio stand-in accepted %s to %s", mask_sid(message["sid"]), mask_number(request.to))
         answer = Answer(201, message)
-        if kind in ("500_after", "slow", "reset_after"):
+        if fault is not None and fault.kind in ("500_after", "slow", "reset_after"):
             answer = _fault_answer(fault, answer)
         self.sim._record_create(record, answer, message)
         return answer

@@ -132,7 +132,8 @@ class TwilioSimulator:
 
     @property
     def host(self) -> str:
-        return self._server.server_address[0]
+        host = self._server.server_address[0]  # str for an AF_INET server; typeshed allows bytes too
+        return host if isinstance(host, str) else bytes(host).decode()
 
     @property
     def port(self) -> int:
@@ -468,6 +469,7 @@ class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "TwilioStandIn/1.0"
     simulator: TwilioSimulator
+    _headers_buffer: list[bytes]  # the base class's own, filled by send_header; answer() adds the body
 
     def log_message(self, format: str, *args: Any) -> None:  # request lines carry numbers
         pass

@@ -91,8 +91,8 @@ def valid_callback_url(url: str) -> bool:
         parts.port  # noqa: B018 - raises on a bad port
     except ValueError:
         return False
-    return (parts.scheme in ("http", "https") and bool(parts.hostname)
-            and bool(_HOSTNAME.match(parts.hostname)))
+    hostname = parts.hostname
+    return parts.scheme in ("http", "https") and bool(hostname and _HOSTNAME.match(hostname))
 
 
 def _check_types(params: dict[str, str | list[str]]) -> None:

@@ -65,12 +65,13 @@ def body_digest(body: str | None) -> str:
 
 
 def _string_limits(table) -> tuple[tuple[str, int], ...]:
-    return tuple((c.key, c.type.length) for c in table.c if getattr(c.type, "length", None))
+    return tuple((c.key, length) for c in table.c if (length := getattr(c.type, "length", None)))
 
 
-_DISPLAY_KEY_LENGTH = t.message.c.idempotency_key.type.length
-_CLAIM_LIMITS = tuple((name, limit) for name, limit in _string_limits(t.message) if name in CLAIM_COLUMNS)
-_POOL_LIMIT = t.rate_pool.c.pool.type.length
+_MESSAGE_LIMITS = dict(_string_limits(t.message))
+_DISPLAY_KEY_LENGTH = _MESSAGE_LIMITS["idempotency_key"]
+_CLAIM_LIMITS = tuple((name, limit) for name, limit in _MESSAGE_LIMITS.items() if name in CLAIM_COLUMNS)
+_POOL_LIMIT = dict(_string_limits(t.rate_pool))["pool"]
 
 
 def key_digest(key: str) -> str:
@@ -421,8 +422,9 @@ class SmsStore:
         else:
             with self._write_one() as conn:
                 if sql.upsert:
-                    returned = conn.execute(sql.record_sent, params).first()
-                    row = {**claim.row, **recorded, **returned._mapping} if returned is not None else None
+                    returned_row = conn.execute(sql.record_sent, params).first()
+                    row = ({**claim.row, **recorded, **returned_row._mapping}
+                           if returned_row is not None else None)
                 else:
                     row = self._row(conn.execute(sql.message_by_id, {"p_id": claim.message_id}).first()) \
                         if conn.execute(sql.record_sent, params).rowcount == 1 else None
@@ -505,6 +507,8 @@ class SmsStore:
             return RateDecision(True, now, RateGrant(values["p_pool"], oldest, values["p_cost"], ring_size,
                                                      now_us + self._sql.clock_us[1] + values["p_hold"], now),
                                 None)
+        if edge_us is None:  # an edge slot never taken is free: the decision cannot be a refusal
+            raise ValueError("a refused rate decision needs the edge slot's reservation")
         # A request still out (its reservation ahead of now) may be answered any moment: its slot frees a
         # window after that at the earliest.
         free_us = min(edge_us, now_us) + values["p_window"]
@@ -512,6 +516,8 @@ class SmsStore:
 
     def _decide_fused(self, values: dict) -> RateDecision | None:
         """PostgreSQL: lock and decide in one round trip (:attr:`.statements.Statements.decide_fused`)."""
+        if self._driver is None:
+            raise RuntimeError("the fused rate decision runs on the driver path only")
         row = self._driver.execute(self._sql.decide_fused, values, before=self._sql.decide_fused_before,
                                    prepare_as="twilio_sms_rate_decide")[0]
         if row is None:
@@ -535,14 +541,15 @@ class SmsStore:
             ).one()
             granted = edge_us is None or edge_us <= now_us - values["p_window"]
             decision = self._decision(values, size, oldest, now_us, edge_us, granted)
-            if granted:
+            grant = decision.grant  # set exactly when granted
+            if grant is not None:
                 conn.execute(sql.slots_take, {**values, "p_first": oldest, "p_size": size,
-                                              "p_until": decision.grant.until_us})
+                                              "p_until": grant.until_us})
                 conn.execute(
                     sql.pool_advance,
                     {
                         "p_pool": values["p_pool"],
-                        "p_now": decision.grant.granted_at,
+                        "p_now": grant.granted_at,
                         "p_next": (oldest + values["p_cost"]) % size,
                     },
                 )

@@ -87,8 +87,15 @@ class DriverStatement:
         transaction (see :attr:`.statements.Statements.decide_fused`), and the rows are ``statement``'s.
         With ``prepare_as`` (PostgreSQL), ``statement`` is a prepared statement of that name.
         """
-        compiled = statement.compile(dialect=dialect)
-        parts = [*(s.compile(dialect=dialect) for s in before), compiled]
+        from sqlalchemy.sql.compiler import SQLCompiler
+
+        parts = []
+        for clause in (*before, statement):
+            part = clause.compile(dialect=dialect)
+            if not isinstance(part, SQLCompiler):
+                raise TypeError(f"a driver statement must be a SQL statement, not {type(clause).__name__}")
+            parts.append(part)
+        compiled = parts[-1]
         for part in parts:
             if getattr(part, "escaped_bind_names", None) or part.literal_execute_params \
                     or part.post_compile_params:
@@ -105,9 +112,13 @@ class DriverStatement:
                     converters[name] = converter
                 if not bind.required:
                     defaults[name] = bind.value
-        order = tuple(compiled.positiontup) if compiled.positional else None
+        order = tuple(compiled.positiontup or ()) if compiled.positional else None
         columns = compiled.effective_returning or getattr(statement, "selected_columns", None) or ()
-        returning = tuple((column.key, _result_converter(column.type, dialect)) for column in columns)
+        returning = []
+        for column in columns:
+            if column.key is None:
+                raise ValueError("a driver statement's RETURNING columns need names")
+            returning.append((column.key, _result_converter(column.type, dialect)))
         strings = [part.string for part in parts]
         prepare = None
         if prepare_as is not None:
@@ -124,7 +135,7 @@ class DriverStatement:
             prepare = (prepare_as, f"PREPARE {prepare_as} AS {body}")
             strings[-1] = f"EXECUTE {prepare_as}({', '.join(f'%({name})s' for name in names)})"
         unprepared = "; ".join(part.string for part in parts) if prepare else None
-        return cls("; ".join(strings), order, converters, defaults, returning, prepare, unprepared)
+        return cls("; ".join(strings), order, converters, defaults, tuple(returning), prepare, unprepared)
 
     def parameters(self, values: Mapping[str, Any]) -> Sequence[Any] | Mapping[str, Any]:
         """The driver's parameters for ``values`` (bind name -> value); a missing name raises KeyError."""
@@ -251,6 +262,8 @@ class DriverWriter:
         if self._unprepared:
             cursor.execute(prepared.unprepared, parameters)
             return
+        if prepared.prepare is None:
+            raise ValueError("_run_prepared needs a statement compiled with prepare_as")
         name, prepare = prepared.prepare
         if name not in connection.info:  # the pool keeps ``info`` with its connection
             try:

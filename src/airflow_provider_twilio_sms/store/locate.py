@@ -63,7 +63,7 @@ def _metadata_db_url() -> str | None:
 
 def store_url(conn_id: str | None = None, *, allow_metadata_db: bool = False) -> str:
     """The store's URL from its connection; optionally Airflow's metadata DB when there is none."""
-    conn_id = conn_id or config.get("store_conn_id")
+    conn_id = conn_id or config.get("store_conn_id") or config.DEFAULTS["store_conn_id"]
     from airflow.sdk import BaseHook
     from airflow.sdk.exceptions import AirflowNotFoundException
 

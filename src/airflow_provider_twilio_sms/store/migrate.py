@@ -53,7 +53,7 @@ def upgrade(connection: Connection, revision: str = "head") -> None:
     command.upgrade(alembic_config(connection=connection), revision)
 
 
-def upgrade_url(url: str, revision: str = "head") -> tuple[str | None, str]:
+def upgrade_url(url: str, revision: str = "head") -> tuple[str | None, str | None]:
     """Upgrade the store at ``url``; returns (revision before, revision after)."""
     from airflow_provider_twilio_sms.store.engine import create_store_engine
 

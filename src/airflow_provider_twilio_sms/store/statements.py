@@ -98,12 +98,14 @@ class Statements:
     def _dialect_insert(self, table):
         """The dialect's ``INSERT`` with ``ON CONFLICT`` (PostgreSQL, SQLite); else None."""
         if self.dialect == "postgresql":
-            from sqlalchemy.dialects.postgresql import insert as dialect_insert
-        elif self.dialect == "sqlite":
-            from sqlalchemy.dialects.sqlite import insert as dialect_insert
-        else:
-            return None
-        return dialect_insert(table)
+            from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+
+            return postgresql_insert(table)
+        if self.dialect == "sqlite":
+            from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+            return sqlite_insert(table)
+        return None
 
     def _insert_ignoring(self, table, conflict_cols: list[str]):
         """``INSERT`` that skips a row whose unique ``conflict_cols`` exist (plain ``INSERT`` elsewhere:

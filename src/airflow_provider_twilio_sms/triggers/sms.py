@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
@@ -156,9 +156,10 @@ class StorePoller:
         for sid in due:
             by_conn.setdefault(self._asks[sid].conn_id, []).append(sid)
         for conn_id, sids in by_conn.items():
-            sent = [self._asks[sid].sent_at for sid in sids]
-            oldest = None if None in sent else min(sent)  # type: ignore[type-var]
+            sent = [at for sid in sids if (at := self._asks[sid].sent_at) is not None]
+            oldest = min(sent) if len(sent) == len(sids) else None  # one unknown: no lower bound
             self.twilio_asks += 1
+            answered: Iterable[str]
             try:
                 answered = await asyncio.to_thread(ask_twilio, self._hook(conn_id), self.store, conn_id, sids,
                                                    created_after=oldest and oldest - timedelta(minutes=5))

@@ -26,7 +26,8 @@ HEADERS = {
 
 
 def _read(name: str) -> bytes:
-    return resources.files("airflow_provider_twilio_sms.webhook").joinpath("static", "ui", name).read_bytes()
+    # One name per joinpath: on Python 3.10 a zip-imported package's Traversable takes only one.
+    return (resources.files("airflow_provider_twilio_sms.webhook") / "static" / "ui" / name).read_bytes()
 
 
 def build_router() -> APIRouter:

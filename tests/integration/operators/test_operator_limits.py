@@ -242,8 +242,8 @@ def test_the_notifier_keeps_a_task_id_at_airflows_limit_whole(env):
     sim, store = env
     ti = _ti(1)
     context = {"ti": ti, "dag_run": SimpleNamespace(dag_id=DAG_ID, run_id=RUN_ID, team_name=None)}
-    first = SmsNotifier(to="+14155550123", body="DAG failed").notify(context)
-    again = SmsNotifier(to="+14155550123", body="DAG failed").notify(context)
+    first = SmsNotifier(to="+14155550123", body="DAG failed").send(context)
+    again = SmsNotifier(to="+14155550123", body="DAG failed").send(context)
     assert again["sid"] == first["sid"]
     assert again["already_sent"]
     assert sim.count("create") == 1

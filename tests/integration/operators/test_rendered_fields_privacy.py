@@ -89,3 +89,18 @@ def test_a_variable_reference_keeps_the_number_out_of_the_run_conf(airflow_env, 
     [fields], [conf] = stored(dag_id)
     assert conf == {"recipient": "qa_phone"}
     assert fields["to"] == "***"
+
+
+def test_the_reply_sensor_stores_its_numbers_masked(airflow_env, dag_id):
+    from airflow.sdk import DAG
+
+    from airflow_provider_twilio_sms.sensors.sms import SmsReplySensor
+
+    with DAG(dag_id, schedule=None, params={"approver": NUMBER}) as dag:
+        SmsReplySensor(task_id="wait", from_number="{{ params.approver }}", to_number="+15005550006",
+                       keywords=["YES"], deferrable=False, mode="poke", poke_interval=0.2, timeout=0.5)
+    dag_test(dag)  # no reply comes, the sensor times out: the rendered fields are stored before it pokes
+    [fields], _ = stored(dag_id)
+    assert fields["from_number"] == "***"
+    assert fields["to_number"] == "***"
+    assert NUMBER[1:] not in json.dumps(fields)

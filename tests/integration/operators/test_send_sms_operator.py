@@ -166,8 +166,9 @@ def test_notifier_sends_once_per_run_even_when_called_twice(airflow_env):
     notifier = SmsNotifier(to="+14155550123", body="DAG failed")
     context = {"dag_run": SimpleNamespace(dag_id="etl", run_id="run-1", team_name=None),
                "ti": SimpleNamespace(dag_id="etl", task_id="load", run_id="run-1", map_index=-1)}
-    first = notifier.notify(context)
-    again = notifier.notify(context)
+    first = notifier.send(context)
+    assert notifier.notify(context) is None  # Airflow's entry point: the same path, no second SMS
+    again = notifier.send(context)
     assert first["sid"] == again["sid"]
     assert again["already_sent"]
     assert sim.count("create") == 1
@@ -182,7 +183,7 @@ def test_notifier_messages_get_status_callbacks_too(airflow_env, twilio_conn):
     twilio_conn(webhook_base_url="https://airflow.example.com/")
     context = {"dag_run": SimpleNamespace(dag_id="etl", run_id="run-2", team_name=None),
                "ti": SimpleNamespace(dag_id="etl", task_id="load", run_id="run-2", map_index=-1)}
-    result = SmsNotifier(to="+14155550123", body="DAG failed").notify(context)
+    result = SmsNotifier(to="+14155550123", body="DAG failed").send(context)
     [create] = sim.creates()
     assert create["status_callback"] == ("https://airflow.example.com/twilio_sms/webhooks/twilio_sms_default/status"
                                          f"?ik_sha256={sha256(result['idempotency_key'].encode()).hexdigest()}")

@@ -92,6 +92,24 @@ class TestStatusSensor:
         with pytest.raises(AirflowFailException, match=r"undelivered.*30003.*unreachable"):
             status_sensor(message_sid=self.SID).poke(_context())
 
+    @pytest.mark.parametrize("map_index", [None, -1])
+    def test_an_unmapped_sensor_on_a_mapped_send_says_what_to_fix(self, env, map_index):
+        # xcom_pull of a mapped task returns a list; a sensor that is not mapped itself has no index
+        # into it (None, or -1 as Airflow sets it), which must give the error that names the fix.
+        sent = _send(env, "k1", self.SID)
+        ctx = _context({"send": [sent, sent]})
+        ctx["ti"].map_index = map_index
+        with pytest.raises(ValueError, match="returned no SendSmsOperator result"):
+            status_sensor(from_task="send").poke(ctx)
+
+    def test_a_mapped_sensor_takes_the_send_with_its_own_map_index(self, env):
+        other = _send(env, "k0", "SM" + "0" * 32)
+        sent = _send(env, "k1", self.SID)
+        _status(env, self.SID, "delivered")
+        ctx = _context({"send": [other, sent]})
+        ctx["ti"].map_index = 1
+        assert status_sensor(from_task="send").poke(ctx).xcom_value["sid"] == self.SID
+
     def test_finds_the_message_by_idempotency_key(self, env):
         _send(env, "explicit-key", self.SID)
         _status(env, self.SID, "delivered")

@@ -49,7 +49,10 @@ def run_migrations_online() -> None:
     if connection is not None:
         _run(connection)
         return
-    engine = create_engine(context.config.get_main_option("sqlalchemy.url"))
+    url = context.config.get_main_option("sqlalchemy.url")
+    if url is None:
+        raise RuntimeError("twilio_sms migrations need a connection or an alembic sqlalchemy.url option")
+    engine = create_engine(url)
     try:
         with engine.connect() as conn:
             _run(conn)

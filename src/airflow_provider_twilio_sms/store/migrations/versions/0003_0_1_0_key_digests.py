@@ -47,7 +47,10 @@ def _sha256_of(column: str) -> str:
     if bind.dialect.name == "postgresql":
         return f"encode(sha256(convert_to({column}, 'UTF8')), 'hex')"
     if bind.dialect.name == "sqlite":
-        bind.connection.dbapi_connection.create_function(
+        dbapi_connection = bind.connection.dbapi_connection
+        if dbapi_connection is None:
+            raise RuntimeError("the migration's SQLite connection is closed")
+        dbapi_connection.create_function(
             "twilio_sms_sha256", 1, lambda text: hashlib.sha256(text.encode("utf-8")).hexdigest(),
             deterministic=True)
         return f"twilio_sms_sha256({column})"

@@ -93,7 +93,9 @@ class ReplyCriteria:
     @classmethod
     def from_parts(cls, parties: Mapping[str, Any], shape: Mapping[str, Any]) -> ReplyCriteria:
         since = shape.get("since")
-        return cls(**{name: parties.get(name) for name in PARTIES}, body_pattern=shape.get("body_pattern"),
+        return cls(account_sid=str(parties["account_sid"]), conn_id=str(parties["conn_id"]),
+                   **{name: parties.get(name) for name in PARTIES[2:]},
+                   body_pattern=shape.get("body_pattern"),
                    keywords=tuple(shape.get("keywords") or ()),
                    case_sensitive=bool(shape.get("case_sensitive")),
                    since=datetime.fromisoformat(since) if since else None)

@@ -319,11 +319,12 @@ class SmsReplySensor(MasksRenderedNumbers, _StoreSensor):
         since = self.since
         # Whose replies count: those verified for the account by the connection that sent the message (or
         # another connection with its signer); without in_reply_to, the sensor's own connection's.
-        account_sid, conn_id, signer = settings.account_sid, self.twilio_conn_id, settings.signer
+        account_sid, conn_id = settings.account_sid, self.twilio_conn_id
+        signer: str | None = settings.signer
         service = None
         if self.in_reply_to:
             row = self._sent_row(context, self.in_reply_to)
-            account_sid, conn_id, signer = row["account_sid"], row["conn_id"], row.get("signer")
+            account_sid, conn_id, signer = str(row["account_sid"]), str(row["conn_id"]), row.get("signer")
             from_number = from_number or row["to_number"]
             if not to_number:  # the number it was sent from, or the Messaging Service that chose it
                 to_number, service = row.get("from_number"), row.get("messaging_service_sid")

@@ -802,10 +802,10 @@ class SmsStore:
             for chunk in (sids[i:i + 500] for i in range(0, len(sids), 500)):
                 linked = (select(func.count()).where(e.c.message_id == m.c.id, e.c.kind == "status")
                           .scalar_subquery())
-                for row in conn.execute(select(m.c.sid, m.c.status, m.c.error_code, linked.label("events"))
-                                        .where(m.c.sid.in_(chunk))):
-                    states[row.sid] = {"status": row.status, "error_code": row.error_code,
-                                       "events": row.events}
+                for ours in conn.execute(select(m.c.sid, m.c.status, m.c.error_code, linked.label("events"))
+                                         .where(m.c.sid.in_(chunk))):
+                    states[ours.sid] = {"status": ours.status, "error_code": ours.error_code,
+                                        "events": ours.events}
                 orphans = [sid for sid in chunk if sid not in states]
                 if orphans:
                     rows = conn.execute(select(e.c.message_sid, e.c.status, e.c.error_code)
@@ -889,10 +889,13 @@ class SmsStore:
         """Record who a reply sensor waits on; returns the id its trigger carries instead of the numbers."""
         w = t.reply_wait
         with self._write() as conn:
-            return conn.execute(w.insert().values(
+            key = conn.execute(w.insert().values(
                 account_sid=account_sid, conn_id=conn_id, signer=signer, from_number=from_number,
                 to_number=to_number, messaging_service_sid=messaging_service_sid, created_at=utcnow())
-            ).inserted_primary_key[0]
+            ).inserted_primary_key
+            if key is None:  # a one-row INSERT always has its key
+                raise RuntimeError("the store returned no id for the new reply wait")
+            return int(key[0])
 
     def get_reply_wait(self, wait_id: int) -> dict[str, Any] | None:
         w = t.reply_wait

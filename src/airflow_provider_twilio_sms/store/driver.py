@@ -255,8 +255,8 @@ class DriverWriter:
             self._own.held = None
             connection.close()
             return
-        if isinstance(err, self._dbapi_error) and self.dialect.is_disconnect(err, connection.dbapi_connection,
-                                                                              None):
+        if connection.is_valid and isinstance(err, self._dbapi_error) \
+                and self.dialect.is_disconnect(err, connection.dbapi_connection, None):
             connection.invalidate(err)
         connection.close()
 

@@ -97,8 +97,10 @@ CONFIG = {
                 "at least 2), and to wait for a free pooled one.", "3", "3", type_="float"),
             "store_statement_timeout_seconds": _option(
                 "PostgreSQL store: the server cancels any statement of the store's sessions running longer "
-                "(statement_timeout, set at connect). Keep it below webhook_store_deadline_seconds; 0 turns "
-                "it off.", "5", "5", type_="float"),
+                "(statement_timeout, set at connect through libpq's options). Keep it below "
+                "webhook_store_deadline_seconds; 0 turns it off (PgBouncer refuses the options startup "
+                "parameter unless told to ignore it: set 0 there and a timeout on the role).", "5", "5",
+                type_="float"),
             "store_keepalives_idle_seconds": _option(
                 "PostgreSQL store: seconds of silence on a connection before TCP keepalive probes start.",
                 "10", "10", type_="float"),

@@ -196,8 +196,12 @@ def create_store_engine(url: str, timeouts: StoreTimeouts | None = None) -> Engi
         _configure_sqlite(engine, busy_ms)
         watch_pool(engine)
         return engine
-    connect_args = timeouts.postgres_connect_args() if parsed.get_backend_name() == "postgresql" \
-        and parsed.get_driver_name() == "psycopg2" else {}
+    connect_args = {}
+    if parsed.get_backend_name() == "postgresql" and parsed.get_driver_name() == "psycopg2":
+        # What the URL's own query sets wins; its libpq "options" keep theirs and get the timeout added.
+        connect_args = {k: v for k, v in timeouts.postgres_connect_args().items() if k not in parsed.query}
+        if "options" in parsed.query and timeouts.statement_seconds > 0:
+            connect_args["options"] = f"{parsed.query['options']} {timeouts.postgres_connect_args()['options']}"
     # No pre-ping (a round trip per checkout): a connection the server dropped, or that a caller's deadline
     # interrupted, fails once; SQLAlchemy then discards it and every connection checked in before it, and
     # callers already treat a failed write as retryable.

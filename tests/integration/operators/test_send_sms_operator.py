@@ -187,7 +187,8 @@ def test_notifier_messages_get_status_callbacks_too(airflow_env, twilio_conn):
     result = SmsNotifier(to="+14155550123", body="DAG failed").send(context)
     [create] = sim.creates()
     assert create["status_callback"] == ("https://airflow.example.com/twilio_sms/webhooks/twilio_sms_default/status"
-                                         f"?ik_sha256={sha256(result['idempotency_key'].encode()).hexdigest()}")
+                                         f"?ik_sha256={sha256(result['idempotency_key'].encode()).hexdigest()}"
+                                         "#rc=5&rp=ct,rt,5xx")
 
 
 

@@ -137,3 +137,15 @@ def test_a_deadline_passing_while_waiting_for_a_sqlite_write_lock_ends_the_wait(
     with store.engine.connect() as conn:
         assert conn.execute(text("PRAGMA busy_timeout")).scalar() == 30_000
     store.engine.dispose()
+
+
+def test_what_the_store_url_sets_itself_wins_and_its_options_keep_theirs(pg_url):
+    url = make_url(pg_url).update_query_dict({"connect_timeout": "9", "options": "-c application_name=mine"})
+    engine = create_store_engine(url.render_as_string(hide_password=False))
+    try:
+        with engine.connect() as conn:
+            assert conn.connection.dbapi_connection.get_dsn_parameters()["connect_timeout"] == "9"
+            assert conn.execute(text("SHOW application_name")).scalar() == "mine"
+            assert conn.execute(text("SHOW statement_timeout")).scalar() == "5s"
+    finally:
+        engine.dispose()

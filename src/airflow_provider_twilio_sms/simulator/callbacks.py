@@ -259,7 +259,8 @@ class CallbackSender:
             else:
                 failure = failure_class(answer, None)
         retries = overrides.retry_count if self.settings.retries is None else self.settings.retries
-        in_time = self.settings.retries is not None or time.monotonic() - delivery.first_at < overrides.total_time
+        in_time = self.settings.retries is not None \
+            or time.monotonic() - delivery.first_at < overrides.total_time
         retry = failure is not None and overrides.retries(failure) and auth_token is not None \
             and delivery.attempt <= retries and in_time and not self._stopping
         log.log(logging.DEBUG if answer is not None and answer < 300 else logging.INFO,

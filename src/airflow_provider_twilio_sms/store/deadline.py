@@ -104,7 +104,8 @@ class _Watchdog:
                 self._pid, self._heap, self._thread = os.getpid(), [], None
             heapq.heappush(self._heap, (at, next(self._order), entry))
             if self._thread is None:
-                self._thread = threading.Thread(target=self._run, name="twilio-sms-store-deadlines", daemon=True)
+                self._thread = threading.Thread(target=self._run, name="twilio-sms-store-deadlines",
+                                                daemon=True)
                 self._thread.start()
             self._lock.notify()
         return entry

@@ -220,7 +220,8 @@ class DriverWriter:
             try:
                 # A caller's deadline watches pooled connections from the pool's checkout; this writer's own
                 # SQLite connections skip the pool, so they are watched here.
-                with watched(connection.dbapi_connection, "sqlite") if self._own is not None else nullcontext():
+                own = self._own is not None
+                with watched(connection.dbapi_connection, "sqlite") if own else nullcontext():
                     raw, rowcount = self._run(connection, prepared, parameters)
             except self._dbapi_error as err:
                 self._discard(connection, err)

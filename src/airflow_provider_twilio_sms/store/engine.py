@@ -60,7 +60,8 @@ class StoreTimeouts:
         return cls(
             connect_seconds=max(2, math.ceil(config.get_float("store_connect_timeout_seconds", minimum=1))),
             statement_seconds=config.get_float("store_statement_timeout_seconds", minimum=0),
-            keepalives_idle_seconds=max(1, round(config.get_float("store_keepalives_idle_seconds", minimum=1))),
+            keepalives_idle_seconds=max(1, round(config.get_float("store_keepalives_idle_seconds",
+                                                                  minimum=1))),
             keepalives_interval_seconds=max(1, round(config.get_float("store_keepalives_interval_seconds",
                                                                       minimum=1))),
             keepalives_count=max(1, config.get_int("store_keepalives_count")),
@@ -70,7 +71,8 @@ class StoreTimeouts:
     def postgres_connect_args(self) -> dict[str, Any]:
         """libpq connection parameters; ``options`` sets the session's statement timeout at connect (no
         round trip of its own)."""
-        dead_after_ms = (self.keepalives_idle_seconds + self.keepalives_interval_seconds * self.keepalives_count) * 1000
+        dead_after_ms = 1000 * (self.keepalives_idle_seconds
+                                + self.keepalives_interval_seconds * self.keepalives_count)
         args: dict[str, Any] = {
             "connect_timeout": self.connect_seconds,
             "keepalives": 1,
@@ -201,7 +203,8 @@ def create_store_engine(url: str, timeouts: StoreTimeouts | None = None) -> Engi
         # What the URL's own query sets wins; its libpq "options" keep theirs and get the timeout added.
         connect_args = {k: v for k, v in timeouts.postgres_connect_args().items() if k not in parsed.query}
         if "options" in parsed.query and timeouts.statement_seconds > 0:
-            connect_args["options"] = f"{parsed.query['options']} {timeouts.postgres_connect_args()['options']}"
+            ours = timeouts.postgres_connect_args()["options"]
+            connect_args["options"] = f"{parsed.query['options']} {ours}"
     # No pre-ping (a round trip per checkout): a connection the server dropped, or that a caller's deadline
     # interrupted, fails once; SQLAlchemy then discards it and every connection checked in before it, and
     # callers already treat a failed write as retryable.

@@ -132,8 +132,8 @@ def _store_deadline_seconds() -> float:
         log.error("%s; using %g", err, DEFAULT_STORE_DEADLINE_SECONDS)
         return DEFAULT_STORE_DEADLINE_SECONDS
     if value > MAX_STORE_DEADLINE_SECONDS:
-        log.error("[twilio_sms] webhook_store_deadline_seconds = %g is longer than Twilio waits for an answer "
-                  "(15 s); using %g", value, MAX_STORE_DEADLINE_SECONDS)
+        log.error("[twilio_sms] webhook_store_deadline_seconds = %g is longer than Twilio waits for an "
+                  "answer (15 s); using %g", value, MAX_STORE_DEADLINE_SECONDS)
         return MAX_STORE_DEADLINE_SECONDS
     return value
 

@@ -82,8 +82,8 @@ def load_connection(conn_id: str) -> WebhookConnection | None:
     try:
         settings = TwilioConnectionSettings.from_connection(conn)
     except EncryptionError as err:  # messages name the connection, field and key id, never a secret
-        log.error("Webhook connection %s: a secret does not decrypt, so its webhooks get 503 (Twilio retries) "
-                  "until it does: %s", safe_for_log(conn_id, 60), safe_for_log(err, 400))
+        log.error("Webhook connection %s: a secret does not decrypt, so its webhooks get 503 (Twilio "
+                  "retries) until it does: %s", safe_for_log(conn_id, 60), safe_for_log(err, 400))
         raise
     except TwilioSmsError as err:  # ConnectionConfigError: messages carry no secret
         log.error("Webhook connection %s cannot verify webhooks, which are refused (404): %s",
@@ -114,7 +114,8 @@ def _confirm_not_found(conn_id: str, team: str | None) -> None:
         except Exception as err:  # noqa: BLE001 - any failure means "unknown for now", not "no such id"
             raise ConnectionUnavailable(f"the secrets backend {name} failed ({type(err).__name__})") from err
         if found is not None:
-            raise ConnectionUnavailable(f"the secrets backend {name} found the connection only on a second look")
+            raise ConnectionUnavailable(f"the secrets backend {name} found the connection only when asked "
+                                        "again")
 
 
 def _owning_team(conn_id: str) -> str | None:

@@ -150,7 +150,8 @@ def test_a_failed_callback_is_retried_as_the_urls_connection_overrides_say(twili
     twilio_sim.set_outcome(TO, "failed", 30008)  # one status: one delivery to follow
     hook = Receiver(answers=answers)
     try:
-        twilio_client(twilio_sim).messages.create(to=TO, from_=OURS, body="x", status_callback=hook.url + fragment)
+        twilio_client(twilio_sim).messages.create(to=TO, from_=OURS, body="x",
+                                                  status_callback=hook.url + fragment)
         twilio_sim.wait_for_callbacks(len(attempts))
         time.sleep(0.3)  # and no further attempt
         records = twilio_sim.callbacks()

@@ -63,8 +63,8 @@ def proxied(pg_url):
     url = make_url(pg_url)
     proxy = StallingProxy(url.port or 5432)
     timeouts = replace(StoreTimeouts.from_config(), connect_seconds=2, statement_seconds=1)
-    engine = create_store_engine(url.set(host="127.0.0.1", port=proxy.port).render_as_string(hide_password=False),
-                                 timeouts)
+    through = url.set(host="127.0.0.1", port=proxy.port).render_as_string(hide_password=False)
+    engine = create_store_engine(through, timeouts)
     yield proxy, SmsStore(engine)
     proxy.close()
     engine.dispose()
@@ -115,7 +115,8 @@ def test_a_deadline_passing_while_waiting_for_a_sqlite_write_lock_ends_the_wait(
     """SQLite's busy wait cannot be interrupted: a call's busy timeout is cut to its deadline (30 s here),
     and put back for the connection's next user."""
     upgrade_url(sqlite_url)
-    store = SmsStore(create_store_engine(sqlite_url, replace(StoreTimeouts.from_config(), sqlite_busy_seconds=30)))
+    timeouts = replace(StoreTimeouts.from_config(), sqlite_busy_seconds=30)
+    store = SmsStore(create_store_engine(sqlite_url, timeouts))
     _status(store, 1)
     _claim(store, "warm")  # this thread's own driver connection exists
     import sqlite3

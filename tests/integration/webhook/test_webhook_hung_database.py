@@ -40,8 +40,8 @@ def hanging_store(request, tmp_path):
         parsed = make_url(url)
         proxy = StallingProxy(parsed.port or 5432)
         request.addfinalizer(proxy.close)
-        yield (parsed.set(host="127.0.0.1", port=proxy.port).render_as_string(hide_password=False), proxy.stall,
-               proxy.resume)
+        through = parsed.set(host="127.0.0.1", port=proxy.port).render_as_string(hide_password=False)
+        yield through, proxy.stall, proxy.resume
         return
     path = tmp_path / "store.db"
     upgrade_url(f"sqlite:///{path}")
@@ -58,8 +58,8 @@ def _threads(pid: int) -> int:
 def _post(base: str, n: int) -> tuple[int, float]:
     params = status_params("delivered", sid=f"SM{n:032d}")
     started = time.monotonic()
-    answer = requests.post(f"{base}{STATUS}", data=urlencode(params), headers={**FORM, **sign(STATUS, params)},
-                           timeout=30)
+    headers = {**FORM, **sign(STATUS, params)}
+    answer = requests.post(f"{base}{STATUS}", data=urlencode(params), headers=headers, timeout=30)
     return answer.status_code, time.monotonic() - started
 
 
@@ -122,8 +122,8 @@ def test_callbacks_get_503_within_the_deadline_while_the_store_hangs_and_200_onc
 
     codes = sorted({code for code, _ in answers})
     slowest = max(took for _, took in answers)
-    print(f"hang: {HANG_CALLBACKS} callbacks at {RATE:g}/s, slowest 503 {slowest:.2f} s, threads {baseline} -> "
-          f"peak {peak[0]}; first 200 {first_200} s after the database answered again")
+    print(f"hang: {HANG_CALLBACKS} callbacks at {RATE:g}/s, slowest 503 {slowest:.2f} s, threads "
+          f"{baseline} -> peak {peak[0]}; first 200 {first_200} s after the database answered again")
     assert len(answers) == HANG_CALLBACKS and codes == [503], codes
     # Within the deadline (a connection opened during the hang may add its connect timeout), far from
     # Twilio's 15 s.

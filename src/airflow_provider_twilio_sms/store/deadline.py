@@ -57,7 +57,8 @@ def remaining() -> float | None:
 @contextmanager
 def deadline(seconds: float) -> Iterator[None]:
     """Store calls in the block finish within ``seconds`` (or within an enclosing deadline, if sooner), or
-    are interrupted and raise :class:`StoreDeadlineExceeded`."""
+    are interrupted and raise :class:`StoreDeadlineExceeded`.
+    """
     at = time.monotonic() + seconds
     outer = _deadline.get()
     token = _deadline.set(at if outer is None else min(at, outer))
@@ -88,7 +89,8 @@ class _Watch:
 class _Watchdog:
     """One daemon thread that interrupts watched connections whose deadline passed. A watch is removed
     (under the same lock the interruption holds) before its connection is closed or reused, so an
-    interruption never reaches a connection, or a file descriptor, that another call owns."""
+    interruption never reaches a connection, or a file descriptor, that another call owns.
+    """
 
     def __init__(self):
         self._lock = threading.Condition()
@@ -130,7 +132,7 @@ class _Watchdog:
                 entry.done = entry.fired = True
                 try:
                     _interrupt(entry.connection, entry.dialect)
-                except Exception:  # noqa: BLE001 - the watchdog must outlive any one connection
+                except Exception:
                     log.exception("Could not interrupt a store connection past its deadline")
 
 
@@ -158,7 +160,8 @@ def _sqlite_busy_ms(dbapi_connection) -> int:
 @contextmanager
 def watched(dbapi_connection, dialect: str) -> Iterator[None]:
     """Watch ``dbapi_connection`` for the block when the current call has a deadline (for connections the
-    pool does not hand out each time: :class:`.driver.DriverWriter`'s own SQLite ones)."""
+    pool does not hand out each time: :class:`.driver.DriverWriter`'s own SQLite ones).
+    """
     entry = start_watch(dbapi_connection, dialect)
     try:
         yield
@@ -191,13 +194,14 @@ def end_watch(started: tuple[_Watch, int | None] | None) -> None:
     if busy is not None:
         try:
             entry.connection.execute(f"PRAGMA busy_timeout = {busy}")
-        except Exception:  # noqa: BLE001 - a connection that cannot take it back is closed by its owner
+        except Exception:
             log.debug("Could not restore the SQLite busy timeout", exc_info=True)
 
 
 def watch_pool(engine: Engine) -> None:
     """Watch every connection ``engine``'s pool hands out during a call with a deadline, until it is
-    returned, invalidated or closed (whichever comes first)."""
+    returned, invalidated or closed (whichever comes first).
+    """
     from sqlalchemy import event
 
     dialect = engine.dialect.name

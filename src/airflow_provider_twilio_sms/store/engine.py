@@ -69,8 +69,9 @@ class StoreTimeouts:
         )
 
     def postgres_connect_args(self) -> dict[str, Any]:
-        """libpq connection parameters; ``options`` sets the session's statement timeout at connect (no
-        round trip of its own)."""
+        """The libpq connection parameters; ``options`` sets the session's statement timeout at connect (no
+        round trip of its own).
+        """
         dead_after_ms = 1000 * (self.keepalives_idle_seconds
                                 + self.keepalives_interval_seconds * self.keepalives_count)
         args: dict[str, Any] = {
@@ -178,7 +179,8 @@ def writer_lock(engine: Engine) -> AbstractContextManager:
 
 def create_store_engine(url: str, timeouts: StoreTimeouts | None = None) -> Engine:
     """A new engine for ``url`` (callers normally want :func:`get_engine`, which caches), with the
-    ``[twilio_sms]`` time limits (``timeouts`` overrides them)."""
+    ``[twilio_sms]`` time limits (``timeouts`` overrides them).
+    """
     from sqlalchemy import create_engine
     from sqlalchemy.engine import make_url
 

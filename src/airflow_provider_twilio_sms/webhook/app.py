@@ -22,7 +22,6 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, TypeVar
 
 import anyio
-
 from fastapi import FastAPI
 
 from airflow_provider_twilio_sms import __version__, config
@@ -57,7 +56,8 @@ class AppState:
 
     def store_threads(self) -> CapacityLimiter:
         """How many store calls run at once (in worker threads): as many as the store has connections.
-        Made on first use, inside the event loop."""
+        Made on first use, inside the event loop.
+        """
         if self._store_threads is None:
             from anyio import CapacityLimiter
 

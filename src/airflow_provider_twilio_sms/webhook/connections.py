@@ -98,7 +98,8 @@ def load_connection(conn_id: str) -> WebhookConnection | None:
 
 def _confirm_not_found(conn_id: str, team: str | None) -> None:
     """Ask each configured secrets backend for ``conn_id`` again; raise :class:`ConnectionUnavailable` if
-    one fails (the metadata database down, a vault unreachable) or now finds it."""
+    one fails (the metadata database down, a vault unreachable) or now finds it.
+    """
     import inspect
 
     from airflow.configuration import ensure_secrets_loaded
@@ -111,7 +112,7 @@ def _confirm_not_found(conn_id: str, team: str | None) -> None:
             found = lookup(conn_id=conn_id, **kwargs)
         except PermissionError:  # the backend denies this id: an authoritative answer
             return
-        except Exception as err:  # noqa: BLE001 - any failure means "unknown for now", not "no such id"
+        except Exception as err:
             raise ConnectionUnavailable(f"the secrets backend {name} failed ({type(err).__name__})") from err
         if found is not None:
             raise ConnectionUnavailable(f"the secrets backend {name} found the connection only when asked "

@@ -72,7 +72,8 @@ async def _verified(request: Request, conn_id: str, kind: str) -> tuple[WebhookC
 
 async def _write(state: AppState, method: str, **kwargs) -> bool:
     """Run one store write within the store's deadline (:meth:`AppState.run_store_call`); any failure is
-    Unavailable."""
+    Unavailable.
+    """
     try:
         return await state.run_store_call(lambda store: getattr(store, method)(**kwargs))
     except TimeoutError:

@@ -135,7 +135,7 @@ def test_no_answer_in_time_is_retried_with_the_same_token(twilio_sim):
         hook.close()
 
 
-@pytest.mark.parametrize("fragment,answers,attempts", [
+@pytest.mark.parametrize(("fragment", "answers", "attempts"), [
     ("", [503], [503]),  # Twilio's default policy retries a failed connect only: a 503 is final
     ("#rc=3&rp=ct", [503], [503]),
     ("#rc=2&rp=5xx", [503, 502, 500, 200], [503, 502, 500]),  # rc=2: three attempts in all, then given up

@@ -20,6 +20,7 @@ from airflow_provider_twilio_sms.store.api import SmsStore
 from airflow_provider_twilio_sms.store.deadline import StoreDeadlineExceeded, deadline
 from airflow_provider_twilio_sms.store.engine import StoreTimeouts, create_store_engine
 from airflow_provider_twilio_sms.store.migrate import upgrade_url
+
 from conftest import StallingProxy
 
 ACCOUNT = "AC" + "4" * 32
@@ -100,15 +101,18 @@ def test_a_call_to_a_hung_postgres_returns_at_its_deadline_and_the_store_recover
                 write(store, 2)
 
         err, took = _returns_within(late, 8)
-        assert isinstance(err, StoreDeadlineExceeded) and 0.9 <= took < 3
+        assert isinstance(err, StoreDeadlineExceeded)
+        assert 0.9 <= took < 3
         # A connection the pool opens while the server hangs gives up at connect_timeout (2 s here).
         err, took = _returns_within(lambda: write(store, 3), 8)
-        assert err is not None and took < 5
+        assert err is not None
+        assert took < 5
     finally:
         proxy.resume()
     # The interrupted connection never went back to the pool: the next call works at once.
     err, took = _returns_within(lambda: write(store, 4), 8)
-    assert err is None and took < 2
+    assert err is None
+    assert took < 2
 
 
 def test_a_deadline_passing_while_waiting_for_a_sqlite_write_lock_ends_the_wait(sqlite_url):
@@ -130,7 +134,8 @@ def test_a_deadline_passing_while_waiting_for_a_sqlite_write_lock_ends_the_wait(
                     write()
 
             err, took = _returns_within(late, 10)
-            assert isinstance(err, StoreDeadlineExceeded) and took < 3
+            assert isinstance(err, StoreDeadlineExceeded)
+            assert took < 3
     finally:
         holder.execute("ROLLBACK")
         holder.close()

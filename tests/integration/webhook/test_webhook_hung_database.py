@@ -20,11 +20,12 @@ import pytest
 import requests
 from sqlalchemy.engine import make_url
 from test_webhook_serving import _wait_listening
-from webhook_testing import FORM, STATUS, sign, status_params, twilio_connection
 
 from airflow_provider_twilio_sms.store.engine import MAX_OVERFLOW, POOL_SIZE
 from airflow_provider_twilio_sms.store.migrate import upgrade_url
+
 from conftest import StallingProxy, airflow_bin, free_port
+from webhook_testing import FORM, STATUS, sign, status_params, twilio_connection
 
 DEADLINE = 4  # [twilio_sms] webhook_store_deadline_seconds for the server under test
 CONNECT_TIMEOUT = 2
@@ -39,15 +40,15 @@ def hanging_store(request, tmp_path):
         upgrade_url(url)
         parsed = make_url(url)
         proxy = StallingProxy(parsed.port or 5432)
-        request.addfinalizer(proxy.close)
         through = parsed.set(host="127.0.0.1", port=proxy.port).render_as_string(hide_password=False)
         yield through, proxy.stall, proxy.resume
+        proxy.close()
         return
     path = tmp_path / "store.db"
     upgrade_url(f"sqlite:///{path}")
     holder = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-    request.addfinalizer(holder.close)
     yield (f"sqlite:///{path}", lambda: holder.execute("BEGIN IMMEDIATE"), lambda: holder.execute("ROLLBACK"))
+    holder.close()
 
 
 def _threads(pid: int) -> int:
@@ -124,11 +125,13 @@ def test_callbacks_get_503_within_the_deadline_while_the_store_hangs_and_200_onc
     slowest = max(took for _, took in answers)
     print(f"hang: {HANG_CALLBACKS} callbacks at {RATE:g}/s, slowest 503 {slowest:.2f} s, threads "
           f"{baseline} -> peak {peak[0]}; first 200 {first_200} s after the database answered again")
-    assert len(answers) == HANG_CALLBACKS and codes == [503], codes
+    assert len(answers) == HANG_CALLBACKS
+    assert codes == [503], codes
     # Within the deadline (a connection opened during the hang may add its connect timeout), far from
     # Twilio's 15 s.
     assert slowest < DEADLINE + CONNECT_TIMEOUT + 2, slowest
     # Threads: store calls run on at most as many threads as the pool has connections, whatever arrives.
     assert peak[0] <= baseline + POOL_SIZE + MAX_OVERFLOW + 2, (baseline, peak[0])
-    assert first_200 is not None and first_200 < 5, first_200
+    assert first_200 is not None
+    assert first_200 < 5, first_200
     assert after == [200] * 5

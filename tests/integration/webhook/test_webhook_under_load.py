@@ -156,7 +156,8 @@ def test_a_store_too_slow_for_twilio_gets_503_and_the_late_write_is_cancelled_no
     [err] = finished  # the request was answered once the call had returned, not before
     from airflow_provider_twilio_sms.store.deadline import StoreDeadlineExceeded
 
-    assert isinstance(err, StoreDeadlineExceeded) and event_count(db) == 0
+    assert isinstance(err, StoreDeadlineExceeded)
+    assert event_count(db) == 0
     state.use_store(db)
     state.store_deadline_seconds = 10
     assert post_signed(client, STATUS, params).json() == {"success": True, "processed": 1}
@@ -191,9 +192,9 @@ def test_a_secret_that_does_not_decrypt_gets_503_until_its_key_is_back_and_an_un
     no secrets backend knows."""
     import json
 
-    from webhook_testing import app_state, migrated_sqlite_store
-
     from airflow_provider_twilio_sms.crypto import Keyring, clear_keyring_cache, encrypt_extra, new_key
+
+    from webhook_testing import app_state, migrated_sqlite_store
 
     use_store(monkeypatch, migrated_sqlite_store(f"sqlite:///{tmp_path / 'store.db'}"))
     old_key = new_key()
@@ -225,6 +226,7 @@ def test_a_connection_kept_in_an_unreachable_metadata_database_gets_503_not_404(
     answers 503 when a backend (here the metadata database) cannot be reached."""
     from airflow import settings
     from sqlalchemy.orm import scoped_session, sessionmaker
+
     from webhook_testing import metadata_db_connection, migrated_sqlite_store
 
     use_store(monkeypatch, migrated_sqlite_store(f"sqlite:///{tmp_path / 'store.db'}"))

@@ -47,7 +47,7 @@ def test_a_missing_connection_is_unknown(airflow_home):
 def test_a_secret_that_does_not_decrypt_is_not_unknown_but_unavailable(monkeypatch, caplog):
     """Its key removed from the keyring too early in a rotation: the route answers 503 and Twilio retries
     until the key is back (a 404 would make Twilio drop the callback)."""
-    from airflow_provider_twilio_sms.crypto import clear_keyring_cache, encrypt_extra, Keyring, new_key
+    from airflow_provider_twilio_sms.crypto import Keyring, clear_keyring_cache, encrypt_extra, new_key
     from airflow_provider_twilio_sms.errors import EncryptionError
 
     old = Keyring.from_json(json.dumps({"k1": new_key()}))
@@ -61,7 +61,8 @@ def test_a_secret_that_does_not_decrypt_is_not_unknown_but_unavailable(monkeypat
             load_connection("tw")
     finally:
         clear_keyring_cache()
-    assert "503" in caplog.text and "the-auth-token" not in caplog.text
+    assert "503" in caplog.text
+    assert "the-auth-token" not in caplog.text
 
 
 def test_a_connection_whose_metadata_database_is_unreachable_is_unavailable_not_unknown(monkeypatch):
@@ -72,6 +73,7 @@ def test_a_connection_whose_metadata_database_is_unreachable_is_unavailable_not_
     from sqlalchemy.orm import scoped_session, sessionmaker
 
     from airflow_provider_twilio_sms.webhook.connections import ConnectionUnavailable
+
     from conftest import free_port
 
     down = create_engine(f"postgresql+psycopg2://postgres@127.0.0.1:{free_port()}/airflow",

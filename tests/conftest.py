@@ -51,6 +51,84 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+class StallingProxy:
+    """A TCP proxy on 127.0.0.1 in front of a server (PostgreSQL), that can stop forwarding and resume.
+
+    Stalled, it still accepts connections and reads what either side sends, but holds it: to both sides
+    the peer looks alive (TCP acknowledges everything) and never answers, as a hung database server, a
+    stalled load balancer or a frozen VM does. Resumed, the held bytes go on in order. One thread per
+    direction of each connection; everything stops with :meth:`close`.
+    """
+
+    def __init__(self, upstream_port: int, upstream_host: str = "127.0.0.1"):
+        import threading
+
+        self.upstream = (upstream_host, upstream_port)
+        self._flowing = threading.Event()
+        self._flowing.set()
+        self._closed = False
+        self._sockets: list[socket.socket] = []
+        self._lock = threading.Lock()
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self._listener.getsockname()[1]
+        self._acceptor = threading.Thread(target=self._accept, name="stalling-proxy-accept", daemon=True)
+        self._acceptor.start()
+
+    def stall(self) -> None:
+        self._flowing.clear()
+
+    def resume(self) -> None:
+        self._flowing.set()
+
+    def _accept(self) -> None:
+        import threading
+
+        while not self._closed:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            try:
+                server = socket.create_connection(self.upstream, timeout=10)
+                server.settimeout(None)
+            except OSError:
+                client.close()
+                continue
+            with self._lock:
+                self._sockets += [client, server]
+            for src, dst in ((client, server), (server, client)):
+                threading.Thread(target=self._pump, args=(src, dst), name="stalling-proxy-pump",
+                                 daemon=True).start()
+
+    def _pump(self, src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while True:
+                data = src.recv(65536)
+                if not data:
+                    break
+                while not self._flowing.wait(0.1):  # hold what was read until the proxy flows again
+                    if self._closed:
+                        return
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:  # one side gone: the other goes too, as with a real peer
+            for sock in (src, dst):
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+
+    def close(self) -> None:
+        self._closed = True
+        self._flowing.set()
+        self._listener.close()
+        with self._lock:
+            for sock in self._sockets:
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)  # wakes its pump thread (close alone would not)
+                with contextlib.suppress(OSError):
+                    sock.close()
+
+
 def airflow_bin() -> str:
     return str(Path(sys.executable).with_name("airflow"))
 

@@ -17,6 +17,13 @@ DEFAULTS = {
     "webhook_max_body_bytes": "65536",
     "rate_limits": "{}",
     "send_lease_seconds": "120",
+    "store_connect_timeout_seconds": "3",
+    "store_statement_timeout_seconds": "5",
+    "store_keepalives_idle_seconds": "10",
+    "store_keepalives_interval_seconds": "3",
+    "store_keepalives_count": "3",
+    "store_sqlite_busy_timeout_seconds": "30",
+    "webhook_store_deadline_seconds": "10",
 }
 
 
@@ -37,6 +44,21 @@ def get_int(option: str) -> int:
     except (TypeError, ValueError):
         raise ConnectionConfigError(f"[{SECTION}]", option, f"{value!r} is not a whole number",
                                     f"Set AIRFLOW__TWILIO_SMS__{option.upper()} to an integer") from None
+
+
+def get_float(option: str, minimum: float | None = None) -> float:
+    """A number of the section (seconds, say), at least ``minimum``."""
+    value = get(option)
+    try:
+        number = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        number = None
+    if number is None or number != number or (minimum is not None and number < minimum):
+        at_least = f" of at least {minimum:g}" if minimum is not None else ""
+        raise ConnectionConfigError(f"[{SECTION}]", option, f"{value!r} is not a number{at_least}",
+                                    f"Set AIRFLOW__TWILIO_SMS__{option.upper()} to a number{at_least} "
+                                    f"(the default is {DEFAULTS.get(option)})")
+    return number
 
 
 def get_bool(option: str) -> bool:

@@ -92,6 +92,32 @@ CONFIG = {
             "send_lease_seconds": _option(
                 "How long a send attempt's claim on its idempotency key is held before another attempt "
                 "may reconcile and take it over.", "120", "120", type_="integer"),
+            "store_connect_timeout_seconds": _option(
+                "PostgreSQL store: most seconds to open a connection (libpq connect_timeout, whole seconds, "
+                "at least 2), and to wait for a free pooled one.", "3", "3", type_="float"),
+            "store_statement_timeout_seconds": _option(
+                "PostgreSQL store: the server cancels any statement of the store's sessions running longer "
+                "(statement_timeout, set at connect through libpq's options). Keep it below "
+                "webhook_store_deadline_seconds; 0 turns it off (PgBouncer refuses the options startup "
+                "parameter unless told to ignore it: set 0 there and a timeout on the role).", "5", "5",
+                type_="float"),
+            "store_keepalives_idle_seconds": _option(
+                "PostgreSQL store: seconds of silence on a connection before TCP keepalive probes start.",
+                "10", "10", type_="float"),
+            "store_keepalives_interval_seconds": _option(
+                "PostgreSQL store: seconds between TCP keepalive probes.", "3", "3", type_="float"),
+            "store_keepalives_count": _option(
+                "PostgreSQL store: unanswered keepalive probes after which the connection is dropped. Data "
+                "sent and not acknowledged for idle + interval x count seconds drops it too "
+                "(tcp_user_timeout).", "3", "3", type_="integer"),
+            "store_sqlite_busy_timeout_seconds": _option(
+                "SQLite store: most seconds a writer waits for the database's write lock (busy timeout); "
+                "a store call with a shorter deadline waits only until its deadline.", "30", "30",
+                type_="float"),
+            "webhook_store_deadline_seconds": _option(
+                "Most seconds a webhook request waits for the store (connection included). Past it the "
+                "store call is interrupted and Twilio gets 503, so that it retries; Twilio itself waits "
+                "15 s at most.", "10", "10", type_="float"),
         },
     }
 }

@@ -23,6 +23,10 @@ if TYPE_CHECKING:
 
 ON_RATE_LIMIT = ("defer", "fail", "wait")
 WEBHOOK_PATH = "/twilio_sms/webhooks/{conn_id}/status"
+# Twilio's webhook connection overrides (URL fragment; Twilio neither sends nor signs it): retry up to 5 times
+# (Twilio's maximum) on a failed connect, a read timeout or a 5xx. Without them Twilio retries only a failed
+# connect, once, and drops the callback the webhook answered 503 (store unavailable) to have it retried.
+DEFAULT_CONNECTION_OVERRIDES = "rc=5&rp=ct,rt,5xx"
 
 
 def team_of(context: Context) -> str | None:
@@ -37,13 +41,14 @@ def team_of(context: Context) -> str | None:
 
 def status_callback_url(settings, conn_id: str, key: str, url: str | None = None) -> str | None:
     """The ``StatusCallback`` for one send: ``url`` (else the connection's ``webhook_base_url`` and the
-    webhook path), with the idempotency key's SHA-256 (``ik_sha256``) in its query.
+    webhook path, with :data:`DEFAULT_CONNECTION_OVERRIDES` as its fragment), with the idempotency key's
+    SHA-256 (``ik_sha256``) in its query.
 
     The webhook links a callback to its message by that key (among the messages of the connection that
     verifies the callback) when the send's answer was lost, so a user-supplied URL gets it too; the URL's
-    own query and fragment (Twilio's ``#rc=`` connection overrides) are kept. No team goes into the URL:
-    the webhook takes it from the stored message. The digest, not the key: a key may be of any length,
-    Twilio takes URLs of at most 4000 characters. None when there is neither a URL nor a
+    own query and fragment (Twilio's ``#rc=`` connection overrides) are kept as they are. No team goes into
+    the URL: the webhook takes it from the stored message. The digest, not the key: a key may be of any
+    length, Twilio takes URLs of at most 4000 characters. None when there is neither a URL nor a
     ``webhook_base_url``.
     """
     from airflow_provider_twilio_sms.store.api import key_digest
@@ -51,7 +56,8 @@ def status_callback_url(settings, conn_id: str, key: str, url: str | None = None
     if not url:
         if not settings.webhook_base_url:
             return None
-        url = settings.webhook_base_url.rstrip("/") + WEBHOOK_PATH.format(conn_id=conn_id)
+        url = (settings.webhook_base_url.rstrip("/") + WEBHOOK_PATH.format(conn_id=conn_id)
+               + "#" + DEFAULT_CONNECTION_OVERRIDES)
     parts = urlsplit(url)
     ours = ("ik", "ik_sha256", "team")
     query = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k not in ours]

@@ -7,8 +7,13 @@ the same on each retry of it. Params: ``MessageSid``, ``SmsSid``, ``SmsStatus``,
 ``AccountSid``, ``From``, ``To``, ``ApiVersion``, ``MessagingServiceSid`` when the message has one,
 ``ErrorCode`` for undelivered/failed, ``RawDlrDoneDate`` for delivered/undelivered.
 
-A 5xx, a timeout or a refused connection is retried (``retries`` times, backoff ``retry_delay`` doubling
-each time) as Twilio does with its connection overrides; any other answer, 4xx included, is final.
+Retries follow Twilio's webhook connection overrides in the URL's fragment (:class:`ConnectionOverrides`),
+which Twilio neither sends nor signs: ``#rc=`` retries (0 to 5; default 1), ``#rp=`` which failures are
+retried (``ct`` a failed connect, ``rt`` a read timeout, ``4xx``, ``5xx``, ``all``; default ``ct`` only, so
+without overrides a 503 is final), ``#ct=``/``#rt=`` connect and read timeouts and ``#tt=`` the total time
+for all attempts, in milliseconds (defaults 5000, 15000, 15000). The backoff between attempts starts at
+``retry_delay`` and doubles. The ``retries`` and ``timeout`` settings, when set, replace ``rc`` and the
+timeouts for every URL (a test knob, not something Twilio has).
 On demand each status is also sent twice (``duplicate``; a new idempotency token unless
 ``duplicate_same_token``), as Twilio sometimes does. Deliveries for one message keep their order
 (one worker per message), different messages go out in parallel.
@@ -27,7 +32,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit
 
 from airflow_provider_twilio_sms.privacy import mask_sid
 from airflow_provider_twilio_sms.signature import compute_signature
@@ -69,15 +74,73 @@ def status_params(message: dict[str, Any], status: str, error_code: int | None,
     return params
 
 
+RETRY_CLASSES = ("ct", "rt", "4xx", "5xx")
+
+
+@dataclass(frozen=True)
+class ConnectionOverrides:
+    """Twilio's webhook connection overrides, as a URL's fragment gives them (``#rc=3&rp=ct,rt,5xx``).
+
+    Values outside Twilio's limits are brought within them; unknown keys (``e`` edge, ``sni``) and
+    unknown retry classes are ignored.
+    """
+
+    retry_count: int = 1  # rc: 0..5
+    retry_policy: frozenset[str] = frozenset({"ct"})  # rp: a set of RETRY_CLASSES
+    connect_timeout: float = 5.0  # ct: 100..10000 ms
+    read_timeout: float = 15.0  # rt: 100..15000 ms
+    total_time: float = 15.0  # tt: 100..15000 ms, every attempt of one delivery included
+
+    @classmethod
+    def split(cls, url: str) -> tuple[str, ConnectionOverrides]:
+        """(the URL Twilio requests and signs: without its fragment, the overrides its fragment sets)."""
+        base, _, fragment = url.partition("#")
+        found: dict[str, Any] = {}
+        for key, value in parse_qsl(fragment, keep_blank_values=True):
+            try:
+                if key == "rc":
+                    found["retry_count"] = min(5, max(0, int(value)))
+                elif key == "rp":
+                    wanted = {part.strip().lower() for part in value.split(",")}
+                    found["retry_policy"] = frozenset(RETRY_CLASSES if "all" in wanted
+                                                      else wanted.intersection(RETRY_CLASSES))
+                elif key in ("ct", "rt", "tt"):
+                    limit = 10_000 if key == "ct" else 15_000
+                    name = {"ct": "connect_timeout", "rt": "read_timeout", "tt": "total_time"}[key]
+                    found[name] = min(limit, max(100, int(value))) / 1000
+            except ValueError:
+                log.warning("Twilio stand-in: connection override %s=%r is not a number; ignored", key, value)
+        return base, cls(**found)
+
+    def retries(self, failure: str) -> bool:
+        """Whether a delivery that failed with ``failure`` (one of RETRY_CLASSES) is tried again."""
+        return failure in self.retry_policy
+
+
+def failure_class(answer: int | None, error: BaseException | None) -> str | None:
+    """What kind of failure an attempt was, in Twilio's retry classes; None for a 1xx-3xx answer."""
+    import requests
+
+    if error is not None:
+        if isinstance(error, requests.ConnectTimeout) or not isinstance(error, requests.Timeout):
+            return "ct"  # refused, reset or unreachable before an answer could start
+        return "rt"
+    if answer is not None and 400 <= answer < 500:
+        return "4xx"
+    if answer is not None and answer >= 500:
+        return "5xx"
+    return None
+
+
 @dataclass
 class CallbackSettings:
     """How the stand-in delivers webhooks: retries after a failed attempt, the delay between them, the
     answer timeout, and whether each callback is sent twice (with the same or a fresh idempotency token).
     """
 
-    retries: int = 3
+    retries: int | None = None  # None: each URL's #rc (as Twilio); a number: that many for every URL
     retry_delay: float = 0.2
-    timeout: float = 15.0
+    timeout: float | None = None  # None: each URL's #ct/#rt (as Twilio); seconds: both, for every URL
     duplicate: bool = False
     duplicate_same_token: bool = False
 
@@ -85,7 +148,10 @@ class CallbackSettings:
         for name, value in changes.items():
             if name not in ("retries", "retry_delay", "timeout", "duplicate", "duplicate_same_token"):
                 raise ValueError(f"unknown callback setting {name!r}")
-            kind = type(getattr(self, name))
+            if name in ("retries", "timeout") and value is None:
+                setattr(self, name, None)
+                continue
+            kind = {"retries": int, "timeout": float}.get(name) or type(getattr(self, name))
             if kind is bool and not isinstance(value, bool):
                 raise ValueError(f"{name} must be true or false, not {value!r}")
             if kind in (int, float) and (isinstance(value, bool) or not isinstance(value, (int, float))
@@ -105,6 +171,7 @@ class Delivery:
     token: str = field(default_factory=idempotency_token)
     attempt: int = 1
     duplicate: bool = False
+    first_at: float | None = None  # monotonic time of the first attempt (Twilio's #tt counts from it)
 
 
 class CallbackSender:
@@ -168,22 +235,34 @@ class CallbackSender:
 
     def _deliver(self, session: Any, delivery: Delivery) -> None:
         auth_token = self._token_for(delivery.account_sid)
+        url, overrides = ConnectionOverrides.split(delivery.url)
         answer: int | None = None
         error = None
+        failure = None
         started = time.monotonic()
+        if delivery.first_at is None:
+            delivery.first_at = started
         if auth_token is None:
             error = "account no longer configured"
         else:
-            headers = signed_headers(delivery.url, delivery.params, auth_token, delivery.token)
+            headers = signed_headers(url, delivery.params, auth_token, delivery.token)
+            timeout = self.settings.timeout
             try:
-                response = session.post(delivery.url, data=urlencode(delivery.params), headers=headers,
-                                        timeout=self.settings.timeout, allow_redirects=False)
+                response = session.post(url, data=urlencode(delivery.params), headers=headers,
+                                        timeout=(overrides.connect_timeout, overrides.read_timeout)
+                                        if timeout is None else timeout, allow_redirects=False)
                 answer = response.status_code
                 response.close()
             except Exception as err:  # noqa: BLE001 - an unreachable webhook is an outcome to record
                 error = type(err).__name__
-        retry = (answer is None or answer >= 500) and auth_token is not None \
-            and delivery.attempt <= self.settings.retries and not self._stopping
+                failure = failure_class(None, err)
+            else:
+                failure = failure_class(answer, None)
+        retries = overrides.retry_count if self.settings.retries is None else self.settings.retries
+        in_time = self.settings.retries is not None \
+            or time.monotonic() - delivery.first_at < overrides.total_time
+        retry = failure is not None and overrides.retries(failure) and auth_token is not None \
+            and delivery.attempt <= retries and in_time and not self._stopping
         log.log(logging.DEBUG if answer is not None and answer < 300 else logging.INFO,
                 "Twilio stand-in: %s callback for %s to %s answered %s (attempt %d)%s",
                 delivery.params.get("MessageStatus"), mask_sid(delivery.key), urlsplit(delivery.url).path,
@@ -191,7 +270,8 @@ class CallbackSender:
         self._record(delivery, answer, error, time.monotonic() - started)
         if retry:
             again = Delivery(delivery.url, delivery.params, delivery.account_sid, delivery.key,
-                             token=delivery.token, attempt=delivery.attempt + 1, duplicate=delivery.duplicate)
+                             token=delivery.token, attempt=delivery.attempt + 1, duplicate=delivery.duplicate,
+                             first_at=delivery.first_at)
             backoff = self.settings.retry_delay * (2 ** (delivery.attempt - 1))
             self._scheduler.call_later(backoff, self._enqueue, again, key=delivery.key)
 

@@ -6,7 +6,8 @@ Steer:
 - ``POST /_sim/outcomes`` ``{"to": "+1...", "status": "undelivered", "error_code": 30003}``.
 - ``POST /_sim/numbers`` ``{"number": "+1...", "inbound_url": "http://...", "messaging_service_sid": ...}``.
 - ``POST /_sim/callbacks`` ``{"status_delay": 0.05, "duplicate": true, "duplicate_same_token": false,
-  "out_of_order": true, "retries": 3, "retry_delay": 0.2, "timeout": 15}`` (``delay`` = ``status_delay``).
+  "out_of_order": true, "retries": 3, "retry_delay": 0.2, "timeout": 15}`` (``delay`` = ``status_delay``;
+  ``retries`` and ``timeout`` null: as each URL's connection overrides say).
 - ``POST /_sim/accounts`` ``{"account_sid": "AC...", "auth_token": "...", "secondary_auth_token": ...}``
   or ``{"api_key_sid": "SK...", "api_key_secret": "...", "account_sid": "AC..."}``.
 - ``POST /_sim/inbound`` ``{"from": ..., "to": ..., "body": ..., "media_urls": [...]}``: a signed inbound

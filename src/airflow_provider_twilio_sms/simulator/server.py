@@ -46,6 +46,7 @@ from airflow_provider_twilio_sms.simulator.auth import (
 )
 from airflow_provider_twilio_sms.simulator.callbacks import (
     CallbackSender,
+    ConnectionOverrides,
     idempotency_token,
     signed_headers,
     status_params,
@@ -78,8 +79,10 @@ class TwilioSimulator:
     :param api_keys: API key SID (``SK...``) -> (secret, Account SID).
     :param numbers: our number -> inbound URL, or ``{"inbound_url": ..., "messaging_service_sid": ...}``.
     :param callback_delay: seconds between a message's status steps (sent, then the final status).
-    :param callback_retries: retries of a callback that got a 5xx or no answer; ``callback_retry_delay``
-        is the first backoff (doubling), ``callback_timeout`` how long to wait for an answer.
+    :param callback_retries: retries of a failed callback for every URL; default None: as the URL's
+        ``#rc=``/``#rp=`` connection overrides say, as Twilio does (see ``callbacks``).
+        ``callback_retry_delay`` is the first backoff (doubling); ``callback_timeout`` how long to wait for
+        an answer (default None: the URL's ``#ct=``/``#rt=``, else Twilio's 5 s to connect, 15 s to answer).
     :param max_messages: messages kept (oldest forgotten first); ``max_records``: records kept per kind.
     :param clock: returns the current time (timezone-aware), for tests that need other days.
     :param control_token: None (default): the ``/_sim/...`` control endpoints answer only loopback clients.
@@ -91,7 +94,8 @@ class TwilioSimulator:
                  accounts: Mapping[str, Tokens] | None = None,
                  api_keys: Mapping[str, tuple[str, str]] | None = None,
                  numbers: Mapping[str, str | Mapping[str, Any]] | None = None, callback_delay: float = 0.05,
-                 callback_retries: int = 3, callback_retry_delay: float = 0.2, callback_timeout: float = 15.0,
+                 callback_retries: int | None = None, callback_retry_delay: float = 0.2,
+                 callback_timeout: float | None = None,
                  callback_workers: int = 4, max_messages: int = 10_000, max_records: int = 10_000,
                  clock: Callable[[], datetime] | None = None, control_token: str | None = None):
         self._control_token = check_control_token(control_token)
@@ -313,14 +317,17 @@ class TwilioSimulator:
                                    num_segments=segments, messaging_service_sid=service)
         self._opt_outs.apply(opt_out_type(body), to, from_)
         url = config["inbound_url"]
+        target, overrides = ConnectionOverrides.split(url)  # one attempt: no retries for inbound here
+        timeout = self._callbacks.settings.timeout
         token = idempotency_token()
         result: dict[str, Any] = {"message_sid": sid}
         try:
             with requests.Session() as session:
                 session.trust_env = False
-                answer = session.post(url, data=urlencode(params),
-                                      headers=signed_headers(url, params, auth_token, token),
-                                      timeout=self._callbacks.settings.timeout, allow_redirects=False)
+                answer = session.post(target, data=urlencode(params),
+                                      headers=signed_headers(target, params, auth_token, token),
+                                      timeout=(overrides.connect_timeout, overrides.read_timeout)
+                                      if timeout is None else timeout, allow_redirects=False)
             result.update(describe(answer))
         except requests.RequestException as err:
             result.update(status_code=None, error=type(err).__name__)

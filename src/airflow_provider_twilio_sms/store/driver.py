@@ -20,9 +20,11 @@ import re
 import threading
 import weakref
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
+
+from airflow_provider_twilio_sms.store.deadline import watched
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Dialect, Engine
@@ -216,7 +218,11 @@ class DriverWriter:
         with self._lock:
             connection = self._checkout()
             try:
-                raw, rowcount = self._run(connection, prepared, parameters)
+                # A caller's deadline watches pooled connections from the pool's checkout; this writer's own
+                # SQLite connections skip the pool, so they are watched here.
+                own = self._own is not None
+                with watched(connection.dbapi_connection, "sqlite") if own else nullcontext():
+                    raw, rowcount = self._run(connection, prepared, parameters)
             except self._dbapi_error as err:
                 self._discard(connection, err)
                 # Never the parameters in the message: they hold phone numbers and bodies.
@@ -250,8 +256,8 @@ class DriverWriter:
             self._own.held = None
             connection.close()
             return
-        if isinstance(err, self._dbapi_error) and self.dialect.is_disconnect(err, connection.dbapi_connection,
-                                                                              None):
+        if connection.is_valid and isinstance(err, self._dbapi_error) \
+                and self.dialect.is_disconnect(err, connection.dbapi_connection, None):
             connection.invalidate(err)
         connection.close()
 

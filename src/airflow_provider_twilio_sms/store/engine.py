@@ -4,6 +4,13 @@ SQLite (the embedded default) runs in WAL mode with a busy timeout; write transa
 ``BEGIN IMMEDIATE`` so two writers queue for the lock up front instead of deadlocking on an upgrade
 from a read lock. PostgreSQL gets a small pool.
 
+Every store call has a deadline enforced in three places (``[twilio_sms]`` options, see
+:class:`StoreTimeouts`): in the database (PostgreSQL ``statement_timeout``; SQLite's busy timeout), on the
+socket (libpq ``connect_timeout``, TCP keepalives and ``tcp_user_timeout``, so a dead peer is noticed
+instead of waited on for the kernel's two hours) and in the caller (:mod:`.deadline`: a call past its
+caller's deadline has its connection interrupted). The pool waits for a free connection no longer than
+the connect timeout.
+
 Within one process, SQLite writers also queue on a lock of their own (:func:`writer_lock`) before they
 ask SQLite for its write lock: SQLite's busy handler polls with sleeps of up to 100 ms, so threads that
 collide on ``BEGIN IMMEDIATE`` wait far longer than the transaction they wait for. Across processes
@@ -12,16 +19,22 @@ SQLite's own lock still decides; the in-process lock only orders this process's 
 
 from __future__ import annotations
 
+import math
 import os
 import threading
+import weakref
 from contextlib import AbstractContextManager, nullcontext
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
 
-SQLITE_BUSY_TIMEOUT_MS = 30_000
 _WRITE_OPTION = "twilio_sms_write"
+_busy_seconds: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # SQLite engine -> its busy timeout
+# A server engine's connections: at most POOL_SIZE + MAX_OVERFLOW at once (callers that run store calls in
+# threads bound their threads by the same number).
+POOL_SIZE, MAX_OVERFLOW = 5, 10
 
 _engines: dict[str, Engine] = {}
 _engines_pid = os.getpid()
@@ -29,11 +42,57 @@ _lock = threading.Lock()
 _writer_locks: dict[str, _WriterLock] = {}
 
 
-def _ensure_wal(cursor) -> None:
+@dataclass(frozen=True)
+class StoreTimeouts:
+    """The store engines' time limits, from ``[twilio_sms]`` (defaults in :mod:`..config`)."""
+
+    connect_seconds: int  # PostgreSQL connect_timeout (libpq: whole seconds, at least 2); also the pool wait
+    statement_seconds: float  # PostgreSQL statement_timeout; 0 = none
+    keepalives_idle_seconds: int  # TCP: silence before the first probe
+    keepalives_interval_seconds: int  # between probes
+    keepalives_count: int  # unanswered probes before the connection is dead
+    sqlite_busy_seconds: float  # how long a SQLite writer waits for the database's write lock
+
+    @classmethod
+    def from_config(cls) -> StoreTimeouts:
+        from airflow_provider_twilio_sms import config
+
+        return cls(
+            connect_seconds=max(2, math.ceil(config.get_float("store_connect_timeout_seconds", minimum=1))),
+            statement_seconds=config.get_float("store_statement_timeout_seconds", minimum=0),
+            keepalives_idle_seconds=max(1, round(config.get_float("store_keepalives_idle_seconds",
+                                                                  minimum=1))),
+            keepalives_interval_seconds=max(1, round(config.get_float("store_keepalives_interval_seconds",
+                                                                      minimum=1))),
+            keepalives_count=max(1, config.get_int("store_keepalives_count")),
+            sqlite_busy_seconds=config.get_float("store_sqlite_busy_timeout_seconds", minimum=0),
+        )
+
+    def postgres_connect_args(self) -> dict[str, Any]:
+        """The libpq connection parameters; ``options`` sets the session's statement timeout at connect (no
+        round trip of its own).
+        """
+        dead_after_ms = 1000 * (self.keepalives_idle_seconds
+                                + self.keepalives_interval_seconds * self.keepalives_count)
+        args: dict[str, Any] = {
+            "connect_timeout": self.connect_seconds,
+            "keepalives": 1,
+            "keepalives_idle": self.keepalives_idle_seconds,
+            "keepalives_interval": self.keepalives_interval_seconds,
+            "keepalives_count": self.keepalives_count,
+            # Sent data unacknowledged this long: the connection is dead (keepalives only probe an idle one).
+            "tcp_user_timeout": dead_after_ms,
+        }
+        if self.statement_seconds > 0:
+            args["options"] = f"-c statement_timeout={max(1, round(self.statement_seconds * 1000))}"
+        return args
+
+
+def _ensure_wal(cursor, busy_timeout_ms: int) -> None:
     import sqlite3
     import time
 
-    deadline = time.monotonic() + SQLITE_BUSY_TIMEOUT_MS / 1000
+    deadline = time.monotonic() + busy_timeout_ms / 1000
     while cursor.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
         try:
             cursor.execute("PRAGMA journal_mode = WAL")
@@ -43,7 +102,7 @@ def _ensure_wal(cursor) -> None:
             time.sleep(0.05)
 
 
-def _configure_sqlite(engine: Engine) -> None:
+def _configure_sqlite(engine: Engine, busy_timeout_ms: int) -> None:
     from sqlalchemy import event
 
     @event.listens_for(engine, "connect")
@@ -51,11 +110,11 @@ def _configure_sqlite(engine: Engine) -> None:
         # Let SQLAlchemy's "begin" event decide how a transaction starts (pysqlite's own is deferred).
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
-        cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
+        cursor.execute(f"PRAGMA busy_timeout = {busy_timeout_ms}")
         if engine.url.database not in (None, "", ":memory:"):
             # WAL is a property of the file: switch once (it needs a moment of exclusive access, so
             # only try when the file is not in WAL mode yet, retrying while other writers hold it).
-            _ensure_wal(cursor)
+            _ensure_wal(cursor, busy_timeout_ms)
             cursor.execute("PRAGMA synchronous = NORMAL")
         cursor.execute("PRAGMA foreign_keys = ON")
         cursor.close()
@@ -73,16 +132,22 @@ class _WriterLock:
     would never be released in the child).
     """
 
-    def __init__(self):
+    def __init__(self, timeout_seconds: float):
         self._pid, self._lock = os.getpid(), threading.RLock()
+        self.timeout_seconds = timeout_seconds
 
     def __enter__(self):
+        from airflow_provider_twilio_sms.store.deadline import remaining
+
         if self._pid != os.getpid():
             self._pid, self._lock = os.getpid(), threading.RLock()
-        # As long as SQLite itself would wait for a writer (its busy timeout), then fail the same way.
-        if not self._lock.acquire(timeout=SQLITE_BUSY_TIMEOUT_MS / 1000):
+        # As long as SQLite itself would wait for a writer (its busy timeout), and never past the
+        # caller's deadline; then fail the same way.
+        left = remaining()
+        wait = self.timeout_seconds if left is None else max(0.0, min(self.timeout_seconds, left))
+        if not self._lock.acquire(timeout=wait):
             raise TimeoutError(f"the store's SQLite database stayed locked by this process's other writers "
-                               f"for {SQLITE_BUSY_TIMEOUT_MS // 1000} s")
+                               f"for {wait:.3g} s")
         return self
 
     def __exit__(self, *exc):
@@ -105,28 +170,51 @@ def writer_lock(engine: Engine) -> AbstractContextManager:
     with _lock:
         found = _writer_locks.get(key)
         if found is None:
-            found = _writer_locks[key] = _WriterLock()
+            busy = _busy_seconds.get(engine)
+            if busy is None:  # an engine made elsewhere: the configured busy timeout
+                busy = StoreTimeouts.from_config().sqlite_busy_seconds
+            found = _writer_locks[key] = _WriterLock(busy)
         return found
 
 
-def create_store_engine(url: str) -> Engine:
-    """A new engine for ``url`` (callers normally want :func:`get_engine`, which caches)."""
+def create_store_engine(url: str, timeouts: StoreTimeouts | None = None) -> Engine:
+    """A new engine for ``url`` (callers normally want :func:`get_engine`, which caches), with the
+    ``[twilio_sms]`` time limits (``timeouts`` overrides them).
+    """
     from sqlalchemy import create_engine
     from sqlalchemy.engine import make_url
 
+    from airflow_provider_twilio_sms.store.deadline import watch_pool
+
+    timeouts = timeouts or StoreTimeouts.from_config()
     parsed = make_url(url)
     # A statement's parameters never go into an exception's message: they hold phone numbers and bodies.
     if parsed.get_backend_name() == "sqlite":
+        busy_ms = round(timeouts.sqlite_busy_seconds * 1000)
         engine = create_engine(
             parsed,
-            connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000, "check_same_thread": False},
+            connect_args={"timeout": timeouts.sqlite_busy_seconds, "check_same_thread": False},
             hide_parameters=True,
         )
-        _configure_sqlite(engine)
+        _busy_seconds[engine] = timeouts.sqlite_busy_seconds
+        _configure_sqlite(engine, busy_ms)
+        watch_pool(engine)
         return engine
-    # No pre-ping (a round trip per checkout): a connection the server dropped fails once, SQLAlchemy
-    # then discards the whole pool, and callers already treat a failed write as retryable.
-    return create_engine(parsed, pool_size=5, max_overflow=10, pool_recycle=1800, hide_parameters=True)
+    connect_args = {}
+    if parsed.get_backend_name() == "postgresql" and parsed.get_driver_name() == "psycopg2":
+        # What the URL's own query sets wins; its libpq "options" keep theirs and get the timeout added.
+        connect_args = {k: v for k, v in timeouts.postgres_connect_args().items() if k not in parsed.query}
+        if "options" in parsed.query and timeouts.statement_seconds > 0:
+            ours = timeouts.postgres_connect_args()["options"]
+            connect_args["options"] = f"{parsed.query['options']} {ours}"
+    # No pre-ping (a round trip per checkout): a connection the server dropped, or that a caller's deadline
+    # interrupted, fails once; SQLAlchemy then discards it and every connection checked in before it, and
+    # callers already treat a failed write as retryable.
+    engine = create_engine(parsed, pool_size=POOL_SIZE, max_overflow=MAX_OVERFLOW, pool_recycle=1800,
+                           pool_timeout=timeouts.connect_seconds, connect_args=connect_args,
+                           hide_parameters=True)
+    watch_pool(engine)
+    return engine
 
 
 def get_engine(url: str) -> Engine:

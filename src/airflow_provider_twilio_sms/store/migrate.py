@@ -55,9 +55,13 @@ def upgrade(connection: Connection, revision: str = "head") -> None:
 
 def upgrade_url(url: str, revision: str = "head") -> tuple[str | None, str | None]:
     """Upgrade the store at ``url``; returns (revision before, revision after)."""
-    from airflow_provider_twilio_sms.store.engine import create_store_engine
+    from dataclasses import replace
 
-    engine = create_store_engine(url)  # on SQLite this also switches the file to WAL mode
+    from airflow_provider_twilio_sms.store.engine import StoreTimeouts, create_store_engine
+
+    # On SQLite this also switches the file to WAL mode. No statement timeout: a migration of a big table
+    # may take longer than any store call should.
+    engine = create_store_engine(url, replace(StoreTimeouts.from_config(), statement_seconds=0))
     try:
         with engine.begin() as conn:
             before = current_revision(conn)

@@ -17,30 +17,54 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import TYPE_CHECKING
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, TypeVar
 
+import anyio
 from fastapi import FastAPI
 
 from airflow_provider_twilio_sms import __version__, config
 from airflow_provider_twilio_sms.webhook.connections import ConnectionCache
 
 if TYPE_CHECKING:
+    from anyio import CapacityLimiter
+
     from airflow_provider_twilio_sms.store.api import SmsStore
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 URL_PREFIX = "/twilio_sms"
 MODES = ("api-server", "standalone")
 DEFAULT_MAX_BODY_BYTES = 65_536
+DEFAULT_STORE_DEADLINE_SECONDS = 10.0
+# Twilio gives up after 15 s: a longer deadline would only turn a 503 that Twilio retries into a timeout.
+MAX_STORE_DEADLINE_SECONDS = 14.0
 
 
 class AppState:
     """What the routes share: the mode, the body cap, the connection cache and the lazily opened store."""
 
-    def __init__(self, mode: str, store_url: str | None, max_body_bytes: int):
+    def __init__(self, mode: str, store_url: str | None, max_body_bytes: int,
+                 store_deadline_seconds: float = DEFAULT_STORE_DEADLINE_SECONDS):
         self.mode, self.store_url, self.max_body_bytes = mode, store_url, max_body_bytes
+        self.store_deadline_seconds = store_deadline_seconds
         self.connections = ConnectionCache()
         self._store: SmsStore | None = None
         self._lock = threading.Lock()
+        self._store_threads: CapacityLimiter | None = None
+
+    def store_threads(self) -> CapacityLimiter:
+        """How many store calls run at once (in worker threads): as many as the store has connections.
+        Made on first use, inside the event loop.
+        """
+        if self._store_threads is None:
+            from anyio import CapacityLimiter
+
+            from airflow_provider_twilio_sms.store.engine import MAX_OVERFLOW, POOL_SIZE
+
+            self._store_threads = CapacityLimiter(POOL_SIZE + MAX_OVERFLOW)
+        return self._store_threads
 
     def store(self) -> SmsStore:
         """The store, opened on first use; a failure is not cached, the next request tries again."""
@@ -53,6 +77,28 @@ class AppState:
                     self._store = get_store(url=self.store_url, allow_metadata_db=self.mode == "api-server")
                 store = self._store
         return store
+
+    async def run_store_call(self, call: Callable[[SmsStore], T]) -> T:
+        """``call(store)`` in a worker thread, within ``store_deadline_seconds`` (opening the store included).
+
+        The deadline is enforced inside the store (:mod:`..store.deadline`): past it the call's connection
+        is interrupted and the thread returns, so the thread is waited for, never abandoned (a thread left
+        blocked on a hung database holds on, and every later request would start another). Store calls run
+        on at most as many threads as the store has connections; requests beyond wait for one, up to the
+        same deadline. Raises what the call raised; TimeoutError (StoreDeadlineExceeded) past the deadline.
+        """
+        from airflow_provider_twilio_sms.store.deadline import deadline
+
+        seconds = self.store_deadline_seconds
+        ends = time.monotonic() + seconds
+
+        def run() -> T:
+            with deadline(ends - time.monotonic()):
+                return call(self.store())
+
+        # The margin lets the store report its own deadline; the scope itself only ends a wait for a thread.
+        with anyio.fail_after(seconds + 1):
+            return await anyio.to_thread.run_sync(run, limiter=self.store_threads())
 
     def use_store(self, store: SmsStore) -> None:
         """Write to ``store`` from now on (the CLI opens it before serving)."""
@@ -79,6 +125,19 @@ def _max_body_bytes() -> int:
     return value
 
 
+def _store_deadline_seconds() -> float:
+    try:
+        value = config.get_float("webhook_store_deadline_seconds", minimum=0.1)
+    except ValueError as err:  # a bad option must not stop the api-server from starting
+        log.error("%s; using %g", err, DEFAULT_STORE_DEADLINE_SECONDS)
+        return DEFAULT_STORE_DEADLINE_SECONDS
+    if value > MAX_STORE_DEADLINE_SECONDS:
+        log.error("[twilio_sms] webhook_store_deadline_seconds = %g is longer than Twilio waits for an "
+                  "answer (15 s); using %g", value, MAX_STORE_DEADLINE_SECONDS)
+        return MAX_STORE_DEADLINE_SECONDS
+    return value
+
+
 def create_app(mode: str = "api-server", store_url: str | None = None) -> FastAPI:
     """The webhook routes and the read API; see the module docstring for the two modes."""
     if mode not in MODES:
@@ -87,7 +146,7 @@ def create_app(mode: str = "api-server", store_url: str | None = None) -> FastAP
     from airflow_provider_twilio_sms.webhook.read_api import build_router
     from airflow_provider_twilio_sms.webhook.receiver import router as webhook_router
 
-    state = AppState(mode, store_url, _max_body_bytes())
+    state = AppState(mode, store_url, _max_body_bytes(), _store_deadline_seconds())
     app = FastAPI(title="Twilio SMS webhooks", version=__version__,
                   description="Twilio status callbacks and inbound SMS, signature-verified and stored; "
                               "a read API on the stored messages.")

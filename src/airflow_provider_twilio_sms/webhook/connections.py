@@ -43,23 +43,33 @@ class WebhookConnection:
     team: str | None = None
 
 
+class ConnectionUnavailable(Exception):
+    """The connection exists, or may exist, but cannot be used right now: Twilio must retry (503)."""
+
+
 def load_connection(conn_id: str) -> WebhookConnection | None:
     """The connection behind ``conn_id``, or None when there is no usable ``twilio_sms`` connection.
 
-    A connection that exists but cannot verify webhooks (wrong type, bad Account SID, undecryptable
-    secret) is logged once per cache period, saying what to fix, and treated as unknown (404).
-    Unexpected failures propagate: the route answers 503 and Twilio retries.
+    A connection that exists but cannot verify webhooks (wrong type, bad Account SID, no token) is logged
+    once per cache period, saying what to fix, and treated as unknown (404: Twilio drops the request).
+    What a retry can cure raises instead, and the route answers 503 so that Twilio retries: a secret that
+    does not decrypt (its key was removed from ``[twilio_sms] encryption_keys`` too early in a rotation),
+    a secrets backend or metadata database that cannot be reached (:class:`ConnectionUnavailable`), and
+    any unexpected failure.
     """
     from airflow.exceptions import AirflowNotFoundException
     from airflow.models.connection import Connection
 
     from airflow_provider_twilio_sms.connection import CONN_TYPE, TwilioConnectionSettings
-    from airflow_provider_twilio_sms.errors import TwilioSmsError
+    from airflow_provider_twilio_sms.errors import EncryptionError, TwilioSmsError
 
     team = _owning_team(conn_id)
     try:
         conn = Connection.get_connection_from_secrets(conn_id, team_name=team)
     except AirflowNotFoundException:
+        # Airflow answers "not found" also when a backend failed (it skips backends that raise): unknown
+        # only if every backend answered.
+        _confirm_not_found(conn_id, team)
         return None
     except PermissionError:  # the secrets backend denies this id (AirflowSecretsBackendAccessDenied)
         log.error("Webhook connection %s: the secrets backend denied access", safe_for_log(conn_id, 60))
@@ -71,7 +81,11 @@ def load_connection(conn_id: str) -> WebhookConnection | None:
         return None
     try:
         settings = TwilioConnectionSettings.from_connection(conn)
-    except TwilioSmsError as err:  # ConnectionConfigError, EncryptionError: messages carry no secret
+    except EncryptionError as err:  # messages name the connection, field and key id, never a secret
+        log.error("Webhook connection %s: a secret does not decrypt, so its webhooks get 503 (Twilio "
+                  "retries) until it does: %s", safe_for_log(conn_id, 60), safe_for_log(err, 400))
+        raise
+    except TwilioSmsError as err:  # ConnectionConfigError: messages carry no secret
         log.error("Webhook connection %s cannot verify webhooks, which are refused (404): %s",
                   safe_for_log(conn_id, 60), safe_for_log(err, 400))
         return None
@@ -80,6 +94,29 @@ def load_connection(conn_id: str) -> WebhookConnection | None:
                   "signature can be verified: its webhooks are refused (404)", safe_for_log(conn_id, 60))
         return None
     return WebhookConnection(settings=settings, team=team)
+
+
+def _confirm_not_found(conn_id: str, team: str | None) -> None:
+    """Ask each configured secrets backend for ``conn_id`` again; raise :class:`ConnectionUnavailable` if
+    one fails (the metadata database down, a vault unreachable) or now finds it.
+    """
+    import inspect
+
+    from airflow.configuration import ensure_secrets_loaded
+
+    for backend in ensure_secrets_loaded():
+        name = type(backend).__name__
+        lookup = backend.get_connection
+        kwargs = {"team_name": team} if "team_name" in inspect.signature(lookup).parameters else {}
+        try:
+            found = lookup(conn_id=conn_id, **kwargs)
+        except PermissionError:  # the backend denies this id: an authoritative answer
+            return
+        except Exception as err:
+            raise ConnectionUnavailable(f"the secrets backend {name} failed ({type(err).__name__})") from err
+        if found is not None:
+            raise ConnectionUnavailable(f"the secrets backend {name} found the connection only when asked "
+                                        "again")
 
 
 def _owning_team(conn_id: str) -> str | None:

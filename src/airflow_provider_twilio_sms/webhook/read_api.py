@@ -98,7 +98,7 @@ def build_router(viewer: ViewerDependency) -> APIRouter:
     async def health(request: Request) -> JSONResponse:
         state = request.app.state.twilio_sms
         try:
-            await anyio.to_thread.run_sync(lambda: state.store().check_ready())
+            await state.run_store_call(lambda store: store.check_ready())
         except Exception:  # noqa: BLE001 - any failure means "not ready"; the reason goes to the server log
             return JSONResponse({"status": "store unavailable"}, status_code=503)
         return JSONResponse({"status": "ok"})

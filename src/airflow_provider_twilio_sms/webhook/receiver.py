@@ -18,7 +18,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from airflow_provider_twilio_sms.privacy import mask_number, mask_sid, safe_for_log
-from airflow_provider_twilio_sms.webhook.connections import CONN_ID_PATTERN
+from airflow_provider_twilio_sms.webhook.connections import CONN_ID_PATTERN, ConnectionUnavailable
 from airflow_provider_twilio_sms.webhook.verification import (
     Refused,
     VerifiedCallback,
@@ -36,9 +36,9 @@ log = logging.getLogger(__name__)
 router = APIRouter()
 EMPTY_TWIML = '<?xml version="1.0" encoding="UTF-8"?><Response/>'
 STORED, DUPLICATE = b'{"success":true,"processed":1}', b'{"success":true,"processed":0}'
-# Twilio gives up on a webhook after 15 s: answer 503 well before, the write may still land (the retry is
-# then a duplicate, answered 200).
-STORE_DEADLINE_SECONDS = 10.0
+# Twilio gives up on a webhook after 15 s: answer 503 well before. The store's deadline is
+# [twilio_sms] webhook_store_deadline_seconds; this one is the connection lookup's (the secrets backend).
+LOOKUP_DEADLINE_SECONDS = 10.0
 
 
 class Unavailable(Exception):
@@ -51,11 +51,13 @@ async def _connection(state: AppState, conn_id: str) -> WebhookConnection:
     hit, found = state.connections.cached(conn_id)
     if not hit:
         try:
-            with anyio.fail_after(STORE_DEADLINE_SECONDS):
+            with anyio.fail_after(LOOKUP_DEADLINE_SECONDS):
                 found = await anyio.to_thread.run_sync(state.connections.get, conn_id, abandon_on_cancel=True)
         except TimeoutError:
             raise Unavailable("the connection lookup took too long") from None
-        except Exception as err:  # the secrets backend failed: retryable, not "unknown"
+        except ConnectionUnavailable as err:
+            raise Unavailable(f"connection lookup failed: {err}") from err
+        except Exception as err:  # the secrets backend failed, a secret does not decrypt: retryable
             raise Unavailable(f"connection lookup failed ({type(err).__name__})") from err
     if found is None:
         raise Refused(404, "no usable twilio_sms connection with this id")
@@ -71,16 +73,13 @@ async def _verified(request: Request, conn_id: str, kind: str) -> tuple[WebhookC
 
 
 async def _write(state: AppState, method: str, **kwargs) -> bool:
-    """Run one store write in a worker thread, within the deadline; any failure is Unavailable."""
-
-    def write() -> bool:
-        return getattr(state.store(), method)(**kwargs)
-
+    """Run one store write within the store's deadline (:meth:`AppState.run_store_call`); any failure is
+    Unavailable.
+    """
     try:
-        with anyio.fail_after(STORE_DEADLINE_SECONDS):
-            return await anyio.to_thread.run_sync(write, abandon_on_cancel=True)
+        return await state.run_store_call(lambda store: getattr(store, method)(**kwargs))
     except TimeoutError:
-        raise Unavailable(f"no answer from the store within {STORE_DEADLINE_SECONDS:.0f} s") from None
+        raise Unavailable(f"no answer from the store within {state.store_deadline_seconds:g} s") from None
     except Exception as err:  # whatever failed, the event is not stored: make Twilio retry
         raise Unavailable(_describe(err)) from err
 

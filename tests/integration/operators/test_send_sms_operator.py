@@ -83,8 +83,9 @@ def test_the_status_callback_carries_the_idempotency_key(airflow_env, twilio_con
         SendSmsOperator(task_id="send", to="+14155550123", body="hi", idempotency_key="order-42")
     dag_test(dag)
     [create] = sim.creates()
+    # With Twilio's connection overrides, so that a 503 from the webhook (store unavailable) is retried.
     assert create["status_callback"] == ("https://airflow.example.com/twilio_sms/webhooks/twilio_sms_default/status"
-                                         f"?ik_sha256={sha256(b'order-42').hexdigest()}")
+                                         f"?ik_sha256={sha256(b'order-42').hexdigest()}#rc=5&rp=ct,rt,5xx")
 
 
 def test_a_user_status_callback_gets_the_key_and_keeps_its_query_and_overrides(airflow_env):
@@ -186,7 +187,8 @@ def test_notifier_messages_get_status_callbacks_too(airflow_env, twilio_conn):
     result = SmsNotifier(to="+14155550123", body="DAG failed").send(context)
     [create] = sim.creates()
     assert create["status_callback"] == ("https://airflow.example.com/twilio_sms/webhooks/twilio_sms_default/status"
-                                         f"?ik_sha256={sha256(result['idempotency_key'].encode()).hexdigest()}")
+                                         f"?ik_sha256={sha256(result['idempotency_key'].encode()).hexdigest()}"
+                                         "#rc=5&rp=ct,rt,5xx")
 
 
 

@@ -104,7 +104,8 @@ def test_a_5xx_is_retried_with_the_same_idempotency_token_and_a_4xx_is_not(twili
     twilio_sim.configure_callbacks(status_delay=0.3, retry_delay=0.02)
     hook = Receiver(answers=[503, 200, 400])
     try:
-        twilio_client(twilio_sim).messages.create(to=TO, from_=OURS, body="x", status_callback=hook.url)
+        twilio_client(twilio_sim).messages.create(to=TO, from_=OURS, body="x",
+                                                  status_callback=hook.url + "#rp=5xx")
         got = hook.wait(3)
         time.sleep(0.3)
         assert len(hook.got) == 3  # the 400 on "delivered" was final
@@ -119,16 +120,47 @@ def test_a_5xx_is_retried_with_the_same_idempotency_token_and_a_4xx_is_not(twili
 
 
 def test_no_answer_in_time_is_retried_with_the_same_token(twilio_sim):
-    twilio_sim.configure_callbacks(status_delay=0.5, retry_delay=0.02, timeout=0.2)
+    twilio_sim.configure_callbacks(status_delay=0.5, retry_delay=0.02)
     hook = Receiver(answers=[("sleep", 0.5, 200)])
     try:
-        twilio_client(twilio_sim).messages.create(to=TO, from_=OURS, body="x", status_callback=hook.url)
+        twilio_client(twilio_sim).messages.create(to=TO, from_=OURS, body="x",
+                                                  status_callback=hook.url + "#rt=200&rp=rt")
         got = hook.wait(3)
         assert _statuses(got) == ["sent", "sent", "delivered"]
         assert got[0][2]["I-Twilio-Idempotency-Token"] == got[1][2]["I-Twilio-Idempotency-Token"]
         first = twilio_sim.wait_for_callbacks(1)[0]
         assert first["answer"] is None
         assert "Timeout" in first["error"]
+    finally:
+        hook.close()
+
+
+@pytest.mark.parametrize(("fragment", "answers", "attempts"), [
+    ("", [503], [503]),  # Twilio's default policy retries a failed connect only: a 503 is final
+    ("#rc=3&rp=ct", [503], [503]),
+    ("#rc=2&rp=5xx", [503, 502, 500, 200], [503, 502, 500]),  # rc=2: three attempts in all, then given up
+    ("#rp=5xx", [503, 503], [503, 503]),  # Twilio's default rc is 1
+    ("#rc=3&rp=ct,rt,5xx", [503, 200], [503, 200]),  # what the operator's default StatusCallback carries
+    ("#rc=9&rp=all", [404] * 7, [404] * 6),  # rc above Twilio's maximum of 5 counts as 5
+    ("#rc=2&rp=4xx", [503, 200], [503]),
+], ids=["none", "ct-only", "5xx-rc2", "5xx-default-rc", "operator-default", "all-capped", "4xx-only"])
+def test_a_failed_callback_is_retried_as_the_urls_connection_overrides_say(twilio_sim, fragment, answers,
+                                                                           attempts):
+    twilio_sim.configure_callbacks(retry_delay=0.01)
+    twilio_sim.set_outcome(TO, "failed", 30008)  # one status: one delivery to follow
+    hook = Receiver(answers=answers)
+    try:
+        twilio_client(twilio_sim).messages.create(to=TO, from_=OURS, body="x",
+                                                  status_callback=hook.url + fragment)
+        twilio_sim.wait_for_callbacks(len(attempts))
+        time.sleep(0.3)  # and no further attempt
+        records = twilio_sim.callbacks()
+        assert [r["answer"] for r in records] == attempts
+        assert [r["attempt"] for r in records] == list(range(1, len(attempts) + 1))
+        # The fragment is Twilio's to read: never sent, never signed.
+        validator = RequestValidator(twilio_sim.auth_token)
+        assert all(path == "/hook?x=1" and validator.validate(hook.url, params, headers["X-Twilio-Signature"])
+                   for path, params, headers in hook.got)
     finally:
         hook.close()
 

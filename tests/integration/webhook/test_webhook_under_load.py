@@ -128,32 +128,39 @@ def test_store_outage_answers_503_and_the_retry_is_stored(request, db, outage, m
     assert db.get_message(sid=SID)["status"] == "delivered"
 
 
-def test_a_store_too_slow_for_twilio_gets_503_and_the_late_write_makes_the_retry_a_duplicate(
+def test_a_store_too_slow_for_twilio_gets_503_and_the_late_write_is_cancelled_not_left_running(
         request, monkeypatch, tmp_path):
-    """Twilio waits 15 s at most: past the deadline the answer is 503 (the write may still land)."""
-    from airflow_provider_twilio_sms.webhook import receiver
-
+    """Twilio waits 15 s at most: past the store deadline the answer is 503, and the write that had not
+    started by then never runs (nothing keeps running after its caller gave up): Twilio's retry is stored."""
     from webhook_testing import migrated_sqlite_store
 
     db = use_store(monkeypatch, migrated_sqlite_store(f"sqlite:///{tmp_path / 'store.db'}"))
     client = make_client("standalone", request)
-    landed = threading.Event()
+    finished: list[BaseException | None] = []
 
     class SlowStore:
         def record_status_event(self, **kwargs):
-            time.sleep(0.5)
+            time.sleep(0.5)  # e.g. the GIL or the CPU taken by something else: the deadline passes meanwhile
             try:
-                return db.record_status_event(**kwargs)
-            finally:
-                landed.set()
+                db.record_status_event(**kwargs)
+                finished.append(None)
+            except BaseException as err:
+                finished.append(err)
+                raise
 
-    monkeypatch.setattr(receiver, "STORE_DEADLINE_SECONDS", 0.1)
-    client.app.state.twilio_sms.use_store(SlowStore())
+    state = client.app.state.twilio_sms
+    state.store_deadline_seconds = 0.1
+    state.use_store(SlowStore())
     params = status_params("delivered")
     assert post_signed(client, STATUS, params).status_code == 503
-    assert landed.wait(5)
-    client.app.state.twilio_sms.use_store(db)
-    assert post_signed(client, STATUS, params).json() == {"success": True, "processed": 0}
+    [err] = finished  # the request was answered once the call had returned, not before
+    from airflow_provider_twilio_sms.store.deadline import StoreDeadlineExceeded
+
+    assert isinstance(err, StoreDeadlineExceeded)
+    assert event_count(db) == 0
+    state.use_store(db)
+    state.store_deadline_seconds = 10
+    assert post_signed(client, STATUS, params).json() == {"success": True, "processed": 1}
     assert event_count(db) == 1
 
 
@@ -175,3 +182,63 @@ def test_secrets_backend_failure_gets_503_not_404(request, monkeypatch, tmp_path
     use_store(monkeypatch, db)
     monkeypatch.setenv("AIRFLOW_CONN_TWILIO_SMS_DEFAULT", twilio_connection())
     assert post_signed(client, STATUS, status_params("delivered")).json()["processed"] == 1
+
+
+@pytest.mark.parametrize("mode", ["api-server", "standalone"])
+def test_a_secret_that_does_not_decrypt_gets_503_until_its_key_is_back_and_an_unknown_id_404(
+        request, airflow_home, monkeypatch, tmp_path, mode):
+    """The key removed from [twilio_sms] encryption_keys too early in a rotation: Twilio retries (503)
+    instead of dropping callbacks (404); they are stored once the key is back. 404 stays for an id that
+    no secrets backend knows."""
+    import json
+
+    from airflow_provider_twilio_sms.crypto import Keyring, clear_keyring_cache, encrypt_extra, new_key
+
+    from webhook_testing import app_state, migrated_sqlite_store
+
+    use_store(monkeypatch, migrated_sqlite_store(f"sqlite:///{tmp_path / 'store.db'}"))
+    old_key = new_key()
+    token = encrypt_extra("primary-auth-token", "twilio_sms_default", "password",
+                          Keyring.from_json(json.dumps({"k1": old_key})))
+    spec = json.loads(twilio_connection())
+    spec["password"] = token
+    monkeypatch.setenv("AIRFLOW_CONN_TWILIO_SMS_DEFAULT", json.dumps(spec))
+    monkeypatch.setenv("AIRFLOW__TWILIO_SMS__ENCRYPTION_KEYS", json.dumps({"k2": new_key()}))
+    clear_keyring_cache()
+    request.addfinalizer(clear_keyring_cache)
+    client = make_client(mode, request)
+    params = status_params("delivered")
+    assert post_signed(client, STATUS, params).status_code == 503
+    assert post_signed(client, STATUS, params).status_code == 503  # not remembered as unknown either
+
+    monkeypatch.setenv("AIRFLOW__TWILIO_SMS__ENCRYPTION_KEYS", json.dumps({"k2": new_key(), "k1": old_key}))
+    monkeypatch.setenv("AIRFLOW__TWILIO_SMS__ACTIVE_KEY_ID", "k2")
+    clear_keyring_cache()
+    app_state(client).connections.clear()
+    assert post_signed(client, STATUS, params).json() == {"success": True, "processed": 1}
+    unknown = "/twilio_sms/webhooks/no_such_connection/status"
+    assert post_signed(client, unknown, params).status_code == 404
+
+
+def test_a_connection_kept_in_an_unreachable_metadata_database_gets_503_not_404(
+        request, airflow_home, monkeypatch, tmp_path):
+    """Airflow skips a secrets backend that fails and answers "not found": the webhook asks again and
+    answers 503 when a backend (here the metadata database) cannot be reached."""
+    from airflow import settings
+    from sqlalchemy.orm import scoped_session, sessionmaker
+
+    from webhook_testing import metadata_db_connection, migrated_sqlite_store
+
+    use_store(monkeypatch, migrated_sqlite_store(f"sqlite:///{tmp_path / 'store.db'}"))
+    monkeypatch.delenv("AIRFLOW_CONN_TWILIO_SMS_DEFAULT")
+    remove = metadata_db_connection("twilio_sms_default")
+    request.addfinalizer(remove)
+    client = make_client("standalone", request)
+    params = status_params("delivered")
+    down = create_engine(f"postgresql+psycopg2://postgres@127.0.0.1:{free_port()}/airflow",
+                         connect_args={"connect_timeout": 2})  # nothing listens there
+    with monkeypatch.context() as patch:
+        patch.setattr(settings, "Session", scoped_session(sessionmaker(bind=down)))
+        assert post_signed(client, STATUS, params).status_code == 503
+    down.dispose()
+    assert post_signed(client, STATUS, params).json() == {"success": True, "processed": 1}

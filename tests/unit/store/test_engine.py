@@ -28,7 +28,7 @@ def test_sqlite_engines_on_one_file_share_one_writer_lock_and_other_databases_ne
 
 
 def test_a_writer_waits_for_the_lock_at_most_the_busy_timeout(tmp_path, monkeypatch):
-    monkeypatch.setattr(store_engine, "SQLITE_BUSY_TIMEOUT_MS", 200)
+    monkeypatch.setenv("AIRFLOW__TWILIO_SMS__STORE_SQLITE_BUSY_TIMEOUT_SECONDS", "0.2")
     engine = store_engine.create_store_engine(f"sqlite:///{tmp_path}/store.db")
     lock = store_engine.writer_lock(engine)
     held, release = threading.Event(), threading.Event()

@@ -30,7 +30,6 @@ def test_a_twilio_connection_is_loaded_with_its_webhook_secrets(monkeypatch):
     ({"conn_type": "twilio_sms", "login": "not-a-sid", "password": "tok"}, "login"),
     ({"conn_type": "twilio_sms", "login": ACCOUNT, "extra": {"api_key_sid": "SK" + "1" * 32,
                                                                "api_key_secret": "s"}}, "no Auth Token"),
-    ({"conn_type": "twilio_sms", "login": ACCOUNT, "password": "enc:v1:nokey:AAAA"}, "cannot verify"),
 ])
 def test_unusable_connections_are_unknown_and_say_why(monkeypatch, caplog, fields, logged):
     _conn(monkeypatch, "tw", **fields)
@@ -40,8 +39,51 @@ def test_unusable_connections_are_unknown_and_say_why(monkeypatch, caplog, field
     assert "tok" not in caplog.text.replace("Auth Token", "")
 
 
-def test_a_missing_connection_is_unknown(monkeypatch):
+def test_a_missing_connection_is_unknown(airflow_home):
+    """Every secrets backend answered (environment variables, the migrated metadata database): unknown."""
     assert load_connection("no_such_connection_here") is None
+
+
+def test_a_secret_that_does_not_decrypt_is_not_unknown_but_unavailable(monkeypatch, caplog):
+    """Its key removed from the keyring too early in a rotation: the route answers 503 and Twilio retries
+    until the key is back (a 404 would make Twilio drop the callback)."""
+    from airflow_provider_twilio_sms.crypto import Keyring, clear_keyring_cache, encrypt_extra, new_key
+    from airflow_provider_twilio_sms.errors import EncryptionError
+
+    old = Keyring.from_json(json.dumps({"k1": new_key()}))
+    _conn(monkeypatch, "tw", conn_type="twilio_sms", login=ACCOUNT,
+          password=encrypt_extra("the-auth-token", "tw", "password", old))
+    monkeypatch.setenv("AIRFLOW__TWILIO_SMS__ENCRYPTION_KEYS", json.dumps({"k2": new_key()}))
+    clear_keyring_cache()
+    try:
+        with caplog.at_level(logging.ERROR, logger="airflow_provider_twilio_sms"), \
+                pytest.raises(EncryptionError, match="'k1'"):
+            load_connection("tw")
+    finally:
+        clear_keyring_cache()
+    assert "503" in caplog.text
+    assert "the-auth-token" not in caplog.text
+
+
+def test_a_connection_whose_metadata_database_is_unreachable_is_unavailable_not_unknown(monkeypatch):
+    """Airflow answers "not found" when a secrets backend raises (it skips it): with the metadata database
+    unreachable, a connection kept there would be refused as unknown (404, Twilio drops it)."""
+    from airflow import settings
+    from sqlalchemy import create_engine
+    from sqlalchemy.orm import scoped_session, sessionmaker
+
+    from airflow_provider_twilio_sms.webhook.connections import ConnectionUnavailable
+
+    from conftest import free_port
+
+    down = create_engine(f"postgresql+psycopg2://postgres@127.0.0.1:{free_port()}/airflow",
+                         connect_args={"connect_timeout": 2})  # nothing listens there
+    monkeypatch.setattr(settings, "Session", scoped_session(sessionmaker(bind=down)))
+    try:
+        with pytest.raises(ConnectionUnavailable, match="MetastoreBackend"):
+            load_connection("kept_in_the_metadata_db")
+    finally:
+        down.dispose()
 
 
 def test_concurrent_misses_wait_for_one_lookup_and_failures_are_not_cached():

@@ -13,4 +13,9 @@ if [ "${CI:-}" = "true" ]; then
 fi
 # Lint and type findings (ruff, mypy) fail the run before any test starts (see scripts/lint.sh).
 bash scripts/lint.sh
+if [ "${CI:-}" = "true" ] && [ "${TWILIO_SMS_PACKAGE_CHECK:-1}" = "1" ]; then
+  # The package as users get it: sdist and wheel built and checked, the wheel installed (not editable)
+  # into a clean virtualenv with Airflow and run there, then the dependency floors with a test subset.
+  .venv/bin/python scripts/package_check.py
+fi
 exec .venv/bin/python -m pytest -p no:cacheprovider -ra "$@"

@@ -32,6 +32,22 @@ os.environ["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] = f"sqlite:///{_AIRFLOW_HOME /
 os.environ.setdefault("AIRFLOW__CORE__DAGS_FOLDER", str(REPO / "dags_examples"))
 os.environ.setdefault("AIRFLOW__LOGGING__BASE_LOG_FOLDER", str(_AIRFLOW_HOME / "logs"))
 os.environ.setdefault("AIRFLOW__CORE__FERNET_KEY", "8tSk1lKfN3L7Vt7hOqkqYTGYyuvzx1sM0Y8P0b2nFhw=")
+# A 64-byte JWT secret for the api-server's HS512 tokens: Airflow's generated one is 16 bytes, and PyJWT warns
+# (InsecureKeyLengthWarning) on every token signed with it.
+os.environ.setdefault("AIRFLOW__API_AUTH__JWT_SECRET", "twilio-sms-tests-jwt-secret-" + "0123456789abcdef" * 3)
+
+
+# Airflow's deprecation warnings fail the test whoever triggers them: this package or a test calling
+# Airflow. Added here, not in pyproject.toml, so that Airflow is imported only after the lines above.
+AIRFLOW_DEPRECATIONS = ("airflow.exceptions.RemovedInAirflow4Warning",
+                        "airflow.sdk.exceptions.RemovedInAirflow4Warning",
+                        "airflow.exceptions.AirflowProviderDeprecationWarning",
+                        "airflow.utils.deprecation_tools.DeprecatedImportWarning")
+
+
+def pytest_configure(config):
+    for category in AIRFLOW_DEPRECATIONS:
+        config.addinivalue_line("filterwarnings", f"error::{category}")
 
 
 def _required() -> set[str]:

@@ -32,6 +32,14 @@ def test_airflow_deprecations_fail_whoever_triggers_them():
             _warn(category, "some_dag_file")
 
 
+def test_airflow_deprecations_airflow_itself_triggers_are_shown_not_raised():
+    from airflow.utils.deprecation_tools import DeprecatedImportWarning
+
+    with warnings.catch_warnings(record=True) as seen:
+        _warn(DeprecatedImportWarning, "airflow.api_fastapi.core_api.services.ui.connections")
+    assert len(seen) == 1
+
+
 def test_other_deprecations_are_shown_not_hidden():
     with warnings.catch_warnings(record=True) as seen:
         _warn(DeprecationWarning, "some_third_party_library")

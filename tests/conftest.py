@@ -32,9 +32,9 @@ os.environ["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] = f"sqlite:///{_AIRFLOW_HOME /
 os.environ.setdefault("AIRFLOW__CORE__DAGS_FOLDER", str(REPO / "dags_examples"))
 os.environ.setdefault("AIRFLOW__LOGGING__BASE_LOG_FOLDER", str(_AIRFLOW_HOME / "logs"))
 os.environ.setdefault("AIRFLOW__CORE__FERNET_KEY", "8tSk1lKfN3L7Vt7hOqkqYTGYyuvzx1sM0Y8P0b2nFhw=")
-# A 64-byte JWT secret for the api-server's HS512 tokens: Airflow's generated one is 16 bytes, and PyJWT warns
-# (InsecureKeyLengthWarning) on every token signed with it.
-os.environ.setdefault("AIRFLOW__API_AUTH__JWT_SECRET", "twilio-sms-tests-jwt-secret-" + "0123456789abcdef" * 3)
+# A 64-byte JWT secret for the api-server's HS512 tokens: Airflow's generated one is 16 bytes, and PyJWT
+# warns (InsecureKeyLengthWarning) on every token signed with it.
+os.environ.setdefault("AIRFLOW__API_AUTH__JWT_SECRET", "twilio-sms-tests-jwt-" + "0123456789abcdef" * 3)
 
 
 # Airflow's deprecation warnings fail the test when this package or a test triggers them; when Airflow's

@@ -65,12 +65,18 @@ def ask_twilio(hook: TwilioSmsHook, store: SmsStore, conn_id: str, sids: Sequenc
     this time: ``{sid: Twilio's message, or None when it has none}``; the other SIDs wait their turn.
     """
     answers = hook.fetch_statuses(sids, created_after=created_after)
+    senders = store.message_senders(sid for sid, message in answers.items() if message)
     for sid, message in answers.items():
         status = message.get("status") if message else None
         if not message or not status:
             continue
+        # Twilio answered these credentials: the answer speaks for every connection holding them (one
+        # signer), so it is stored as the sending connection's and moves that message on. A connection
+        # with other credentials is a stranger to the message: its answer is kept as its own only.
+        sent_by, sender_signer = senders.get(sid, (None, None))
+        by = sent_by if sent_by and sender_signer == hook.settings.signer else conn_id
         store.record_status_event(
-            account_sid=message.get("account_sid") or hook.settings.account_sid, conn_id=conn_id,
+            account_sid=message.get("account_sid") or hook.settings.account_sid, conn_id=by,
             signer=hook.settings.signer, message_sid=sid, status=status, error_code=message.get("error_code"),
             payload={"source": POLL_SOURCE, "MessageStatus": status, "ErrorCode": message.get("error_code")})
     log.info("Asked Twilio about %d of %d message(s) whose status callbacks did not come: %s", len(answers),

@@ -751,13 +751,25 @@ class SmsStore:
         """The outbound row of each of these SIDs that a send recorded: ``{sid: row id}``, one query per
         500 SIDs (reconciliation asks about every candidate at once).
         """
+        return {sid: row.id for sid, row in self._messages_by_sid(sids, t.message.c.id).items()}
+
+    def message_senders(self, sids: Iterable[str]) -> dict[str, tuple[str, str | None]]:
+        """The connection each of these SIDs was sent with, and its signer: ``{sid: (conn_id, signer)}``
+        for the SIDs a send recorded (the status fallback stores Twilio's answer as the sender's).
+        """
+        m = t.message
+        return {sid: (row.conn_id, row.signer)
+                for sid, row in self._messages_by_sid(sids, m.c.conn_id, m.c.signer).items()}
+
+    def _messages_by_sid(self, sids: Iterable[str], *columns) -> dict[str, Any]:
+        """``columns`` of the outbound rows of these SIDs, ``{sid: row}``, one query per 500 SIDs."""
         sids = list(dict.fromkeys(s for s in sids if s))
         m = t.message
-        found: dict[str, int] = {}
+        found: dict[str, Any] = {}
         with self._read() as conn:
             for chunk in (sids[i:i + 500] for i in range(0, len(sids), 500)):
-                found.update((row.sid, row.id) for row in conn.execute(select(m.c.sid, m.c.id)
-                                                                        .where(m.c.sid.in_(chunk))))
+                found.update((row.sid, row) for row in conn.execute(select(m.c.sid, *columns)
+                                                                     .where(m.c.sid.in_(chunk))))
         return found
 
     def get_inbound(self, message_sid: str, event_id: int | None = None) -> dict[str, Any] | None:

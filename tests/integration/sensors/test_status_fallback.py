@@ -84,6 +84,23 @@ def test_poke_asks_twilio_when_sent_is_stored_and_the_last_callback_was_lost(env
     assert store.get_message(sid=sid)["status"] == "delivered"  # the store moved on for every reader
 
 
+def test_a_sensor_on_another_connection_with_the_same_credentials_moves_the_message_on(env, monkeypatch):
+    """The sensor asks through its own connection, not the one the message was sent with; holding the same
+    Account SID and token (one signer), Twilio's answer is the sender's and ends the wait."""
+    sim, store = env
+    sid = _send(store, sim, "k1")
+    _delivered_at_twilio(sim, [sid])
+    monkeypatch.setenv("AIRFLOW_CONN_TWILIO_SMS_OPS", json.dumps({
+        "conn_type": "twilio_sms", "login": sim.account_sid, "password": sim.auth_token,
+        "extra": {"from_number": "+15005550006", "api_base_url": sim.base_url}}))
+    sensor = SmsStatusSensor(task_id="wait", message_sid=sid, fallback_after=0, deferrable=False,
+                             twilio_conn_id="twilio_sms_ops")
+    done = sensor.poke(_context())
+    assert done.is_done
+    assert done.xcom_value["status"] == "delivered"
+    assert store.get_message(sid=sid)["status"] == "delivered"
+
+
 def test_poke_does_not_ask_before_fallback_after(env):
     sim, store = env
     sid = _send(store, sim, "k1")

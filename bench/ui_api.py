@@ -107,6 +107,7 @@ def fill(url: str, events: int, seed: int = 7) -> dict[str, int]:
                 "from_number": "+15005550006", "to_number": to, "team": team,
                 "received_at": created + timedelta(seconds=2 + 2 * step), "payload": "{}"})
         flush()
+    flush(force=True)  # one executemany takes rows of one shape: the status rows go before the inbound ones
     opted: dict[str, dict] = {}
     for i in range(1, inbound + 1):
         received = now - timedelta(seconds=rng.uniform(0, 30 * 86400))

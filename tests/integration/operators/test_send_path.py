@@ -288,11 +288,11 @@ def test_20_sends_from_4_processes_under_5_per_minute(env, request):
     sim, store = env
     if store.dialect == "postgresql":
         # Known defect, open in issue 12 (item 6): in 2 of 3 whole-suite runs (never alone, in 11 isolated
-        # runs, nor in the operators' module run) the ring granted only 3 of 5 slots to the first batch: a
-        # decision found its edge slot already reserved. Never more than the limit was granted. Kept
-        # running so that a fix shows up as XPASS; the assertions below are unchanged.
-        request.applymarker(pytest.mark.xfail(reason="issue 12 item 6: intermittent under-grant on "
-                                                     "PostgreSQL in the whole suite", strict=False))
+        # runs, nor in the operators' module run) the pool's decisions were not serialised: once 3 of 5
+        # slots were granted to the first batch, once 6 sends went out under 5/1m. Kept running so that a
+        # fix shows up as XPASS; the assertions below are unchanged.
+        request.applymarker(pytest.mark.xfail(reason="issue 12 item 6: intermittent wrong rate decisions "
+                                                     "on PostgreSQL in the whole suite", strict=False))
     outcomes = []
     for batch in range(5):
         outcomes += _run_children(store, [f"send-{batch}-{i}" for i in range(4)], limit="5/1m")

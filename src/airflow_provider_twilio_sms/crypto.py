@@ -364,11 +364,7 @@ def register_secret(value: str | None, name: str | None = None) -> None:
         pass
     else:
         mask_secret(value)
-    try:
-        from airflow._shared.secrets_masker import mask_secret as mask_secret_core
-    except ImportError:  # a worker with only the task SDK installed
-        return
-    mask_secret_core(value)
+    _mask_in_core(value)
 
 
 async def aregister_secret(value: str | None, name: str | None = None) -> None:
@@ -387,8 +383,13 @@ async def aregister_secret(value: str | None, name: str | None = None) -> None:
             mask_secret(value)
     else:
         await amask_secret(value)
+    _mask_in_core(value)
+
+
+def _mask_in_core(value: str) -> None:
+    """The value in the masker of Airflow core's processes too (api-server, scheduler, CLI)."""
     try:
         from airflow._shared.secrets_masker import mask_secret as mask_secret_core
-    except ImportError:
+    except ImportError:  # a worker with only the task SDK installed
         return
     mask_secret_core(value)

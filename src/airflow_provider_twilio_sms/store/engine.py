@@ -11,6 +11,11 @@ instead of waited on for the kernel's two hours) and in the caller (:mod:`.deadl
 caller's deadline has its connection interrupted). The pool waits for a free connection no longer than
 the connect timeout.
 
+A forked child (a Celery prefork worker, an executor that forks per task) never uses its parent's
+connections: it gets engines of its own from :func:`get_engine`, and a connection an inherited engine
+opened in the parent is never handed out in the child (:func:`_guard_fork`). Nor is it closed there:
+closing it would end the parent's session on the server, since both processes share its socket.
+
 Within one process, SQLite writers also queue on a lock of their own (:func:`writer_lock`) before they
 ask SQLite for its write lock: SQLite's busy handler polls with sleeps of up to 100 ms, so threads that
 collide on ``BEGIN IMMEDIATE`` wait far longer than the transaction they wait for. Across processes
@@ -37,8 +42,10 @@ _busy_seconds: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # SQLite
 POOL_SIZE, MAX_OVERFLOW = 5, 10
 
 _engines: dict[str, Engine] = {}
-_engines_pid = os.getpid()
 _lock = threading.Lock()
+# What a forked child inherited and must never use nor free: freeing a parent's DB-API connection in the
+# child (when nothing refers to it any more) would close it, ending the parent's session on the server.
+_inherited: list[Any] = []
 _writer_locks: dict[str, _WriterLock] = {}
 
 
@@ -127,6 +134,37 @@ def _configure_sqlite(engine: Engine, busy_timeout_ms: int) -> None:
         conn.connection.driver_connection.execute("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
 
+def _guard_fork(engine: Engine) -> None:
+    """Connections of ``engine``'s pool are handed out only in the process that opened them; in a forked
+    child the pool opens new ones, and keeps the parent's out of use without closing them.
+    """
+    from sqlalchemy import event, exc
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(_dbapi_connection, record):
+        record.info["twilio_sms_pid"] = os.getpid()
+
+    @event.listens_for(engine, "checkout")
+    def _on_checkout(dbapi_connection, record, proxy):
+        if record.info.get("twilio_sms_pid", os.getpid()) != os.getpid():
+            _inherited.append(dbapi_connection)
+            record.dbapi_connection = proxy.dbapi_connection = None
+            raise exc.DisconnectionError("a connection opened by the parent process: a new one is opened")
+
+
+def _after_fork_in_child() -> None:
+    """A forked child's engines are its own: the parent's stay referenced, unused, so that nothing of
+    theirs is closed from here.
+    """
+    global _lock
+    _lock = threading.Lock()  # another thread of the parent may have held it at the fork
+    _inherited.extend(_engines.values())
+    _engines.clear()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 class _WriterLock:
     """A re-entrant lock that a forked child gets fresh (a lock held by a parent's thread at the fork
     would never be released in the child).
@@ -198,6 +236,7 @@ def create_store_engine(url: str, timeouts: StoreTimeouts | None = None) -> Engi
         )
         _busy_seconds[engine] = timeouts.sqlite_busy_seconds
         _configure_sqlite(engine, busy_ms)
+        _guard_fork(engine)
         watch_pool(engine)
         return engine
     connect_args = {}
@@ -213,17 +252,14 @@ def create_store_engine(url: str, timeouts: StoreTimeouts | None = None) -> Engi
     engine = create_engine(parsed, pool_size=POOL_SIZE, max_overflow=MAX_OVERFLOW, pool_recycle=1800,
                            pool_timeout=timeouts.connect_seconds, connect_args=connect_args,
                            hide_parameters=True)
+    _guard_fork(engine)
     watch_pool(engine)
     return engine
 
 
 def get_engine(url: str) -> Engine:
     """The process-wide engine for ``url``; a forked child gets fresh engines, never its parent's."""
-    global _engines_pid
     with _lock:
-        if _engines_pid != os.getpid():
-            _engines.clear()
-            _engines_pid = os.getpid()
         engine = _engines.get(url)
         if engine is None:
             engine = _engines[url] = create_store_engine(url)

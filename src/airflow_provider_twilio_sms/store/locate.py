@@ -8,6 +8,7 @@ where ``airflow db migrate`` created the tables.
 
 from __future__ import annotations
 
+import os
 import threading
 from typing import TYPE_CHECKING
 
@@ -25,6 +26,18 @@ _URL_SCHEMES = {
 }
 _stores: dict[str, SmsStore] = {}
 _lock = threading.Lock()
+_inherited: list[SmsStore] = []  # a forked child's view of its parent's stores: kept, never used
+
+
+def _after_fork_in_child() -> None:
+    """A forked child finds stores of its own (on engines of its own, see :mod:`.engine`)."""
+    global _lock
+    _lock = threading.Lock()
+    _inherited.extend(_stores.values())
+    _stores.clear()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def url_from_connection(conn) -> str:

@@ -356,3 +356,36 @@ def dag_test(dag, **kwargs):
     bag.bag_dag(dag)
     sync_bag_to_db(bag, bundle_name="dags-folder", bundle_version=None)
     return dag.test(**kwargs)
+
+
+# --- MariaDB / MySQL: a database the store refuses ------------------------------------------------------
+
+MYSQL_ADMIN_URL = os.environ.get("TWILIO_SMS_TEST_MYSQL_URL", "mysql+pymysql://root@127.0.0.1:3306/")
+
+
+@pytest.fixture
+def mysql_url():
+    """A fresh, empty MariaDB/MySQL database (the local server), dropped afterwards: the store must refuse
+    it. Skips (fails under CI) when no server answers."""
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    try:
+        import pymysql  # noqa: F401
+    except ImportError:
+        skip_or_fail("mysql", "pymysql is not installed (the test extra installs it)")
+    admin = create_engine(MYSQL_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    name = f"twilio_sms_test_{uuid.uuid4().hex[:12]}"
+    try:
+        with admin.connect() as conn:
+            conn.execute(text(f"CREATE DATABASE `{name}`"))
+    except Exception as err:  # noqa: BLE001 - any failure means "no server here"
+        admin.dispose()
+        skip_or_fail("mysql", f"cannot connect to {make_url(MYSQL_ADMIN_URL).render_as_string()} "
+                              f"({type(err).__name__}); set TWILIO_SMS_TEST_MYSQL_URL")
+    try:
+        yield make_url(MYSQL_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f"DROP DATABASE IF EXISTS `{name}`"))
+        admin.dispose()

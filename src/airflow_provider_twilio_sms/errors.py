@@ -59,6 +59,28 @@ class ConnectionConfigError(TwilioSmsError, ValueError):
         super().__init__(f"Connection {conn_id!r}, {self.where}: {problem}. {fix}")
 
 
+class UnsupportedStoreError(TwilioSmsError, ValueError):
+    """The store's database is not one this provider runs on (SQLite or PostgreSQL)."""
+
+    SUPPORTED = ("sqlite", "postgresql")
+
+    def __init__(self, dialect: str):
+        self.dialect = dialect
+        super().__init__(
+            f"the twilio_sms store does not run on {dialect}: it needs SQLite or PostgreSQL (their "
+            "INSERT ... ON CONFLICT, RETURNING and the database clock its rate limits use). Put the store in "
+            "a PostgreSQL or SQLite database of its own: set the store connection (twilio_sms_store_default, "
+            "or [twilio_sms] store_conn_id) to e.g. postgresql+psycopg2://user:pass@host/twilio_sms, then "
+            "run `airflow twilio-sms db migrate`"
+        )
+
+    @classmethod
+    def check(cls, dialect: str) -> None:
+        """Raise for a database the store does not run on."""
+        if dialect not in cls.SUPPORTED:
+            raise cls(dialect)
+
+
 class InvalidMessageError(TwilioSmsError, ValueError):
     """The message cannot be sent as given (bad number, body too long, too many media URLs).
 

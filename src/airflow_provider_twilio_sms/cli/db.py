@@ -7,8 +7,11 @@ Without ``--store-url`` the store connection is used, else Airflow's metadata da
 from __future__ import annotations
 
 import sys
+from contextlib import contextmanager
 
 from sqlalchemy.engine import make_url
+
+from airflow_provider_twilio_sms.errors import UnsupportedStoreError
 
 
 def _url(args) -> str:
@@ -21,11 +24,22 @@ def _where(url: str) -> str:
     return make_url(url).render_as_string(hide_password=True)
 
 
+@contextmanager
+def _refusing_unsupported():
+    """A database the store does not run on ends the command with the reason and the fix, exit code 1."""
+    try:
+        yield
+    except UnsupportedStoreError as err:
+        print(f"twilio_sms: {err}", file=sys.stderr)
+        sys.exit(1)
+
+
 def migrate(args) -> None:
     from airflow_provider_twilio_sms.store.migrate import upgrade_url
 
     url = _url(args)
-    before, after = upgrade_url(url)
+    with _refusing_unsupported():
+        before, after = upgrade_url(url)
     if before == after:
         print(f"twilio_sms store at {_where(url)} is up to date (revision {after}).")
     else:
@@ -36,7 +50,8 @@ def check(args) -> None:
     from airflow_provider_twilio_sms.store.migrate import is_current_url
 
     url = _url(args)
-    ok, current, head = is_current_url(url)
+    with _refusing_unsupported():
+        ok, current, head = is_current_url(url)
     if ok:
         print(f"twilio_sms store at {_where(url)} is at the newest revision ({head}).")
         return

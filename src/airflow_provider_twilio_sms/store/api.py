@@ -25,7 +25,6 @@ from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import and_, func, or_, select
-from sqlalchemy.exc import IntegrityError
 
 from airflow_provider_twilio_sms.errors import ValueTooLongError
 from airflow_provider_twilio_sms.store import tables as t
@@ -237,14 +236,7 @@ class SmsStore:
         """Run ``stmt``, an insert from :mod:`.statements` that skips rows violating its unique key;
         True when a row was inserted. Without ``ON CONFLICT`` the violation is caught in a savepoint.
         """
-        if self._sql.upsert:
-            return conn.execute(stmt, values).rowcount == 1
-        try:
-            with conn.begin_nested():
-                conn.execute(stmt, values)
-            return True
-        except IntegrityError:
-            return False
+        return conn.execute(stmt, values).rowcount == 1
 
     @staticmethod
     def _row(result_row) -> dict[str, Any] | None:
@@ -350,18 +342,9 @@ class SmsStore:
         recipient opted out). PostgreSQL and SQLite decide both in one INSERT ... SELECT ... WHERE NOT
         EXISTS (opt-out) ON CONFLICT DO NOTHING RETURNING id; the row is then what was inserted.
         """
-        sql = self._sql
-        if sql.upsert:
-            new_id = conn.execute(sql.claim_insert_returning(refuse_opted_out),
-                                  {f"v_{name}": values[name] for name in CLAIM_COLUMNS}).scalar()
-            return None if new_id is None else _new_claim_row(values, new_id)
-        if refuse_opted_out and conn.execute(sql.opted_out, {
-                "p_account_sid": values["account_sid"], "p_signer": values["signer"] or "",
-                "p_number": values["to_number"]}).first():
-            return None
-        if not self._insert_ignore(conn, sql.claim_insert, values):
-            return None
-        return self._row(conn.execute(sql.message_by_key, by_key).first())
+        new_id = conn.execute(self._sql.claim_insert_returning(refuse_opted_out),
+                              {f"v_{name}": values[name] for name in CLAIM_COLUMNS}).scalar()
+        return None if new_id is None else _new_claim_row(values, new_id)
 
     def _update_owned(self, conn: Connection, claim: Claim, **values) -> None:
         values["updated_at"] = values.get("updated_at") or utcnow()
@@ -421,13 +404,8 @@ class SmsStore:
             row = {**claim.row, **recorded, **returned} if returned is not None else None
         else:
             with self._write_one() as conn:
-                if sql.upsert:
-                    returned_row = conn.execute(sql.record_sent, params).first()
-                    row = ({**claim.row, **recorded, **returned_row._mapping}
-                           if returned_row is not None else None)
-                else:
-                    row = self._row(conn.execute(sql.message_by_id, {"p_id": claim.message_id}).first()) \
-                        if conn.execute(sql.record_sent, params).rowcount == 1 else None
+                returned_row = conn.execute(sql.record_sent, params).first()
+                row = {**claim.row, **recorded, **returned_row._mapping} if returned_row is not None else None
         if row is None:
             raise LeaseLostError(
                 f"the claim on message row {claim.message_id} was taken over by another attempt "
@@ -646,15 +624,10 @@ class SmsStore:
             with self._write_one() as conn:
                 return conn.execute(sql.status_event_fused, params).first() is not None
         with self._write() as conn:
-            if sql.upsert:
-                stored = conn.execute(sql.status_event_insert, params).first()
-                if stored is None:
-                    return False
-                message_id = stored.message_id
-            else:
-                if not self._insert_ignore(conn, sql.status_event_insert, params):
-                    return False
-                message_id = conn.execute(sql.callback_message_id, params).scalar()
+            stored = conn.execute(sql.status_event_insert, params).first()
+            if stored is None:
+                return False
+            message_id = stored.message_id
             if message_id is not None:
                 conn.execute(sql.apply_status, {**params, "p_id": message_id})
             return True
@@ -705,11 +678,8 @@ class SmsStore:
                      keyword: str, message_sid: str | None, now: datetime) -> None:
         values = {"opted_out": opted_out, "keyword": keyword, "message_sid": message_sid, "updated_at": now}
         key = {"account_sid": account_sid, "signer": signer, "number": number}
-        sql = self._sql
-        if sql.upsert:  # one atomic INSERT ... ON CONFLICT DO UPDATE: the latest STOP/START wins
-            conn.execute(sql.opt_out_upsert, {**key, **values})
-        elif not self._insert_ignore(conn, sql.opt_out_insert, {**key, **values}):
-            conn.execute(sql.opt_out_update, {f"p_{k}": v for k, v in key.items()} | values)
+        # One atomic INSERT ... ON CONFLICT DO UPDATE: the latest STOP/START wins.
+        conn.execute(self._sql.opt_out_upsert, {**key, **values})
 
     def set_opt_out(self, account_sid: str, number: str, opted_out: bool, keyword: str = "MANUAL", *,
                     signer: str = "") -> None:

@@ -222,10 +222,12 @@ def create_store_engine(url: str, timeouts: StoreTimeouts | None = None) -> Engi
     from sqlalchemy import create_engine
     from sqlalchemy.engine import make_url
 
+    from airflow_provider_twilio_sms.errors import UnsupportedStoreError
     from airflow_provider_twilio_sms.store.deadline import watch_pool
 
     timeouts = timeouts or StoreTimeouts.from_config()
     parsed = make_url(url)
+    UnsupportedStoreError.check(parsed.get_backend_name())
     # A statement's parameters never go into an exception's message: they hold phone numbers and bodies.
     if parsed.get_backend_name() == "sqlite":
         busy_ms = round(timeouts.sqlite_busy_seconds * 1000)

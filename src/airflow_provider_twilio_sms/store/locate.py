@@ -21,7 +21,6 @@ if TYPE_CHECKING:
 _URL_SCHEMES = {
     "postgres": "postgresql+psycopg2",
     "postgresql": "postgresql+psycopg2",
-    "mysql": "mysql+mysqldb",
     "sqlite": "sqlite",
 }
 _stores: dict[str, SmsStore] = {}
@@ -56,7 +55,8 @@ def url_from_connection(conn) -> str:
     if driver is None:
         raise ConnectionConfigError(
             conn.conn_id, "conn_type", f"type {conn_type!r} is not a database this store knows",
-            "Use a postgres, mysql or sqlite connection, or set the extra sqlalchemy_url",
+            "Use a postgres or sqlite connection (the store runs on PostgreSQL and SQLite only), or set "
+            "the extra sqlalchemy_url",
         )
     from sqlalchemy.engine import URL
 

@@ -47,8 +47,14 @@ def current_revision(connection: Connection) -> str | None:
 
 
 def upgrade(connection: Connection, revision: str = "head") -> None:
-    """Upgrade the store reachable through ``connection`` (the caller commits)."""
+    """Upgrade the store reachable through ``connection`` (the caller commits); refused, with nothing
+    created, on a database the store does not run on.
+    """
     from alembic import command
+
+    from airflow_provider_twilio_sms.errors import UnsupportedStoreError
+
+    UnsupportedStoreError.check(connection.dialect.name)
 
     command.upgrade(alembic_config(connection=connection), revision)
 
@@ -75,7 +81,11 @@ def upgrade_url(url: str, revision: str = "head") -> tuple[str | None, str | Non
 def is_current_url(url: str) -> tuple[bool, str | None, str]:
     """(at head?, current revision, head revision) for the store at ``url``."""
     from sqlalchemy import create_engine
+    from sqlalchemy.engine import make_url
 
+    from airflow_provider_twilio_sms.errors import UnsupportedStoreError
+
+    UnsupportedStoreError.check(make_url(url).get_backend_name())
     engine = create_engine(url)
     try:
         with engine.connect() as conn:

@@ -35,6 +35,7 @@ from sqlalchemy import (
     update,
 )
 
+from airflow_provider_twilio_sms.errors import UnsupportedStoreError
 from airflow_provider_twilio_sms.store import tables as t
 
 m, e, o, rp, rs, w = t.message, t.event, t.opt_out, t.rate_pool, t.rate_slot, t.reply_wait
@@ -91,28 +92,22 @@ class Statements:
     """One dialect's write statements (see the module docstring). Get one with :func:`statements`."""
 
     def __init__(self, dialect: str):
+        UnsupportedStoreError.check(dialect)
         self.dialect = dialect
-        # INSERT ... ON CONFLICT DO NOTHING, with RETURNING: one statement both inserts and says whether.
-        self.upsert = dialect in ("postgresql", "sqlite")
 
     def _dialect_insert(self, table):
-        """The dialect's ``INSERT`` with ``ON CONFLICT`` (PostgreSQL, SQLite); else None."""
+        """The dialect's ``INSERT``, with ``ON CONFLICT`` and ``RETURNING`` (PostgreSQL, SQLite)."""
         if self.dialect == "postgresql":
             from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 
             return postgresql_insert(table)
-        if self.dialect == "sqlite":
-            from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
-            return sqlite_insert(table)
-        return None
+        return sqlite_insert(table)
 
     def _insert_ignoring(self, table, conflict_cols: list[str]):
-        """``INSERT`` that skips a row whose unique ``conflict_cols`` exist (plain ``INSERT`` elsewhere:
-        the caller then catches the IntegrityError in a savepoint).
-        """
-        stmt = self._dialect_insert(table)
-        return insert(table) if stmt is None else stmt.on_conflict_do_nothing(index_elements=conflict_cols)
+        """``INSERT`` that skips a row whose unique ``conflict_cols`` exist."""
+        return self._dialect_insert(table).on_conflict_do_nothing(index_elements=conflict_cols)
 
     # -- send claims ----------------------------------------------------------------------------
 
@@ -121,11 +116,6 @@ class Statements:
         return select(o.c.opted_out).where(_opted_out_for(_p("p_account_sid", o.c.account_sid),
                                                           _p("p_signer", o.c.signer),
                                                           _p("p_number", o.c.number)))
-
-    @cached_property
-    def claim_insert(self):
-        """The new claim's row, every column given at execution (databases without ``ON CONFLICT``)."""
-        return insert(m)
 
     def claim_insert_returning(self, refuse_opted_out: bool):
         """The new claim's row (:data:`CLAIM_COLUMNS` bound as ``v_<column>``) unless the key is taken,
@@ -166,10 +156,6 @@ class Statements:
     def message_by_key(self):
         return select(m).where(m.c.scope == _p("p_scope", m.c.scope),
                                m.c.idempotency_key_sha256 == _p("p_key_sha256", m.c.idempotency_key_sha256))
-
-    @cached_property
-    def message_by_id(self):
-        return select(m).where(m.c.id == _p("p_id", m.c.id))
 
     def take_over(self, attempting: bool):
         """Compare-and-set: the claim moves to this attempt only if nobody else moved it meanwhile."""
@@ -229,7 +215,7 @@ class Statements:
                         error_code=_p("p_error_code", m.c.error_code),
                         error_message=_p("p_error_message", m.c.error_message),
                         from_number=_p("p_from_number", m.c.from_number), sent_at=now, updated_at=now))
-        return stmt.returning(*(m.c[name] for name in SENT_RETURNING)) if self.upsert else stmt
+        return stmt.returning(*(m.c[name] for name in SENT_RETURNING))
 
     # -- webhook events -------------------------------------------------------------------------
 
@@ -251,13 +237,9 @@ class Statements:
         return func.coalesce(by_sid, by_key)
 
     @cached_property
-    def callback_message_id(self):
-        return select(self._callback_message_id)
-
-    @cached_property
     def status_event_insert(self):
         """One status event (columns bound as ``v_<column>``), deduplicated on (account, dedupe key), linked
-        to its outbound row; RETURNING that row's id (NULL: not ours) where supported. Its team is the
+        to its outbound row; RETURNING that row's id (NULL: not ours). Its team is the
         linked message's, else the verifying connection's (``v_team``): never what the request said.
         """
         return self._event_insert(self._callback_message_id, returning=True)
@@ -269,7 +251,7 @@ class Statements:
         team = func.coalesce(answered_team, _p("v_team", e.c.team))
         stmt = self._insert_ignoring(e, ["account_sid", "dedupe_key"]).values(
             message_id=message_id, team=team, **values)
-        return stmt.returning(e.c.message_id) if returning and self.upsert else stmt
+        return stmt.returning(e.c.message_id) if returning else stmt
 
     def _build_apply_status(self, message_id):
         """Onto the callback's outbound row: its SID when it had none (linked by idempotency key), and the
@@ -329,21 +311,9 @@ class Statements:
     def opt_out_upsert(self):
         """Insert the number's opt-out state, or overwrite it (the latest STOP/START wins)."""
         stmt = self._dialect_insert(o)
-        if stmt is None:
-            return None
         return stmt.on_conflict_do_update(
             index_elements=["account_sid", "signer", "number"],
             set_={c: stmt.excluded[c] for c in ("opted_out", "keyword", "message_sid", "updated_at")})
-
-    @cached_property
-    def opt_out_insert(self):
-        return self._insert_ignoring(o, ["account_sid", "signer", "number"])
-
-    @cached_property
-    def opt_out_update(self):
-        return update(o).where(o.c.account_sid == _p("p_account_sid", o.c.account_sid),
-                               o.c.signer == _p("p_signer", o.c.signer),
-                               o.c.number == _p("p_number", o.c.number))
 
     # -- rate limits ----------------------------------------------------------------------------
 

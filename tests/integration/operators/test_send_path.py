@@ -7,6 +7,7 @@ import multiprocessing as mp
 import os
 import signal
 import time
+from datetime import datetime
 
 import pytest
 
@@ -310,6 +311,10 @@ def test_16_processes_with_one_key_make_exactly_one_create_request(env):
 
 
 def test_20_sends_from_4_processes_under_5_per_minute(env):
+    """Five batches of four processes let go at once, one pool of 5 per minute. The limit holds where it
+    matters, at the stand-in by each create's arrival: never more than 5 within 60 s; and no slot is lost
+    (the first 5 go out). On a machine slow enough that the batches span more than a window, a sixth send is
+    right, so the count of sends is not fixed at 5 beyond that."""
     sim, store = env
     outcomes, details = [], []
     began = time.monotonic()
@@ -317,11 +322,17 @@ def test_20_sends_from_4_processes_under_5_per_minute(env):
         keys = [f"send-{batch}-{i}" for i in range(4)]
         outcomes += _run_children(store, keys, limit="5/1m", details=details)
     took = time.monotonic() - began
-    creates = [(c["at"], c["status_code"], c["error_code"]) for c in sim.creates()]
-    report = f"{took:.1f} s; children: {details}; creates: {creates}; pools and slots: {_rate_rows(store)}"
-    assert outcomes.count("sent") == 5, report
-    assert outcomes.count("limited") == 15, report
-    assert sim.count("create") == 5, report
+    arrived = sorted(datetime.fromisoformat(c["at"]) for c in sim.creates())
+    report = (f"{took:.1f} s; children (key, outcome, start, duration, warnings): {details}; creates: "
+              f"{[(c['at'], c['status_code'], c['error_code']) for c in sim.creates()]}; pool and slots: "
+              f"{_rate_rows(store)}")
+    assert set(outcomes) <= {"sent", "limited"}, report
+    assert len(arrived) == outcomes.count("sent"), report  # one create per message sent
+    crowded = [i for i in range(len(arrived) - 5) if (arrived[i + 5] - arrived[i]).total_seconds() < 60]
+    assert not crowded, report
+    assert outcomes.count("sent") >= 5, report
+    if took < 55:  # every batch within one window of the first sends: exactly the limit went out
+        assert outcomes.count("sent") == 5, report
 
 
 def _rate_rows(store):

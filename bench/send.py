@@ -33,6 +33,21 @@ def _timed(fn, n: int) -> float:
     return (time.perf_counter() - start) / n
 
 
+def _bare(statement, dialect):
+    """``statement`` as its driver runs it: the SQL SQLAlchemy compiles for ``dialect``, and a function that
+    turns ``{bind name: value}`` into the driver's parameters with the column types' own conversions."""
+    compiled = statement.compile(dialect=dialect)
+    convert = {name: bind.type.dialect_impl(dialect).bind_processor(dialect)
+               for name, bind in compiled.binds.items()}
+
+    def parameters(values):
+        given = {**{n: b.value for n, b in compiled.binds.items() if not b.required}, **values}
+        given = {n: (convert[n](v) if convert.get(n) else v) for n, v in given.items()}
+        return tuple(given[n] for n in compiled.positiontup) if compiled.positional else given
+
+    return compiled.string, parameters
+
+
 def _floor_writes(store: SmsStore, n: int):
     """The two writes a send cannot do without (the claim before the request, the SID after it): the
     store's own SQL, run on a bare DB-API connection (``sqlite3``, ``psycopg2``) with every parameter
@@ -40,12 +55,11 @@ def _floor_writes(store: SmsStore, n: int):
     ``send(i)``, record."""
     from datetime import datetime, timezone
 
-    from airflow_provider_twilio_sms.store.driver import DriverStatement
     from airflow_provider_twilio_sms.store.statements import CLAIM_COLUMNS, statements
 
     sql, dialect = statements(store.dialect), store.engine.dialect
-    claim = DriverStatement.compile(sql.claim_insert_returning(True), dialect)
-    record = DriverStatement.compile(sql.record_sent, dialect)
+    claim_sql, claim_parameters = _bare(sql.claim_insert_returning(True), dialect)
+    record_sql, record_parameters = _bare(sql.record_sent, dialect)
     now = datetime.now(timezone.utc)
     run = uuid.uuid4().hex
     claims, records = [], []
@@ -57,13 +71,14 @@ def _floor_writes(store: SmsStore, n: int):
                    to_number="+14155550123", from_number="+15005550006", body=f"Your code is {i:06d}",
                    body_sha256="0" * 64, num_media=0, send_state="claimed", attempt_id=run, status_rank=0,
                    lease_expires_at=now, created_at=now, updated_at=now, http_attempted_at=now)
-        claims.append(claim.parameters({f"v_{k}": v for k, v in row.items()}))
-        recorded = record.parameters({
+        claims.append(claim_parameters({f"v_{k}": v for k, v in row.items()}))
+        recorded = record_parameters({
             "p_sid": f"SMf{i:031d}", "p_num_segments": 1, "p_encoding": "GSM-7", "p_error_code": None,
             "p_error_message": None, "p_from_number": "+15005550006", "p_id": 0, "p_attempt": run,
             "p_status": "queued", "p_rank": 1, "p_now": now})
-        records.append(dict(recorded) if record.order is None else list(recorded))
-    id_at = "p_id" if record.order is None else record.order.index("p_id")
+        records.append(dict(recorded) if isinstance(recorded, dict) else list(recorded))
+    compiled_record = sql.record_sent.compile(dialect=dialect)
+    id_at = list(compiled_record.positiontup).index("p_id") if compiled_record.positional else "p_id"
     connection = store.engine.raw_connection()
     connection.detach()
     bare = connection.dbapi_connection
@@ -83,11 +98,11 @@ def _floor_writes(store: SmsStore, n: int):
             return cursor.fetchall()
 
     def write(i, send):
-        new_id = transaction(claim.sql, claims[i])[0][0]
+        new_id = transaction(claim_sql, claims[i])[0][0]
         send(i)
         params = records[i]
         params[id_at] = new_id
-        transaction(record.sql, params)
+        transaction(record_sql, params)
 
     return write
 

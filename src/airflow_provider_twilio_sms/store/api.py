@@ -28,8 +28,13 @@ from sqlalchemy import and_, func, or_, select
 
 from airflow_provider_twilio_sms.errors import ValueTooLongError
 from airflow_provider_twilio_sms.store import tables as t
-from airflow_provider_twilio_sms.store.driver import DriverWriter, autocommit, autocommits
-from airflow_provider_twilio_sms.store.engine import get_engine, write_options, writer_lock
+from airflow_provider_twilio_sms.store.engine import (
+    autocommit,
+    autocommits,
+    get_engine,
+    write_options,
+    writer_lock,
+)
 from airflow_provider_twilio_sms.store.statements import CLAIM_COLUMNS, statements
 from airflow_provider_twilio_sms.store.status import status_rank
 
@@ -202,8 +207,9 @@ class SmsStore:
         self._writer = self.engine.execution_options(**write_options())
         self._writer_lock = writer_lock(self.engine)
         self._autocommit_driver = autocommits(self.engine)
-        # The send path's two writes (a new claim, the recorded SID) straight on the DB-API connection.
-        self._driver = DriverWriter.for_engine(self.engine, self._writer_lock)
+        # PostgreSQL with psycopg2 decides on rate limits in one round trip (statements in one query).
+        self._decide_sql = (self._sql.decide_fused_sql(self.engine.dialect) if self._autocommit_driver
+                            else None)
 
     # -- plumbing -------------------------------------------------------------------------------
 
@@ -217,8 +223,8 @@ class SmsStore:
     def _write_one(self) -> Iterator[Connection]:
         """A connection for ONE write statement, which commits on its own (atomic as any statement).
 
-        psycopg2: its autocommit flag on the pooled connection (:func:`.driver.autocommit`). Other
-        databases: a write transaction.
+        psycopg2: its autocommit flag on the pooled connection (:func:`.engine.autocommit`). SQLite: a
+        write transaction.
         """
         if not self._autocommit_driver:
             with self._write() as conn:
@@ -300,14 +306,13 @@ class SmsStore:
         check_fits(values, _CLAIM_LIMITS)  # before anything is written: nothing claimed, nothing sent
         sql = self._sql
         by_key = {"p_scope": scope, "p_key_sha256": key_sha256}
-        if self._driver is not None:  # a new key (the usual case): one statement; else the full path below
-            new_id = self._driver.execute(sql.claim_insert_returning(refuse_opted_out),
-                                          {f"v_{name}": values[name] for name in CLAIM_COLUMNS})[0]
-            if new_id is not None:
-                return Claim("new", _new_claim_row(values, new_id["id"]), attempt_id)
+        with self._write_one() as conn:  # a new key (the usual case): one statement; else the full path below
+            inserted = self._claim_insert(conn, values, refuse_opted_out)
+        if inserted is not None:
+            return Claim("new", inserted, attempt_id)
         for _ in range(20):
             with self._write() as conn:
-                inserted = self._claim_insert(conn, values, by_key, refuse_opted_out)
+                inserted = self._claim_insert(conn, values, refuse_opted_out)
                 if inserted is not None:
                     return Claim("new", inserted, attempt_id)
                 if refuse_opted_out and conn.execute(sql.opted_out, {
@@ -336,8 +341,7 @@ class SmsStore:
         raise RuntimeError(f"could not settle the claim on idempotency key (SHA-256 {key_sha256[:12]}...) in "
                            f"scope {scope!r}: too much contention")
 
-    def _claim_insert(self, conn: Connection, values: dict, by_key: dict,
-                      refuse_opted_out: bool) -> dict[str, Any] | None:
+    def _claim_insert(self, conn: Connection, values: dict, refuse_opted_out: bool) -> dict[str, Any] | None:
         """The new claim's row, or None when the key is taken (or, with ``refuse_opted_out``, maybe the
         recipient opted out). PostgreSQL and SQLite decide both in one INSERT ... SELECT ... WHERE NOT
         EXISTS (opt-out) ON CONFLICT DO NOTHING RETURNING id; the row is then what was inserted.
@@ -399,13 +403,9 @@ class SmsStore:
                       p_rank=status_rank(result.get("status")), p_now=now)
         # The claim's row with what this statement set, and what it RETURNs (SENT_RETURNING): the row as
         # stored, without reading and converting all of its columns back.
-        if self._driver is not None:
-            returned = self._driver.execute(sql.record_sent, params)[0]
-            row = {**claim.row, **recorded, **returned} if returned is not None else None
-        else:
-            with self._write_one() as conn:
-                returned_row = conn.execute(sql.record_sent, params).first()
-                row = {**claim.row, **recorded, **returned_row._mapping} if returned_row is not None else None
+        with self._write_one() as conn:
+            returned_row = conn.execute(sql.record_sent, params).first()
+        row = {**claim.row, **recorded, **returned_row._mapping} if returned_row is not None else None
         if row is None:
             raise LeaseLostError(
                 f"the claim on message row {claim.message_id} was taken over by another attempt "
@@ -468,10 +468,8 @@ class SmsStore:
             "p_window": round(window_seconds * 1_000_000),
             "p_hold": round(hold_seconds * 1_000_000),
         }
-        decide = self._decide_fused if self._sql.decide_fused is not None and self._driver is not None \
-            else self._decide
         for _ in range(3):
-            decision = decide(values)
+            decision = self._decide_fused(values) if self._decide_sql is not None else self._decide(values)
             if decision is not None:
                 return decision
             self._prepare_ring(pool, limit)  # a new pool, or a changed limit: then decide again
@@ -493,22 +491,25 @@ class SmsStore:
         return RateDecision(False, now, None, _from_us(free_us), (free_us - now_us) / 1_000_000)
 
     def _decide_fused(self, values: dict) -> RateDecision | None:
-        """PostgreSQL: lock and decide in one round trip (:attr:`.statements.Statements.decide_fused`)."""
-        if self._driver is None:
-            raise RuntimeError("the fused rate decision runs on the driver path only")
-        row = self._driver.execute(self._sql.decide_fused, values, before=self._sql.decide_fused_before,
-                                   prepare_as="twilio_sms_rate_decide")[0]
+        """PostgreSQL: lock and decide in one round trip (:meth:`.statements.Statements.decide_fused_sql`)."""
+        if self._decide_sql is None:
+            raise RuntimeError("the fused rate decision is for PostgreSQL with psycopg2")
+        with self._write_one() as conn:
+            sql, constants = self._decide_sql
+            row = conn.exec_driver_sql(sql, {**constants, **values}).first()
         if row is None:
             return None
-        return self._decision(values, row["ring_size"], row["ring_next"], row["now_us"], row["edge_us"],
-                              row["granted"])
+        return self._decision(values, row.ring_size, row.ring_next, row.now_us, row.edge_us, row.granted)
 
     def _decide(self, values: dict) -> RateDecision | None:
         """Lock, read the clock and the edge slot, and take the slots: statement by statement in one
-        write transaction (SQLite's run in-process).
+        write transaction. Each statement sees what committed before it started, so the edge slot is read
+        after the lock is held: never a decision on a ring another decider has just changed.
         """
         sql = self._sql
         with self._write() as conn:
+            if sql.decision_durability is not None:
+                conn.execute(sql.decision_durability)
             ring = conn.execute(sql.pool_lock, values).first()
             if ring is None or ring.ring_size != values["p_limit"]:
                 return None

@@ -157,18 +157,6 @@ def _sqlite_busy_ms(dbapi_connection) -> int:
     return dbapi_connection.execute("PRAGMA busy_timeout").fetchone()[0]
 
 
-@contextmanager
-def watched(dbapi_connection, dialect: str) -> Iterator[None]:
-    """Watch ``dbapi_connection`` for the block when the current call has a deadline (for connections the
-    pool does not hand out each time: :class:`.driver.DriverWriter`'s own SQLite ones).
-    """
-    entry = start_watch(dbapi_connection, dialect)
-    try:
-        yield
-    finally:
-        end_watch(entry)
-
-
 def start_watch(dbapi_connection, dialect: str) -> tuple[_Watch, int | None] | None:
     at = _deadline.get()
     if at is None:

@@ -28,7 +28,8 @@ import math
 import os
 import threading
 import weakref
-from contextlib import AbstractContextManager, nullcontext
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -132,6 +133,30 @@ def _configure_sqlite(engine: Engine, busy_timeout_ms: int) -> None:
         # Straight to the driver: two of these per send, and SQLAlchemy's statement machinery would cost
         # more than SQLite takes to begin.
         conn.connection.driver_connection.execute("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+
+def autocommits(engine: Engine) -> bool:
+    """psycopg2 can run one statement as its own transaction (its autocommit flag), without the BEGIN and
+    COMMIT round trips.
+    """
+    return engine.dialect.name == "postgresql" and engine.dialect.driver == "psycopg2"
+
+
+@contextmanager
+def autocommit(dbapi_connection, invalidate: Callable[[], Any]) -> Iterator[None]:
+    """psycopg2's autocommit flag on for the block, and off again before the connection goes back to the
+    pool (set through SQLAlchemy's AUTOCOMMIT isolation level instead, every return to the pool would cost
+    a ``SET default_transaction_isolation`` round trip). A connection on which the flag cannot be cleared
+    is broken: ``invalidate()`` keeps it out of the pool.
+    """
+    dbapi_connection.autocommit = True
+    try:
+        yield
+    finally:
+        try:
+            dbapi_connection.autocommit = False
+        except Exception:  # noqa: BLE001 - a broken connection must not go back to the pool
+            invalidate()
 
 
 def _guard_fork(engine: Engine) -> None:

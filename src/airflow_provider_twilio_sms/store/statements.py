@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 from functools import cached_property
+from typing import Any
 
 from sqlalchemy import (
     BigInteger,
@@ -372,25 +373,24 @@ class Statements:
                                           set_={"until_us": stmt.excluded.until_us})
 
     @cached_property
-    def decide_fused_before(self):
-        """What runs before :attr:`decide_fused` in its query string.
-
-        ``synchronous_commit`` off for the decision alone: the pool's lock is then released without
-        waiting for the disk (a flush per decision, under the lock, caps a pool at one decision per flush).
-        The grant is still durable before its request leaves: the sender's next write (the attempt marked
-        on its claim) commits synchronously, and flushing its commit flushes all WAL before it, this
-        decision included. A grant that a server crash loses was never sent.
+    def decision_durability(self):
+        """PostgreSQL: ``synchronous_commit`` off for a rate decision's transaction alone, so the pool's lock
+        is released without waiting for the disk (a flush per decision, under the lock, would cap a pool at
+        one decision per flush). The grant is still durable before its request leaves: the sender's next
+        write (the attempt marked on its claim) commits synchronously, and flushing its commit flushes all
+        WAL before it, this decision's included. A grant that a server crash loses was never sent.
         """
-        return (text("SET LOCAL synchronous_commit TO OFF"), self.pool_lock)
+        return text("SET LOCAL synchronous_commit TO OFF") if self.dialect == "postgresql" else None
 
     @cached_property
     def decide_fused(self):
         """PostgreSQL: a whole decision in one round trip. Run after :attr:`pool_lock` in the same simple
-        query (``lock; decide``), which PostgreSQL runs as one transaction, each statement with a snapshot
-        taken when it starts: this one sees every decision committed before the lock was granted, and the
-        lock is held only inside the server. Reads the ring (no row: the pool is missing or its ring is not
-        ``p_limit`` slots; the caller prepares it), the clock and the ``p_cost``-th oldest slot; when that
-        slot is a window old, takes ``p_cost`` slots and advances the ring (data-modifying CTEs).
+        query (:meth:`decide_fused_sql`), which PostgreSQL runs as one transaction, each statement with a
+        snapshot taken when it starts: this one sees every decision committed before the lock was granted,
+        and the lock is held only inside the server. Reads the ring (no row: the pool is missing or its
+        ring is not ``p_limit`` slots; the caller prepares it), the clock and the ``p_cost``-th oldest
+        slot; when that slot is a window old, takes ``p_cost`` slots and advances the ring (data-modifying
+        CTEs).
         """
         if self.dialect != "postgresql":
             return None
@@ -425,6 +425,23 @@ class Statements:
         granted = exists(select(ok.c.now_us))
         return (select(decided.c.ring_size, decided.c.ring_next, decided.c.now_us, decided.c.edge_us,
                        granted.label("granted")).add_cte(take, advance))
+
+    def decide_fused_sql(self, dialect) -> tuple[str, dict[str, Any]]:
+        """The PostgreSQL decision as one query string for ``dialect`` (psycopg2's named parameters):
+        :attr:`decision_durability`; :attr:`pool_lock`; :attr:`decide_fused`, and the values of the
+        parameters the statements bind themselves (their constants). Its rows are the decision's.
+        """
+        compiled = [part.compile(dialect=dialect)
+                    for part in (self.decision_durability, self.pool_lock, self.decide_fused)]
+        constants: dict[str, Any] = {}
+        for part in compiled:
+            if part.positional:
+                raise ValueError("the fused rate decision needs a driver with named parameters")
+            own = {name: bind.value for name, bind in part.binds.items() if not bind.required}
+            if own.keys() & constants.keys():
+                raise ValueError(f"the fused rate decision's statements share parameter names: {own.keys()}")
+            constants.update(own)
+        return "; ".join(part.string for part in compiled), constants
 
     @cached_property
     def pool_advance(self):

@@ -90,7 +90,7 @@ def test_postgres_sessions_carry_the_statement_timeout_and_keepalives(pg_url, mo
 
 
 @pytest.mark.parametrize("write", [_status, lambda store, n: _claim(store, f"key-{n}")],
-                         ids=["transaction", "driver-path"])
+                         ids=["status-event", "claim"])
 def test_a_call_to_a_hung_postgres_returns_at_its_deadline_and_the_store_recovers(proxied, write):
     proxy, store = proxied
     assert write(store, 1)  # the pool holds a live connection now
@@ -122,7 +122,7 @@ def test_a_deadline_passing_while_waiting_for_a_sqlite_write_lock_ends_the_wait(
     timeouts = replace(StoreTimeouts.from_config(), sqlite_busy_seconds=30)
     store = SmsStore(create_store_engine(sqlite_url, timeouts))
     _status(store, 1)
-    _claim(store, "warm")  # this thread's own driver connection exists
+    _claim(store, "warm")
     import sqlite3
 
     holder = sqlite3.connect(make_url(sqlite_url).database, isolation_level=None)

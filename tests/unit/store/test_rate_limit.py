@@ -23,15 +23,10 @@ def _slots(store, pool):
                                  .where(rate_slot.c.pool == pool)).all())
 
 
-@pytest.mark.parametrize("path", ["driver", "statements"])
-def test_exact_sliding_window_against_an_independent_count(store, path):
+def test_exact_sliding_window_against_an_independent_count(store):
     """Decisions as fast as they come for 1.5 windows, costs 1 to 3: each one agrees with a count of the
     units granted before it that still reach into its window (granted iff that count + cost <= limit),
-    and a refusal names the moment the cost-th oldest unit of the last ``limit`` leaves the window.
-    ``statements``: the statement-by-statement transaction PostgreSQL drivers other than psycopg2 use
-    (on SQLite both are that path)."""
-    if path == "statements":
-        store._driver = None
+    and a refusal names the moment the cost-th oldest unit of the last ``limit`` leaves the window."""
     limit, window = 5, 0.4
     window_us = round(window * 1_000_000)
     units: list[int] = []  # every unit granted, oldest first: the moment it counts until
@@ -149,30 +144,3 @@ def test_decisions_cost_the_same_with_a_full_window(store):
             update(rate_slot).where(rate_slot.c.pool == "big", rate_slot.c.slot > 2).values(until_us=far)
         )
     assert [store.acquire_rate_slot("big", limit, 3600).granted for _ in range(3)] == [True, True, False]
-
-
-def test_postgresql_decides_with_a_statement_prepared_once_per_connection_and_copes_when_it_is_gone(pg_url):
-    """The decision is planned once per connection (PREPARE). A connection that already has it (its flag
-    lost) and one where it vanished between transactions (as behind a PgBouncer in transaction mode) both
-    still decide; the latter switches the writer to the plain statement for good."""
-    from airflow_provider_twilio_sms.store.migrate import upgrade_url
-
-    upgrade_url(pg_url)
-    store = api.SmsStore(pg_url)
-    assert store.acquire_rate_slot("qa", 3, 60).granted
-    connection = store.engine.raw_connection()  # the pool's one connection: the one that prepared it
-    try:
-        assert connection.info.pop("twilio_sms_rate_decide")  # forget that it is there
-    finally:
-        connection.close()
-    assert store.acquire_rate_slot("qa", 3, 60).granted  # PREPARE says "exists": fine
-    connection = store.engine.raw_connection()
-    try:
-        with connection.dbapi_connection.cursor() as cursor:
-            cursor.execute("DEALLOCATE twilio_sms_rate_decide")
-        connection.dbapi_connection.commit()
-    finally:
-        connection.close()
-    assert store.acquire_rate_slot("qa", 3, 60).granted  # EXECUTE fails, the plain statement decides
-    assert store._driver._unprepared
-    assert not store.acquire_rate_slot("qa", 3, 60).granted

@@ -18,7 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -35,11 +35,14 @@ from airflow_provider_twilio_sms.store.engine import (
     write_options,
     writer_lock,
 )
+from airflow_provider_twilio_sms.store.inbound import CURSOR_MARGIN, channel_reads, cursor_statement
 from airflow_provider_twilio_sms.store.statements import CLAIM_COLUMNS, statements
 from airflow_provider_twilio_sms.store.status import status_rank
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Connection, Engine
+
+    from airflow_provider_twilio_sms.store.inbound import InboundChannel
 
 # Inbound keywords that opt a number out or back in, with or without Twilio's OptOutType.
 STOP_KEYWORDS = frozenset({"STOP", "STOPALL", "UNSUBSCRIBE", "END", "QUIT", "REVOKE", "OPTOUT", "CANCEL"})
@@ -827,6 +830,38 @@ class SmsStore:
                                                 e.c.account_sid.in_(account_list))
                                 .order_by(e.c.id).limit(limit)).all()
         return [dict(r._mapping) for r in rows]
+
+    def read_inbound_channels(self, reads: Sequence[tuple[InboundChannel, int]], *,
+                              page: int) -> list[list[dict[str, Any]]]:
+        """For each ``(channel, after_id)`` of ``reads``: at most ``page`` inbound messages of the channel
+        with an id above ``after_id``, oldest first. One statement, each read through its own index, from its
+        own cursor (:func:`.inbound.channel_reads`): what every waiting reply sensor of a triggerer reads in
+        a round. The rows hold what the matching needs (:data:`.inbound.READ_COLUMNS`); each sensor keeps
+        those verified for its own account and signer
+        (:meth:`~airflow_provider_twilio_sms.replies.ReplyCriteria.concerns`).
+        """
+        pages: list[list[dict[str, Any]]] = [[] for _ in reads]
+        if not reads:
+            return pages
+        stmt, params = channel_reads(self.dialect, reads, page)
+        with self._read() as conn:
+            for row in conn.execute(stmt, params):
+                found = dict(row._mapping)
+                pages[found.pop("read_index")].append(found)
+        for rows in pages:
+            rows.sort(key=lambda row: row["id"])
+        return pages
+
+    def inbound_cursor(self, since: datetime | None) -> int:
+        """Where to read inbound messages received at or after ``since`` from: an event id that every such
+        message is above (the newest inbound message received :data:`.inbound.CURSOR_MARGIN` before
+        ``since``, found by one probe of an index); 0 when there is none, or no ``since``.
+        """
+        if since is None:
+            return 0
+        with self._read() as conn:
+            found = conn.execute(cursor_statement(), {"before": since - CURSOR_MARGIN}).scalar()
+        return int(found or 0)
 
     def find_inbound(
         self,

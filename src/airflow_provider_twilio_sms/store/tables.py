@@ -140,6 +140,8 @@ event = Table(
     Index("ix_twilio_sms_event_message_id", "message_id", "id"),
     Index("ix_twilio_sms_event_kind_to", "kind", "to_number", "id"),
     Index("ix_twilio_sms_event_kind_from", "kind", "from_number", "id"),
+    # Replies through a Messaging Service (migration 0008): a waiting sensor reads them by this index.
+    Index("ix_twilio_sms_event_kind_service", "kind", "messaging_service_sid", "id"),
     Index("ix_twilio_sms_event_received", "received_at"),
     Index("ix_twilio_sms_event_kind_received", "kind", "received_at", "team", "opt_out_type"),
 )

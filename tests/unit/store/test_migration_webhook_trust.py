@@ -47,7 +47,7 @@ def test_0007_keeps_opt_outs_for_every_connection_and_downgrades_to_one_row_per_
             o=opted_out,
             t=now,
         )
-    assert migrate.upgrade_url(db_url) == ("0006_twilio_sms", "0007_twilio_sms")
+    assert migrate.upgrade_url(db_url, "0007_twilio_sms") == ("0006_twilio_sms", "0007_twilio_sms")
     store = SmsStore(db_url)
     # An opt-out stored before signers were recorded refuses the sends of every connection of the account.
     assert store.is_opted_out(ACCOUNT, STOPPED, signer="a" * 32)
@@ -78,4 +78,4 @@ def test_0007_keeps_opt_outs_for_every_connection_and_downgrades_to_one_row_per_
         ]
     finally:
         engine.dispose()
-    assert migrate.upgrade_url(db_url) == ("0006_twilio_sms", "0007_twilio_sms")
+    assert migrate.upgrade_url(db_url, "0007_twilio_sms") == ("0006_twilio_sms", "0007_twilio_sms")

@@ -1,0 +1,152 @@
+"""How waiting reply sensors read inbound messages: each through an index, from its own cursor.
+
+A reply sensor can only be answered by inbound messages from the number it waits on, else to that number,
+else through that Messaging Service (:meth:`~airflow_provider_twilio_sms.replies.ReplyCriteria.channels`).
+Each is an :class:`InboundChannel`: the messages one ``(kind, <column>, id)`` index of ``twilio_sms_event``
+holds in id order. :func:`channel_reads` reads a page of many channels, each after its own cursor, in one
+statement whose text does not change with their number (one plan, no limit on bind parameters):
+
+- PostgreSQL: the reads as arrays, ``unnest``-ed, and per read a ``LATERAL`` index scan with ``LIMIT``;
+- SQLite (and any other database): the reads as JSON (``json_each``), and per read a correlated ``IN``
+  subquery with ``LIMIT`` on the index.
+
+Where a sensor's reading starts (:func:`cursor_statement`): replies received before its ``since`` never
+count, so it starts after the newest inbound message received :data:`CURSOR_MARGIN` before ``since``
+(one probe of the ``(kind, received_at)`` index), not at the start of the table.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import Integer, bindparam, column, select, text
+
+from airflow_provider_twilio_sms.store import tables as t
+
+if TYPE_CHECKING:
+    from sqlalchemy.sql.selectable import Select, TextualSelect
+
+e = t.event
+
+# The columns an index leads with after ``kind`` (ix_twilio_sms_event_kind_from, _kind_to, _kind_service).
+CHANNEL_COLUMNS = ("from_number", "to_number", "messaging_service_sid")
+
+# What the matching needs of a message (never its raw payload).
+READ_COLUMNS = ("id", "account_sid", "conn_id", "signer", "message_sid", "from_number", "to_number",
+                "messaging_service_sid", "body", "opt_out_type", "received_at")
+
+# Event ids follow the order rows were inserted; ``received_at`` is the webhook's clock just before. A
+# message received at or after ``since`` therefore has a higher id than every message received this long
+# before ``since``, unless a webhook's insert waited longer than this after reading its clock (its store
+# deadline is at most 14 s; SQLite's busy timeout 30 s) or the webhook hosts' clocks differ by more.
+CURSOR_MARGIN = timedelta(minutes=5)
+
+
+@dataclass(frozen=True)
+class InboundChannel:
+    """Inbound messages of one account whose ``column`` is ``value``, in id order, read through the
+    ``(kind, column, id)`` index. With ``to_number`` or ``messaging_service_sid`` also, only those arriving
+    at that number or through that service (checked on the rows the index finds, before the page's limit).
+    """
+
+    account_sid: str
+    column: str
+    value: str
+    to_number: str | None = None
+    messaging_service_sid: str | None = None
+
+    def __post_init__(self):
+        if self.column not in CHANNEL_COLUMNS:
+            raise ValueError(f"an inbound channel reads one of {', '.join(CHANNEL_COLUMNS)}, "
+                             f"not {self.column!r}")
+        if not self.value:
+            raise ValueError(f"an inbound channel on {self.column} needs a value")
+
+
+def _read_columns(alias: str) -> str:
+    return ", ".join(f"{alias}.{name}" for name in READ_COLUMNS)
+
+
+def _page_of(dialect: str, channel_column: str, columns: str) -> str:
+    """``columns`` of read ``r``'s page: its channel's messages after its cursor, oldest first.
+
+    On PostgreSQL the channel's value is matched as a range of one value and the page ordered by
+    ``(column, id)``: the planner cannot know how common a value read at run time is, and for a column of
+    few distinct values (our own numbers, our services) it would walk the primary key from the cursor and
+    filter out every other channel's messages. Only the channel's index yields that order, and its scan
+    still starts at ``(kind, value, cursor)``. SQLite picks that index for a plain ``=``.
+    """
+    if dialect == "postgresql":
+        match, order = f"x.{channel_column} >= r.wanted AND x.{channel_column} <= r.wanted", \
+            f"x.{channel_column}, x.id"
+    else:
+        match, order = f"x.{channel_column} = r.wanted", "x.id"
+    return (
+        f"SELECT {columns} FROM twilio_sms_event x WHERE x.kind = 'inbound' AND {match} "
+        "AND x.id > r.after_id AND x.account_sid = r.account_sid "
+        "AND (r.to_number IS NULL AND r.service IS NULL OR x.to_number = r.to_number "
+        f"OR x.messaging_service_sid = r.service) ORDER BY {order} LIMIT :page"
+    )
+
+
+def _postgresql_part(channel_column: str) -> str:
+    page = _page_of("postgresql", channel_column, _read_columns("x"))
+    return (f"SELECT r.read_index, {_read_columns('m')} FROM r CROSS JOIN LATERAL ({page}) m "
+            f"WHERE r.via = '{channel_column}'")
+
+
+def _sqlite_part(channel_column: str) -> str:
+    # CROSS JOIN: SQLite keeps r as the outer loop (else it may scan the event table and look r up).
+    return (f"SELECT r.read_index, {_read_columns('m')} FROM r CROSS JOIN twilio_sms_event m "
+            f"ON m.id IN ({_page_of('sqlite', channel_column, 'x.id')}) WHERE r.via = '{channel_column}'")
+
+
+# One read: its position, the channel (column, account, value, arrival filters) and its cursor.
+_READ_FIELDS = ("read_index", "via", "account_sid", "wanted", "to_number", "service", "after_id")
+
+
+@functools.cache
+def _reads_statement(dialect: str) -> TextualSelect:
+    if dialect == "postgresql":
+        types = ("integer", "varchar", "varchar", "varchar", "varchar", "varchar", "bigint")
+        arrays = ", ".join(f"CAST(:{name} AS {kind}[])"
+                           for name, kind in zip(_READ_FIELDS, types, strict=True))
+        source = f"WITH r AS (SELECT * FROM unnest({arrays}) AS r({', '.join(_READ_FIELDS)})) "
+        parts = [_postgresql_part(name) for name in CHANNEL_COLUMNS]
+    else:
+        fields = ", ".join(f"json_extract(value, '$[{i}]') AS {name}" for i, name in enumerate(_READ_FIELDS))
+        source = f"WITH r AS (SELECT {fields} FROM json_each(:reads)) "
+        parts = [_sqlite_part(name) for name in CHANNEL_COLUMNS]
+    clause = text(source + " UNION ALL ".join(parts)).bindparams(bindparam("page", type_=Integer()))
+    return clause.columns(column("read_index", Integer()), *(e.c[name] for name in READ_COLUMNS))
+
+
+def channel_reads(dialect: str, reads: Sequence[tuple[InboundChannel, int]],
+                  page: int) -> tuple[TextualSelect, dict[str, Any]]:
+    """The statement and parameters that read, for each ``(channel, after_id)`` of ``reads``, at most
+    ``page`` of the channel's messages with an id above ``after_id``; each row carries ``read_index``, the
+    position of its read in ``reads``.
+    """
+    rows = [(i, ch.column, ch.account_sid, ch.value, ch.to_number, ch.messaging_service_sid, int(after_id))
+            for i, (ch, after_id) in enumerate(reads)]
+    params: dict[str, Any] = {"page": int(page)}
+    if dialect == "postgresql":
+        params.update((name, [row[i] for row in rows]) for i, name in enumerate(_READ_FIELDS))
+    else:
+        params["reads"] = json.dumps(rows)
+    return _reads_statement(dialect), params
+
+
+@functools.cache
+def cursor_statement() -> Select:
+    """The id of the newest inbound message received before ``:before`` (a backward probe of
+    ix_twilio_sms_event_kind_received), or no row.
+    """
+    before = bindparam("before", type_=e.c.received_at.type)
+    return (select(e.c.id).where(e.c.kind == "inbound", e.c.received_at < before)
+            .order_by(e.c.received_at.desc()).limit(1))

@@ -13,9 +13,12 @@ import re
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from airflow_provider_twilio_sms.privacy import mask_number, mask_sid
+
+if TYPE_CHECKING:
+    from airflow_provider_twilio_sms.store.inbound import InboundChannel
 
 _PUNCTUATION = ".!,"
 
@@ -99,6 +102,19 @@ class ReplyCriteria:
                    keywords=tuple(shape.get("keywords") or ()),
                    case_sensitive=bool(shape.get("case_sensitive")),
                    since=datetime.fromisoformat(since) if since else None)
+
+    def channels(self) -> tuple[InboundChannel, ...]:
+        """The indexed reads (:mod:`.store.inbound`) that together hold every message :meth:`concerns`
+        accepts: those from ``from_number`` (arriving at ``to_number`` or through the service, when given);
+        without a sender, those to ``to_number`` and those through ``messaging_service_sid``.
+        """
+        from airflow_provider_twilio_sms.store.inbound import InboundChannel
+
+        if self.from_number:
+            return (InboundChannel(self.account_sid, "from_number", self.from_number, self.to_number,
+                                   self.messaging_service_sid),)
+        arrivals = (("to_number", self.to_number), ("messaging_service_sid", self.messaging_service_sid))
+        return tuple(InboundChannel(self.account_sid, name, value) for name, value in arrivals if value)
 
     def concerns(self, event: dict[str, Any]) -> bool:
         """The event was verified for our account by our connection (or signer), comes from and goes to

@@ -342,10 +342,14 @@ class SmsReplySensor(MasksRenderedNumbers, _StoreSensor):
                              case_sensitive=self.case_sensitive, since=since)
 
     def _scan(self, criteria: ReplyCriteria) -> tuple[dict[str, Any] | None, int]:
-        """(result, last event id seen): the first match among stored messages, or None."""
+        """(result, last event id seen): the first match among stored messages, or None.
+
+        The scan starts after the messages received well before ``since`` (one index probe), not at the
+        start of the table; the id it ends on is where a deferred wait goes on from.
+        """
         from airflow.sdk.exceptions import AirflowFailException
 
-        last_id = 0
+        last_id = self.store.inbound_cursor(criteria.since)
         while True:
             rows = self.store.find_inbound(
                 account_sid=criteria.account_sid, conn_id=criteria.conn_id, signer=criteria.signer,

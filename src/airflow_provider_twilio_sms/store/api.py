@@ -806,31 +806,6 @@ class SmsStore:
                             best.update(status=row.status, error_code=row.error_code)
         return states
 
-    def find_inbound_any(
-        self, *, accounts: Iterable[str], numbers_to: Iterable[str] = (), numbers_from: Iterable[str] = (),
-        after_id: int = 0, limit: int = 1000,
-    ) -> list[dict[str, Any]]:
-        """Inbound messages of any of ``accounts`` after ``after_id`` to any of ``numbers_to`` or from any
-        of ``numbers_from``: the candidates of every waiting reply sensor of a triggerer, in one query
-        (the (kind, number, id) indexes). Each sensor keeps those verified for its own account and signer
-        (:meth:`~airflow_provider_twilio_sms.replies.ReplyCriteria.concerns`).
-        """
-        to_list, from_list = sorted(set(numbers_to)), sorted(set(numbers_from))
-        account_list = sorted(set(accounts))
-        if not (to_list or from_list) or not account_list:
-            return []
-        e = t.event
-        either = []
-        if to_list:
-            either.append(e.c.to_number.in_(to_list))
-        if from_list:
-            either.append(e.c.from_number.in_(from_list))
-        with self._read() as conn:
-            rows = conn.execute(select(e).where(e.c.kind == "inbound", e.c.id > after_id, or_(*either),
-                                                e.c.account_sid.in_(account_list))
-                                .order_by(e.c.id).limit(limit)).all()
-        return [dict(r._mapping) for r in rows]
-
     def read_inbound_channels(self, reads: Sequence[tuple[InboundChannel, int]], *,
                               page: int) -> list[list[dict[str, Any]]]:
         """For each ``(channel, after_id)`` of ``reads``: at most ``page`` inbound messages of the channel

@@ -40,11 +40,12 @@ CHANNEL_COLUMNS = ("from_number", "to_number", "messaging_service_sid")
 READ_COLUMNS = ("id", "account_sid", "conn_id", "signer", "message_sid", "from_number", "to_number",
                 "messaging_service_sid", "body", "opt_out_type", "received_at")
 
-# Event ids follow the order rows were inserted; ``received_at`` is the webhook's clock just before. A
-# message received at or after ``since`` therefore has a higher id than every message received this long
-# before ``since``, unless a webhook's insert waited longer than this after reading its clock (its store
-# deadline is at most 14 s; SQLite's busy timeout 30 s) or the webhook hosts' clocks differ by more.
-CURSOR_MARGIN = timedelta(minutes=5)
+# Event ids follow the order rows were inserted; ``received_at`` is the webhook's clock read just before
+# the insert. A message received at or after ``since`` therefore has a higher id than every message
+# received this long before ``since``, unless a webhook's insert waited longer than this after reading its
+# clock (its store deadline is 15 s at most) or the clocks of two webhook hosts differ by more than the
+# rest. The messages of the margin are read again and discarded (they are older than ``since``).
+CURSOR_MARGIN = timedelta(minutes=2)
 
 
 @dataclass(frozen=True)

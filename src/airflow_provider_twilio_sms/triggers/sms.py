@@ -2,9 +2,15 @@
 
 A triggerer may hold thousands of waiting sensors. They do not each query the store: every trigger
 for the same store registers with one :class:`StorePoller` per event loop, which makes one query per
-round for all status waiters (``sid IN (...)``) and one for all reply waiters (numbers ``IN (...)``,
-after the lowest cursor), then hands each trigger its answer. Queries per second stay flat as the
-number of waiting sensors grows.
+round for all status waiters (``sid IN (...)``) and one per :data:`READS_PER_QUERY` reply reads, then
+hands each trigger its answer. Queries per second stay flat as the number of waiting sensors grows.
+
+Each reply waiter reads its own channels (the messages from its sender, else to its number or through its
+Messaging Service: :meth:`ReplyCriteria.channels`) from its own cursor, through an index, a page at a time
+(:mod:`..store.inbound`): a waiter that is caught up reads only what is new for it, whatever another
+waiter still has to read, and a round costs the same with a thousand or a million stored messages. A
+new waiter starts after the messages received well before its ``since`` (:meth:`SmsStore.inbound_cursor`),
+not at the start of the table.
 
 The same holds for Twilio: a status waiter whose callbacks did not come is asked about at Twilio
 (:mod:`.status_fallback`) by the poller, together with every other waiter due in that round, in a few
@@ -33,10 +39,15 @@ from airflow_provider_twilio_sms.status_fallback import (
 if TYPE_CHECKING:
     from airflow_provider_twilio_sms.hooks.twilio_sms import TwilioSmsHook
     from airflow_provider_twilio_sms.store.api import SmsStore
+    from airflow_provider_twilio_sms.store.inbound import InboundChannel
 
 log = logging.getLogger(__name__)
 
 DEFAULT_POLL_INTERVAL = 5.0
+# Rows per reply read and round, and reply reads per store query (a statement returns at most their
+# product; waiters that are caught up read a handful of rows each).
+REPLY_PAGE = 500
+READS_PER_QUERY = 250
 # Asking Twilio holds up the round's store polling for every waiter: wait less than the hook's default.
 TWILIO_TIMEOUT = 10.0
 
@@ -52,9 +63,40 @@ class _TwilioAsk:
 
 @dataclass(eq=False)
 class _ReplyWaiter:
+    """One waiting reply trigger: what it waits for, and the last message id it has looked at."""
+
     criteria: ReplyCriteria
     cursor: int
     future: asyncio.Future = field(repr=False)
+    channels: tuple[InboundChannel, ...] = field(init=False)
+
+    def __post_init__(self):
+        self.channels = self.criteria.channels()
+
+    def take(self, pages: list[list[dict[str, Any]]], page: int) -> None:
+        """Look at this round's rows of the waiter's channels (``pages``, one per channel, each read from
+        ``cursor`` with at most ``page`` rows) in id order, and answer on the first match or opt-out.
+
+        With two channels a full page may stop short of the other's rows: those above the lowest last id
+        of a full page are left for the next round, so no earlier message is ever skipped.
+        """
+        if self.future.done():  # cancelled while the round read the store
+            return
+        full = [rows[-1]["id"] for rows in pages if len(rows) >= page]
+        horizon = min(full) if full else None
+        by_id = {row["id"]: row for rows in pages for row in rows}
+        for row_id in sorted(by_id):
+            if horizon is not None and row_id > horizon:
+                return
+            row = by_id[row_id]
+            self.cursor = row_id
+            if self.criteria.is_opt_out(row):
+                self.future.set_result(("opt_out", row))
+                return
+            result = self.criteria.match(row)
+            if result is not None:
+                self.future.set_result(("match", result))
+                return
 
 
 class StorePoller:
@@ -106,7 +148,9 @@ class StorePoller:
                     del self._status[sid]
 
     async def reply(self, criteria: ReplyCriteria, after_id: int) -> tuple[str, dict[str, Any]]:
-        """Wait for ("match", result) or ("opt_out", event) among inbound messages after ``after_id``."""
+        """Wait for ("match", result) or ("opt_out", event) among inbound messages after ``after_id``: the
+        first such message in id order that the criteria accepts.
+        """
         waiter = _ReplyWaiter(criteria, after_id, asyncio.get_running_loop().create_future())
         self._replies.add(waiter)
         self._ensure_running()
@@ -118,12 +162,18 @@ class StorePoller:
     async def _run(self) -> None:
         while self._status or self._replies:
             await asyncio.sleep(self.interval)
-            self.rounds += 1
             try:
-                await self._poll_statuses()
-                await self._poll_replies()
+                await self.poll_round()
             except Exception:  # a store hiccup must not kill every waiting sensor: try next round
                 log.exception("Polling the twilio_sms store failed; retrying in %.1f s", self.interval)
+
+    async def poll_round(self) -> None:
+        """One round: every status waiter and every reply waiter gets what the store holds for it now (the
+        polling loop runs one per interval; benchmarks and tests drive it round by round).
+        """
+        self.rounds += 1
+        await self._poll_statuses()
+        await self._poll_replies()
 
     async def _poll_statuses(self) -> None:
         if not self._status:
@@ -180,29 +230,24 @@ class StorePoller:
         return hook
 
     async def _poll_replies(self) -> None:
+        """Read each reply waiter's channels from its own cursor (waiters with the same channel and cursor
+        share the read), :data:`READS_PER_QUERY` reads per query, and let each waiter take its rows.
+        """
         waiters = [w for w in self._replies if not w.future.done()]
         if not waiters:
             return
-        after = min(w.cursor for w in waiters)
-        rows = await asyncio.to_thread(
-            self.store.find_inbound_any, accounts=[w.criteria.account_sid for w in waiters],
-            numbers_to=[w.criteria.to_number for w in waiters if w.criteria.to_number],
-            numbers_from=[w.criteria.from_number for w in waiters if w.criteria.from_number and
-                          not w.criteria.to_number],
-            after_id=after, limit=1000)
-        self.queries += 1
+        slots: dict[tuple[InboundChannel, int], int] = {}
         for waiter in waiters:
-            for row in rows:
-                if row["id"] <= waiter.cursor:
-                    continue
-                waiter.cursor = row["id"]
-                if waiter.criteria.is_opt_out(row):
-                    waiter.future.set_result(("opt_out", row))
-                    break
-                result = waiter.criteria.match(row)
-                if result is not None:
-                    waiter.future.set_result(("match", result))
-                    break
+            for channel in waiter.channels:
+                slots.setdefault((channel, waiter.cursor), len(slots))
+        reads = list(slots)
+        pages: list[list[dict[str, Any]]] = []
+        for start in range(0, len(reads), READS_PER_QUERY):
+            pages += await asyncio.to_thread(self.store.read_inbound_channels,
+                                             reads[start:start + READS_PER_QUERY], page=REPLY_PAGE)
+            self.queries += 1
+        for waiter in waiters:
+            waiter.take([pages[slots[channel, waiter.cursor]] for channel in waiter.channels], REPLY_PAGE)
 
 
 async def _store_for(store_conn_id: str | None) -> tuple[SmsStore, str]:
@@ -287,6 +332,10 @@ class SmsStatusTrigger(BaseTrigger):
 class SmsReplyTrigger(BaseTrigger):
     """Fires on the first inbound message after ``after_id`` that matches, or on an opt-out (STOP).
 
+    Messages received before the shape's ``since`` never count, so the wait reads from the later of
+    ``after_id`` and :meth:`SmsStore.inbound_cursor` of ``since`` (a trigger deferred by an earlier
+    version passed 0), never from the start of the table.
+
     Its kwargs are stored in Airflow's ``trigger`` table, so they hold no phone number: ``wait_id`` names
     the reply wait in the store (account, signer, numbers; see ``SmsStore.add_reply_wait``) and ``shape``
     what the reply must look like (:meth:`ReplyCriteria.shape`).
@@ -312,7 +361,9 @@ class SmsReplyTrigger(BaseTrigger):
         })
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
-        """Read the wait's parties from the store once, then wait with the shared poller."""
+        """Read the wait's parties and where to start from the store once, then wait with the shared
+        poller.
+        """
         store, url = await _store_for(self.store_conn_id)
         parties = await asyncio.to_thread(store.get_reply_wait, self.wait_id)
         if parties is None:
@@ -321,8 +372,9 @@ class SmsReplyTrigger(BaseTrigger):
                 "store_conn_id?): clear the task to wait again")})
             return
         criteria = ReplyCriteria.from_parts(parties, self.shape)
+        start = max(self.after_id, await asyncio.to_thread(store.inbound_cursor, criteria.since))
         poller = StorePoller.for_store(store, url, self.poll_interval)
-        outcome, payload = await poller.reply(criteria, self.after_id)
+        outcome, payload = await poller.reply(criteria, start)
         if outcome == "opt_out":
             yield TriggerEvent({"outcome": "opt_out", "wait_id": self.wait_id,
                                 "message": criteria.opt_out_message(payload)})

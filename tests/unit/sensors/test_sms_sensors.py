@@ -14,6 +14,8 @@ from airflow_provider_twilio_sms.sensors.sms import SmsReplySensor, SmsStatusSen
 from airflow_provider_twilio_sms.store.api import make_scope
 from airflow_provider_twilio_sms.triggers.sms import SmsReplyTrigger, SmsStatusTrigger
 
+from reply_testing import add_history, newest_id
+
 ACCOUNT = "AC" + "5" * 32
 OURS = "+15005550006"
 USER = "+15557654321"
@@ -240,3 +242,31 @@ class TestReplySensor:
             sensor.execute_complete(_context(), {"outcome": "opt_out", "wait_id": trigger.wait_id,
                                                  "message": "***4321 opted out"})
         assert env.get_reply_wait(trigger.wait_id) is None  # forgotten once the wait is over
+
+
+class TestReplySensorHistory:
+    """With 20 000 earlier messages to our number, a sensor starts after them, and still sees a reply that
+    came before it started."""
+
+    def test_a_deferred_sensor_hands_its_trigger_a_cursor_after_the_history(self, env):
+        start = datetime.now(timezone.utc) - timedelta(minutes=1)
+        add_history(env, 20_000, account_sid=ACCOUNT, conn_id=CONN, received_from=start - timedelta(days=3),
+                    to_numbers=(OURS,))
+        newest = newest_id(env)
+        sensor = SmsReplySensor(task_id="w", to_number=OURS, keywords=["YES"], store_conn_id="sensor_store",
+                                deferrable=True)
+        with pytest.raises(TaskDeferred) as deferred:
+            sensor.execute(_context(start=start))
+        assert deferred.value.trigger.after_id == newest  # not 0: the trigger never reads the history
+
+    @pytest.mark.parametrize("deferrable", [True, False])
+    def test_a_reply_stored_before_the_sensor_starts_still_counts(self, env, deferrable):
+        add_history(env, 20_000, account_sid=ACCOUNT, conn_id=CONN,
+                    received_from=datetime.now(timezone.utc) - timedelta(days=3), to_numbers=(OURS,),
+                    senders=(USER,), body="YES")
+        sent = _send(env, "k1", "SM" + "f" * 32)
+        _inbound(env, "SMlate", "yes")  # the reply comes in before the sensor's first look
+        sensor = SmsReplySensor(task_id="w", in_reply_to="send", keywords=["YES"],
+                                store_conn_id="sensor_store", deferrable=deferrable)
+        found = sensor.execute(_context({"send": sent}))  # no TaskDeferred: found at once
+        assert found["message_sid"] == "SMlate"

@@ -11,7 +11,15 @@ import pytest
 
 from airflow_provider_twilio_sms.replies import ReplyCriteria
 from airflow_provider_twilio_sms.store.api import make_scope
-from airflow_provider_twilio_sms.triggers.sms import SmsReplyTrigger, SmsStatusTrigger, StorePoller
+from airflow_provider_twilio_sms.store.inbound import InboundChannel
+from airflow_provider_twilio_sms.triggers.sms import (
+    REPLY_PAGE,
+    SmsReplyTrigger,
+    SmsStatusTrigger,
+    StorePoller,
+)
+
+from reply_testing import add_history, newest_id, one_round, stop, waiting
 
 ACCOUNT = "AC" + "4" * 32
 OURS = "+15005550006"
@@ -215,3 +223,91 @@ async def test_one_query_per_round_however_many_sensors_wait(store, store_conn):
     for task in tasks:
         task.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
+
+
+class TestReplyPollerRounds:
+    """Rounds are driven one by one (the poller's own loop sleeps an hour): what a round answers is what it
+    read, however slow the machine."""
+
+    SERVICE = "MG" + "3" * 32
+    OTHER = "+15557650000"
+
+    def _trigger(self, store, store_conn, *, after_id=0, **criteria):
+        wanted = ReplyCriteria(ACCOUNT, CONN, **criteria)
+        return SmsReplyTrigger(wait_id=store.add_reply_wait(**wanted.parties()), shape=wanted.shape(),
+                               after_id=after_id, store_conn_id=store_conn, poll_interval=3600)
+
+    @pytest.mark.asyncio
+    async def test_a_new_wait_sees_a_reply_in_its_first_round_whatever_the_history(self, store, store_conn):
+        """20 000 earlier messages from the user to our number (through our service): a trigger starting at
+        after_id=0 (as every trigger did) reads after them, not through them."""
+        since = datetime.now(timezone.utc) - timedelta(minutes=30)
+        add_history(store, 20_000, account_sid=ACCOUNT, conn_id=CONN, received_from=since - timedelta(days=3),
+                    to_numbers=(OURS,), senders=(USER,), services=(self.SERVICE,), body="YES")
+        # a YES received just before since (within the cursor's margin) never counts; the one after does,
+        # though it was stored before the sensor's trigger started (the send -> reply -> late sensor race)
+        store.record_inbound(account_sid=ACCOUNT, conn_id=CONN, message_sid="SMearly", from_number=USER,
+                             to_number=OURS, body="YES", payload={"MessagingServiceSid": self.SERVICE},
+                             now=since - timedelta(minutes=1))
+        store.record_inbound(account_sid=ACCOUNT, conn_id=CONN, message_sid="SMreply", from_number=USER,
+                             to_number=OURS, body="yes", payload={"MessagingServiceSid": self.SERVICE},
+                             now=since + timedelta(minutes=1))
+        shapes = [{"from_number": USER, "to_number": OURS}, {"from_number": USER}, {"to_number": OURS},
+                  {"messaging_service_sid": self.SERVICE},
+                  {"to_number": OURS, "messaging_service_sid": self.SERVICE}]
+        triggers = [self._trigger(store, store_conn, keywords=("YES",), since=since, **shape)
+                    for shape in shapes]
+        poller, tasks = await waiting(triggers)
+        try:
+            await one_round(poller)
+            assert all(task.done() for task in tasks)
+            assert {task.result().payload["result"]["message_sid"] for task in tasks} == {"SMreply"}
+            assert poller.queries == 1
+        finally:
+            await stop(poller, tasks)
+
+    @pytest.mark.asyncio
+    async def test_a_caught_up_wait_is_answered_in_one_round_beside_a_huge_backlog(self, store, store_conn):
+        now = datetime.now(timezone.utc)
+        add_history(store, 20_000, account_sid=ACCOUNT, conn_id=CONN, received_from=now - timedelta(days=1),
+                    to_numbers=(OURS,))
+        # Waits on every message to our number of the last two days: 20 000 to look at, a page a round.
+        backlog = self._trigger(store, store_conn, to_number=OURS, keywords=("YES",),
+                                since=now - timedelta(days=2))
+        # The same channel (every message to our number), looked at up to the latest already.
+        caught_up = self._trigger(store, store_conn, after_id=newest_id(store), to_number=OURS,
+                                  keywords=("YES",), since=now)
+        poller, tasks = await waiting([backlog, caught_up])
+        try:
+            store.record_inbound(account_sid=ACCOUNT, conn_id=CONN, message_sid="SMcaught",
+                                 from_number=self.OTHER, to_number=OURS, body="YES", payload={})
+            await one_round(poller)
+            assert tasks[1].done()
+            assert tasks[1].result().payload["result"]["message_sid"] == "SMcaught"
+            assert not tasks[0].done()  # it has read one page of its backlog
+            [waiter] = poller._replies
+            assert waiter.cursor == store.read_inbound_channels(
+                [(InboundChannel(ACCOUNT, "to_number", OURS), 0)], page=REPLY_PAGE)[0][-1]["id"]
+        finally:
+            await stop(poller, tasks)
+
+    @pytest.mark.asyncio
+    async def test_with_two_channels_the_first_match_in_id_order_wins(self, store, store_conn, monkeypatch):
+        """To our number or through our service: with pages of two, the to-channel's page ends before the
+        service's YES, and the to-channel's own YES (earlier) must win."""
+        monkeypatch.setattr("airflow_provider_twilio_sms.triggers.sms.REPLY_PAGE", 2)
+        for sid in ("SMt1", "SMt2"):
+            _inbound(store, sid, "no")
+        _inbound(store, "SMt3", "YES")
+        store.record_inbound(account_sid=ACCOUNT, conn_id=CONN, message_sid="SMs1", from_number=USER,
+                             to_number=self.OTHER, body="YES", payload={"MessagingServiceSid": self.SERVICE})
+        trigger = self._trigger(store, store_conn, to_number=OURS, messaging_service_sid=self.SERVICE,
+                                keywords=("YES",))
+        poller, tasks = await waiting([trigger])
+        try:
+            await one_round(poller)
+            assert not tasks[0].done()  # SMt3 is not read yet: SMs1 must wait for it
+            await one_round(poller)
+            assert tasks[0].result().payload["result"]["message_sid"] == "SMt3"
+        finally:
+            await stop(poller, tasks)

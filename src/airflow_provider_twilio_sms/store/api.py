@@ -658,6 +658,10 @@ class SmsStore:
         The message is linked to the outbound message it answers, if any (same account, same signer or
         connection, sent to ``from_number`` from ``to_number`` or from the payload's Messaging Service), and
         takes its team; else ``team`` (the verifying connection's).
+
+        ``now`` (for tests) must be about the present: reply sensors start reading after the newest message
+        received well before their ``since`` (:meth:`inbound_cursor`), which holds because event ids follow
+        the order messages arrived in.
         """
         now = now or utcnow()
         keyword = (opt_out_type or "").strip().upper() or opt_out_keyword(body)

@@ -7,7 +7,7 @@ holds in id order. :func:`channel_reads` reads a page of many channels, each aft
 statement whose text does not change with their number (one plan, no limit on bind parameters):
 
 - PostgreSQL: the reads as arrays, ``unnest``-ed, and per read a ``LATERAL`` index scan with ``LIMIT``;
-- SQLite (and any other database): the reads as JSON (``json_each``), and per read a correlated ``IN``
+- SQLite: the reads as JSON (``json_each``), and per read a correlated ``IN``
   subquery with ``LIMIT`` on the index.
 
 Where a sensor's reading starts (:func:`cursor_statement`): replies received before its ``since`` never
@@ -43,7 +43,7 @@ READ_COLUMNS = ("id", "account_sid", "conn_id", "signer", "message_sid", "from_n
 # Event ids follow the order rows were inserted; ``received_at`` is the webhook's clock read just before
 # the insert. A message received at or after ``since`` therefore has a higher id than every message
 # received this long before ``since``, unless a webhook's insert waited longer than this after reading its
-# clock (its store deadline is 15 s at most) or the clocks of two webhook hosts differ by more than the
+# clock (its store deadline is 14 s at most) or the clocks of two webhook hosts differ by more than the
 # rest. The messages of the margin are read again and discarded (they are older than ``since``).
 CURSOR_MARGIN = timedelta(minutes=2)
 

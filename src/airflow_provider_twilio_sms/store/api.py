@@ -35,7 +35,12 @@ from airflow_provider_twilio_sms.store.engine import (
     write_options,
     writer_lock,
 )
-from airflow_provider_twilio_sms.store.inbound import CURSOR_MARGIN, channel_reads, cursor_statement
+from airflow_provider_twilio_sms.store.inbound import (
+    CURSOR_MARGIN,
+    channel_reads,
+    cursor_statement,
+    inbound_page_statement,
+)
 from airflow_provider_twilio_sms.store.statements import CLAIM_COLUMNS, statements
 from airflow_provider_twilio_sms.store.status import status_rank
 
@@ -862,20 +867,16 @@ class SmsStore:
         if not (to_number or from_number or messaging_service_sid):
             raise ValueError("find_inbound needs to_number or from_number: "
                              "a scan of every message is not allowed")
-        e = t.event
-        verified = e.c.conn_id == conn_id if not signer else or_(e.c.conn_id == conn_id, e.c.signer == signer)
-        conditions = [e.c.kind == "inbound", e.c.id > after_id, e.c.account_sid == account_sid, verified]
-        arrived = [e.c.to_number == to_number] if to_number else []
-        if messaging_service_sid:
-            arrived.append(e.c.messaging_service_sid == messaging_service_sid)
-        if arrived:
-            conditions.append(or_(*arrived))
-        if from_number:
-            conditions.append(e.c.from_number == from_number)
-        if since is not None:
-            conditions.append(e.c.received_at >= since)
+        statement = inbound_page_statement(
+            by_signer=bool(signer), to_number=bool(to_number),
+            messaging_service_sid=bool(messaging_service_sid), from_number=bool(from_number),
+            since=since is not None)
+        values = {"p_conn_id": conn_id, "p_signer": signer, "p_after_id": after_id,
+                  "p_account_sid": account_sid, "p_to_number": to_number,
+                  "p_messaging_service_sid": messaging_service_sid, "p_from_number": from_number,
+                  "p_since": since, "p_limit": limit}
         with self._read() as conn:
-            rows = conn.execute(select(e).where(*conditions).order_by(e.c.id).limit(limit)).all()
+            rows = conn.execute(statement, values).all()
         return [dict(r._mapping) for r in rows]
 
     # -- reply waits (what a deferred reply sensor's trigger reads instead of numbers in its kwargs) ------

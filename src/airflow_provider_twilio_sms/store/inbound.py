@@ -151,3 +151,32 @@ def cursor_statement() -> Select:
     before = bindparam("before", type_=e.c.received_at.type)
     return (select(e.c.id).where(e.c.kind == "inbound", e.c.received_at < before)
             .order_by(e.c.received_at.desc()).limit(1))
+
+
+@functools.cache
+def inbound_page_statement(*, by_signer: bool, to_number: bool, messaging_service_sid: bool,
+                           from_number: bool, since: bool) -> Select:
+    """What :meth:`~airflow_provider_twilio_sms.store.api.SmsStore.find_inbound` reads for one shape of
+    criteria (which of them are given), built once: a poke only binds values (``p_*``), never builds and
+    keys a new statement.
+    """
+    from sqlalchemy import or_
+
+    def p(name: str, col):
+        return bindparam(f"p_{name}", type_=col.type)
+
+    verified = e.c.conn_id == p("conn_id", e.c.conn_id)
+    if by_signer:
+        verified = or_(verified, e.c.signer == p("signer", e.c.signer))
+    conditions = [e.c.kind == "inbound", e.c.id > p("after_id", e.c.id),
+                  e.c.account_sid == p("account_sid", e.c.account_sid), verified]
+    arrived = [e.c.to_number == p("to_number", e.c.to_number)] if to_number else []
+    if messaging_service_sid:
+        arrived.append(e.c.messaging_service_sid == p("messaging_service_sid", e.c.messaging_service_sid))
+    if arrived:
+        conditions.append(or_(*arrived))
+    if from_number:
+        conditions.append(e.c.from_number == p("from_number", e.c.from_number))
+    if since:
+        conditions.append(e.c.received_at >= p("since", e.c.received_at))
+    return select(e).where(*conditions).order_by(e.c.id).limit(bindparam("p_limit", type_=Integer()))

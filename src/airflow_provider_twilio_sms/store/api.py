@@ -41,6 +41,7 @@ from airflow_provider_twilio_sms.store.inbound import (
     cursor_statement,
     inbound_page_statement,
 )
+from airflow_provider_twilio_sms.store.retention import DEFAULT_BATCH_SIZE, Erasure, Retention
 from airflow_provider_twilio_sms.store.statements import CLAIM_COLUMNS, statements
 from airflow_provider_twilio_sms.store.status import status_rank
 
@@ -260,6 +261,23 @@ class SmsStore:
         """Raise unless the store answers (for health checks)."""
         with self._read() as conn:
             conn.execute(select(func.count()).select_from(t.rate_pool))
+
+    # -- retention and erasure (store/retention.py) ----------------------------------------------
+
+    def purge(self, older_than: timedelta, *, dry_run: bool = False, batch_size: int = DEFAULT_BATCH_SIZE,
+              now: datetime | None = None) -> dict[str, int]:
+        """Delete what is older than ``older_than``: webhook events, finished messages, reply waits and idle
+        rate-limit pools, ``batch_size`` rows per transaction; returns the rows deleted per table (a dry
+        run deletes nothing and returns what it would delete). See :mod:`.retention` for what stays.
+        """
+        return Retention(self, batch_size).purge(older_than, dry_run=dry_run, now=now)
+
+    def forget_number(self, number: str, *, dry_run: bool = False, batch_size: int = DEFAULT_BATCH_SIZE,
+                      now: datetime | None = None) -> Erasure:
+        """Erase what the store holds about one phone number (E.164), keeping only an opt-out so that a
+        STOP stays honoured; see :meth:`.retention.Retention.forget_number`.
+        """
+        return Retention(self, batch_size).forget_number(number, dry_run=dry_run, now=now)
 
     # -- send claims (idempotency) --------------------------------------------------------------
 

@@ -42,13 +42,15 @@ class Rows:
             return conn.execute(table.insert().values(**values)).inserted_primary_key[0]
 
     def message_values(self, *, created: datetime, state: str = "sent", updated: datetime | None = None,
-                       lease: datetime | None = None, to: str = THEM, body: str | None = "Your code is 123456",
+                       lease: datetime | None = None, to: str = THEM, body: str | None = "Your code is 12",
                        sid: str | None = "", n: int | None = None) -> dict[str, Any]:
+        """A message row; ``sid=""``: ``SM<n>`` when sent, else none."""
         n = next(self._n) if n is None else n
+        key = f"key-{n}"
         return {
-            "scope": f"{ACCOUNT}|", "idempotency_key": f"key-{n}", "idempotency_key_sha256": key_digest(f"key-{n}"),
+            "scope": f"{ACCOUNT}|", "idempotency_key": key, "idempotency_key_sha256": key_digest(key),
             "account_sid": ACCOUNT, "conn_id": CONN_ID, "to_number": to, "from_number": OURS, "body": body,
-            "body_sha256": body_digest(body), "num_media": 0, "send_state": state, "attempt_id": f"attempt-{n}",
+            "body_sha256": body_digest(body), "num_media": 0, "send_state": state, "attempt_id": f"try-{n}",
             "lease_expires_at": lease or created + timedelta(minutes=2),
             "sid": (f"SM{n:032x}" if state == "sent" else None) if sid == "" else sid,
             "status": "delivered" if state == "sent" else None, "status_rank": 0, "created_at": created,

@@ -118,6 +118,11 @@ CONFIG = {
                 "Most seconds a webhook request waits for the store (connection included). Past it the "
                 "store call is interrupted and Twilio gets 503, so that it retries; Twilio itself waits "
                 "15 s at most.", "10", "10", type_="float"),
+            "store_outbound_bodies": _option(
+                "Keep the text of outbound messages in the store (shown by the read API and the Twilio SMS "
+                "page to who may read the connection). Off: only its SHA-256 is kept, which is all "
+                "reconciliation needs. Inbound texts are always kept (reply sensors read them) until purged.",
+                "False", "True", type_="boolean"),
         },
     }
 }

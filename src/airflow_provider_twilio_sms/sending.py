@@ -127,7 +127,7 @@ class SmsSender:
     def __init__(self, hook: TwilioSmsHook, store: SmsStore, *, lease_seconds: float = 120,
                  retry: RetryPolicy | None = None, held_poll_seconds: float = 1.0,
                  attempt_id: str | None = None, reconcile_page_size: int = LIST_PAGE_SIZE,
-                 rate_send_bound: float = 1.0):
+                 rate_send_bound: float = 1.0, store_bodies: bool = False):
         self.hook = hook
         self.store = store
         self.lease_seconds = lease_seconds
@@ -139,6 +139,9 @@ class SmsSender:
         # a new grant. The grant's slots count the request for this long plus the client's timeout (the
         # connect may take that long) before Twilio answers.
         self.rate_send_bound = rate_send_bound
+        # Keep the message text in the store ([twilio_sms] store_outbound_bodies); its SHA-256 is kept either
+        # way, and reconciliation compares the retried request's own text with Twilio's.
+        self.store_bodies = store_bodies
 
     # -- the public entry point -----------------------------------------------------------------
 
@@ -217,6 +220,7 @@ class SmsSender:
                 map_index=request.map_index,
                 attempting=attempting,
                 refuse_opted_out=True,
+                store_body=self.store_bodies,
             )
             if claim.outcome != "held":
                 return claim

@@ -102,7 +102,8 @@ def rest(server: AirflowApiServer, method: str, path: str, body: dict | None = N
 
 
 def send_messages(sim, server, store, monkeypatch) -> dict[str, list[str]]:
-    """Send through the real send path (SmsSender, the operator's status callback URL) for both teams."""
+    """Send through the real send path (SmsSender, the operator's status callback URL) for both teams, the
+    texts kept ([twilio_sms] store_outbound_bodies on) so that the page has bodies to show or withhold."""
     from airflow_provider_twilio_sms.hooks.twilio_sms import TwilioSmsHook
     from airflow_provider_twilio_sms.operators.sms import status_callback_url
     from airflow_provider_twilio_sms.sending import SendRequest, SmsSender
@@ -119,7 +120,7 @@ def send_messages(sim, server, store, monkeypatch) -> dict[str, list[str]]:
     for i, (conn_id, team, to, body) in enumerate(plan):
         hook = TwilioSmsHook(twilio_conn_id=conn_id)
         key = f"browser-{team}-{i}"
-        result = SmsSender(hook, store).send(SendRequest(
+        result = SmsSender(hook, store, store_bodies=True).send(SendRequest(
             to=to, body=body, idempotency_key=key, team=team, dag_id=f"{team}_notify", task_id="send",
             run_id="manual__browser", map_index=-1,
             status_callback=status_callback_url(hook.settings, conn_id, key)))

@@ -110,7 +110,8 @@ class SmsNotifier(BaseNotifier):
             run_id=run_id or None,
         )
         sender = SmsSender(
-            self.hook, get_store(self.store_conn_id), lease_seconds=config.get_int("send_lease_seconds")
+            self.hook, get_store(self.store_conn_id), lease_seconds=config.get_int("send_lease_seconds"),
+            store_bodies=config.get_bool("store_outbound_bodies"),
         )
         outcome = sender.send(request)
         if isinstance(outcome, RateLimited):  # the request carries no rate limit, so this cannot happen

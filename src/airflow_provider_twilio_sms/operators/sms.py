@@ -163,6 +163,7 @@ class SendSmsOperator(MasksRenderedNumbers, BaseOperator):
 
         return SmsSender(self.hook, get_store(self.store_conn_id),
                          lease_seconds=config.get_int("send_lease_seconds"),
+                         store_bodies=config.get_bool("store_outbound_bodies"),
                          retry=RetryPolicy(max_attempts=self.max_send_attempts),
                          attempt_id=attempt_id_of(context["ti"]))
 

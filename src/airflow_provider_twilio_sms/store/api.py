@@ -304,6 +304,7 @@ class SmsStore:
         map_index: int | None = None,
         attempting: bool = False,
         refuse_opted_out: bool = False,
+        store_body: bool = False,
         now: datetime | None = None,
     ) -> Claim:
         """Claim ``idempotency_key`` in ``scope`` for one send attempt. See :class:`Claim`.
@@ -313,7 +314,8 @@ class SmsStore:
         ``refuse_opted_out=True`` returns outcome ``opted_out`` (claiming nothing) when ``to_number``
         replied STOP to this account, verified with this ``signer`` (the sending connection's
         :attr:`~airflow_provider_twilio_sms.connection.TwilioConnectionSettings.signer`), checked in the same
-        transaction.
+        transaction. The body's SHA-256 is always kept (reconciliation matches by it); the text itself only
+        with ``store_body=True`` (``[twilio_sms] store_outbound_bodies``).
         """
         attempt_id = attempt_id or uuid.uuid4().hex
         now = now or utcnow()
@@ -323,8 +325,9 @@ class SmsStore:
             "scope": scope, "idempotency_key": displayed_key(idempotency_key),
             "idempotency_key_sha256": key_sha256, "account_sid": account_sid,
             "conn_id": conn_id, "signer": signer, "team": team, "pool": pool, "to_number": to_number,
-            "from_number": from_number, "messaging_service_sid": messaging_service_sid, "body": body,
-            "body_sha256": body_digest(body), "num_media": num_media, "send_state": "claimed",
+            "from_number": from_number, "messaging_service_sid": messaging_service_sid,
+            "body": body if store_body else None, "body_sha256": body_digest(body), "num_media": num_media,
+            "send_state": "claimed",
             "attempt_id": attempt_id, "lease_expires_at": lease, "status_rank": 0,
             "dag_id": dag_id, "task_id": task_id, "run_id": run_id, "map_index": map_index,
             "created_at": now, "updated_at": now, "http_attempted_at": now if attempting else None,

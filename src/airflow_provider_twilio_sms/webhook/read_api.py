@@ -4,7 +4,9 @@ one message with its status history, a delivery summary over a period, opt-outs,
 Authentication comes from ``auth.py`` (Airflow's inside the api-server, a bearer token standalone);
 every route but ``/health`` shows only the teams the caller may see. Numbers are masked; bodies only
 with ``include_body=true``, and only of the messages whose connection the caller may read: the others
-come with ``"body": null`` and ``body_withheld`` saying why. Pages are newest first: pass the
+come with ``"body": null`` and ``body_withheld`` saying why. An outbound text the store did not keep
+(``[twilio_sms] store_outbound_bodies`` off) comes as ``"body": null`` with ``body_not_stored`` saying so.
+Pages are newest first: pass the
 ``next_before_id`` of one page as ``before_id`` to get the next.
 """
 
@@ -18,6 +20,7 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import JSONResponse
 
 from airflow_provider_twilio_sms.privacy import mask_number
+from airflow_provider_twilio_sms.store.api import body_digest
 from airflow_provider_twilio_sms.webhook.auth import Visibility
 from airflow_provider_twilio_sms.webhook.read_params import (
     BeforeId,
@@ -37,6 +40,7 @@ if TYPE_CHECKING:
 
 
 BODY = "with the message text, for messages whose connection the caller may read (others: body_withheld)"
+NOT_STORED = "the store keeps outbound texts only with [twilio_sms] store_outbound_bodies on"
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -51,6 +55,10 @@ def _body(out: dict[str, Any], row: dict[str, Any], readable: frozenset[str] | N
         return out
     if row["conn_id"] in readable:
         out["body"] = row["body"]
+        # An outbound row keeps its text's SHA-256 always: NULL text with a digest of some text means the
+        # text was not stored (a media-only message has the empty text's digest).
+        if row["body"] is None and row.get("body_sha256") not in (None, body_digest(None)):
+            out["body_not_stored"] = NOT_STORED
     else:
         out["body"] = None
         out["body_withheld"] = f"you may not read connection {row['conn_id']}"

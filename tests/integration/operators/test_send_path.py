@@ -22,7 +22,7 @@ from airflow_provider_twilio_sms.errors import (
 from airflow_provider_twilio_sms.hooks.twilio_sms import TwilioSmsHook
 from airflow_provider_twilio_sms.rate_limit import parse_rate_limit
 from airflow_provider_twilio_sms.sending import RateLimited, RetryPolicy, SendRequest, SmsSender
-from airflow_provider_twilio_sms.store.api import SmsStore
+from airflow_provider_twilio_sms.store.api import SmsStore, body_digest
 
 TO = "+14155550123"
 SERVICE = "MG" + "5" * 32
@@ -34,12 +34,12 @@ class Sleeps(list):
         self.append(seconds)
 
 
-def sender(store, *, timeout=5.0, lease=60, sleeps=None, attempt_id=None, page_size=1000):
+def sender(store, *, timeout=5.0, lease=60, sleeps=None, attempt_id=None, page_size=1000, store_bodies=False):
     hook = TwilioSmsHook(timeout=timeout)
     return SmsSender(hook, store, lease_seconds=lease, attempt_id=attempt_id, held_poll_seconds=0.05,
                      retry=RetryPolicy(max_attempts=4, base_seconds=0.01, cap_seconds=0.05,
                                        sleep=sleeps if sleeps is not None else Sleeps()),
-                     reconcile_page_size=page_size)
+                     reconcile_page_size=page_size, store_bodies=store_bodies)
 
 
 def req(key="key-1", to=TO, body="Your code is 123456", **kw):
@@ -63,6 +63,16 @@ def test_sends_once_and_a_second_call_returns_the_recorded_result(env):
     assert again["sid"] == first["sid"]
     assert again["already_sent"]
     assert sim.count("create") == 1
+
+
+@pytest.mark.parametrize("store_bodies", [False, True])
+def test_the_text_is_stored_only_when_asked_its_digest_always(env, store_bodies):
+    sim, store = env
+    result = sender(store, store_bodies=store_bodies).send(req(key="k1", body="Your code is 777001"))
+    row = store.get_message(sid=result["sid"])
+    assert row["body"] == ("Your code is 777001" if store_bodies else None)
+    assert row["body_sha256"] == body_digest("Your code is 777001")
+    assert SmsSender(TwilioSmsHook(), store).store_bodies is False  # the default
 
 
 @pytest.mark.parametrize(("request_", "error"), [
@@ -345,11 +355,12 @@ def _rate_rows(store):
                 [tuple(r) for r in conn.execute(select(t.rate_slot).order_by(t.rate_slot.c.slot))])
 
 
-def _die_after_twilio_accepted(url, key="crash-key", body="Your code is 123456", rewrite=None):
+def _die_after_twilio_accepted(url, key="crash-key", body="Your code is 123456", rewrite=None,
+                               store_bodies=False):
     """A worker that dies (SIGKILL) between Twilio's accept and the SID record. ``rewrite``: the message
     goes through a Messaging Service that rewrites it (``"smart"`` encoding or ``"links"`` shortened)."""
     store = SmsStore(url)
-    doomed = sender(store, lease=1, attempt_id="try-1")
+    doomed = sender(store, lease=1, attempt_id="try-1", store_bodies=store_bodies)
     if rewrite:
         def send_rewritten(to, text, **_):
             options = {"smart_encoded": True} if rewrite == "smart" else {"shorten_urls": True}
@@ -373,10 +384,16 @@ def _creates_of(sim, body):
     return [c for c in sim.creates() if c["body"] == body]
 
 
-def test_worker_killed_after_twilio_accepted_the_retry_returns_the_same_sid(env):
+@pytest.mark.parametrize("store_bodies", [False, True])
+def test_worker_killed_after_twilio_accepted_the_retry_returns_the_same_sid(env, store_bodies):
+    """Reconciliation matches by the retried request's own text against Twilio's: it works alike whether
+    the store kept the text or only its SHA-256 ([twilio_sms] store_outbound_bodies)."""
     sim, store = env
-    _kill_a_worker_after_twilio_accepted(store, sim)
-    retried = sender(store, lease=1, attempt_id="try-2").send(req(key="crash-key"))
+    _kill_a_worker_after_twilio_accepted(store, sim, store_bodies=store_bodies)
+    crashed = store.get_message(scope=f"{sim.account_sid}|", idempotency_key="crash-key")
+    assert (crashed["sid"], crashed["body"]) == (None, "Your code is 123456" if store_bodies else None)
+    assert crashed["body_sha256"] == body_digest("Your code is 123456")
+    retried = sender(store, lease=1, attempt_id="try-2", store_bodies=store_bodies).send(req(key="crash-key"))
     assert retried["sid"] == sim.messages()[0]["sid"]
     assert retried["already_sent"]
     assert sim.count("create") == 1

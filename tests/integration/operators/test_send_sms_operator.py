@@ -158,6 +158,31 @@ def test_send_path_works_after_block_orm_access(airflow_env, tmp_path):
     assert sim.count("create") == 1
 
 
+@pytest.mark.parametrize("option", [None, "False", "True"])
+def test_the_text_is_kept_only_with_store_outbound_bodies(airflow_env, monkeypatch, option):
+    """The operator and the notifier keep the message text in the store only when [twilio_sms]
+    store_outbound_bodies is on (default off); its SHA-256 always."""
+    from types import SimpleNamespace
+
+    from airflow.sdk import DAG
+
+    from airflow_provider_twilio_sms.notifications.sms import SmsNotifier
+
+    _, store = airflow_env
+    if option is not None:
+        monkeypatch.setenv("AIRFLOW__TWILIO_SMS__STORE_OUTBOUND_BODIES", option)
+    with DAG("bodies_dag", schedule=None) as dag:
+        SendSmsOperator(task_id="send", to="+14155550123", body="Your code is 909090")
+    assert dag_test(dag).state == "success"
+    SmsNotifier(to="+14155550124", body="DAG failed: 808080").send(
+        {"dag_run": SimpleNamespace(dag_id="etl", run_id="run-1", team_name=None),
+         "ti": SimpleNamespace(dag_id="etl", task_id="load", run_id="run-1", map_index=-1)})
+    kept = {row["to_number"]: (row["body"], row["body_sha256"]) for row in store.list_messages()}
+    texts = {"+14155550123": "Your code is 909090", "+14155550124": "DAG failed: 808080"}
+    assert kept == {to: (text if option == "True" else None, sha256(text.encode()).hexdigest())
+                    for to, text in texts.items()}
+
+
 def test_notifier_sends_once_per_run_even_when_called_twice(airflow_env):
     from types import SimpleNamespace
 

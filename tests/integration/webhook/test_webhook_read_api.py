@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from airflow_provider_twilio_sms.webhook.read_api import NOT_STORED
+
 from webhook_testing import (
     ACCOUNT,
     API_TOKEN,
@@ -84,6 +86,25 @@ def test_a_message_with_its_status_history(client, db):
     assert client.get(f"{MESSAGES}/{SID}?include_body=true", headers=headers).json()["body"] == "secret body"
     assert client.get(f"{MESSAGES}/SM{'0' * 32}", headers=headers).status_code == 404
     assert client.get("/twilio_sms/api/health").json() == {"status": "ok"}
+
+
+def test_an_outbound_text_not_stored_says_so_and_a_media_only_message_does_not(client, db):
+    """With [twilio_sms] store_outbound_bodies off the row keeps only the text's SHA-256: the body comes as
+    null with ``body_not_stored``; a message sent without text (media only) just has no body."""
+    not_kept, media_only, kept = "SM" + "1" * 32, "SM" + "2" * 32, "SM" + "3" * 32
+    send_row(db, "not-kept", sid=not_kept, body="Your code is 424242", store_body=False)
+    send_row(db, "media-only", sid=media_only, body=None)
+    send_row(db, "kept", sid=kept, body="Your code is 515151")
+    headers = auth(client)
+    page = client.get(f"{MESSAGES}?include_body=true", headers=headers).json()["messages"]
+    listed = {m["sid"]: m for m in page}
+    assert (listed[not_kept]["body"], listed[not_kept]["body_not_stored"]) == (None, NOT_STORED)
+    assert (listed[media_only]["body"], "body_not_stored" in listed[media_only]) == (None, False)
+    assert (listed[kept]["body"], "body_not_stored" in listed[kept]) == ("Your code is 515151", False)
+    one = client.get(f"{MESSAGES}/{not_kept}?include_body=true", headers=headers).json()
+    assert (one["body"], one["body_not_stored"]) == (None, NOT_STORED)
+    assert "body_not_stored" not in client.get(f"{MESSAGES}/{not_kept}", headers=headers).json()
+    assert "424242" not in client.get(f"{MESSAGES}?include_body=true", headers=headers).text
 
 
 def test_filters_and_pages(client, db):

@@ -155,17 +155,19 @@ def signer_of(account: str = ACCOUNT, token: str | None = TOKEN, **settings) -> 
     return TwilioConnectionSettings(conn_id="any", account_sid=account, auth_token=token, **settings).signer
 
 
-def send_row(store: SmsStore, key: str, sid: str | None = SID, team: str | None = None, body: str = "hi",
-             conn_id: str = CONN_ID, account: str = ACCOUNT, token: str = TOKEN,
-             from_number: str | None = OURS, messaging_service_sid: str | None = None, to: str = THEM):
+def send_row(store: SmsStore, key: str, sid: str | None = SID, team: str | None = None,
+             body: str | None = "hi", conn_id: str = CONN_ID, account: str = ACCOUNT, token: str = TOKEN,
+             from_number: str | None = OURS, messaging_service_sid: str | None = None, to: str = THEM,
+             store_body: bool = True):
     """An outbound message as the operator leaves it: claimed (by ``conn_id``, with ``account`` and the
-    signer of ``token``), and recorded as queued when ``sid`` is set."""
+    signer of ``token``; its text kept, as with ``[twilio_sms] store_outbound_bodies`` on, unless
+    ``store_body=False``), and recorded as queued when ``sid`` is set."""
     from airflow_provider_twilio_sms.store.api import make_scope
 
     claim = store.claim(scope=make_scope(account, team), idempotency_key=key, account_sid=account,
                         conn_id=conn_id, signer=signer_of(account, token), to_number=to, body=body, team=team,
                         from_number=from_number, messaging_service_sid=messaging_service_sid, dag_id="dag",
-                        task_id="send", run_id="run")
+                        task_id="send", run_id="run", store_body=store_body)
     if sid is not None:
         store.record_sent(claim, {"sid": sid, "status": "queued", "num_segments": 1})
     return claim

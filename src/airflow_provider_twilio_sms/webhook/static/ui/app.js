@@ -136,9 +136,11 @@ function task(m) {
   return el("span", { class: "mono" }, `${m.dag_id}.${m.task_id || ""}${index}`);
 }
 
-// A body the viewer may not read (no read access to its connection) says so instead of showing text.
+// A body the viewer may not read (no read access to its connection), or an outbound text the store did not
+// keep ([twilio_sms] store_outbound_bodies off), says so instead of showing text.
 function bodyCell(m) {
   if (m.body_withheld) return el("td", { class: "body-col body withheld", title: m.body_withheld }, "withheld");
+  if (m.body_not_stored) return el("td", { class: "body-col body withheld", title: m.body_not_stored }, "not stored");
   return el("td", { class: "body-col body" }, m.body === undefined || m.body === null ? "" : m.body);
 }
 

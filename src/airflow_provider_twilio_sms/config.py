@@ -24,6 +24,7 @@ DEFAULTS = {
     "store_keepalives_count": "3",
     "store_sqlite_busy_timeout_seconds": "30",
     "webhook_store_deadline_seconds": "10",
+    "retention_days": "30",
     "store_outbound_bodies": "False",
 }
 

@@ -118,6 +118,12 @@ CONFIG = {
                 "Most seconds a webhook request waits for the store (connection included). Past it the "
                 "store call is interrupted and Twilio gets 503, so that it retries; Twilio itself waits "
                 "15 s at most.", "10", "10", type_="float"),
+            "retention_days": _option(
+                "How many days `airflow twilio-sms db purge` (without --older-than) and the example purge "
+                "DAG keep: older webhook events, finished messages, reply waits and idle rate-limit pools "
+                "are deleted. A purged message's idempotency key is forgotten, so keep this far longer than "
+                "any task can be retried or cleared. Opt-outs are never purged.", "30", "90",
+                type_="integer"),
             "store_outbound_bodies": _option(
                 "Keep the text of outbound messages in the store (shown by the read API and the Twilio SMS "
                 "page to who may read the connection). Off: only its SHA-256 is kept, which is all "

@@ -48,7 +48,7 @@ def test_the_plugin_is_registered_once(airflow_home, lazy_discover_providers):
 def test_cli_group_is_registered(airflow_home):
     result = run_airflow(["twilio-sms", "--help"], airflow_home)
     assert result.returncode == 0, result.stderr
-    for command in ("generate-key", "encrypt", "rotate-keys", "db", "simulator", "webhook"):
+    for command in ("generate-key", "encrypt", "rotate-keys", "db", "simulator", "webhook", "forget"):
         assert command in result.stdout
 
 

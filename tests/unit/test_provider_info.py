@@ -43,6 +43,16 @@ def test_provider_info_validates_against_the_installed_airflow_schema():
     jsonschema.validate(info, _airflow_schema())
 
 
+def test_config_defaults_agree_with_the_code():
+    """The defaults Airflow shows (provider info) are the ones the code falls back to (config.DEFAULTS)."""
+    from airflow_provider_twilio_sms import config
+
+    options = get_provider_info()["config"]["twilio_sms"]["options"]
+    for name, default in config.DEFAULTS.items():
+        # Airflow formats defaults with str.format, so a literal brace is written doubled.
+        assert options[name]["default"].replace("{{", "{").replace("}}", "}") == default, name
+
+
 def test_provider_info_lists_every_kind_of_component():
     info = get_provider_info()
     integrations = {i["integration-name"] for i in info["integrations"]}

@@ -16,6 +16,8 @@ _PKG = "airflow_provider_twilio_sms"
 def get_cli_commands() -> list[CLICommand]:
     from airflow.cli.cli_config import ActionCommand, Arg, GroupCommand, lazy_load_command
 
+    from airflow_provider_twilio_sms.store.retention import DEFAULT_BATCH_SIZE, MAX_BATCH_SIZE
+
     conn_id = Arg(("--conn-id",), help="Connection id of a twilio_sms connection", required=True)
     field = Arg(("--field",), help="Name of the secret extra (api_key_secret, secondary_auth_token, ...)",
                 required=True)
@@ -26,12 +28,24 @@ def get_cli_commands() -> list[CLICommand]:
                     help="SQLAlchemy URL of the store; default: the store connection, else Airflow's "
                          "metadata database")
     host = Arg(("--host",), default="127.0.0.1", help="Address to listen on")
+    older_than = Arg(("--older-than",), dest="older_than", default=None,
+                     help="Delete what is older than this age: a whole number and d, h or m (30d, 12h, 90m); "
+                          "default: [twilio_sms] retention_days")
+    batch_size = Arg(("--batch-size",), dest="batch_size", type=int, default=DEFAULT_BATCH_SIZE,
+                     help=f"Rows deleted per transaction (1 to {MAX_BATCH_SIZE}; default "
+                          f"{DEFAULT_BATCH_SIZE})")
+    number = Arg(("--number",), required=True, help="The phone number to erase, in E.164 (+14155550123)")
 
     db_commands = (
         ActionCommand(name="migrate", help="Create or upgrade the twilio_sms_* tables in the store",
                       func=lazy_load_command(f"{_PKG}.cli.db.migrate"), args=(store_url,)),
         ActionCommand(name="check", help="Exit 1 unless the store's tables are at the newest revision",
                       func=lazy_load_command(f"{_PKG}.cli.db.check"), args=(store_url,)),
+        ActionCommand(name="purge",
+                      help="Delete old webhook events, finished messages, reply waits and idle rate-limit "
+                           "pools, in batches; prints the rows deleted per table",
+                      func=lazy_load_command(f"{_PKG}.cli.retention.purge"),
+                      args=(older_than, batch_size, dry_run, store_url)),
     )
     sim_action = Arg(("action",), nargs="?", default="serve", choices=("serve", "reply", "fault", "status"),
                      help="serve (default): run the stand-in; reply: send a signed inbound SMS through a "
@@ -55,6 +69,13 @@ def get_cli_commands() -> list[CLICommand]:
             help="Re-encrypt every encrypted extra of every twilio_sms connection with the active key",
             func=lazy_load_command(f"{_PKG}.cli.keys.rotate_keys"),
             args=(dry_run,),
+        ),
+        ActionCommand(
+            name="forget",
+            help="Erase one phone number's messages, events, reply waits and opt-out history; an opt-out "
+                 "is kept (without its keyword) so that the number stays refused",
+            func=lazy_load_command(f"{_PKG}.cli.retention.forget"),
+            args=(number, dry_run, store_url),
         ),
         GroupCommand(
             name="db",

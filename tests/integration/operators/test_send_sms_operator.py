@@ -35,6 +35,7 @@ def test_every_example_dag_loads_without_import_errors(airflow_home):
     bag = DagBag(dag_folder=str(REPO / "dags_examples"))
     assert bag.import_errors == {}
     assert "twilio_sms_bulk_mapped" in bag.dags
+    assert bag.dags["twilio_sms_purge"].schedule == "@daily"
 
 
 def test_init_does_no_work_and_every_user_input_is_templated():

@@ -38,7 +38,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Integer, and_, bindparam, delete, exists, func, or_, select, union, update
+from sqlalchemy import Integer, and_, bindparam, delete, exists, func, literal, or_, select, union, update
 
 from airflow_provider_twilio_sms.store import tables as t
 
@@ -79,8 +79,7 @@ class Sweep:
     ``page`` selects the next page through an index: its first column the primary key, then the keyset
     columns, and with ``flagged`` a last column saying whether the row qualifies (conditions on columns
     the index does not hold are read from the page's rows, never left to the planner as a filter it could
-    answer with a scan). ``exclude`` (optional) selects, among the page's keys ``p_ids``, those that do
-    not qualify after all. ``remove`` deletes the keys ``p_ids`` that still qualify. ``keyset`` turns a
+    answer with a scan). ``remove`` deletes the keys ``p_ids`` that still qualify. ``keyset`` turns a
     page's last row into the bind values the next page continues after; ``start`` are the first page's.
     """
 
@@ -90,7 +89,6 @@ class Sweep:
     keyset: Callable[[Row], dict[str, Any]]
     start: Mapping[str, Any]
     flagged: bool = False
-    exclude: Select | None = None
 
 
 def _time_page(table, time_column, condition, flag=None) -> Select:
@@ -139,16 +137,20 @@ class PurgeStatements:
         self.events = Sweep(e.name, _time_page(e, e.c.received_at, e.c.received_at < cutoff),
                             delete(e).where(e.c.id.in_(_IDS)), _time_keyset, time_start)
         # 2. Finished messages with no event since the cutoff: the page walks the old messages through the
-        # created_at index and reads state, lease and last change from each row; ``exclude`` finds those with
-        # a recent event through the events' message_id index. An event stored for one of them between the
-        # two statements (a callback a month late, within those milliseconds) would stay, unlinked.
+        # created_at index and, for each of its rows only, reads state, lease and last change, and when its
+        # last event came through the events' message_id index (a scalar subquery, which the database runs
+        # per row: as a join or EXISTS it could read every recent event, or the whole table, instead). The
+        # delete tests again what a retry may have changed meanwhile; an event stored for the message
+        # between the two statements (a callback a month late, within those milliseconds) would stay,
+        # unlinked.
         finished = and_(m.c.send_state.in_(FINISHED_STATES),
                         m.c.lease_expires_at < _p("p_now", m.c.lease_expires_at), m.c.updated_at < cutoff)
+        last_event = (select(func.max(e.c.received_at)).where(e.c.message_id == m.c.id)
+                      .group_by(e.c.message_id).scalar_subquery())
+        quiet = func.coalesce(last_event, literal(_EPOCH, e.c.received_at.type)) < cutoff
         self.messages = Sweep(
-            m.name, _time_page(m, m.c.created_at, m.c.created_at < cutoff, flag=finished),
-            delete(m).where(m.c.id.in_(_IDS), finished), _time_keyset, time_start, flagged=True,
-            exclude=(select(e.c.message_id).distinct()
-                     .where(e.c.message_id.in_(_IDS), e.c.received_at >= cutoff)))
+            m.name, _time_page(m, m.c.created_at, m.c.created_at < cutoff, flag=and_(finished, quiet)),
+            delete(m).where(m.c.id.in_(_IDS), finished), _time_keyset, time_start, flagged=True)
         # 3. Reply waits: one row per deferred reply sensor, a small table read in primary-key order.
         self.reply_waits = _by_id(w, w.c.created_at < cutoff)
         # 4. Rate-limit pools unused since their cutoff (few rows), their expired slots (by the primary key
@@ -259,9 +261,6 @@ class Retention:
 
         def delete_page(conn: Connection, rows: list[Row]) -> int:
             ids = [row[0] for row in rows if not sweep.flagged or row[-1]]
-            if ids and sweep.exclude is not None:
-                kept = set(conn.execute(sweep.exclude, {**values, "p_ids": ids}).scalars())
-                ids = [key for key in ids if key not in kept]
             if not ids or dry_run:
                 return len(ids)
             return conn.execute(sweep.remove, {**values, "p_ids": ids}).rowcount

@@ -165,8 +165,8 @@ def _plan(store, statement, values) -> str:
     """The database's plan for ``statement`` with ``values``, as text. psycopg2 sends values inlined, so
     the literal form is what PostgreSQL plans; SQLite plans this form as it plans the bound one.
     """
-    sql = str(statement.params(**values).compile(dialect=store.engine.dialect,
-                                                  compile_kwargs={"literal_binds": True}))
+    sql = str(statement.params(**values).compile(
+        dialect=store.engine.dialect, compile_kwargs={"literal_binds": True, "render_postcompile": True}))
     explain = "EXPLAIN " if store.dialect == "postgresql" else "EXPLAIN QUERY PLAN "
     with store.engine.connect() as conn:
         plan = conn.exec_driver_sql(explain + sql.replace("%", "%%")).all()
@@ -175,7 +175,7 @@ def _plan(store, statement, values) -> str:
 
 def test_each_batch_is_selected_through_an_index(store, rows):
     """With 20 000 messages and 20 000 events (half of each older than the cutoff), analysed, a batch of
-    5 000 is read in index order through the timestamp indexes, never by scanning the table."""
+    5 000 is read in index order through the timestamp indexes, never by scanning a table."""
     moments = [rows.ago(days=60) + timedelta(seconds=259 * i) for i in range(20_000)]
     with store.engine.begin() as conn:
         conn.execute(t.message.insert(), [rows.message_values(created=moment) for moment in moments])
@@ -185,10 +185,12 @@ def test_each_batch_is_selected_through_an_index(store, rows):
     sql = purge_statements()
     values = {"p_cutoff": rows.ago(days=30), "p_now": rows.now, "p_limit": DEFAULT_BATCH_SIZE,
               **sql.events.start}
-    for sweep, index in ((sql.events, "ix_twilio_sms_event_received"),
-                         (sql.messages, "ix_twilio_sms_message_created_report")):
+    # A message's last event is looked up through the events' message_id index, for the page's rows only.
+    for sweep, indexes in ((sql.events, ["ix_twilio_sms_event_received"]),
+                           (sql.messages, ["ix_twilio_sms_message_created_report",
+                                           "ix_twilio_sms_event_message_id"])):
         plan = _plan(store, sweep.page, values)
-        assert index in plan, plan
+        assert all(index in plan for index in indexes), plan
         assert not re.search(r"Seq Scan|\bSCAN twilio_sms", plan), plan
     old = sum(moment < values["p_cutoff"] for moment in moments)
     assert 9_000 < old < 11_000

@@ -162,15 +162,21 @@ def _median_range(values: list[float], scale: float = 1.0, unit: str = "ms", dig
 
 
 def _plans(store: SmsStore, now: datetime) -> None:
-    """The access paths each statement of a batch takes on the large store."""
+    """The access paths each statement of a purge's batch, and of an erasure, takes on the large store."""
     sql = Retention(store).sql
     ids = list(range(1, 5001))
-    values = {"p_cutoff": now - AGE, "p_now": now, "p_limit": 5000, "p_ids": ids, **sql.events.start}
+    values = {"p_cutoff": now - AGE, "p_now": now, "p_limit": 5000, "p_ids": ids, "p_number": "+15550000042",
+              "p_sids": [f"SM{i:032x}" for i in ids[:3]], **sql.events.start}
     statements = {
         "event page": sql.events.page,
         "event delete": select(t.event.c.id).where(sql.events.remove.whereclause),
         "message page": sql.messages.page,
         "message delete": select(t.message.c.id).where(sql.messages.remove.whereclause),
+        "forget: messages": sql.number_messages.page,
+        "forget: linked": select(t.event.c.id).where(sql.linked_events_remove.whereclause),
+        "forget: by SID": select(t.event.c.id).where(sql.sid_events_remove.whereclause),
+        **{f"forget: events {i + 1}": sweep.page for i, sweep in enumerate(sql.number_events)},
+        "forget: counts": sql.counts[t.event.name],
     }
     explain = "EXPLAIN " if store.dialect == "postgresql" else "EXPLAIN QUERY PLAN "
     for name, statement in statements.items():
@@ -181,7 +187,7 @@ def _plans(store: SmsStore, now: datetime) -> None:
         plan = [" ".join(map(str, row)) for row in plan]
         paths = [re.sub(r"\s+", " ", re.sub(r"\(cost=.*?\)|^\d+ \d+ \d+ ", "", line)).strip()
                  for line in plan if re.search(r"Scan|SCAN|SEARCH|Join|Sort|SORT|TEMP B-TREE", line)]
-        print(f"      {name:16} {' / '.join(paths)}")
+        print(f"      {name:18} {' / '.join(paths)}")
 
 
 LARGE = 100_000  # from this size on, one seeding serves every round

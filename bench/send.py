@@ -20,7 +20,8 @@ import tempfile
 import time
 import uuid
 
-from airflow_provider_twilio_sms.store.api import SmsStore, key_digest
+from airflow_provider_twilio_sms.store.api import SmsStore
+from airflow_provider_twilio_sms.store.claims import key_digest
 from airflow_provider_twilio_sms.store.migrate import upgrade_url
 
 from scratch_pg import scratch_database

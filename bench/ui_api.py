@@ -60,7 +60,7 @@ def fill(url: str, events: int, seed: int = 7) -> dict[str, int]:
     from sqlalchemy import insert, text
 
     from airflow_provider_twilio_sms.store import tables as t
-    from airflow_provider_twilio_sms.store.api import key_digest
+    from airflow_provider_twilio_sms.store.claims import key_digest
     from airflow_provider_twilio_sms.store.engine import get_engine
 
     rng = random.Random(seed)

@@ -105,7 +105,7 @@ def signed_callbacks(sids: list[str]) -> list[tuple[str, dict]]:
 def seed_sent_messages(url: str, sids: list[str]) -> None:
     """Outbound rows as the operator leaves them (sent, status queued), one per SID, in bulk."""
     from airflow_provider_twilio_sms.store import tables as t
-    from airflow_provider_twilio_sms.store.api import body_digest, key_digest, make_scope
+    from airflow_provider_twilio_sms.store.claims import body_digest, key_digest, make_scope
 
     now = datetime.now(timezone.utc)
     rows = [{"scope": make_scope(ACCOUNT), "idempotency_key": f"bench-{sid}",

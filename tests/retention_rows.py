@@ -12,7 +12,7 @@ from typing import Any
 from sqlalchemy import func, select
 
 from airflow_provider_twilio_sms.store import tables as t
-from airflow_provider_twilio_sms.store.api import body_digest, key_digest
+from airflow_provider_twilio_sms.store.claims import body_digest, key_digest
 
 ACCOUNT = "AC" + "7" * 32
 CONN_ID = "twilio_sms_default"

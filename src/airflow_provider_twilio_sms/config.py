@@ -88,3 +88,13 @@ def airflow_multi_team() -> bool:
         "yes",
         "on",
     )
+
+
+def team_of(context) -> str | None:
+    """The DAG's team when Airflow runs in multi-team mode (3.2+), else None: what a send's idempotency
+    scope and rate-limit pool, and a sensor's lookup, are per.
+    """
+    if not airflow_multi_team():
+        return None
+    dag_run = context.get("dag_run")
+    return getattr(dag_run, "team_name", None) or None

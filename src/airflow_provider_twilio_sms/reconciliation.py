@@ -26,13 +26,14 @@ from typing import TYPE_CHECKING, Any
 
 from airflow_provider_twilio_sms.errors import UnknownOutcomeError
 from airflow_provider_twilio_sms.privacy import mask_number
-from airflow_provider_twilio_sms.store.api import body_digest
+from airflow_provider_twilio_sms.store.claims import body_digest
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
     from airflow_provider_twilio_sms.hooks.twilio_sms import TwilioSmsHook
-    from airflow_provider_twilio_sms.store.api import Claim, SmsStore
+    from airflow_provider_twilio_sms.store.api import SmsStore
+    from airflow_provider_twilio_sms.store.claims import Claim
 
 # How far before the claim Twilio's clock may put the message's creation (clock skew).
 RECONCILE_SKEW = timedelta(minutes=5)

@@ -39,12 +39,13 @@ from airflow_provider_twilio_sms.errors import (
 )
 from airflow_provider_twilio_sms.hooks.twilio_sms import LIST_PAGE_SIZE
 from airflow_provider_twilio_sms.privacy import mask_number, mask_sid
-from airflow_provider_twilio_sms.store.api import Claim, RateGrant, make_scope
+from airflow_provider_twilio_sms.store.claims import Claim, make_scope
 
 if TYPE_CHECKING:
     from airflow_provider_twilio_sms.hooks.twilio_sms import TwilioSmsHook
     from airflow_provider_twilio_sms.rate_limit import RateLimit
     from airflow_provider_twilio_sms.store.api import SmsStore
+    from airflow_provider_twilio_sms.store.rate_limits import RateGrant
 
 log = logging.getLogger(__name__)
 
@@ -152,12 +153,6 @@ class SmsSender:
 
         settings = self.hook.settings
         to = normalize_number(request.to, settings.default_region)
-        from_ = request.from_ or (None if request.messaging_service_sid else settings.from_number)
-        messaging_service_sid = request.messaging_service_sid or (
-            None if from_ else settings.messaging_service_sid
-        )
-        if from_ and not from_.isalpha():
-            from_ = normalize_number(from_, settings.default_region, sender=True)
         validate_message(request.body, list(request.media_urls))
         segments, _ = count_segments(request.body or "")
         cost = segments if request.rate_limit_unit == "segments" else 1
@@ -167,8 +162,7 @@ class SmsSender:
                 f"{request.rate_limit.count} per {request.rate_limit.window_seconds} s of its pool: it could "
                 "never be sent; shorten it or raise the limit"
             )
-        if not (from_ or messaging_service_sid):
-            settings.require_sender()
+        from_, messaging_service_sid = settings.resolve_sender(request.from_, request.messaging_service_sid)
         # One transaction refuses an opted-out recipient and claims the key; with no rate limit to
         # decide, it also records that the request is about to leave.
         claim = self._claim(request, to, from_, messaging_service_sid, settings,

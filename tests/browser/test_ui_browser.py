@@ -105,8 +105,8 @@ def send_messages(sim, server, store, monkeypatch) -> dict[str, list[str]]:
     """Send through the real send path (SmsSender, the operator's status callback URL) for both teams, the
     texts kept ([twilio_sms] store_outbound_bodies on) so that the page has bodies to show or withhold."""
     from airflow_provider_twilio_sms.hooks.twilio_sms import TwilioSmsHook
-    from airflow_provider_twilio_sms.operators.sms import status_callback_url
     from airflow_provider_twilio_sms.sending import SendRequest, SmsSender
+    from airflow_provider_twilio_sms.webhook.urls import status_callback_url
 
     for conn_id in (UI_CONN, API_CONN):  # what the workers would read; same values as in the api-server
         spec = twilio_conn_json(sim, server.base_url)

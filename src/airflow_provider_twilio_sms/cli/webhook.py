@@ -18,7 +18,8 @@ def serve(args) -> None:
 
     from airflow_provider_twilio_sms.errors import ConnectionConfigError
     from airflow_provider_twilio_sms.store.locate import get_store
-    from airflow_provider_twilio_sms.webhook.app import URL_PREFIX, create_app
+    from airflow_provider_twilio_sms.webhook.app import create_app
+    from airflow_provider_twilio_sms.webhook.urls import webhook_path
 
     try:
         store = get_store(url=args.store_url)
@@ -31,7 +32,7 @@ def serve(args) -> None:
               "does. Run `airflow twilio-sms db migrate` if its tables do not exist.", file=sys.stderr)
     app = create_app(mode="standalone", store_url=args.store_url)
     app.state.twilio_sms.use_store(store)
-    print(f"Twilio SMS webhooks on http://{args.host}:{args.port}{URL_PREFIX}/webhooks/<conn_id>/status "
+    print(f"Twilio SMS webhooks on http://{args.host}:{args.port}{webhook_path('<conn_id>', 'status')} "
           f"and .../inbound; store: {store.dialect}", flush=True)
     # No access log: our own lines are masked; uvicorn's would carry every query string.
     uvicorn.run(app, host=args.host, port=args.port, access_log=False, log_level="info")

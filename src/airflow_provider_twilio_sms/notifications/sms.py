@@ -76,7 +76,7 @@ class SmsNotifier(BaseNotifier):
         again does not send the SMS twice.
         """
         from airflow_provider_twilio_sms import config
-        from airflow_provider_twilio_sms.operators.sms import status_callback_url, team_of
+        from airflow_provider_twilio_sms.config import team_of
         from airflow_provider_twilio_sms.phone import normalize_number
         from airflow_provider_twilio_sms.sending import (
             RateLimited,
@@ -85,6 +85,7 @@ class SmsNotifier(BaseNotifier):
             default_idempotency_key,
         )
         from airflow_provider_twilio_sms.store.locate import get_store
+        from airflow_provider_twilio_sms.webhook.urls import status_callback_url
 
         settings = self.hook.settings
         to = normalize_number(self.to, settings.default_region)

@@ -9,7 +9,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from airflow.sdk import BaseOperator
 
@@ -22,49 +21,6 @@ if TYPE_CHECKING:
     from airflow_provider_twilio_sms.sending import SendRequest, SmsSender
 
 ON_RATE_LIMIT = ("defer", "fail", "wait")
-WEBHOOK_PATH = "/twilio_sms/webhooks/{conn_id}/status"
-# Twilio's webhook connection overrides (URL fragment; Twilio neither sends nor signs it): retry up to 5 times
-# (Twilio's maximum) on a failed connect, a read timeout or a 5xx. Without them Twilio retries only a failed
-# connect, once, and drops the callback the webhook answered 503 (store unavailable) to have it retried.
-DEFAULT_CONNECTION_OVERRIDES = "rc=5&rp=ct,rt,5xx"
-
-
-def team_of(context: Context) -> str | None:
-    """The DAG's team when Airflow runs in multi-team mode (3.2+), else None."""
-    from airflow_provider_twilio_sms import config
-
-    if not config.airflow_multi_team():
-        return None
-    dag_run = context.get("dag_run")
-    return getattr(dag_run, "team_name", None) or None
-
-
-def status_callback_url(settings, conn_id: str, key: str, url: str | None = None) -> str | None:
-    """The ``StatusCallback`` for one send: ``url`` (else the connection's ``webhook_base_url`` and the
-    webhook path, with :data:`DEFAULT_CONNECTION_OVERRIDES` as its fragment), with the idempotency key's
-    SHA-256 (``ik_sha256``) in its query.
-
-    The webhook links a callback to its message by that key (among the messages of the connection that
-    verifies the callback) when the send's answer was lost, so a user-supplied URL gets it too; the URL's
-    own query and fragment (Twilio's ``#rc=`` connection overrides) are kept as they are. No team goes into
-    the URL: the webhook takes it from the stored message. The digest, not the key: a key may be of any
-    length, Twilio takes URLs of at most 4000 characters. None when there is neither a URL nor a
-    ``webhook_base_url``.
-    """
-    from airflow_provider_twilio_sms.store.api import key_digest
-
-    if not url:
-        if not settings.webhook_base_url:
-            return None
-        url = (settings.webhook_base_url.rstrip("/") + WEBHOOK_PATH.format(conn_id=conn_id)
-               + "#" + DEFAULT_CONNECTION_OVERRIDES)
-    parts = urlsplit(url)
-    ours = ("ik", "ik_sha256", "team")
-    query = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k not in ours]
-    query.append(("ik_sha256", key_digest(key)))
-    return urlunsplit(parts._replace(query=urlencode(query)))
-
-
 def attempt_id_of(ti) -> str:
     """Who owns the send's claim: this try of this task instance. The same in every run of one try (a
     resumed deferral takes its own claim back), another in the next try. The ids, up to 250 characters
@@ -169,9 +125,11 @@ class SendSmsOperator(MasksRenderedNumbers, BaseOperator):
 
     def build_request(self, context: Context) -> SendRequest:
         """Turn the rendered arguments and the task instance into a :class:`SendRequest`."""
+        from airflow_provider_twilio_sms import config
         from airflow_provider_twilio_sms.phone import normalize_number
         from airflow_provider_twilio_sms.rate_limit import resolve_rate_limit
         from airflow_provider_twilio_sms.sending import SendRequest, default_idempotency_key
+        from airflow_provider_twilio_sms.webhook.urls import status_callback_url
 
         if self.on_rate_limit not in ON_RATE_LIMIT:
             raise ValueError(f"on_rate_limit={self.on_rate_limit!r}: use one of {', '.join(ON_RATE_LIMIT)}")
@@ -179,7 +137,7 @@ class SendSmsOperator(MasksRenderedNumbers, BaseOperator):
             raise ValueError(f"rate_limit_unit={self.rate_limit_unit!r}: use 'messages' or 'segments'")
         settings = self.hook.settings
         ti = context["ti"]
-        team = team_of(context)
+        team = config.team_of(context)
         to = normalize_number(self.to, settings.default_region)
         key = self.idempotency_key or default_idempotency_key(
             ti.dag_id, ti.task_id, ti.run_id, ti.map_index, to
@@ -240,7 +198,7 @@ class SendSmsOperator(MasksRenderedNumbers, BaseOperator):
 
         from airflow.providers.standard.triggers.temporal import DateTimeTrigger
 
-        from airflow_provider_twilio_sms.store.api import utcnow
+        from airflow_provider_twilio_sms.store.base import utcnow
 
         moment = utcnow() + timedelta(seconds=max(0.0, seconds) + 0.01)
         self.log.info(

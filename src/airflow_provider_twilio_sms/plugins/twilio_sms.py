@@ -13,7 +13,6 @@ from functools import cached_property
 
 from airflow.plugins_manager import AirflowPlugin
 
-URL_PREFIX = "/twilio_sms"
 UI_ROUTE = "twilio_sms"  # the page's address in Airflow's UI: /plugin/twilio_sms
 
 
@@ -42,6 +41,7 @@ class TwilioSmsPlugin(AirflowPlugin):
         if not _enabled():
             return []
         from airflow_provider_twilio_sms.webhook.app import create_app
+        from airflow_provider_twilio_sms.webhook.urls import URL_PREFIX
 
         return [{"app": create_app(mode="api-server"), "url_prefix": URL_PREFIX,
                  "name": "Twilio SMS webhooks"}]
@@ -50,6 +50,8 @@ class TwilioSmsPlugin(AirflowPlugin):
     def external_views(self) -> list[dict]:  # type: ignore[override]
         if not _enabled():
             return []
+        from airflow_provider_twilio_sms.webhook.urls import URL_PREFIX
+
         return [{
             "name": "Twilio SMS",
             "href": f"{_base_path()}{URL_PREFIX}/ui/",

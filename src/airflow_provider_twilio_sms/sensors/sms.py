@@ -56,7 +56,7 @@ class _StoreSensor(BaseSensorOperator):
 
     def _sent_row(self, context: Context, task_id: str) -> dict[str, Any]:
         """The stored outbound row of the SendSmsOperator task ``task_id`` in this DAG run."""
-        from airflow_provider_twilio_sms.store.api import make_scope
+        from airflow_provider_twilio_sms.store.claims import make_scope
 
         result = context["ti"].xcom_pull(task_ids=task_id)
         if isinstance(result, list):  # a mapped upstream: take the instance with our map index
@@ -69,7 +69,7 @@ class _StoreSensor(BaseSensorOperator):
         if result.get("sid"):
             row = self.store.get_message(sid=result["sid"])
         if row is None:
-            from airflow_provider_twilio_sms.operators.sms import team_of
+            from airflow_provider_twilio_sms.config import team_of
 
             scope = make_scope(result.get("account_sid") or self.hook.settings.account_sid, team_of(context))
             row = self.store.get_message(scope=scope, idempotency_key=result["idempotency_key"])
@@ -124,7 +124,7 @@ class SmsStatusSensor(_StoreSensor):
 
     def _message(self, context: Context) -> tuple[str | None, datetime | None, dict[str, Any] | None]:
         """(sid, sent_at, stored row) of the awaited message."""
-        from airflow_provider_twilio_sms.store.api import make_scope
+        from airflow_provider_twilio_sms.store.claims import make_scope
 
         given = [x for x in (self.message_sid, self.from_task, self.idempotency_key) if x]
         if len(given) != 1:
@@ -135,7 +135,7 @@ class SmsStatusSensor(_StoreSensor):
         if self.from_task:
             row = self._sent_row(context, self.from_task)
         else:
-            from airflow_provider_twilio_sms.operators.sms import team_of
+            from airflow_provider_twilio_sms.config import team_of
 
             scope = make_scope(self.hook.settings.account_sid, team_of(context))
             row = self.store.get_message(scope=scope, idempotency_key=self.idempotency_key)
@@ -194,7 +194,7 @@ class SmsStatusSensor(_StoreSensor):
         From ``fallback_after`` on, while the stored status ends nothing, also ask Twilio (at a doubling
         interval) and store its answer as a status event.
         """
-        from airflow_provider_twilio_sms.store.api import utcnow
+        from airflow_provider_twilio_sms.store.base import utcnow
 
         sid, sent_at, _ = self._message(context)
         if not sid:

@@ -11,11 +11,10 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import String, and_, func, literal, select
+from sqlalchemy import String, and_, func, literal, or_, select
 
 from airflow_provider_twilio_sms.errors import TWILIO_ERROR_MEANINGS
 from airflow_provider_twilio_sms.store import tables as t
-from airflow_provider_twilio_sms.store.api import _team_filter
 from airflow_provider_twilio_sms.store.status import FAILURE_STATUSES
 
 if TYPE_CHECKING:
@@ -26,6 +25,18 @@ DELIVERED_STATUSES = frozenset({"delivered", "read"})
 # Final outcomes: the delivery rate is delivered / (delivered + failed), pending messages excluded.
 FINAL_STATUSES = DELIVERED_STATUSES | FAILURE_STATUSES
 MAX_TIMELINE_SIDS = 500
+
+
+def team_filter(column, teams: Iterable[str | None]):
+    """Rows of the given teams; ``None`` among them means rows with no team. No teams: no rows."""
+    from sqlalchemy import false
+
+    teams = list(teams)
+    named = [x for x in teams if x]
+    either = [column.in_(named)] if named else []
+    if None in teams:
+        either.append(column.is_(None))
+    return or_(*either) if either else false()
 
 
 def delivery_summary(engine: Engine, *, since: datetime, until: datetime,
@@ -39,8 +50,8 @@ def delivery_summary(engine: Engine, *, since: datetime, until: datetime,
     inbound_where = [e.c.kind == "inbound", e.c.received_at >= since, e.c.received_at < until]
     if teams is not None:
         teams = list(teams)
-        where.append(_team_filter(m.c.team, teams))
-        inbound_where.append(_team_filter(e.c.team, teams))
+        where.append(team_filter(m.c.team, teams))
+        inbound_where.append(team_filter(e.c.team, teams))
     with engine.connect() as conn:
         rows = conn.execute(select(status.label("status"), m.c.error_code, func.count().label("n"))
                             .where(*where).group_by(status, m.c.error_code)).all()
@@ -109,7 +120,7 @@ def opt_outs(engine: Engine, *, teams: Iterable[str | None] | None = None, limit
                                  e.c.dedupe_key == literal("inbound:", String) + o.c.message_sid))
     where = [] if include_opted_in else [o.c.opted_out.is_(True)]
     if teams is not None:
-        where.append(_team_filter(e.c.team, list(teams)))
+        where.append(team_filter(e.c.team, list(teams)))
     with engine.connect() as conn:
         rows = conn.execute(select(o.c.account_sid, o.c.number, o.c.opted_out, o.c.keyword, o.c.message_sid,
                                    o.c.updated_at, e.c.team, e.c.conn_id).select_from(joined).where(*where)

@@ -26,6 +26,7 @@ from fastapi import FastAPI
 
 from airflow_provider_twilio_sms import __version__, config
 from airflow_provider_twilio_sms.webhook.connections import ConnectionCache
+from airflow_provider_twilio_sms.webhook.urls import URL_PREFIX
 
 if TYPE_CHECKING:
     from anyio import CapacityLimiter
@@ -34,7 +35,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-URL_PREFIX = "/twilio_sms"
 MODES = ("api-server", "standalone")
 DEFAULT_MAX_BODY_BYTES = 65_536
 DEFAULT_STORE_DEADLINE_SECONDS = 10.0

@@ -20,7 +20,7 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import JSONResponse
 
 from airflow_provider_twilio_sms.privacy import mask_number
-from airflow_provider_twilio_sms.store.api import body_digest
+from airflow_provider_twilio_sms.store.claims import body_digest
 from airflow_provider_twilio_sms.webhook.auth import Visibility
 from airflow_provider_twilio_sms.webhook.read_params import (
     BeforeId,
@@ -133,9 +133,7 @@ def build_router(viewer: ViewerDependency) -> APIRouter:
                 readable = _readable(seen, include_body, rows)
                 if not include_history:
                     return rows, readable, None
-                from airflow_provider_twilio_sms.store.reports import status_timelines
-
-                return rows, readable, status_timelines(store().engine, [r["sid"] for r in rows])
+                return rows, readable, store().status_timelines([r["sid"] for r in rows])
 
             rows, readable, timelines = await anyio.to_thread.run_sync(read)
             items = [_outbound(r, readable) for r in rows]
@@ -178,12 +176,10 @@ def build_router(viewer: ViewerDependency) -> APIRouter:
         since: PeriodStart = None,
         until: PeriodEnd = None,
     ) -> dict[str, Any]:
-        from airflow_provider_twilio_sms.store.reports import delivery_summary
-
         start, end = period_bounds(period, since, until)
         store = request.app.state.twilio_sms.store
         return await anyio.to_thread.run_sync(
-            lambda: delivery_summary(store().engine, since=start, until=end, teams=seen.teams))
+            lambda: store().delivery_summary(since=start, until=end, teams=seen.teams))
 
     @router.get("/opt-outs", summary="Numbers that replied STOP, newest first")
     async def list_opt_outs(
@@ -191,10 +187,8 @@ def build_router(viewer: ViewerDependency) -> APIRouter:
         seen: Visibility = Depends(viewer),
         limit: Limit = 100,
     ) -> dict[str, Any]:
-        from airflow_provider_twilio_sms.store.reports import opt_outs
-
         store = request.app.state.twilio_sms.store
-        rows = await anyio.to_thread.run_sync(lambda: opt_outs(store().engine, teams=seen.teams, limit=limit))
+        rows = await anyio.to_thread.run_sync(lambda: store().opt_outs(teams=seen.teams, limit=limit))
         return {"opt_outs": [{"number": mask_number(r["number"]), "keyword": r["keyword"], "team": r["team"],
                               "conn_id": r["conn_id"], "updated_at": _iso(r["updated_at"])} for r in rows]}
 

@@ -30,6 +30,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 from airflow_provider_twilio_sms.privacy import mask_sid, safe_for_log
 from airflow_provider_twilio_sms.webhook.signing import SETTINGS_HEADER, signature_matches
+from airflow_provider_twilio_sms.webhook.urls import webhook_path
 
 if TYPE_CHECKING:
     from starlette.requests import Request
@@ -38,7 +39,6 @@ if TYPE_CHECKING:
 
 FORM = "application/x-www-form-urlencoded"
 JSON = "application/json"
-URL_PREFIX = "/twilio_sms"
 KINDS = ("status", "inbound")
 
 MESSAGE_SID = re.compile(r"^(SM|MM)[0-9a-fA-F]{32}$")
@@ -150,7 +150,7 @@ def signed_url(settings: TwilioConnectionSettings, request: Request, conn_id: st
     """
     query = request.url.query
     if settings.webhook_base_url:
-        url = f"{settings.webhook_base_url}{URL_PREFIX}/webhooks/{conn_id}/{kind}"
+        url = f"{settings.webhook_base_url}{webhook_path(conn_id, kind)}"
     else:
         url = str(request.url.replace(query=""))
     return f"{url}?{query}" if query else url

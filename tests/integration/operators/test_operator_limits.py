@@ -201,7 +201,6 @@ def test_a_retry_after_a_crash_with_every_identifier_at_its_limit_finishes(env, 
         ("task_id", "t" * 251, 250),
         ("run_id", "r" * 251, 250),
         ("team", "m" * 251, 250),
-        ("messaging_service_sid", "MG" + "0" * 33, 34),
     ],
 )
 def test_a_value_over_its_limit_fails_the_task_by_name_before_anything_is_claimed_or_sent(
@@ -211,7 +210,7 @@ def test_a_value_over_its_limit_fails_the_task_by_name_before_anything_is_claime
     sim, store = env
     monkeypatch.setenv("AIRFLOW__CORE__MULTI_TEAM", "True")
     ti = _ti(1, **{field: value} if field in ("dag_id", "task_id", "run_id") else {})
-    op = _operator(**{field: value} if field == "messaging_service_sid" else {})
+    op = _operator()
     with pytest.raises(AirflowFailException) as failed:
         op.execute(_context(ti, team=value if field == "team" else TEAM))
     message = str(failed.value)
@@ -219,6 +218,19 @@ def test_a_value_over_its_limit_fails_the_task_by_name_before_anything_is_claime
     assert f"at most {limit}" in message
     assert value not in message
     assert "4155550123" not in message
+    assert sim.count("create") == 0
+    assert _rows(store) == []
+
+
+def test_a_messaging_service_sid_too_long_is_refused_by_its_shape_before_anything_is_claimed(env):
+    """Longer than a SID can be, so not a SID: the connection's sender check says what one looks like."""
+    from airflow.sdk.exceptions import AirflowFailException
+
+    sim, store = env
+    op = _operator(messaging_service_sid="MG" + "0" * 33)
+    with pytest.raises(AirflowFailException) as failed:
+        op.execute(_context(_ti(1), team=TEAM))
+    assert "messaging_service_sid is not MG followed by 32 hex characters" in str(failed.value)
     assert sim.count("create") == 0
     assert _rows(store) == []
 

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from airflow_provider_twilio_sms.hooks.twilio_sms import TwilioSmsHook
 from airflow_provider_twilio_sms.rate_limit import parse_rate_limit
 from airflow_provider_twilio_sms.sending import RateLimited, RetryPolicy, SendRequest, SmsSender
 from airflow_provider_twilio_sms.store.api import SmsStore
+
+from conftest import skew_store_clock
 
 # Forked from a fresh server process, not from this one: a worker inherits no lock another thread of the
 # test session held at the fork; the server imports the heavy modules once.
@@ -35,11 +37,10 @@ def _skew_and_slow_down(skew: float) -> None:
     import time
 
     from airflow_provider_twilio_sms.hooks import http_client
-    from airflow_provider_twilio_sms.store import api
 
-    real_time, real_utcnow, real_class = time.time, api.utcnow, http_client.http_client_class
+    real_time, real_class = time.time, http_client.http_client_class
     time.time = lambda: real_time() + skew
-    api.utcnow = lambda: real_utcnow() + timedelta(seconds=skew)
+    skew_store_clock(skew)
 
     def slow_class():
         time.sleep(0.6)
@@ -64,7 +65,7 @@ def _worker(url, twilio_conn_json, start, out, index):
     import os
     import time
 
-    from airflow_provider_twilio_sms.store import api
+    from airflow_provider_twilio_sms.store import base
 
     faulthandler.dump_traceback_later(90, exit=True)  # a stuck worker says where, and the test fails
     os.environ["AIRFLOW_CONN_TWILIO_SMS_DEFAULT"] = twilio_conn_json  # the fork server's environment is older
@@ -81,7 +82,7 @@ def _worker(url, twilio_conn_json, start, out, index):
                 time.sleep(
                     wait
                     if wait is not None
-                    else max(0.0, (result.next_free_at - api.utcnow()).total_seconds())
+                    else max(0.0, (result.next_free_at - base.utcnow()).total_seconds())
                 )
             out.put("sent" if not result["already_sent"] else "again")
     except Exception as err:  # noqa: BLE001

@@ -22,7 +22,8 @@ from airflow_provider_twilio_sms.errors import (
 from airflow_provider_twilio_sms.hooks.twilio_sms import TwilioSmsHook
 from airflow_provider_twilio_sms.rate_limit import parse_rate_limit
 from airflow_provider_twilio_sms.sending import RateLimited, RetryPolicy, SendRequest, SmsSender
-from airflow_provider_twilio_sms.store.api import SmsStore, body_digest
+from airflow_provider_twilio_sms.store.api import SmsStore
+from airflow_provider_twilio_sms.store.claims import body_digest
 
 TO = "+14155550123"
 SERVICE = "MG" + "5" * 32

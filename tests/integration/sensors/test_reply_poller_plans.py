@@ -19,7 +19,7 @@ import pytest
 from sqlalchemy import event, text
 
 from airflow_provider_twilio_sms.replies import ReplyCriteria
-from airflow_provider_twilio_sms.store.api import make_scope
+from airflow_provider_twilio_sms.store.claims import make_scope
 from airflow_provider_twilio_sms.triggers.sms import SmsReplyTrigger, SmsStatusTrigger, StorePoller
 
 from reply_testing import add_history, newest_id, one_round, stop, waiting
@@ -76,6 +76,10 @@ async def _two_rounds(triggers: list[SmsReplyTrigger]) -> None:
     poller, tasks = await waiting(triggers)
     try:
         for _ in range(2):
+            deadline = asyncio.get_running_loop().time() + 30
+            while SENT_SID not in poller._status:  # the status trigger waits with the poller (again)
+                assert asyncio.get_running_loop().time() < deadline, "the status trigger did not wait"
+                await asyncio.sleep(0.01)
             await one_round(poller)
         assert poller.queries == 2 * 2  # each round: one for the status, one for every reply read
     finally:

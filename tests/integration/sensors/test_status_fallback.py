@@ -22,7 +22,7 @@ from airflow_provider_twilio_sms.sending import SendRequest, SmsSender
 from airflow_provider_twilio_sms.sensors.sms import SmsStatusSensor
 from airflow_provider_twilio_sms.status_fallback import POLL_SOURCE
 from airflow_provider_twilio_sms.store import tables as t
-from airflow_provider_twilio_sms.store.api import make_scope
+from airflow_provider_twilio_sms.store.claims import make_scope
 from airflow_provider_twilio_sms.triggers.sms import SmsStatusTrigger, StorePoller
 
 from conftest import dag_test

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import multiprocessing as mp
 
-from airflow_provider_twilio_sms.store.api import SmsStore, make_scope
+from airflow_provider_twilio_sms.store.api import SmsStore
+from airflow_provider_twilio_sms.store.claims import make_scope
 
 ACCOUNT = "AC" + "3" * 32
 CTX = mp.get_context("fork")

@@ -228,7 +228,7 @@ def test_a_reply_to_a_messaging_service_message_is_matched_by_its_service(client
 
 @pytest.mark.parametrize("forger", FORGERS)
 def test_a_stop_verified_by_another_account_or_token_does_not_opt_out(client, db, forger):
-    from airflow_provider_twilio_sms.store.api import make_scope
+    from airflow_provider_twilio_sms.store.claims import make_scope
 
     assert (
         forge(

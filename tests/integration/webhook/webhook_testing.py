@@ -162,7 +162,7 @@ def send_row(store: SmsStore, key: str, sid: str | None = SID, team: str | None 
     """An outbound message as the operator leaves it: claimed (by ``conn_id``, with ``account`` and the
     signer of ``token``; its text kept, as with ``[twilio_sms] store_outbound_bodies`` on, unless
     ``store_body=False``), and recorded as queued when ``sid`` is set."""
-    from airflow_provider_twilio_sms.store.api import make_scope
+    from airflow_provider_twilio_sms.store.claims import make_scope
 
     claim = store.claim(scope=make_scope(account, team), idempotency_key=key, account_sid=account,
                         conn_id=conn_id, signer=signer_of(account, token), to_number=to, body=body, team=team,

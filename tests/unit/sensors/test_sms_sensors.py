@@ -11,7 +11,7 @@ from airflow.sdk.exceptions import AirflowFailException, TaskDeferred
 
 from airflow_provider_twilio_sms.replies import read_reply
 from airflow_provider_twilio_sms.sensors.sms import SmsReplySensor, SmsStatusSensor
-from airflow_provider_twilio_sms.store.api import make_scope
+from airflow_provider_twilio_sms.store.claims import make_scope
 from airflow_provider_twilio_sms.triggers.sms import SmsReplyTrigger, SmsStatusTrigger
 
 from reply_testing import add_history, newest_id

@@ -8,7 +8,7 @@ from datetime import datetime, timezone
 from sqlalchemy import create_engine, inspect, text
 
 from airflow_provider_twilio_sms.store import migrate
-from airflow_provider_twilio_sms.store.api import make_scope
+from airflow_provider_twilio_sms.store.claims import make_scope
 
 ACCOUNT = "AC" + "2" * 32
 NEW = {"ix_twilio_sms_message_created_report", "ix_twilio_sms_message_team_created_report",

@@ -11,7 +11,8 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import create_engine, text
 
 from airflow_provider_twilio_sms.store import migrate
-from airflow_provider_twilio_sms.store.api import SmsStore, make_scope
+from airflow_provider_twilio_sms.store.api import SmsStore
+from airflow_provider_twilio_sms.store.claims import make_scope
 
 REVISION = "0003_twilio_sms"  # keys by SHA-256
 ACCOUNT = "AC" + "5" * 32

@@ -9,8 +9,10 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from sqlalchemy import select, update
 
-from airflow_provider_twilio_sms.store import api
+from airflow_provider_twilio_sms.store import base
 from airflow_provider_twilio_sms.store.tables import rate_slot
+
+from conftest import skew_store_clock
 
 
 def _us(moment: datetime) -> int:
@@ -56,10 +58,10 @@ def test_the_window_is_on_the_database_clock_not_the_workers(store, monkeypatch)
     """A worker whose clock is 10 s slow takes the two units of 2 per 5 s; one whose clock is 10 s fast
     comes right after: the window is full for it too. (On the worker's clock the slow worker's grants
     would be 20 s old for the fast one, and four sends would leave within milliseconds.)"""
-    real = api.utcnow
-    monkeypatch.setattr(api, "utcnow", lambda: real() - timedelta(seconds=10))
+    real = base.utcnow
+    skew_store_clock(-10, monkeypatch.setattr)
     slow = [store.acquire_rate_slot("qa", 2, 5).granted for _ in range(2)]
-    monkeypatch.setattr(api, "utcnow", lambda: real() + timedelta(seconds=10))
+    skew_store_clock(10, monkeypatch.setattr)
     fast = store.acquire_rate_slot("qa", 2, 5)
     assert slow == [True, True]
     assert not fast.granted

@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta, timezone
 
 from airflow_provider_twilio_sms.store import reports
-from airflow_provider_twilio_sms.store.api import make_scope
+from airflow_provider_twilio_sms.store.claims import make_scope
 
 ACCOUNT = "AC" + "1" * 32
 NOW = datetime(2026, 11, 30, 12, 0, tzinfo=timezone.utc)

@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import select, text
 
 from airflow_provider_twilio_sms.store import tables as t
-from airflow_provider_twilio_sms.store.api import make_scope
+from airflow_provider_twilio_sms.store.claims import make_scope
 from airflow_provider_twilio_sms.store.retention import (
     DEFAULT_BATCH_SIZE,
     PURGED_TABLES,

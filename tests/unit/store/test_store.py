@@ -6,7 +6,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from airflow_provider_twilio_sms.store.api import LeaseLostError, make_scope
+from airflow_provider_twilio_sms.store.claims import LeaseLostError, make_scope
 
 ACCOUNT = "AC" + "1" * 32
 SCOPE = make_scope(ACCOUNT)

@@ -15,7 +15,7 @@ from sqlalchemy.sql.visitors import iterate
 
 from airflow_provider_twilio_sms.errors import ValueTooLongError
 from airflow_provider_twilio_sms.store import tables as t
-from airflow_provider_twilio_sms.store.api import make_scope
+from airflow_provider_twilio_sms.store.claims import make_scope
 from airflow_provider_twilio_sms.store.statements import Statements
 
 ACCOUNT = "AC" + "4" * 32

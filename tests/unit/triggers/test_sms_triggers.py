@@ -10,7 +10,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from airflow_provider_twilio_sms.replies import ReplyCriteria
-from airflow_provider_twilio_sms.store.api import make_scope
+from airflow_provider_twilio_sms.store.claims import make_scope
 from airflow_provider_twilio_sms.store.inbound import InboundChannel
 from airflow_provider_twilio_sms.triggers.sms import (
     REPLY_PAGE,

@@ -42,7 +42,7 @@ POOL_TABLES = ("twilio_sms_rate_pool", "twilio_sms_rate_grant")
 
 
 def _sha256_of(column: str) -> str:
-    """SQL for the lowercase hex SHA-256 of ``column``'s UTF-8 text, as ``store.api.key_digest`` does."""
+    """SQL for the lowercase hex SHA-256 of ``column``'s UTF-8 text, as ``store.claims.key_digest`` does."""
     bind = op.get_bind()
     if bind.dialect.name == "postgresql":
         return f"encode(sha256(convert_to({column}, 'UTF8')), 'hex')"

@@ -38,9 +38,12 @@ if TYPE_CHECKING:
 
 _WRITE_OPTION = "twilio_sms_write"
 _busy_seconds: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # SQLite engine -> its busy timeout
-# A server engine's connections: at most POOL_SIZE + MAX_OVERFLOW at once (callers that run store calls in
-# threads bound their threads by the same number).
-POOL_SIZE, MAX_OVERFLOW = 5, 10
+# A server engine's connections: POOL_SIZE kept open once opened, and up to MAX_OVERFLOW more for a burst,
+# each closed again when returned while POOL_SIZE are idle. Callers that run a steady stream of store calls
+# in threads (the webhook) run them on at most POOL_SIZE threads, so that they never open a connection
+# beyond the pool's: under load an overflow connection would be opened and closed call after call (a new
+# database session each time, hundreds a second on PostgreSQL).
+POOL_SIZE, MAX_OVERFLOW = 10, 5
 
 _engines: dict[str, Engine] = {}
 _lock = threading.Lock()

@@ -8,9 +8,10 @@ only, and only when ``[twilio_sms] webhook_enabled`` is true).
   ``/ui/``, for the plugin to mount at ``/twilio_sms``. The read API uses Airflow's authentication. The
   store is the store connection, else Airflow's metadata database (where ``airflow db migrate`` created
   the tables).
-- ``mode="standalone"``: the same app mounted at ``/twilio_sms`` of a bare root app, so the public URLs
-  are the same either way. The read API wants ``[twilio_sms] webhook_api_token``. The store is
-  ``store_url``, else the store connection (never guessed from Airflow's own database setting).
+- ``mode="standalone"``: the same routes at ``/twilio_sms`` (their documentation at
+  ``/twilio_sms/docs``), so the public URLs are the same either way. The read API wants
+  ``[twilio_sms] webhook_api_token``. The store is ``store_url``, else the store connection (never guessed
+  from Airflow's own database setting).
 """
 
 from __future__ import annotations
@@ -21,17 +22,16 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, TypeVar
 
-import anyio
 from fastapi import FastAPI
 
 from airflow_provider_twilio_sms import __version__, config
+from airflow_provider_twilio_sms.store.deadline import deadline
 from airflow_provider_twilio_sms.webhook.connections import ConnectionCache
 from airflow_provider_twilio_sms.webhook.urls import URL_PREFIX
 
 if TYPE_CHECKING:
-    from anyio import CapacityLimiter
-
     from airflow_provider_twilio_sms.store.api import SmsStore
+    from airflow_provider_twilio_sms.webhook.store_threads import StoreThreads
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -52,18 +52,20 @@ class AppState:
         self.connections = ConnectionCache()
         self._store: SmsStore | None = None
         self._lock = threading.Lock()
-        self._store_threads: CapacityLimiter | None = None
+        self._store_threads: StoreThreads | None = None
 
-    def store_threads(self) -> CapacityLimiter:
-        """How many store calls run at once (in worker threads): as many as the store has connections.
-        Made on first use, inside the event loop.
+    def store_threads(self) -> StoreThreads:
+        """The threads store calls run on: as many as a PostgreSQL store keeps connections in its pool
+        (``POOL_SIZE``), so that a steady stream of calls never opens (and closes) a connection beyond those.
+        (SQLite writers queue on one lock before they take a connection.) Made on first use.
         """
         if self._store_threads is None:
-            from anyio import CapacityLimiter
+            from airflow_provider_twilio_sms.store.engine import POOL_SIZE
+            from airflow_provider_twilio_sms.webhook.store_threads import StoreThreads
 
-            from airflow_provider_twilio_sms.store.engine import MAX_OVERFLOW, POOL_SIZE
-
-            self._store_threads = CapacityLimiter(POOL_SIZE + MAX_OVERFLOW)
+            with self._lock:
+                if self._store_threads is None:
+                    self._store_threads = StoreThreads(POOL_SIZE)
         return self._store_threads
 
     def store(self) -> SmsStore:
@@ -84,11 +86,10 @@ class AppState:
         The deadline is enforced inside the store (:mod:`..store.deadline`): past it the call's connection
         is interrupted and the thread returns, so the thread is waited for, never abandoned (a thread left
         blocked on a hung database holds on, and every later request would start another). Store calls run
-        on at most as many threads as the store has connections; requests beyond wait for one, up to the
-        same deadline. Raises what the call raised; TimeoutError (StoreDeadlineExceeded) past the deadline.
+        on at most as many threads as the store keeps connections (:meth:`store_threads`); requests beyond
+        wait for one, up to the same deadline. Raises what the call raised; TimeoutError
+        (StoreDeadlineExceeded, StoreThreadsBusy) past the deadline.
         """
-        from airflow_provider_twilio_sms.store.deadline import deadline
-
         seconds = self.store_deadline_seconds
         ends = time.monotonic() + seconds
 
@@ -96,9 +97,8 @@ class AppState:
             with deadline(ends - time.monotonic()):
                 return call(self.store())
 
-        # The margin lets the store report its own deadline; the scope itself only ends a wait for a thread.
-        with anyio.fail_after(seconds + 1):
-            return await anyio.to_thread.run_sync(run, limiter=self.store_threads())
+        # The margin lets the store report its own deadline; the wait only ends a call that never started.
+        return await self.store_threads().run(run, seconds + 1)
 
     def use_store(self, store: SmsStore) -> None:
         """Write to ``store`` from now on (the CLI opens it before serving)."""
@@ -147,19 +147,19 @@ def create_app(mode: str = "api-server", store_url: str | None = None) -> FastAP
     from airflow_provider_twilio_sms.webhook.receiver import router as webhook_router
 
     state = AppState(mode, store_url, _max_body_bytes(), _store_deadline_seconds())
+    # Standalone: the routes at URL_PREFIX of this one app, rather than this app mounted there in a root app
+    # (a second middleware stack and a Mount on every callback's path).
+    prefix = URL_PREFIX if mode == "standalone" else ""
     app = FastAPI(title="Twilio SMS webhooks", version=__version__,
                   description="Twilio status callbacks and inbound SMS, signature-verified and stored; "
-                              "a read API on the stored messages.")
+                              "a read API on the stored messages.",
+                  openapi_url=f"{prefix}/openapi.json", docs_url=f"{prefix}/docs",
+                  redoc_url=f"{prefix}/redoc")
     app.state.twilio_sms = state
-    app.include_router(webhook_router)
-    app.include_router(build_router(viewer_for(mode)))
+    app.include_router(webhook_router, prefix=prefix)
+    app.include_router(build_router(viewer_for(mode)), prefix=prefix)
     if mode == "api-server":
         from airflow_provider_twilio_sms.webhook.ui import build_router as build_ui_router
 
         app.include_router(build_ui_router())  # the page signs in with Airflow's session cookie
-        return app
-    root = FastAPI(title="Twilio SMS webhooks (standalone)", version=__version__, docs_url=None,
-                   redoc_url=None, openapi_url=None)
-    root.state.twilio_sms = state
-    root.mount(URL_PREFIX, app)
-    return root
+    return app

@@ -73,6 +73,50 @@ def test_fifty_concurrent_copies_of_one_callback_make_one_event(db, same_token):
     assert db.get_message(sid=SID)["status"] == "delivered"
 
 
+def test_steady_callbacks_from_more_clients_than_connections_open_no_new_database_sessions(db):
+    """More clients at once than the pool has connections (its overflow included), a steady stream of
+    callbacks: every store call runs on a connection the pool keeps, so no database session is opened
+    beyond the pool's (before: store calls on 15 threads over a pool keeping 5, so an overflow connection
+    was opened and closed call after call, hundreds of new PostgreSQL sessions a minute).
+    """
+    from sqlalchemy import event
+
+    from airflow_provider_twilio_sms.store.engine import MAX_OVERFLOW, POOL_SIZE
+    from airflow_provider_twilio_sms.webhook.app import create_app
+
+    opened: list[int] = []
+    event.listen(db.engine, "connect", lambda *_: opened.append(1))
+    clients, per_client = POOL_SIZE + MAX_OVERFLOW + 5, 20
+    answers: list[int] = []
+    lock = threading.Lock()
+
+    def post_all(first: int) -> None:
+        def client(n: int) -> None:
+            with requests.Session() as session:
+                for i in range(per_client):
+                    params = status_params("delivered", sid=f"SM{first + n * per_client + i:032x}")
+                    r = session.post(served.url(STATUS), data=urlencode(params),
+                                     headers={**FORM, **sign(STATUS, params)}, timeout=60)
+                    with lock:
+                        answers.append(r.status_code)
+
+        threads = [threading.Thread(target=client, args=(n,)) for n in range(clients)]
+        for th in threads:
+            th.start()
+        for th in threads:
+            th.join()
+
+    with ServedApp(create_app("standalone"), free_port()) as served:
+        post_all(0)  # warm-up: the pool opens the connections it keeps
+        warm = len(opened)
+        post_all(1_000_000)  # steady state
+
+    assert answers == [200] * (2 * clients * per_client)
+    assert event_count(db) == 2 * clients * per_client
+    assert 1 <= warm <= POOL_SIZE, warm
+    assert len(opened) <= POOL_SIZE, (warm, len(opened))  # at most the connections the pool keeps, ever
+
+
 @pytest.fixture
 def outage(db, monkeypatch, tmp_path):
     """Start and end a store outage: PostgreSQL stops accepting connections (and drops the open ones);

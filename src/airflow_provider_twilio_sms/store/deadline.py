@@ -26,6 +26,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import logging
+import math
 import os
 import socket
 import threading
@@ -42,6 +43,7 @@ log = logging.getLogger(__name__)
 
 _deadline: ContextVar[float | None] = ContextVar("twilio_sms_store_deadline", default=None)
 _WATCH_KEY = "twilio_sms_deadline_watch"  # connection record info: the watch of the call holding it
+_BUSY_KEY = "twilio_sms_busy_timeout_ms"  # connection record info: a SQLite connection's own busy timeout
 
 
 class StoreDeadlineExceeded(TimeoutError):
@@ -90,6 +92,12 @@ class _Watchdog:
     """One daemon thread that interrupts watched connections whose deadline passed. A watch is removed
     (under the same lock the interruption holds) before its connection is closed or reused, so an
     interruption never reaches a connection, or a file descriptor, that another call owns.
+
+    The thread sleeps until the moment it last saw as the earliest deadline, and is woken before only by a
+    watch whose deadline comes sooner. With deadlines of a fixed length a new watch is nearly always the
+    latest, so a store call costs no wake-up of this thread: it wakes about once per deadline's length,
+    finds the watches finished by then gone, and sleeps until the next. Finished watches leave the heap as
+    soon as they reach its top, so it holds about as many watches as calls in flight.
     """
 
     def __init__(self):
@@ -98,23 +106,28 @@ class _Watchdog:
         self._order = itertools.count()
         self._thread: threading.Thread | None = None
         self._pid = os.getpid()
+        self._wakes_at = math.inf  # when the thread wakes up unless notified
 
     def watch(self, connection: Any, dialect: str, at: float) -> _Watch:
         entry = _Watch(at, connection, dialect)
         with self._lock:
             if self._pid != os.getpid():  # a forked child: the parent's thread is not here
-                self._pid, self._heap, self._thread = os.getpid(), [], None
+                self._pid, self._heap, self._thread, self._wakes_at = os.getpid(), [], None, math.inf
             heapq.heappush(self._heap, (at, next(self._order), entry))
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name="twilio-sms-store-deadlines",
                                                 daemon=True)
                 self._thread.start()
-            self._lock.notify()
+            elif at < self._wakes_at:
+                self._lock.notify()
         return entry
 
     def forget(self, entry: _Watch) -> None:
         with self._lock:
-            entry.done = True  # dropped from the heap when it comes up
+            entry.done = True
+            heap = self._heap
+            while heap and heap[0][2].done:
+                heapq.heappop(heap)
 
     def _run(self) -> None:
         while True:
@@ -122,10 +135,12 @@ class _Watchdog:
                 while self._heap and self._heap[0][2].done:
                     heapq.heappop(self._heap)
                 if not self._heap:
+                    self._wakes_at = math.inf
                     self._lock.wait()
                     continue
                 delay = self._heap[0][0] - time.monotonic()
                 if delay > 0:
+                    self._wakes_at = self._heap[0][0]
                     self._lock.wait(delay)
                     continue
                 entry = heapq.heappop(self._heap)[2]
@@ -153,11 +168,17 @@ def _interrupt(connection: Any, dialect: str) -> None:
             log.warning("A store call passed its deadline: its PostgreSQL connection was shut down")
 
 
-def _sqlite_busy_ms(dbapi_connection) -> int:
-    return dbapi_connection.execute("PRAGMA busy_timeout").fetchone()[0]
+def _sqlite_busy_ms(dbapi_connection, info: dict) -> int:
+    """The connection's busy timeout: read once, then remembered with its pool record (a call that cuts it
+    to its deadline puts it back before the connection returns to the pool).
+    """
+    busy = info.get(_BUSY_KEY)
+    if busy is None:
+        busy = info[_BUSY_KEY] = dbapi_connection.execute("PRAGMA busy_timeout").fetchone()[0]
+    return busy
 
 
-def start_watch(dbapi_connection, dialect: str) -> tuple[_Watch, int | None] | None:
+def start_watch(dbapi_connection, dialect: str, info: dict) -> tuple[_Watch, int | None] | None:
     at = _deadline.get()
     if at is None:
         return None
@@ -166,7 +187,7 @@ def start_watch(dbapi_connection, dialect: str) -> tuple[_Watch, int | None] | N
         raise StoreDeadlineExceeded("the store call's deadline passed before it got a connection")
     busy = None
     if dialect == "sqlite":  # a wait for the write lock is not interruptible: never wait past the deadline
-        busy = _sqlite_busy_ms(dbapi_connection)
+        busy = _sqlite_busy_ms(dbapi_connection, info)
         if left * 1000 < busy:
             dbapi_connection.execute(f"PRAGMA busy_timeout = {max(1, int(left * 1000))}")
         else:
@@ -195,7 +216,7 @@ def watch_pool(engine: Engine) -> None:
     dialect = engine.dialect.name
 
     def on_checkout(dbapi_connection, record, _proxy):
-        started = start_watch(dbapi_connection, dialect)
+        started = start_watch(dbapi_connection, dialect, record.info)
         if started is not None:
             record.info[_WATCH_KEY] = started
 

@@ -155,3 +155,32 @@ def test_what_the_store_url_sets_itself_wins_and_its_options_keep_theirs(pg_url)
             assert conn.execute(text("SHOW statement_timeout")).scalar() == "5s"
     finally:
         engine.dispose()
+
+
+def test_store_calls_with_deadlines_cost_the_watchdog_no_wake_up_and_leave_nothing_behind(
+        db_url, monkeypatch):
+    """Each call with a deadline is watched; the watchdog thread sleeps until the earliest deadline and is
+    woken only by a call whose deadline comes sooner (before: once per call, a thread hop on every webhook
+    write), and finished watches leave its heap at once (before: they stayed until their deadline)."""
+    from airflow_provider_twilio_sms.store import deadline as module
+
+    upgrade_url(db_url)
+    store = SmsStore(db_url)
+    watchdog = module._Watchdog()
+    monkeypatch.setattr(module, "_watchdog", watchdog)
+    with deadline(10):
+        assert _status(store, 0)  # the watchdog's thread starts, and sleeps until this deadline
+    waited = time.monotonic()
+    while watchdog._wakes_at == float("inf") and time.monotonic() - waited < 5:
+        time.sleep(0.01)
+    wake_ups = []
+    notify = watchdog._lock.notify
+    monkeypatch.setattr(watchdog._lock, "notify", lambda *args: (wake_ups.append(1), notify(*args)))
+    for n in range(1, 201):
+        with deadline(10):
+            assert _status(store, n)
+    assert wake_ups == []
+    with deadline(0.5):  # sooner than the deadline it sleeps until: it is woken for this one
+        assert _status(store, 201)
+    assert len(wake_ups) == 1
+    assert watchdog._heap == []

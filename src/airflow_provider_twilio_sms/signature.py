@@ -13,6 +13,7 @@ module, so the two can never drift apart; tests check both sides against twilio-
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import hmac
 from collections.abc import Iterable, Mapping
@@ -38,18 +39,24 @@ def _pairs(params: Params | None) -> list[tuple[str, str]]:
     return [(str(k), str(v)) for k, v in params]
 
 
+def _signed_params(params: Params | None) -> str:
+    """The form parameters as Twilio appends them to the URL it signs: each name followed by its value,
+    sorted by name then value (a repeated name with the same value counts once).
+    """
+    return "".join(name + value for name, value in sorted(set(_pairs(params))))
+
+
+def _sign(payload: str, secret: str, algorithm: str) -> str:
+    mac = hmac.new(secret.encode("utf-8"), payload.encode("utf-8"), ALGORITHMS[algorithm])
+    return base64.b64encode(mac.digest()).decode("ascii")
+
+
 def compute_signature(url: str, params: Params | None, secret: str, algorithm: str = "HMAC_SHA1") -> str:
     """Return the base64 ``X-Twilio-Signature`` Twilio would send for ``url`` and form ``params``.
 
     ``algorithm`` is a key of :data:`ALGORITHMS` (a ``KeyError`` otherwise).
     """
-    digest = ALGORITHMS[algorithm]
-    by_name: dict[str, set[str]] = {}
-    for key, value in _pairs(params):
-        by_name.setdefault(key, set()).add(value)
-    payload = url + "".join(name + value for name in sorted(by_name) for value in sorted(by_name[name]))
-    mac = hmac.new(secret.encode("utf-8"), payload.encode("utf-8"), digest)
-    return base64.b64encode(mac.digest()).decode("ascii")
+    return _sign(url + _signed_params(params), secret, algorithm)
 
 
 def body_sha256(body: bytes) -> str:
@@ -60,8 +67,15 @@ def body_sha256(body: bytes) -> str:
 def url_variants(url: str) -> list[str]:
     """The URL as given, plus the same URL with the scheme's default port added or removed.
 
-    Twilio may or may not include ``:443``/``:80`` when signing, so a verifier must try both.
+    Twilio may or may not include ``:443``/``:80`` when signing, so a verifier must try both. The variants
+    of the part before the query are computed once per such part (a webhook's URLs differ by query only).
     """
+    base, separator, query = url.partition("?")
+    return [variant + separator + query for variant in _base_variants(base)]
+
+
+@functools.lru_cache(maxsize=256)
+def _base_variants(url: str) -> tuple[str, ...]:
     parts = urlsplit(url)
     default = _DEFAULT_PORTS.get(parts.scheme)
     host = parts.hostname or ""
@@ -74,7 +88,7 @@ def url_variants(url: str) -> list[str]:
         variants.append(urlunsplit(parts._replace(netloc=f"{prefix}{host}:{default}")))
     elif parts.port == default:
         variants.append(urlunsplit(parts._replace(netloc=f"{prefix}{host}")))
-    return variants
+    return tuple(variants)
 
 
 def verify_signature(
@@ -92,10 +106,13 @@ def verify_signature(
     skipping the body check is exactly the forgery hole a verifier must not have. Comparisons are
     constant-time and on bytes (a signature with non-ASCII characters is simply wrong). An algorithm
     not in :data:`ALGORITHMS` verifies nothing.
+
+    Candidates are tried until one matches: which one matched (a URL with or without its default port,
+    the first secret or the next) is no secret, and a request that matches none is checked against all.
     """
     if not signature or algorithm not in ALGORITHMS:
         return False
-    query = dict(parse_qsl(urlsplit(url).query, keep_blank_values=True))
+    query = dict(parse_qsl(urlsplit(url).query, keep_blank_values=True)) if "?" in url else {}
     expected_body_hash = query.get("bodySHA256")
     if expected_body_hash is not None:
         if raw_body is None or not hmac.compare_digest(body_sha256(raw_body), expected_body_hash.lower()):
@@ -104,13 +121,12 @@ def verify_signature(
     elif raw_body is not None and params is None:
         return False
     given = signature.encode("utf-8", "replace")
-    matched = False
+    signed_params = _signed_params(params)
     for secret in secrets:
         if not secret:
             continue
         for candidate in url_variants(url):
-            # Evaluate every candidate: the time taken does not depend on which one matched.
-            computed = compute_signature(candidate, params, secret, algorithm).encode("ascii")
+            computed = _sign(candidate + signed_params, secret, algorithm).encode("ascii")
             if hmac.compare_digest(computed, given):
-                matched = True
-    return matched
+                return True
+    return False

@@ -148,12 +148,17 @@ def signed_url(settings: TwilioConnectionSettings, request: Request, conn_id: st
     the query exactly as received. Without a base URL, the URL this server saw (right only when no proxy
     rewrites scheme, host or path on the way in).
     """
-    query = request.url.query
+    query = _query(request)
     if settings.webhook_base_url:
         url = f"{settings.webhook_base_url}{webhook_path(conn_id, kind)}"
     else:
         url = str(request.url.replace(query=""))
     return f"{url}?{query}" if query else url
+
+
+def _query(request: Request) -> str:
+    """The query string as received (what ``request.url.query`` gives, without building the URL)."""
+    return request.scope.get("query_string", b"").decode()
 
 
 def check_can_prove_account(settings: TwilioConnectionSettings) -> None:
@@ -205,7 +210,8 @@ def verify(settings: TwilioConnectionSettings, request: Request, content_type: s
     params = _params(pairs, body)
     if params.get("AccountSid") != settings.account_sid:
         raise Refused(403, "AccountSid is not the connection's account")
-    query = dict(parse_qsl(request.url.query, keep_blank_values=True))
+    raw_query = _query(request)
+    query = dict(parse_qsl(raw_query, keep_blank_values=True)) if raw_query else {}
     token = request.headers.get("i-twilio-idempotency-token")
     _check_fields(kind, params, query, token)
     return VerifiedCallback(params=params, query=query, idempotency_token=token)

@@ -22,7 +22,7 @@ connections each server's pools opened during the rounds (goal 0: no new session
 
     .venv/bin/python bench/webhook.py [--seconds 3] [--rounds 3] [--sizes 1000,1000000]
                                       [--backend sqlite|postgres|both] [--clients 2] [--connections 8]
-                                      [--bare-writes auto|inline|thread]
+                                      [--bare-writes auto|inline|thread] [--profile DIR]
 """
 
 from __future__ import annotations
@@ -205,8 +205,14 @@ class Server:
                     raise RuntimeError(f"the {which} server did not listen within 120 s") from None
                 time.sleep(0.2)
 
-    def connects(self) -> int:
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.stats_port}/", timeout=10) as answer:
+    def cpu_seconds(self) -> float:
+        """CPU time the server process has used (user + system), from /proc."""
+        with open(f"/proc/{self.process.pid}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def connects(self, path: str = "/") -> int:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.stats_port}{path}", timeout=60) as answer:
             return json.load(answer)["connects"]
 
     def stop(self) -> None:
@@ -226,6 +232,7 @@ class Run:
     rate: float
     latencies_ms: list[float]
     exhausted: bool
+    cpu_ms: float = 0.0  # the server's CPU time per answered callback
 
 
 def new_prefixes(n: int) -> list[str]:
@@ -279,7 +286,8 @@ def _report(figures: Figures) -> list[str]:
         line = f"    {label:<34} {_spread([r.rate for r in runs])} /s"
         if key != "ceiling":
             lat = sorted(x for r in runs for x in r.latencies_ms)
-            line += f"   p50 {statistics.median(lat):5.1f} ms  p95 {lat[int(len(lat) * 0.95)]:6.1f} ms"
+            line += (f"   p50 {statistics.median(lat):5.1f} ms  p95 {lat[int(len(lat) * 0.95)]:6.1f} ms   "
+                     f"server CPU {_spread([r.cpu_ms for r in runs], '.2f')} ms/callback")
         errors = sum(r.other for r in runs)
         if errors:
             line += f"   {errors} answers not 200"
@@ -315,13 +323,21 @@ def bench_size(engine, servers: dict[str, Server], args, signer: str) -> list[st
     for which in ("bare", "ours"):  # warm-up: caches filled, pools opened
         load(which, 1.0)
     figures = Figures()
+    if args.profile:
+        for which in ("bare", "ours"):
+            servers[which].connects("/profile/start")
     for r in range(args.rounds):
         figures.runs["ceiling"].append(drive(servers["noop"].port, seconds, new_prefixes(clients),
                                              connections, 2000, cycle=True))
         for which in (("bare", "ours") if r % 2 == 0 else ("ours", "bare")):
-            before = servers[which].connects()
-            figures.runs[which].append(load(which, seconds))
+            before, cpu = servers[which].connects(), servers[which].cpu_seconds()
+            run = load(which, seconds)
+            run.cpu_ms = (servers[which].cpu_seconds() - cpu) * 1000 / max(1, run.ok + run.other)
+            figures.runs[which].append(run)
             figures.connects[which] += servers[which].connects() - before
+    if args.profile:
+        for which in ("bare", "ours"):
+            servers[which].connects("/profile/stop")
     return _report(figures)
 
 
@@ -341,6 +357,8 @@ def bench_backend(name: str, url: str, args) -> None:
     with ExitStack() as stack:
         servers = {}
         for which in ("noop", "bare", "ours"):
+            if args.profile:
+                env["TWILIO_SMS_BENCH_PROFILE"] = str(Path(args.profile) / f"{name}-{which}.prof")
             servers[which] = Server(which, url if which != "noop" else None, env, Path(home),
                                     ["--bare-writes", args.bare_writes] if which == "bare" else [])
             stack.callback(servers[which].stop)
@@ -368,6 +386,9 @@ def main() -> int:
     parser.add_argument("--bare-writes", choices=("auto", "inline", "thread"), default="auto",
                         help="where the bare app writes: auto is the faster way per database (inline on "
                              "SQLite, a worker thread on PostgreSQL)")
+    parser.add_argument("--profile", metavar="DIR",
+                        help="profile bare and ours during the rounds (yappi, every thread, CPU time) into "
+                             "DIR/<backend>-<server>.prof (pstats); their rates are then not comparable")
     args = parser.parse_args()
     args.sizes = sorted(int(s) for s in args.sizes.split(","))
     logging.disable(logging.WARNING)  # alembic's lines would drown the figures

@@ -22,7 +22,7 @@
 requests are served) with ``{"connects": N}``: database connections their pools have opened since the
 process started (a pool ``connect`` event on every SQLAlchemy pool), so the bench can tell how many new
 sessions the steady state opened. With ``TWILIO_SMS_BENCH_PROFILE=<file>`` set, ``ours`` and ``bare``
-also profile every thread (yappi, wall clock) between ``GET /profile/start`` and ``GET /profile/stop``
+also profile every thread (yappi, CPU time) between ``GET /profile/start`` and ``GET /profile/stop``
 and write the stats there (pstats format).
 """
 
@@ -71,7 +71,7 @@ def _profile(action: str) -> None:
     import yappi
 
     if action == "start":
-        yappi.set_clock_type("wall")
+        yappi.set_clock_type("cpu")
         yappi.clear_stats()
         yappi.start(builtins=False, profile_threads=True)
     elif action == "stop":

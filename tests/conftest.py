@@ -397,15 +397,14 @@ STORE_CLOCK_MODULES = ("base", "claims", "events", "rate_limits", "reads")
 
 
 def skew_store_clock(skew_seconds: float, setattr_=setattr) -> None:
-    """The store's ``utcnow`` (every module of ``store/`` that reads it) ``skew_seconds`` off, as on a
-    worker whose clock is wrong. ``setattr_``: pytest's ``monkeypatch.setattr`` to undo it after the test."""
+    """The store's ``utcnow`` (every module of ``store/`` that reads it) ``skew_seconds`` off the real
+    clock, as on a worker whose clock is wrong. ``setattr_``: pytest's ``monkeypatch.setattr`` to undo it
+    after the test."""
     import importlib
-    from datetime import timedelta
+    from datetime import datetime, timedelta, timezone
 
-    from airflow_provider_twilio_sms.store import base
+    def skewed() -> datetime:
+        return datetime.now(timezone.utc) + timedelta(seconds=skew_seconds)
 
-    real = base.__dict__.get("_real_utcnow") or base.utcnow
-    base._real_utcnow = real
     for name in STORE_CLOCK_MODULES:
-        module = importlib.import_module(f"airflow_provider_twilio_sms.store.{name}")
-        setattr_(module, "utcnow", lambda: real() + timedelta(seconds=skew_seconds))
+        setattr_(importlib.import_module(f"airflow_provider_twilio_sms.store.{name}"), "utcnow", skewed)

@@ -226,26 +226,23 @@ def test_a_reply_to_a_messaging_service_message_is_matched_by_its_service(client
 # --- opt-outs ---------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("forger", FORGERS)
-def test_a_stop_verified_by_another_account_or_token_does_not_opt_out(client, db, forger):
+def _claim_to_them(db, key: str):
+    """The claim the send path makes before every send to THEM from the production connection."""
     from airflow_provider_twilio_sms.store.claims import make_scope
 
+    return db.claim(scope=make_scope(ACCOUNT), idempotency_key=key, account_sid=ACCOUNT, conn_id=CONN_ID,
+                    signer=signer_of(), to_number=THEM, body="hi", refuse_opted_out=True)
+
+
+@pytest.mark.parametrize("forger", FORGERS)
+def test_a_stop_verified_by_another_account_or_token_does_not_opt_out(client, db, forger):
     assert (
         forge(
             client, forger, "inbound", inbound_params("STOP", sid="SM" + "a" * 32, OptOutType="STOP")
         ).status_code
         == 200
     )
-    claim = db.claim(
-        scope=make_scope(ACCOUNT),
-        idempotency_key="after-stop",
-        account_sid=ACCOUNT,
-        conn_id=CONN_ID,
-        signer=signer_of(),
-        to_number=THEM,
-        body="hi",
-        refuse_opted_out=True,
-    )
+    claim = _claim_to_them(db, "after-stop")
     assert claim.outcome == "new"  # what the send path asks before every send
     assert not db.is_opted_out(ACCOUNT, THEM, signer=signer_of())
     # The STOP the production connection verifies does opt the recipient out.
@@ -256,19 +253,7 @@ def test_a_stop_verified_by_another_account_or_token_does_not_opt_out(client, db
         == 200
     )
     assert db.is_opted_out(ACCOUNT, THEM, signer=signer_of())
-    assert (
-        db.claim(
-            scope=make_scope(ACCOUNT),
-            idempotency_key="after-real-stop",
-            account_sid=ACCOUNT,
-            conn_id=CONN_ID,
-            signer=signer_of(),
-            to_number=THEM,
-            body="hi",
-            refuse_opted_out=True,
-        ).outcome
-        == "opted_out"
-    )
+    assert _claim_to_them(db, "after-real-stop").outcome == "opted_out"
 
 
 def test_a_copycats_start_does_not_undo_the_accounts_stop(client, db):

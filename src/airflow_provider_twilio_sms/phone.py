@@ -45,7 +45,8 @@ def _normalize(text: str, default_region: str | None, sender: bool) -> str:
         return text
     if ":" in text:  # whatsapp:+1..., messenger:..., tel:...
         raise InvalidMessageError(f"the {role} {mask_number(text)} is a channel address, not a phone number: "
-                                  f"this provider sends SMS only; write the number in E.164 like {EXAMPLE}")
+                                  f"write the number in E.164 like {EXAMPLE} (a message's recipient and "
+                                  f"sender may also be WhatsApp addresses like whatsapp:{EXAMPLE})")
     compact = _SEPARATORS.sub("", text)
     if _TWILIO_TEST_NUMBER.fullmatch(compact):
         return compact

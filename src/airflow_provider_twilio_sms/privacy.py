@@ -17,10 +17,14 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u206
 
 
 def mask_number(number: object) -> str:
-    """``+15551234567`` -> ``***4567``; anything shorter than five characters is fully hidden."""
+    """``+15551234567`` -> ``***4567``, ``whatsapp:+15551234567`` -> ``whatsapp:***4567`` (the channel is
+    no secret); anything shorter than five digits is fully hidden.
+    """
     if number is None:
         return "<none>"
     text = str(number)
+    if text[:9].lower() == "whatsapp:":
+        return "whatsapp:" + mask_number(text[9:])
     digits = re.sub(r"\D", "", text)
     if len(digits) < 5:
         return "***"

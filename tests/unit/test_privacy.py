@@ -8,7 +8,8 @@ from airflow_provider_twilio_sms.privacy import mask_number, mask_sid, safe_for_
 
 
 @pytest.mark.parametrize(("number", "masked"), [
-    ("+14155550123", "***0123"), ("whatsapp:+447700900123", "whatsapp:***0123"), ("+1234", "***"), (None, "<none>")])
+    ("+14155550123", "***0123"), ("whatsapp:+447700900123", "whatsapp:***0123"), ("+1234", "***"),
+    (None, "<none>")])
 def test_numbers_keep_only_their_last_four_digits(number, masked):
     assert mask_number(number) == masked
 

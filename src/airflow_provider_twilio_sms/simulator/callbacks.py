@@ -5,7 +5,9 @@ Each delivery is ``POST <StatusCallback>`` with ``Content-Type: application/x-ww
 keyed by the account's primary Auth Token) and ``I-Twilio-Idempotency-Token``, unique per delivery and
 the same on each retry of it. Params: ``MessageSid``, ``SmsSid``, ``SmsStatus``, ``MessageStatus``,
 ``AccountSid``, ``From``, ``To``, ``ApiVersion``, ``MessagingServiceSid`` when the message has one,
-``ErrorCode`` for undelivered/failed, ``RawDlrDoneDate`` for delivered/undelivered.
+``ErrorCode`` for undelivered/failed, ``RawDlrDoneDate`` for delivered/undelivered; on WhatsApp (To and
+From ``whatsapp:+...``) also ``ChannelPrefix=whatsapp`` and ``ChannelToAddress`` (the number without the
+prefix), and the statuses go on to ``read``.
 
 Retries follow Twilio's webhook connection overrides in the URL's fragment (:class:`ConnectionOverrides`),
 which Twilio neither sends nor signs: ``#rc=`` retries (0 to 5; default 1), ``#rp=`` which failures are
@@ -69,8 +71,11 @@ def status_params(message: dict[str, Any], status: str, error_code: int | None,
         params["MessagingServiceSid"] = message["messaging_service_sid"]
     if error_code is not None:
         params["ErrorCode"] = str(error_code)
-    if status in ("delivered", "undelivered"):
+    if status in ("delivered", "undelivered") and not str(message["to"]).startswith("whatsapp:"):
         params["RawDlrDoneDate"] = now.astimezone(timezone.utc).strftime("%y%m%d%H%M")
+    if str(message["to"]).startswith("whatsapp:"):
+        params["ChannelPrefix"] = "whatsapp"
+        params["ChannelToAddress"] = str(message["to"])[len("whatsapp:"):]
     return params
 
 

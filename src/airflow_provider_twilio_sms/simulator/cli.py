@@ -128,8 +128,8 @@ def _fault(args: Any) -> None:
 
 def _inbound_urls(values: list[str] | None) -> dict[str, str]:
     """``["+15005550006=http://host/inbound", ...]`` -> ``{number: url}``, or exit naming the bad one."""
+    from airflow_provider_twilio_sms.channels import normalize_address
     from airflow_provider_twilio_sms.errors import InvalidMessageError
-    from airflow_provider_twilio_sms.phone import normalize_number
     from airflow_provider_twilio_sms.privacy import mask_number
 
     numbers: dict[str, str] = {}
@@ -139,7 +139,7 @@ def _inbound_urls(values: list[str] | None) -> dict[str, str]:
             sys.exit(f"--inbound-url for {mask_number(number)} is not NUMBER=URL with an http(s) URL; e.g. "
                      "--inbound-url +15005550006=http://127.0.0.1:8080/twilio_sms/webhooks/twilio_sms_default/inbound")
         try:
-            numbers[normalize_number(number.strip())] = url.strip()
+            numbers[normalize_address(number.strip())] = url.strip()
         except InvalidMessageError as err:
             sys.exit(f"--inbound-url: {err}")
     return numbers

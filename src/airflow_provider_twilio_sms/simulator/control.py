@@ -11,7 +11,8 @@ Steer:
 - ``POST /_sim/accounts`` ``{"account_sid": "AC...", "auth_token": "...", "secondary_auth_token": ...}``
   or ``{"api_key_sid": "SK...", "api_key_secret": "...", "account_sid": "AC..."}``.
 - ``POST /_sim/inbound`` ``{"from": ..., "to": ..., "body": ..., "media_urls": [...]}``: a signed inbound
-  message to the number's URL; answers the message SID and what the webhook answered.
+  message to the number's URL; answers the message SID and what the webhook answered. WhatsApp: ``from`` and
+  ``to`` as ``whatsapp:+...`` (and ``profile_name``); it opens the user's 24-hour session window.
 - ``POST /_sim/reset``: forget messages, records, faults, outcomes, opt-outs (numbers/accounts stay).
 
 Inspect: ``GET /_sim/state`` (summary), ``/_sim/requests`` (counts per endpoint and the parsed create
@@ -171,7 +172,8 @@ def _route(sim: TwilioSimulator, method: str, action: str, payload: dict[str, An
             if not isinstance(media, list):
                 raise ControlError("media_urls must be a list of URLs")
             return Answer(200, sim.send_inbound(from_, to, str(payload.get("body") or ""), media,
-                                                account_sid=payload.get("account_sid")))
+                                                account_sid=payload.get("account_sid"),
+                                                profile_name=payload.get("profile_name")))
     if (method, head) == ("POST", "reset"):
         sim.reset()
         return Answer(200, {"ok": True})

@@ -58,4 +58,6 @@ DELIVERY_ERRORS = {
     30008: "Unknown error",
     30034: "Message from an unregistered number",
     30036: "Validity period expired",
+    63016: "Failed to send freeform message because you are outside the allowed window. If you are using "
+           "WhatsApp, please use a Message Template.",
 }

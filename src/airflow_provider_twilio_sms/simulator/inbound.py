@@ -10,6 +10,10 @@ HELP, INFO -> ``HELP``.
 
 As with Twilio, a STOP blocks further messages from that number to the sender (21610) until the sender
 opts back in with a START keyword.
+
+A WhatsApp message (From and To ``whatsapp:+...``) carries ``ProfileName`` (the user's WhatsApp profile
+name) and ``WaId`` (their WhatsApp ID: the number's digits without ``+``), and no ``OptOutType``: Twilio's
+opt-out keywords are an SMS feature (a WhatsApp user blocks the business in WhatsApp instead).
 """
 
 from __future__ import annotations
@@ -44,7 +48,8 @@ def media_content_type(url: str) -> str:
 
 
 def inbound_params(sid: str, account_sid: str, *, from_: str, to: str, body: str, media_urls: list[str],
-                   num_segments: int, messaging_service_sid: str | None) -> dict[str, str]:
+                   num_segments: int, messaging_service_sid: str | None,
+                   profile_name: str | None = None) -> dict[str, str]:
     params = {
         "ToCountry": country_of(to), "ToState": "", "SmsMessageSid": sid, "NumMedia": str(len(media_urls)),
         "ToCity": "", "FromZip": "", "SmsSid": sid, "FromState": "", "SmsStatus": "received", "FromCity": "",
@@ -57,6 +62,10 @@ def inbound_params(sid: str, account_sid: str, *, from_: str, to: str, body: str
     for index, url in enumerate(media_urls):
         params[f"MediaUrl{index}"] = url
         params[f"MediaContentType{index}"] = media_content_type(url)
+    if from_.startswith("whatsapp:"):
+        params["ProfileName"] = profile_name or "Stand-in user"
+        params["WaId"] = from_[len("whatsapp:"):].lstrip("+")
+        return params
     keyword = opt_out_type(body)
     if keyword:
         params["OptOutType"] = keyword

@@ -2,9 +2,11 @@
 
 ``sent`` after one ``status_delay``, then the final status after another: ``delivered`` by default, or
 what :meth:`Lifecycle.set_outcome` chose for the recipient (``undelivered`` with 30003/30005/30006/
-30007..., ``failed`` straight from the queue). Each step updates the message (so ``GET`` sees it move)
-and, when the message has a ``StatusCallback``, is called back; the initial ``queued``/``accepted`` never
-is. A scheduled message (``ScheduleType=fixed``) starts at its ``SendAt``.
+30007..., ``failed`` straight from the queue). A WhatsApp message goes on to ``read`` after one more
+delay (a recipient with read receipts off: ``set_outcome(to, "delivered")``); one the stand-in must refuse
+for the session window fails at once with 63016 (``content``). Each step updates the message (so ``GET``
+sees it move) and, when the message has a ``StatusCallback``, is called back; the initial
+``queued``/``accepted`` never is. A scheduled message (``ScheduleType=fixed``) starts at its ``SendAt``.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from airflow_provider_twilio_sms.privacy import mask_sid
 
 log = logging.getLogger(__name__)
 
-OUTCOMES = ("delivered", "undelivered", "failed")
+OUTCOMES = ("delivered", "undelivered", "failed", "read")
 
 
 class Scheduler:
@@ -92,9 +94,9 @@ class Outcome:
     def __post_init__(self) -> None:
         if self.status not in OUTCOMES:
             raise ValueError(f"outcome status must be one of {', '.join(OUTCOMES)}, not {self.status!r}")
-        if self.status == "delivered" and self.error_code is not None:
-            raise ValueError("a delivered message carries no error code")
-        if self.status != "delivered" and self.error_code is None:
+        if self.status in ("delivered", "read") and self.error_code is not None:
+            raise ValueError(f"a {self.status} message carries no error code")
+        if self.status not in ("delivered", "read") and self.error_code is None:
             self.error_code = 30003 if self.status == "undelivered" else 30008
         code = self.error_code
         if code is not None and (not isinstance(code, int) or isinstance(code, bool)):
@@ -122,6 +124,8 @@ class Lifecycle:
 
     def set_outcome(self, to: str, status: str = "delivered", error_code: int | None = None) -> Outcome:
         outcome = Outcome(status, error_code)
+        if status == "read" and not to.startswith("whatsapp:"):
+            raise ValueError("read is reported on WhatsApp only: give a whatsapp:+... recipient")
         with self._lock:
             self._outcomes[to] = outcome
         return outcome
@@ -134,12 +138,20 @@ class Lifecycle:
         with self._lock:
             self._outcomes.clear()
 
-    def plan(self, message: dict[str, Any], send_at: datetime | None = None) -> list[tuple[str, int | None]]:
+    def plan(self, message: dict[str, Any], send_at: datetime | None = None,
+             outcome: Outcome | None = None) -> list[tuple[str, int | None]]:
+        """Schedule the message's steps: as ``outcome`` says (a refusal decided at create), else as the
+        recipient's outcome says, else ``delivered`` (``read`` on WhatsApp).
+        """
+        whatsapp = str(message["to"]).startswith("whatsapp:")
         with self._lock:
-            outcome = self._outcomes.get(message["to"], Outcome())
+            outcome = outcome or self._outcomes.get(message["to"]) or Outcome(
+                "read" if whatsapp else "delivered")
         steps: list[tuple[str, int | None]]
         if outcome.status == "failed":
             steps = [("failed", outcome.error_code)]
+        elif outcome.status == "read":
+            steps = [("sent", None), ("delivered", None), ("read", None)]
         else:
             steps = [("sent", None), (outcome.status, outcome.error_code)]
         if self.out_of_order:

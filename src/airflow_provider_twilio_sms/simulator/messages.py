@@ -2,8 +2,11 @@
 
 A message looks exactly as ``GET .../Messages/{Sid}.json`` returns it (``sid``, ``status``,
 ``date_created`` in RFC 2822, ``num_segments`` as a string, ...). Its status advances
-queued/accepted -> sent -> delivered (or undelivered/failed with ``error_code``); a lower or equal status
-never replaces a higher one, so a late ``sent`` cannot undo ``delivered``. Only the newest
+queued/accepted -> sent -> delivered (or undelivered/failed with ``error_code``), and on WhatsApp on to
+``read``; a lower or equal status never replaces a higher one, so a late ``sent`` cannot undo ``delivered``,
+and no final status is left except ``delivered`` for ``read``. A WhatsApp message is one segment,
+whatever its length (WhatsApp is not sent as SMS segments); a Content template's text is the template
+filled in. Only the newest
 ``max_messages`` are kept: the oldest are forgotten first.
 """
 
@@ -28,11 +31,20 @@ PRICE_PER_SEGMENT = 0.0079
 _LINK = re.compile(r"https?://[^\s]+", re.IGNORECASE)
 TERMINAL = frozenset({"delivered", "undelivered", "failed", "canceled", "read"})
 _RANK = {"scheduled": 0, "accepted": 0, "queued": 1, "sending": 2, "sent": 3, "receiving": 0, "received": 4,
-         **{status: 4 for status in TERMINAL}}
+         **{status: 4 for status in TERMINAL}, "read": 5}
 
 
 def status_rank(status: str) -> int:
     return _RANK.get(status, 0)
+
+
+def moves_to(current: str, status: str) -> bool:
+    """Whether a message in ``current`` takes ``status``: forward only, and out of a final status only
+    from ``delivered`` to ``read``.
+    """
+    if current in TERMINAL and not (current == "delivered" and status == "read"):
+        return False
+    return status_rank(status) > status_rank(current)
 
 
 def rfc2822(moment: datetime) -> str:
@@ -84,10 +96,10 @@ class MessageBook:
 
     def add_outbound(self, account_sid: str, request: CreateRequest, now: datetime,
                      service_number: str | None) -> dict[str, Any]:
-        body = smart_encode(request.body) if request.smart_encoded else request.body
+        body = smart_encode(request.text) if request.smart_encoded else request.text
         if request.shorten_urls:
             body = shorten_links(body)
-        segments, _ = segment_count(body)
+        segments = 1 if request.channel == "whatsapp" else segment_count(body)[0]
         sid = new_sid("MM" if request.media_urls else "SM")
         if request.send_at is not None:
             status = "scheduled"
@@ -121,7 +133,7 @@ class MessageBook:
             message = stored.resource
             if message["from"] is None and stored.service_number and status != "canceled":
                 message["from"] = stored.service_number  # the service picked its sender
-            if message["status"] not in TERMINAL and status_rank(status) > status_rank(message["status"]):
+            if moves_to(message["status"], status):
                 message["status"] = status
                 message["date_updated"] = rfc2822(now)
                 if status in ("sent", "delivered", "undelivered") and message["date_sent"] is None:

@@ -138,7 +138,7 @@ class RestApi:
             request = check_create(form, self.sim._clock())
             service_number = None
             if request.messaging_service_sid and not request.from_:
-                service_number = self.sim._service_number(request.messaging_service_sid)
+                service_number = self.sim._service_number(request.messaging_service_sid, request.channel)
             if self.sim._opt_outs.blocked(request.from_ or service_number, request.to):
                 raise TwilioApiError(21610, "Attempt to send to unsubscribed recipient")
         except TwilioApiError as err:
@@ -151,7 +151,8 @@ class RestApi:
             self.sim._record_create(record, answer, None)
             return answer
         message = self.sim._messages.add_outbound(account, request, self.sim._clock(), service_number)
-        self.sim._lifecycle.plan(message, request.send_at)
+        self.sim._lifecycle.plan(message, request.send_at,
+                                 self.sim._session_outcome(request, request.from_ or service_number))
         log.debug("Twilio stand-in accepted %s to %s", mask_sid(message["sid"]), mask_number(request.to))
         answer = Answer(201, message)
         if fault is not None and fault.kind in ("500_after", "slow", "reset_after"):

@@ -14,6 +14,7 @@ or ``airflow twilio-sms simulator`` from a shell. What it plays (each in its own
 - faults on demand (``faults``): 429 + Retry-After, 5xx before/after accepting, slow answers, resets;
 - statuses that advance over time (``lifecycle``) and signed, retried status callbacks (``callbacks``);
 - signed inbound messages with OptOutType, and the opt-outs they cause (``inbound``);
+- WhatsApp (``whatsapp:+...`` addresses), Content templates and the 24-hour session window (``content``);
 - ``/_sim/...`` control and inspection endpoints (``control``).
 
 Memory is bounded: the newest ``max_messages`` messages and ``max_records`` records of each kind are kept.
@@ -51,12 +52,13 @@ from airflow_provider_twilio_sms.simulator.callbacks import (
     signed_headers,
     status_params,
 )
+from airflow_provider_twilio_sms.simulator.content import OUTSIDE_WINDOW, SessionWindows
 from airflow_provider_twilio_sms.simulator.control import check_control_token, control_refusal, handle_control
 from airflow_provider_twilio_sms.simulator.encoding import segment_count
 from airflow_provider_twilio_sms.simulator.errors import error_body
 from airflow_provider_twilio_sms.simulator.faults import Fault, FaultBook
 from airflow_provider_twilio_sms.simulator.inbound import OptOutList, describe, inbound_params, opt_out_type
-from airflow_provider_twilio_sms.simulator.lifecycle import Lifecycle, Scheduler, utc_now
+from airflow_provider_twilio_sms.simulator.lifecycle import Lifecycle, Outcome, Scheduler, utc_now
 from airflow_provider_twilio_sms.simulator.magic_numbers import VALID_FROM
 from airflow_provider_twilio_sms.simulator.messages import MessageBook, new_sid
 from airflow_provider_twilio_sms.simulator.rest_api import Answer, RestApi, request_id
@@ -114,6 +116,7 @@ class TwilioSimulator:
         self._messages = MessageBook(max_messages)
         self._faults = FaultBook()
         self._opt_outs = OptOutList()
+        self._windows = SessionWindows()
         self._scheduler = Scheduler(is_alive=self._messages.exists, compact_at=max(1000, 4 * max_messages))
         self._callbacks = CallbackSender(self._scheduler, self._signing_token, workers=callback_workers,
                                          max_records=max_records)
@@ -280,6 +283,7 @@ class TwilioSimulator:
         self._faults.clear()
         self._lifecycle.clear()
         self._opt_outs.clear()
+        self._windows.clear()
         self._callbacks.clear()
         with self._lock:
             self._counts.clear()
@@ -289,16 +293,24 @@ class TwilioSimulator:
     # -- inbound --------------------------------------------------------------------------------
 
     def send_inbound(self, from_: str, to: str, body: str = "", media_urls: list[str] | None = None, *,
-                     account_sid: str | None = None) -> dict[str, Any]:
+                     account_sid: str | None = None, profile_name: str | None = None) -> dict[str, Any]:
         """POST a signed inbound message from ``from_`` to our number ``to``'s inbound URL.
+
+        WhatsApp: ``from_`` and ``to`` are ``whatsapp:+...`` addresses (``to``'s inbound URL is its own, else
+        its number's); the message carries ``ProfileName`` (``profile_name``) and ``WaId``, and opens the
+        24-hour session window in which free-form messages back to ``from_`` go out.
 
         Returns ``{"message_sid", "status_code", "content_type", "body"}`` (what the webhook answered;
         ``status_code`` None and ``error`` when it could not be reached).
         """
         import requests
 
+        whatsapp = from_.startswith("whatsapp:")
+        if whatsapp != to.startswith("whatsapp:"):
+            raise ValueError("an inbound WhatsApp message goes from a whatsapp: address to a whatsapp: "
+                             "address")
         with self._lock:
-            config = dict(self._numbers.get(to) or {})
+            config = dict(self._numbers.get(to) or self._numbers.get(to.removeprefix("whatsapp:")) or {})
         if not config.get("inbound_url"):
             raise ValueError(f"no inbound URL configured for {mask_number(to)}: set one with set_inbound_url "
                              "or POST /_sim/numbers")
@@ -309,13 +321,17 @@ class TwilioSimulator:
         media = [str(url) for url in media_urls or []]
         now = self._clock()
         sid = new_sid("MM" if media else "SM")
-        segments, _ = segment_count(body)
+        segments = 1 if whatsapp else segment_count(body)[0]
         service = config.get("messaging_service_sid")
         params = inbound_params(sid, account, from_=from_, to=to, body=body, media_urls=media,
-                                num_segments=segments, messaging_service_sid=service)
+                                num_segments=segments, messaging_service_sid=service,
+                                profile_name=profile_name)
         self._messages.add_inbound(sid, account, now, from_=from_, to=to, body=body, num_media=len(media),
                                    num_segments=segments, messaging_service_sid=service)
-        self._opt_outs.apply(opt_out_type(body), to, from_)
+        if whatsapp:
+            self._windows.opened(to, from_, now)
+        else:
+            self._opt_outs.apply(opt_out_type(body), to, from_)
         url = config["inbound_url"]
         target, overrides = ConnectionOverrides.split(url)  # one attempt: no retries for inbound here
         timeout = self._callbacks.settings.timeout
@@ -395,7 +411,8 @@ class TwilioSimulator:
                 "callbacks": {"attempts": len(callbacks),
                               "by_answer": dict(Counter(str(c["answer"]) for c in callbacks))},
                 "faults": self._faults.list(), "outcomes": self.outcomes(), "numbers": self.numbers(),
-                "opt_outs": self._opt_outs.list(), "callback_settings": self.callback_settings()}
+                "opt_outs": self._opt_outs.list(), "whatsapp_sessions": self._windows.list(),
+                "callback_settings": self.callback_settings()}
 
     # -- internals used by the REST layer -------------------------------------------------------
 
@@ -418,12 +435,28 @@ class TwilioSimulator:
         with self._lock:
             self._create_records.append(record)
 
-    def _service_number(self, messaging_service_sid: str) -> str:
+    def _service_number(self, messaging_service_sid: str, channel: str = "sms") -> str:
+        """The sender a Messaging Service picks for a message on ``channel``: a number of the service on that
+        channel, else (WhatsApp) one of its numbers as a WhatsApp address, else the magic valid sender.
+        """
+        prefix = "whatsapp:" if channel == "whatsapp" else ""
         with self._lock:
-            for number, config in self._numbers.items():
-                if config.get("messaging_service_sid") == messaging_service_sid:
-                    return number
-        return VALID_FROM
+            numbers = [number for number, config in self._numbers.items()
+                       if config.get("messaging_service_sid") == messaging_service_sid]
+        same = [n for n in numbers if n.startswith("whatsapp:") == bool(prefix)]
+        if same:
+            return same[0]
+        return prefix + (numbers[0] if numbers else VALID_FROM).removeprefix("whatsapp:")
+
+    def _session_outcome(self, request: Any, sender: str | None) -> Outcome | None:
+        """How a WhatsApp message ends when Twilio must refuse it for the session window: free-form (or an
+        unapproved template) to a user who has not written to ``sender`` in 24 hours fails with 63016.
+        """
+        if request.channel != "whatsapp" or (request.template and request.template.whatsapp_approved):
+            return None
+        if self._windows.is_open(sender, request.to, self._clock()):
+            return None
+        return Outcome("failed", OUTSIDE_WINDOW)
 
     def _signing_token(self, account_sid: str) -> str | None:
         return primary_token(self.accounts, account_sid)

@@ -4,7 +4,9 @@ Type and format checks follow Twilio's published OpenAPI description of ``POST .
 (integers, ``true``/``false`` booleans, enums, SID patterns, ISO 8601 ``SendAt``); the business rules
 follow Twilio's documented errors (21602 no body, 21603 no sender, 21604 no To, 21617 body over 1600
 characters, 21623 over 10 media, 21624 validity period, 21609 status callback URL, 21211/21212 number
-formats, 21266 To equals From, 35114 scheduling window) and its magic test numbers.
+formats, 21266 To equals From (63031 on WhatsApp), 21910 From and To on different channels, 35114 scheduling
+window, Content templates 21654/21655/21656: see ``content``) and its magic test numbers (checked on the
+number part of a ``whatsapp:`` address too).
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from urllib.parse import urlsplit
 
+from airflow_provider_twilio_sms.channels import channel_of, number_part
+from airflow_provider_twilio_sms.simulator.content import Template, check_content
 from airflow_provider_twilio_sms.simulator.errors import TwilioApiError, invalid_parameter
 from airflow_provider_twilio_sms.simulator.magic_numbers import (
     MAGIC_FROM,
@@ -58,6 +62,14 @@ class CreateRequest:
     send_at: datetime | None = None  # set only for a message Twilio schedules
     validity_period: int | None = None
     params: dict[str, str | list[str]] = field(default_factory=dict)
+    channel: str = "sms"  # or "whatsapp": the channel of To (and From)
+    template: Template | None = None  # the Content template (ContentSid) it sends, if any
+    content_variables: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def text(self) -> str:
+        """What the recipient gets: the template filled in, else the body."""
+        return self.template.render(self.content_variables) if self.template else self.body
 
 
 def form_to_params(form: list[tuple[str, str]]) -> dict[str, str | list[str]]:
@@ -138,6 +150,7 @@ def check_create(form: list[tuple[str, str]], now: datetime) -> CreateRequest:
     if not to:
         raise TwilioApiError(21604, "A 'To' phone number is required.")
     _check_types(params)
+    template, variables = check_content(params)
     to = str(to)
     sender = params.get("From") or None
     service = params.get("MessagingServiceSid") or None
@@ -158,16 +171,23 @@ def check_create(form: list[tuple[str, str]], now: datetime) -> CreateRequest:
     validity = params.get("ValidityPeriod")
     if validity is not None and not 1 <= int(str(validity)) <= MAX_VALIDITY_PERIOD:
         raise TwilioApiError(21624, f"Invalid validity period value: {validity}")
+    channel = channel_of(to)
     if isinstance(sender, str):
-        if sender in MAGIC_FROM:
-            raise TwilioApiError(*MAGIC_FROM[sender])
-        if not is_valid_sender(sender):
+        if number_part(sender) in MAGIC_FROM:
+            raise TwilioApiError(*MAGIC_FROM[number_part(sender)])
+        if not is_valid_sender(sender) or (channel_of(sender) == "whatsapp"
+                                           and not is_valid_recipient(sender)):
             raise TwilioApiError(21212, f"Invalid From Number (caller ID): {sender}")
-    if to in MAGIC_TO:
-        raise TwilioApiError(*MAGIC_TO[to])
+        if channel_of(sender) != channel:
+            raise TwilioApiError(21910, "Invalid 'From' and 'To' pair. 'From' and 'To' should be of the same "
+                                        "channel")
+    if number_part(to) in MAGIC_TO:
+        raise TwilioApiError(*MAGIC_TO[number_part(to)])
     if not is_valid_recipient(to):
         raise TwilioApiError(21211, f"Invalid 'To' Phone Number: {to}")
     if sender == to:
+        if channel == "whatsapp":
+            raise TwilioApiError(63031, "Channels message cannot have same 'From' and 'To'")
         raise TwilioApiError(21266, "'To' and 'From' number cannot be the same")
     send_at = None
     if params.get("ScheduleType") == "fixed" and service:  # without a service Twilio sends at once
@@ -184,4 +204,5 @@ def check_create(form: list[tuple[str, str]], now: datetime) -> CreateRequest:
         smart_encoded=params.get("SmartEncoded") == "true", shorten_urls=params.get("ShortenUrls") == "true",
         send_at=send_at,
         validity_period=int(str(validity)) if validity is not None else None, params=params,
+        channel=channel, template=template, content_variables=variables,
     )

@@ -45,7 +45,7 @@ AGREED = [
                                  "MaxPrice": "0.5"}, True),
     ("valid scheduled", {"To": TO, "MessagingServiceSid": MG, "Body": "hi", "ScheduleType": "fixed",
                          "SendAt": SEND_AT}, True),
-    ("valid content template", {"To": TO, "From": OURS, "ContentSid": "HX" + "b" * 32}, True),
+    ("valid content template", {"To": TO, "From": OURS, "ContentSid": "HX" + "0" * 31 + "1"}, True),
     ("unknown parameter ignored", {"To": TO, "From": OURS, "Body": "hi", "Colour": "blue"}, True),
     ("missing To", {"From": OURS, "Body": "hi"}, False),
     ("validity period not a number", {"To": TO, "From": OURS, "Body": "hi", "ValidityPeriod": "abc"}, False),

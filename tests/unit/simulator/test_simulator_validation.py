@@ -43,7 +43,8 @@ def test_magic_from_numbers(sender, code):
     ({"To": TO, "From": "ACME Corp", "Body": "hi"}, None),  # alphanumeric sender ID
     ({"To": TO, "From": "55555", "Body": "hi"}, None),  # short code
     ({"To": "whatsapp:" + TO, "From": "whatsapp:" + OURS, "Body": "hi"}, None),
-    ({"To": TO, "From": OURS, "ContentSid": "HX" + "1" * 32}, None),
+    ({"To": TO, "From": OURS, "ContentSid": "HX" + "0" * 31 + "1"}, None),
+    ({"To": TO, "From": OURS, "ContentSid": "HX" + "1" * 32}, 21655),  # no such template
     ({"To": TO, "From": OURS, "Body": "x" * 1600}, None),
     ({"To": TO, "From": OURS, "Body": "x", "ValidityPeriod": "36000"}, None),
     ({"From": OURS, "Body": "x"}, 21604),

@@ -31,7 +31,15 @@ class SmsStore(Claims, RateLimits, Events, Reads):
 
     def forget_number(self, number: str, *, dry_run: bool = False, batch_size: int = DEFAULT_BATCH_SIZE,
                       now: datetime | None = None) -> Erasure:
-        """Erase what the store holds about one phone number (E.164), keeping only an opt-out so that a
-        STOP stays honoured; see :meth:`.retention.Retention.forget_number`.
+        """Erase what the store holds about one phone number (E.164), on every channel: its SMS rows and
+        those of its ``whatsapp:`` address, keeping only an opt-out so that a STOP stays honoured; see
+        :meth:`.retention.Retention.forget_number`. The counts are the sums over both.
         """
-        return Retention(self, batch_size).forget_number(number, dry_run=dry_run, now=now)
+        from airflow_provider_twilio_sms.channels import WHATSAPP_PREFIX
+
+        retention = Retention(self, batch_size)
+        erasures = [retention.forget_number(address, dry_run=dry_run, now=now)
+                    for address in (number, WHATSAPP_PREFIX + number)]
+        deleted = {table: sum(e.deleted.get(table, 0) for e in erasures) for table in erasures[0].deleted}
+        return Erasure(deleted, sum(e.opt_outs_kept for e in erasures),
+                       sum(e.live_claims_kept for e in erasures))

@@ -33,7 +33,9 @@ if TYPE_CHECKING:
 
 def body_digest(body: str | None) -> str:
     """SHA-256 of a message body: how reconciliation matches a message without reading bodies."""
-    return hashlib.sha256((body or "").encode("utf-8")).hexdigest()
+    from airflow_provider_twilio_sms.content import content_digest
+
+    return content_digest(body)
 
 
 def key_digest(key: str) -> str:
@@ -116,6 +118,8 @@ class Claims(StoreBase):
         to_number: str,
         body: str | None,
         signer: str | None = None,
+        body_sha256: str | None = None,
+        channel: str = "sms",
         from_number: str | None = None,
         messaging_service_sid: str | None = None,
         num_media: int = 0,
@@ -139,8 +143,10 @@ class Claims(StoreBase):
         ``refuse_opted_out=True`` returns outcome ``opted_out`` (claiming nothing) when ``to_number``
         replied STOP to this account, verified with this ``signer`` (the sending connection's
         :attr:`~airflow_provider_twilio_sms.connection.TwilioConnectionSettings.signer`), checked in the same
-        transaction. The body's SHA-256 is always kept (reconciliation matches by it); the text itself only
-        with ``store_body=True`` (``[twilio_sms] store_outbound_bodies``).
+        transaction. The body's SHA-256 is always kept (reconciliation matches by it; ``body_sha256``, when
+        given, is the digest of what the message says, e.g. a Content template and its variables); the text
+        itself only with ``store_body=True`` (``[twilio_sms] store_outbound_bodies``). ``channel`` is ``sms``
+        or ``whatsapp``.
         """
         attempt_id = attempt_id or uuid.uuid4().hex
         now = now or utcnow()
@@ -151,7 +157,8 @@ class Claims(StoreBase):
             "idempotency_key_sha256": key_sha256, "account_sid": account_sid,
             "conn_id": conn_id, "signer": signer, "team": team, "pool": pool, "to_number": to_number,
             "from_number": from_number, "messaging_service_sid": messaging_service_sid,
-            "body": body if store_body else None, "body_sha256": body_digest(body), "num_media": num_media,
+            "body": body if store_body else None, "body_sha256": body_sha256 or body_digest(body),
+            "channel": channel, "num_media": num_media,
             "send_state": "claimed",
             "attempt_id": attempt_id, "lease_expires_at": lease, "status_rank": 0,
             "dag_id": dag_id, "task_id": task_id, "run_id": run_id, "map_index": map_index,

@@ -34,6 +34,16 @@ def opt_out_keyword(body: str | None) -> str | None:
     return None
 
 
+def event_channel(payload: Mapping[str, Any]) -> str:
+    """``whatsapp`` when the event's To or From is a ``whatsapp:`` address (as Twilio writes both on that
+    channel), else ``sms``.
+    """
+    from airflow_provider_twilio_sms.channels import SMS, WHATSAPP, channel_of
+
+    addresses = (payload.get("To"), payload.get("From"))
+    return WHATSAPP if any(channel_of(a) == WHATSAPP for a in addresses) else SMS
+
+
 class Events(StoreBase):
     """Status callbacks, inbound messages and opt-outs."""
 
@@ -77,7 +87,7 @@ class Events(StoreBase):
             "from_number": payload.get("From"), "to_number": payload.get("To"),
             "messaging_service_sid": payload.get("MessagingServiceSid") or None, "body": None,
             "num_media": None,
-            "opt_out_type": None, "team": team, "received_at": now,
+            "opt_out_type": None, "team": team, "channel": event_channel(payload), "received_at": now,
             "payload": json.dumps(dict(payload), sort_keys=True),
         }
         params = {f"v_{k}": v for k, v in event.items()}
@@ -134,7 +144,8 @@ class Events(StoreBase):
             "dedupe_key": f"inbound:{message_sid}", "idempotency_token": None, "message_sid": message_sid,
             "status": "received", "error_code": None, "from_number": from_number, "to_number": to_number,
             "messaging_service_sid": payload.get("MessagingServiceSid") or None, "body": body,
-            "num_media": num_media, "opt_out_type": keyword, "team": team, "received_at": now,
+            "num_media": num_media, "opt_out_type": keyword, "team": team, "channel": event_channel(payload),
+            "received_at": now,
             "payload": json.dumps(dict(payload), sort_keys=True),
         }
         with self._write() as conn:

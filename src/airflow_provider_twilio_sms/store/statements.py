@@ -61,6 +61,7 @@ CLAIM_COLUMNS = (
     "messaging_service_sid",
     "body",
     "body_sha256",
+    "channel",
     "num_media",
     "send_state",
     "attempt_id",

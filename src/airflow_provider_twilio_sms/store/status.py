@@ -7,6 +7,8 @@ higher rank. Terminal statuses share a rank, so one never replaces another; ``re
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 STATUS_RANK: dict[str, int] = {
     "accepted": 1,
     "scheduled": 1,
@@ -28,6 +30,15 @@ INBOUND_STATUSES = frozenset({"receiving", "received"})
 TERMINAL_STATUSES = frozenset({"delivered", "undelivered", "failed", "canceled", "read", "received",
                                "partially_delivered"})
 FAILURE_STATUSES = frozenset({"failed", "undelivered", "canceled"})
+
+
+def reached(status: str | None, wanted: Iterable[str]) -> bool:
+    """Whether a message in ``status`` is in one of the ``wanted`` statuses. WhatsApp's ``read`` replaces
+    ``delivered`` (a message read was delivered), so it reaches ``delivered`` too.
+    """
+    status = (status or "").lower()
+    wanted = {w.lower() for w in wanted}
+    return status in wanted or (status == "read" and "delivered" in wanted)
 
 
 def status_rank(status: str | None) -> int:

@@ -80,6 +80,8 @@ message = Table(
     Column("messaging_service_sid", String(34)),
     Column("body", Text),
     Column("body_sha256", String(64), nullable=False),
+    # "sms" or "whatsapp" (migration 0009): the channel of to_number/from_number ("whatsapp:+..." addresses).
+    Column("channel", String(10), nullable=False, server_default="sms"),
     Column("num_media", SmallInteger, nullable=False, default=0),
     # claimed -> sent | failed | unknown; see store/api.py for the state machine.
     Column("send_state", String(16), nullable=False),
@@ -133,6 +135,8 @@ event = Table(
     Column("num_media", SmallInteger),
     Column("opt_out_type", String(10)),
     Column("team", String(250)),
+    # "sms" or "whatsapp" (migration 0009), read from the event's addresses.
+    Column("channel", String(10), nullable=False, server_default="sms"),
     Column("received_at", UtcDateTime(), nullable=False),
     Column("payload", Text, nullable=False),
     UniqueConstraint("account_sid", "dedupe_key", name="uq_twilio_sms_event_account_dedupe"),

@@ -70,4 +70,4 @@ def test_downgrade_to_base_removes_only_our_tables_and_upgrade_restores_them(db_
 
 
 def test_the_migration_directory_has_one_head():
-    assert migrate.head_revision() == "0008_twilio_sms"
+    assert migrate.head_revision() == "0009_twilio_sms"

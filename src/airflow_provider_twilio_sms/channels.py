@@ -51,7 +51,13 @@ def normalize_address(value: object, default_region: str | None = None, *, sende
         if not number:
             raise InvalidMessageError(f"the {role} address {text[:len(WHATSAPP_PREFIX)]!r} has no number: "
                                       f"write it as whatsapp:{EXAMPLE}")
-        return WHATSAPP_PREFIX + normalize_number(number, default_region)
+        try:
+            return WHATSAPP_PREFIX + normalize_number(number, default_region)
+        except InvalidMessageError:
+            raise InvalidMessageError(
+                f"the {role} {mask_number(WHATSAPP_PREFIX + number)} is not a valid phone number on WhatsApp "
+                f"(no short codes or sender IDs there): write it as whatsapp:{EXAMPLE}, the number in E.164 "
+                "(or national with the connection's default_region)") from None
     if lowered.startswith(_OTHER_PREFIXES):
         raise InvalidMessageError(
             f"the {role} {mask_number(text)} is a {lowered.split(':', 1)[0]}: address; this provider sends "

@@ -162,9 +162,9 @@ class TwilioConnectionSettings:
             raise InvalidMessageError("the messaging_service_sid is not MG followed by 32 hex characters: "
                                       "copy it from the Twilio console (Messaging > Services)")
         if from_:
-            from airflow_provider_twilio_sms.phone import normalize_number
+            from airflow_provider_twilio_sms.channels import normalize_address
 
-            from_ = normalize_number(from_, self.default_region, sender=True)
+            from_ = normalize_address(from_, self.default_region, sender=True)
         return from_, messaging_service_sid
 
     # -- building -------------------------------------------------------------------------------
@@ -269,10 +269,10 @@ class TwilioConnectionSettings:
                 fail("default_region", f"{self.default_region!r} is not a country code phone numbers know",
                      "Use an ISO 3166 country code such as US, GB or DE, or leave it empty")
         if self.from_number:
-            from airflow_provider_twilio_sms.phone import normalize_number
+            from airflow_provider_twilio_sms.channels import normalize_address
 
             try:
-                normalize_number(self.from_number, self.default_region, sender=True)
+                normalize_address(self.from_number, self.default_region, sender=True)
             except InvalidMessageError as err:
                 fail("from_number", str(err), "Use your Twilio number in E.164, a short code or a sender ID")
         for field, url in (("webhook_base_url", self.webhook_base_url), ("api_base_url", self.api_base_url)):

@@ -24,6 +24,10 @@ TWILIO_ERROR_MEANINGS: dict[int, str] = {
     21617: "the message body exceeds 1600 characters",
     21620: "a media URL is invalid",
     21623: "more than 10 media URLs",
+    21654: "ContentVariables was given without a ContentSid",
+    21655: "the ContentSid is not a Content template of this account (deleted, mistyped, another account's)",
+    21656: "the ContentVariables are invalid: a JSON object of non-empty string values is needed",
+    21910: "'From' and 'To' are on different channels: send WhatsApp from a whatsapp: sender",
     30001: "the queue overflowed; retry later",
     30002: "the account is suspended",
     30003: "the destination handset is unreachable",
@@ -32,6 +36,9 @@ TWILIO_ERROR_MEANINGS: dict[int, str] = {
     30006: "the destination is a landline or unreachable carrier",
     30007: "the message was filtered by the carrier as spam",
     30008: "delivery failed for an unknown reason",
+    63016: "outside WhatsApp's 24-hour session window a business may send only an approved template: send it "
+           "with content_sid (and content_variables), or wait for the customer to write first",
+    63031: "a WhatsApp message cannot have the same 'From' and 'To'",
 }
 
 

@@ -13,6 +13,9 @@ each one that no other send in the store recorded:
   :class:`UnknownOutcomeError` names it for a person to decide;
 - anything else is another message.
 
+A Content template's text is Twilio's to fill in, so it is never known here: for a template send every
+message Twilio created for the recipient since the first attempt, that no other send recorded, may be ours.
+
 Only when no message is ours or may be ours does the send path POST again.
 """
 
@@ -76,7 +79,8 @@ class Reconciliation:
 
 def find_sent_message(hook: TwilioSmsHook, store: SmsStore, claim: Claim, *, to: str, from_: str | None,
                       messaging_service_sid: str | None, body: str | None, page_size: int,
-                      on_page: Callable[[], None] | None = None) -> Reconciliation:
+                      on_page: Callable[[], None] | None = None,
+                      content_sid: str | None = None) -> Reconciliation:
     """The claim's message at Twilio, or None when Twilio certainly has none.
 
     Raises :class:`UnknownOutcomeError` naming the messages that may be it (see the module docstring),
@@ -85,10 +89,13 @@ def find_sent_message(hook: TwilioSmsHook, store: SmsStore, claim: Claim, *, to:
     since = reconcile_since(claim)
     listed = hook.messages_since(since, to=to, from_=from_, page_size=page_size, on_page=on_page)
     candidates = [m for m in listed if _may_be_from_this_send(m, to, messaging_service_sid)]
-    digest = body_digest(body)
-    exact = [m for m in candidates if m.get("body_sha256") == digest]
-    rewritten = [m for m in candidates
-                 if m.get("body_sha256") != digest and may_be_rewritten(body, m.get("body"))]
+    if content_sid:  # the text is the template's, filled in by Twilio: nothing to compare it with
+        exact, rewritten = [], list(candidates)
+    else:
+        digest = body_digest(body)
+        exact = [m for m in candidates if m.get("body_sha256") == digest]
+        rewritten = [m for m in candidates
+                     if m.get("body_sha256") != digest and may_be_rewritten(body, m.get("body"))]
     owners = store.message_ids_by_sid([m["sid"] for m in exact + rewritten])
 
     def not_another_sends(message: dict[str, Any]) -> bool:  # the same text under another key is not ours
@@ -103,10 +110,13 @@ def find_sent_message(hook: TwilioSmsHook, store: SmsStore, claim: Claim, *, to:
         named = ", ".join(sids[:NAMED_CANDIDATES]) + (f" and {len(sids) - NAMED_CANDIDATES} more"
                                                        if len(sids) > NAMED_CANDIDATES else "")
         which = "a message" if len(sids) == 1 else f"{len(sids)} messages"
+        why = ("whose text cannot be compared with this Content template's (Twilio fills the template in)"
+               if content_sid else "whose text is not exactly this message's")
+        rewrite = ("" if content_sid else "Twilio may have rewritten it (Smart Encoding, link shortening, an "
+                   "opt-out line, redaction). ")
         raise UnknownOutcomeError(
             f"an earlier attempt of this send may have reached Twilio, and Twilio has {which} to "
-            f"{mask_number(to)} created since then whose text is not exactly this message's ({named}); "
-            "Twilio may have rewritten it (Smart Encoding, link shortening, an opt-out line, redaction). "
+            f"{mask_number(to)} created since then {why} ({named}); {rewrite}"
             "Not sending again: look it up in Twilio's console. If it is this message, mark this task "
             "successful; if not, send with a new idempotency key", candidate_sids=sids)
     return Reconciliation(None, len(listed))

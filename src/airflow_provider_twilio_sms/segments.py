@@ -72,6 +72,23 @@ def count_segments(body: str | None) -> tuple[int, str]:
     return _parts(_ucs2_units(body), *_CAPACITY[UCS_2]), UCS_2
 
 
+def message_units(to: str | None, body: str | None, content_sid: str | None = None) -> tuple[int, str | None]:
+    """``(units, encoding)`` of one message: what a ``"segments"`` rate limit counts, and what is recorded
+    before Twilio answers (Twilio's own ``num_segments`` replaces it once it does).
+
+    - SMS with a body: its segments and encoding (:func:`count_segments`);
+    - WhatsApp: one unit, encoding None. WhatsApp is priced per message (or conversation), never by GSM-7 or
+      UCS-2 segments, and a 1600-character WhatsApp message is still one message;
+    - a Content template on SMS: one unit, encoding None. Its text is Twilio's to fill in, so it is not
+      known here; Twilio's answer carries the real segment count, which the store then records.
+    """
+    from airflow_provider_twilio_sms.channels import WHATSAPP, channel_of
+
+    if channel_of(to) == WHATSAPP or content_sid:
+        return 1, None
+    return count_segments(body)
+
+
 def validate_message(body: str | None, media_urls: Sequence[str] | None = None) -> None:
     """Refuse what Twilio would refuse, before any request: no content, too long, too many media.
 

@@ -56,7 +56,10 @@ class ClaimHeldError(TwilioSmsError):
 
 @dataclass(frozen=True)
 class SendRequest:
-    """One SMS to send. Numbers are normalised by :meth:`SmsSender.send` before use."""
+    """One message to send (SMS or WhatsApp: ``to`` may be a ``whatsapp:`` address). Numbers are normalised
+    by :meth:`SmsSender.send` before use. ``content_sid`` and ``content_variables`` (a dict, or its JSON)
+    send a Content template instead of ``body``.
+    """
 
     to: str
     body: str | None
@@ -74,6 +77,39 @@ class SendRequest:
     task_id: str | None = None
     run_id: str | None = None
     map_index: int | None = None
+    content_sid: str | None = None
+    content_variables: Any = None
+
+
+@dataclass(frozen=True)
+class Content:
+    """What a send says, validated: its body, or its Content template and canonical variables (JSON)."""
+
+    body: str | None
+    sid: str | None
+    variables: str | None
+
+    @classmethod
+    def of(cls, request: SendRequest) -> Content:
+        from airflow_provider_twilio_sms.content import (
+            check_template_message,
+            content_variables_json,
+            validate_content_sid,
+        )
+        from airflow_provider_twilio_sms.segments import validate_message
+
+        sid = validate_content_sid(request.content_sid) if request.content_sid else None
+        variables = content_variables_json(request.content_variables)
+        check_template_message(sid, variables, request.body, list(request.media_urls))
+        if not sid:
+            validate_message(request.body, list(request.media_urls))
+        return cls(request.body, sid, variables)
+
+    @property
+    def digest(self) -> str:
+        from airflow_provider_twilio_sms.content import content_digest
+
+        return content_digest(self.body, self.sid, self.variables)
 
 
 @dataclass(frozen=True)
@@ -148,13 +184,13 @@ class SmsSender:
 
     def send(self, request: SendRequest) -> dict[str, Any] | RateLimited:
         """Send ``request`` at most once; return the XCom result, or :class:`RateLimited`."""
-        from airflow_provider_twilio_sms.phone import normalize_number
-        from airflow_provider_twilio_sms.segments import count_segments, validate_message
+        from airflow_provider_twilio_sms.channels import check_same_channel, normalize_address
+        from airflow_provider_twilio_sms.segments import message_units
 
         settings = self.hook.settings
-        to = normalize_number(request.to, settings.default_region)
-        validate_message(request.body, list(request.media_urls))
-        segments, _ = count_segments(request.body or "")
+        to = normalize_address(request.to, settings.default_region)
+        content = Content.of(request)
+        segments, _ = message_units(to, request.body, content.sid)
         cost = segments if request.rate_limit_unit == "segments" else 1
         if request.rate_limit is not None and cost > request.rate_limit.count:
             raise InvalidMessageError(
@@ -163,9 +199,10 @@ class SmsSender:
                 "never be sent; shorten it or raise the limit"
             )
         from_, messaging_service_sid = settings.resolve_sender(request.from_, request.messaging_service_sid)
+        channel = check_same_channel(to, from_)
         # One transaction refuses an opted-out recipient and claims the key; with no rate limit to
         # decide, it also records that the request is about to leave.
-        claim = self._claim(request, to, from_, messaging_service_sid, settings,
+        claim = self._claim(request, to, from_, messaging_service_sid, settings, content, channel,
                             attempting=request.rate_limit is None)
         if claim.outcome == "opted_out":
             raise OptedOutError(
@@ -174,11 +211,11 @@ class SmsSender:
         if not claim.owned:
             return self._finished(claim, request.idempotency_key)
         if claim.outcome == "reconcile":
-            found = self._reconcile(claim, request, to, from_, messaging_service_sid)
+            found = self._reconcile(claim, request, to, from_, messaging_service_sid, content)
             if found is not None:
                 return found
 
-        return self._send_with_retries(claim, request, to, from_, messaging_service_sid, cost)
+        return self._send_with_retries(claim, request, to, from_, messaging_service_sid, cost, content)
 
     # -- steps ----------------------------------------------------------------------------------
 
@@ -189,7 +226,7 @@ class SmsSender:
         return team_pool(request.team, request.pool)
 
     def _claim(self, request: SendRequest, to: str, from_: str | None, messaging_service_sid: str | None,
-               settings, *, attempting: bool) -> Claim:
+               settings, content: Content, channel: str, *, attempting: bool) -> Claim:
         """Claim the key; wait while a live attempt elsewhere holds it (it may finish, or die)."""
         deadline = time.monotonic() + self.lease_seconds + 5
         while True:
@@ -201,6 +238,8 @@ class SmsSender:
                 signer=settings.signer,
                 to_number=to,
                 body=request.body,
+                body_sha256=content.digest,
+                channel=channel,
                 from_number=from_,
                 messaging_service_sid=messaging_service_sid,
                 num_media=len(request.media_urls),
@@ -239,7 +278,7 @@ class SmsSender:
             code=row.get("error_code"))
 
     def _reconcile(self, claim: Claim, request: SendRequest, to: str, from_: str | None,
-                   messaging_service_sid: str | None) -> dict[str, Any] | None:
+                   messaging_service_sid: str | None, content: Content) -> dict[str, Any] | None:
         """An earlier attempt may have reached Twilio: find its message there before sending anew.
 
         Returns the recorded result when Twilio has it, None when Twilio certainly has not. When that
@@ -258,7 +297,8 @@ class SmsSender:
         try:
             outcome = find_sent_message(self.hook, self.store, claim, to=to, from_=from_,
                                         messaging_service_sid=messaging_service_sid, body=request.body,
-                                        page_size=self.reconcile_page_size, on_page=renew_lease)
+                                        page_size=self.reconcile_page_size, on_page=renew_lease,
+                                        content_sid=content.sid)
         except (UnknownOutcomeError, RetryableTwilioError, PermanentTwilioError):
             self.store.record_unknown(claim)
             raise
@@ -272,7 +312,8 @@ class SmsSender:
         return None
 
     def _send_with_retries(self, claim: Claim, request: SendRequest, to: str, from_: str | None,
-                           messaging_service_sid: str | None, cost: int) -> dict[str, Any] | RateLimited:
+                           messaging_service_sid: str | None, cost: int,
+                           content: Content) -> dict[str, Any] | RateLimited:
         started = time.monotonic()
         attempt = 0
         while True:
@@ -289,7 +330,7 @@ class SmsSender:
             elif attempt > 1 or not claim.row.get("http_attempted_at"):  # else the claim already marked it
                 self.store.mark_attempt(claim, lease_seconds=self.lease_seconds)
             try:
-                result = self._post(grant, to, request, from_, messaging_service_sid)
+                result = self._post(grant, to, request, from_, messaging_service_sid, content)
             except OptedOutError as err:
                 self.store.set_opt_out(
                     claim.row["account_sid"], to, True, keyword="21610", signer=claim.row.get("signer") or ""
@@ -304,7 +345,7 @@ class SmsSender:
                 # process dies now the next attempt reconciles too.
                 log.warning("No answer from Twilio after the request left (attempt %d); reconciling before "
                             "any new request", attempt)
-                found = self._reconcile(claim, request, to, from_, messaging_service_sid)
+                found = self._reconcile(claim, request, to, from_, messaging_service_sid, content)
                 if found is not None:
                     return found
                 if not self._may_retry(attempt, started, None):
@@ -360,7 +401,7 @@ class SmsSender:
             self._settle(grant, reached_twilio=False)
 
     def _post(self, grant: RateGrant | None, to: str, request: SendRequest, from_: str | None,
-              messaging_service_sid: str | None) -> dict[str, Any]:
+              messaging_service_sid: str | None, content: Content) -> dict[str, Any]:
         """The create request; then its rate-limit slots count it only until Twilio answered, or are given
         back when it never left (refused before connecting, or invalid).
         """
@@ -369,7 +410,8 @@ class SmsSender:
             return self.hook.send_message(
                 to, request.body, from_=from_, messaging_service_sid=messaging_service_sid,
                 media_url=list(request.media_urls) or None, status_callback=request.status_callback,
-                validity_period=request.validity_period)
+                validity_period=request.validity_period, content_sid=content.sid,
+                content_variables=content.variables)
         except TwilioSmsError as err:
             reached = isinstance(err, UnknownOutcomeError) or getattr(err, "http_status", None) is not None
             raise

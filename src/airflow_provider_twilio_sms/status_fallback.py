@@ -86,4 +86,6 @@ def ask_twilio(hook: TwilioSmsHook, store: SmsStore, conn_id: str, sids: Sequenc
 
 
 def finishing_statuses(success: Collection[str], failure: Collection[str]) -> frozenset[str]:
-    return frozenset(s.lower() for s in (*success, *failure))
+    """The statuses that end a wait; WhatsApp's ``read`` ends a wait for ``delivered``."""
+    found = frozenset(s.lower() for s in (*success, *failure))
+    return found | {"read"} if "delivered" in found else found

@@ -52,7 +52,7 @@ from airflow_provider_twilio_sms.errors import (
 from airflow_provider_twilio_sms.privacy import mask_number, mask_sid
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator, Sequence
+    from collections.abc import Callable, Iterator, Mapping, Sequence
 
     from twilio.rest import Client
 
@@ -87,17 +87,18 @@ def _int_or_none(value: Any) -> int | None:
         return None
 
 
-def message_to_dict(message: Any, *, segments: tuple[int, str] | None = None,
+def message_to_dict(message: Any, *, segments: tuple[int, str | None] | None = None,
                     include_body_sha256: bool = False, include_body: bool = False) -> dict[str, Any]:
     """Twilio's ``MessageInstance`` as plain JSON (for XCom and the store); never the body unless asked.
 
-    ``segments`` is ``(count, encoding)`` of the body we sent; else it is computed from the body Twilio
-    returned. ``num_segments`` is Twilio's own count (ours when Twilio gives none).
+    ``segments`` is ``(count, encoding)`` of the message we sent; else it is computed from the body Twilio
+    returned (one unit and no encoding for WhatsApp: see :func:`.message_units`). ``num_segments`` is
+    Twilio's own count (ours when Twilio gives none).
     """
-    from airflow_provider_twilio_sms.segments import count_segments
+    from airflow_provider_twilio_sms.segments import message_units
 
     body = getattr(message, "body", None) or ""
-    count, encoding = segments or count_segments(body)
+    count, encoding = segments or message_units(getattr(message, "to", None), body)
     status = getattr(message, "status", None)
     result: dict[str, Any] = {
         "sid": getattr(message, "sid", None),
@@ -206,22 +207,36 @@ class TwilioSmsHook(BaseHook):
         media_url: str | Sequence[str] | None = None,
         status_callback: str | None = None,
         validity_period: int | None = None,
+        content_sid: str | None = None,
+        content_variables: Mapping[str, Any] | str | None = None,
     ) -> dict[str, Any]:
         """Create one message and return Twilio's answer as plain JSON (no body).
 
-        Everything is validated first, so a bad request never reaches Twilio. The sender is ``from_``
+        Everything is validated first, so a bad request never reaches Twilio. ``to`` is an SMS number or a
+        ``whatsapp:`` address (:mod:`.channels`), on the sender's channel. The sender is ``from_``
         and/or ``messaging_service_sid`` when given, else the connection's ``from_number``, else its
-        ``messaging_service_sid``. Sending again after an error is the caller's decision: see the
-        module docstring for what each error means.
+        ``messaging_service_sid``. ``content_sid`` (and ``content_variables``, a dict or its JSON) sends a
+        Content template instead of ``body`` (:mod:`.content`). Sending again after an error is the
+        caller's decision: see the module docstring for what each error means.
         """
-        from airflow_provider_twilio_sms.phone import normalize_number
-        from airflow_provider_twilio_sms.segments import count_segments, validate_message
+        from airflow_provider_twilio_sms.channels import check_same_channel, normalize_address
+        from airflow_provider_twilio_sms.content import (
+            check_template_message,
+            content_variables_json,
+            validate_content_sid,
+        )
+        from airflow_provider_twilio_sms.segments import message_units, validate_message
 
         s = self.settings
-        to = normalize_number(to, s.default_region)
+        to = normalize_address(to, s.default_region)
         from_, messaging_service_sid = s.resolve_sender(from_, messaging_service_sid)
+        channel = check_same_channel(to, from_)
         media = [media_url] if isinstance(media_url, str) else list(media_url or [])
-        validate_message(body, media)
+        content_sid = validate_content_sid(content_sid) if content_sid else None
+        variables = content_variables_json(content_variables)
+        check_template_message(content_sid, variables, body, media)
+        if not content_sid:
+            validate_message(body, media)
         if status_callback is not None and not str(status_callback).startswith(("https://", "http://")):
             raise InvalidMessageError("status_callback is not an http(s) URL (Twilio error 21609): give the "
                                       "public URL Twilio should call with delivery statuses")
@@ -231,17 +246,19 @@ class TwilioSmsHook(BaseHook):
                 raise InvalidMessageError(f"validity_period must be a whole number of seconds from 1 to "
                                           f"{MAX_VALIDITY_PERIOD}, not {validity_period!r}")
             validity_period = int(validity_period)
-        segments = count_segments(body)
+        segments = message_units(to, body, content_sid)
         params: dict[str, Any] = {"to": to}
         for name, value in (("body", body), ("from_", from_),
                             ("messaging_service_sid", messaging_service_sid), ("media_url", media or None),
-                            ("status_callback", status_callback), ("validity_period", validity_period)):
+                            ("status_callback", status_callback), ("validity_period", validity_period),
+                            ("content_sid", content_sid), ("content_variables", variables)):
             if value is not None:
                 params[name] = value
         message = self._call(lambda: self.client.messages.create(**params), creates=True)
         result = message_to_dict(message, segments=segments)
-        self.log.info("Twilio accepted an SMS to %s: SID %s, status %s, %d %s segment(s)", mask_number(to),
-                      mask_sid(result["sid"]), result["status"], segments[0], segments[1])
+        self.log.info("Twilio accepted a%s %s message to %s: SID %s, status %s, %d %s unit(s)",
+                      "" if content_sid else " free-form", channel, mask_number(to), mask_sid(result["sid"]),
+                      result["status"], segments[0], segments[1] or "message")
         return result
 
     def fetch_message(self, sid: str) -> dict[str, Any]:
@@ -348,14 +365,14 @@ class TwilioSmsHook(BaseHook):
         return found
 
     def _list_filters(self, to: str | None, from_: str | None) -> dict[str, Any]:
-        from airflow_provider_twilio_sms.phone import normalize_number
+        from airflow_provider_twilio_sms.channels import normalize_address
 
         region = self.settings.default_region
         filters: dict[str, Any] = {}
         if to:
-            filters["to"] = normalize_number(to, region)
+            filters["to"] = normalize_address(to, region)
         if from_:
-            filters["from_"] = normalize_number(from_, region, sender=True)
+            filters["from_"] = normalize_address(from_, region, sender=True)
         return filters
 
     def _pages(self, filters: dict[str, Any], page_size: int) -> Iterator[list[Any]]:

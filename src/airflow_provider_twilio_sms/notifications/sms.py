@@ -76,8 +76,8 @@ class SmsNotifier(BaseNotifier):
         again does not send the SMS twice.
         """
         from airflow_provider_twilio_sms import config
+        from airflow_provider_twilio_sms.channels import normalize_address
         from airflow_provider_twilio_sms.config import team_of
-        from airflow_provider_twilio_sms.phone import normalize_number
         from airflow_provider_twilio_sms.sending import (
             RateLimited,
             SendRequest,
@@ -88,7 +88,7 @@ class SmsNotifier(BaseNotifier):
         from airflow_provider_twilio_sms.webhook.urls import status_callback_url
 
         settings = self.hook.settings
-        to = normalize_number(self.to, settings.default_region)
+        to = normalize_address(self.to, settings.default_region)
         ti = context.get("ti") or context.get("task_instance")
         dag_run = context.get("dag_run")
         dag_id = getattr(dag_run, "dag_id", None) or getattr(ti, "dag_id", "") or ""

@@ -40,8 +40,15 @@ class SendSmsOperator(MasksRenderedNumbers, BaseOperator):
     Twilio is called, a send whose outcome is unknown is looked up at Twilio before anything is sent
     again, and a key already sent returns its recorded result.
 
-    :param to: recipient, E.164 (``+14155550123``) or national with the connection's ``default_region``.
-    :param body: message text (up to 1600 characters); optional when ``media_url`` is given.
+    :param to: recipient, E.164 (``+14155550123``) or national with the connection's ``default_region``; or
+        a WhatsApp address (``whatsapp:+14155550123``), sent from a WhatsApp sender (``from_`` or the
+        connection's ``from_number`` written ``whatsapp:+...``) or through a Messaging Service that has one.
+    :param body: message text (up to 1600 characters); optional when ``media_url`` or ``content_sid`` is
+        given.
+    :param content_sid: a Content template (``HX`` + 32 hex) to send instead of ``body``, on SMS or WhatsApp
+        (WhatsApp needs an approved template outside the 24-hour session window, else Twilio error 63016).
+    :param content_variables: the template's placeholder values, ``{"1": "12/1"}`` or ``{"name": "Ada"}``
+        (strings; sent as a JSON string).
     :param twilio_conn_id: the ``twilio_sms`` connection.
     :param from_: sender number, short code or alphanumeric ID; default: the connection's.
     :param messaging_service_sid: send through a Messaging Service instead of a fixed sender.
@@ -49,7 +56,8 @@ class SendSmsOperator(MasksRenderedNumbers, BaseOperator):
     :param idempotency_key: explicit key, used verbatim (scoped to the account and team). Default: derived
         from dag_id, task_id, run_id, map_index and the recipient.
     :param rate_limit: e.g. ``"100/1h"``; default: the connection's, else ``[twilio_sms] rate_limits``.
-    :param rate_limit_unit: ``"messages"`` or ``"segments"`` (what the limit counts).
+    :param rate_limit_unit: ``"messages"`` or ``"segments"`` (what the limit counts: SMS segments; a
+        WhatsApp message or a Content template on SMS counts one).
     :param on_rate_limit: ``"defer"`` (free the worker until the next slot), ``"fail"`` or ``"wait"``.
     :param validity_period: seconds Twilio may keep trying to deliver (1-36000).
     :param status_callback: URL for delivery statuses; default: the connection's ``webhook_base_url`` +
@@ -62,7 +70,8 @@ class SendSmsOperator(MasksRenderedNumbers, BaseOperator):
 
     template_fields: Sequence[str] = (
         "to", "body", "twilio_conn_id", "from_", "messaging_service_sid", "media_url", "idempotency_key",
-        "rate_limit", "on_rate_limit", "validity_period", "status_callback", "store_conn_id",
+        "rate_limit", "on_rate_limit", "validity_period", "status_callback", "store_conn_id", "content_sid",
+        "content_variables",
     )
     template_fields_renderers = {"body": "txt"}
     ui_color = "#f22f46"
@@ -86,6 +95,8 @@ class SendSmsOperator(MasksRenderedNumbers, BaseOperator):
         store_conn_id: str | None = None,
         deferrable: bool = True,
         max_send_attempts: int = 5,
+        content_sid: str | None = None,
+        content_variables: dict[str, str] | str | None = None,
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)
@@ -104,6 +115,8 @@ class SendSmsOperator(MasksRenderedNumbers, BaseOperator):
         self.store_conn_id = store_conn_id
         self.deferrable = deferrable
         self.max_send_attempts = max_send_attempts
+        self.content_sid = content_sid
+        self.content_variables = content_variables
 
     @cached_property
     def hook(self) -> TwilioSmsHook:
@@ -126,7 +139,7 @@ class SendSmsOperator(MasksRenderedNumbers, BaseOperator):
     def build_request(self, context: Context) -> SendRequest:
         """Turn the rendered arguments and the task instance into a :class:`SendRequest`."""
         from airflow_provider_twilio_sms import config
-        from airflow_provider_twilio_sms.phone import normalize_number
+        from airflow_provider_twilio_sms.channels import normalize_address
         from airflow_provider_twilio_sms.rate_limit import resolve_rate_limit
         from airflow_provider_twilio_sms.sending import SendRequest, default_idempotency_key
         from airflow_provider_twilio_sms.webhook.urls import status_callback_url
@@ -138,7 +151,7 @@ class SendSmsOperator(MasksRenderedNumbers, BaseOperator):
         settings = self.hook.settings
         ti = context["ti"]
         team = config.team_of(context)
-        to = normalize_number(self.to, settings.default_region)
+        to = normalize_address(self.to, settings.default_region)
         key = self.idempotency_key or default_idempotency_key(
             ti.dag_id, ti.task_id, ti.run_id, ti.map_index, to
         )
@@ -157,6 +170,8 @@ class SendSmsOperator(MasksRenderedNumbers, BaseOperator):
             task_id=ti.task_id,
             run_id=ti.run_id,
             map_index=ti.map_index,
+            content_sid=self.content_sid or None,
+            content_variables=self.content_variables,
         )
 
     def execute(self, context: Context) -> dict[str, Any]:

@@ -150,12 +150,13 @@ class SmsStatusSensor(_StoreSensor):
 
         from airflow_provider_twilio_sms.errors import describe_error_code
         from airflow_provider_twilio_sms.privacy import mask_sid
+        from airflow_provider_twilio_sms.store.status import reached
 
         status = ((state or {}).get("status") or "").lower()
         if status in self.failure_statuses:
             raise AirflowFailException(f"message {mask_sid(sid)} ended {status}: "
                                        f"{describe_error_code((state or {}).get('error_code'))}")
-        if status in self.success_statuses:
+        if reached(status, self.success_statuses):  # WhatsApp's read counts as delivered
             return {"sid": sid, "status": status, "error_code": (state or {}).get("error_code")}
         return None
 
@@ -309,13 +310,13 @@ class SmsReplySensor(MasksRenderedNumbers, _StoreSensor):
         Numbers are normalized with the connection's default region; without ``since`` the wait starts at the
         DAG run's start.
         """
-        from airflow_provider_twilio_sms.phone import normalize_number
+        from airflow_provider_twilio_sms.channels import normalize_address
         from airflow_provider_twilio_sms.replies import ReplyCriteria
 
         settings = self.hook.settings
         region = settings.default_region
-        from_number = normalize_number(self.from_number, region) if self.from_number else None
-        to_number = normalize_number(self.to_number, region) if self.to_number else None
+        from_number = normalize_address(self.from_number, region) if self.from_number else None
+        to_number = normalize_address(self.to_number, region) if self.to_number else None
         since = self.since
         # Whose replies count: those verified for the account by the connection that sent the message (or
         # another connection with its signer); without in_reply_to, the sensor's own connection's.

@@ -35,6 +35,7 @@ from airflow_provider_twilio_sms.status_fallback import (
     FallbackSchedule,
     finishing_statuses,
 )
+from airflow_provider_twilio_sms.store.status import reached
 
 if TYPE_CHECKING:
     from airflow_provider_twilio_sms.hooks.twilio_sms import TwilioSmsHook
@@ -318,9 +319,9 @@ class SmsStatusTrigger(BaseTrigger):
         while True:
             state = await poller.next_status(self.message_sid, ask) or {}
             status = (state.get("status") or "").lower()
-            if status in self.success_statuses or status in self.failure_statuses:
-                yield TriggerEvent({
-                    "outcome": "success" if status in self.success_statuses else "failure",
+            if reached(status, self.success_statuses) or status in self.failure_statuses:
+                yield TriggerEvent({  # (WhatsApp's read reaches delivered)
+                    "outcome": "success" if reached(status, self.success_statuses) else "failure",
                     "sid": self.message_sid, "status": status, "error_code": state.get("error_code"),
                 })
                 return

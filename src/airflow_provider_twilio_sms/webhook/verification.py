@@ -42,8 +42,10 @@ JSON = "application/json"
 KINDS = ("status", "inbound")
 
 MESSAGE_SID = re.compile(r"^(SM|MM)[0-9a-fA-F]{32}$")
-# E.164, a short code, or an alphanumeric sender ID (up to 11 letters, digits and spaces, one letter at least)
-ADDRESS = re.compile(r"^(\+[1-9]\d{1,14}|\d{3,8}|(?=[A-Za-z0-9 ]*[A-Za-z])[A-Za-z0-9 ]{1,11})$")
+# E.164, a WhatsApp address (whatsapp:+E.164, as Twilio writes both To and From on that channel), a short
+# code, or an alphanumeric sender ID (up to 11 letters, digits and spaces, one letter at least)
+ADDRESS = re.compile(
+    r"^((whatsapp:)?\+[1-9]\d{1,14}|\d{3,8}|(?=[A-Za-z0-9 ]*[A-Za-z])[A-Za-z0-9 ]{1,11})$")
 _STATUS = re.compile(r"^[a-z_]{1,20}$")  # unknown statuses are stored, but must fit the column
 _ERROR_CODE = re.compile(r"^\d{1,9}$")
 _NUM_MEDIA = re.compile(r"^\d{1,2}$")
@@ -241,7 +243,7 @@ def _check_fields(kind: str, p: dict[str, str], query: dict[str, str], token: st
         raise Refused(400, "a field contains a NUL character")
     for name in ("From", "To"):
         if p.get(name) and not ADDRESS.fullmatch(p[name]):
-            raise Refused(400, f"{name} is not an E.164 number, short code or sender ID")
+            raise Refused(400, f"{name} is not an E.164 number, WhatsApp address, short code or sender ID")
     if kind == "status":
         status = (p.get("MessageStatus") or p.get("SmsStatus") or "").lower()
         if not _STATUS.fullmatch(status):

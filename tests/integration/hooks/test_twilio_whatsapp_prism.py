@@ -6,36 +6,30 @@ for a ``whatsapp:`` address, a ``ContentSid`` and a ``ContentVariables`` JSON st
 
 from __future__ import annotations
 
-import json
-
 import pytest
+from test_twilio_sms_prism import prism_conn
 
 from airflow_provider_twilio_sms.hooks.twilio_sms import TwilioSmsHook
 
 pytestmark = pytest.mark.prism
+__all__ = ["prism_conn"]  # the fixture: the connection's api_base_url is Prism
 
-ACCOUNT = "AC" + "0123456789abcdef" * 2
 TEMPLATE = "HX" + "0" * 31 + "1"
-
-
-@pytest.fixture
-def prism_conn(prism_url, monkeypatch):
-    monkeypatch.setenv("AIRFLOW_CONN_TWILIO_SMS_DEFAULT", json.dumps({
-        "conn_type": "twilio_sms", "login": ACCOUNT, "password": "f" * 32,
-        "extra": {"from_number": "whatsapp:+15005550006", "api_base_url": prism_url}}))
-    return prism_url
+WA_OURS = "whatsapp:+15005550006"
 
 
 def test_a_whatsapp_template_request_is_in_the_contract(prism_conn):
     result = TwilioSmsHook().send_message(
-        "WhatsApp:+1 (415) 555-0123", content_sid=TEMPLATE, content_variables={"1": "5/6", "2": "9am"},
+        "WhatsApp:+1 (415) 555-0123", from_=WA_OURS, content_sid=TEMPLATE,
+        content_variables={"1": "5/6", "2": "9am"},
         status_callback="https://airflow.example.com/twilio_sms/webhooks/twilio_sms_default/status")
     assert result["sid"].startswith("SM")
     assert (result["segments"], result["encoding"]) == (1, None)  # WhatsApp: one message, no SMS encoding
 
 
 def test_a_free_form_whatsapp_request_and_a_service_sender_are_in_the_contract(prism_conn):
-    assert TwilioSmsHook().send_message("whatsapp:+14155550123", "Thanks, got it")["sid"].startswith("SM")
+    assert TwilioSmsHook().send_message("whatsapp:+14155550123", "Thanks, got it",
+                                        from_=WA_OURS)["sid"].startswith("SM")
     result = TwilioSmsHook().send_message("whatsapp:+14155550123", content_sid=TEMPLATE,
                                           messaging_service_sid="MG" + "b" * 32)
     assert result["sid"].startswith("SM")
@@ -48,4 +42,4 @@ def test_an_sms_template_request_is_in_the_contract(prism_conn):
 
 
 def test_listing_by_whatsapp_address_is_in_the_contract(prism_conn):
-    assert TwilioSmsHook().list_messages(to="whatsapp:+14155550123", from_="whatsapp:+15005550006", limit=5)
+    assert TwilioSmsHook().list_messages(to="whatsapp:+14155550123", from_=WA_OURS, limit=5)

@@ -72,7 +72,8 @@ def _readable(seen: Visibility, include_body: bool, rows: list[dict[str, Any]]) 
 
 def _outbound(row: dict[str, Any], readable: frozenset[str] | None) -> dict[str, Any]:
     out = {
-        "id": row["id"], "sid": row["sid"], "direction": "outbound", "status": row["status"],
+        "id": row["id"], "sid": row["sid"], "direction": "outbound", "channel": row["channel"],
+        "status": row["status"],
         "error_code": row["error_code"], "to": mask_number(row["to_number"]),
         "from": mask_number(row["from_number"]), "segments": row["num_segments"], "team": row["team"],
         "conn_id": row["conn_id"], "dag_id": row["dag_id"], "task_id": row["task_id"],
@@ -85,7 +86,8 @@ def _outbound(row: dict[str, Any], readable: frozenset[str] | None) -> dict[str,
 
 def _inbound(row: dict[str, Any], readable: frozenset[str] | None) -> dict[str, Any]:
     out = {
-        "id": row["id"], "sid": row["message_sid"], "direction": "inbound", "status": "received",
+        "id": row["id"], "sid": row["message_sid"], "direction": "inbound", "channel": row["channel"],
+        "status": "received",
         "from": mask_number(row["from_number"]), "to": mask_number(row["to_number"]),
         "num_media": row["num_media"], "opt_out_type": row["opt_out_type"], "team": row["team"],
         "conn_id": row["conn_id"], "received_at": _iso(row["received_at"]),

@@ -11,6 +11,7 @@ import threading
 import time
 
 import pytest
+import requests
 from sqlalchemy import select
 
 from airflow_provider_twilio_sms.errors import InvalidMessageError
@@ -19,21 +20,23 @@ from airflow_provider_twilio_sms.sensors.sms import SmsStatusSensor
 from airflow_provider_twilio_sms.store import tables as t
 
 from conftest import REPO, dag_test, free_port
-from webhook_testing import ServedApp
+from webhook_testing import API_TOKEN, ServedApp
 
 OURS, CUSTOMER = "whatsapp:+15005550006", "whatsapp:+14155550100"
 TEMPLATE = "HX00000000000000000000000000000001"
 
 
 @pytest.fixture
-def whatsapp_env(airflow_home, twilio_sim, twilio_conn, store_conn):
+def whatsapp_env(airflow_home, twilio_sim, twilio_conn, store_conn, monkeypatch):
     """The stand-in, the standalone webhook app on a loopback port writing to the test's store, and the
     connection sending from a WhatsApp sender with that app as its webhook base URL."""
     from airflow_provider_twilio_sms.webhook.app import create_app
 
+    monkeypatch.setenv("AIRFLOW__TWILIO_SMS__WEBHOOK_API_TOKEN", API_TOKEN)
     with ServedApp(create_app("standalone"), free_port()) as served:
         twilio_conn(from_number=OURS, webhook_base_url=served.url(""))
         twilio_sim.set_inbound_url(OURS, served.url("/twilio_sms/webhooks/twilio_sms_default/inbound"))
+        twilio_sim.served = served
         yield twilio_sim, store_conn
 
 
@@ -99,6 +102,12 @@ def test_the_example_dag_reminds_with_a_template_reads_the_answer_and_replies_fr
         ("whatsapp", CUSTOMER, OURS, None)
     assert {e["channel"] for e in events} == {"whatsapp"}
     assert json.loads(inbound["payload"])["ProfileName"] == "Ada"
+    # the read API says the channel and masks the address, keeping its channel
+    for direction in ("outbound", "inbound"):
+        page = requests.get(sim.served.url("/twilio_sms/api/messages"), params={"direction": direction},
+                            headers={"Authorization": f"Bearer {API_TOKEN}"}, timeout=10).json()
+        customer = "to" if direction == "outbound" else "from"
+        assert {(m["channel"], m[customer]) for m in page["messages"]} == {("whatsapp", "whatsapp:***0100")}
 
 
 def test_free_form_outside_the_window_fails_with_63016_and_says_what_to_do(whatsapp_env):

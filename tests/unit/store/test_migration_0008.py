@@ -37,7 +37,7 @@ def test_0008_adds_the_service_index_keeps_the_rows_and_downgrades(db_url):
     engine.dispose()
     assert INDEX not in _event_indexes(db_url)
 
-    assert migrate.upgrade_url(db_url) == ("0007_twilio_sms", "0008_twilio_sms")
+    assert migrate.upgrade_url(db_url, "0008_twilio_sms") == ("0007_twilio_sms", "0008_twilio_sms")
     assert _event_indexes(db_url)[INDEX] == ["kind", "messaging_service_sid", "id"]
     pages = SmsStore(db_url).read_inbound_channels(
         [(InboundChannel(ACCOUNT, "messaging_service_sid", SERVICE), 0)], page=10)
@@ -50,4 +50,4 @@ def test_0008_adds_the_service_index_keeps_the_rows_and_downgrades(db_url):
     finally:
         engine.dispose()
     assert INDEX not in _event_indexes(db_url)
-    assert migrate.upgrade_url(db_url) == ("0007_twilio_sms", "0008_twilio_sms")
+    assert migrate.upgrade_url(db_url, "0008_twilio_sms") == ("0007_twilio_sms", "0008_twilio_sms")

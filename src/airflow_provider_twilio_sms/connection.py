@@ -274,7 +274,8 @@ class TwilioConnectionSettings:
             try:
                 normalize_address(self.from_number, self.default_region, sender=True)
             except InvalidMessageError as err:
-                fail("from_number", str(err), "Use your Twilio number in E.164, a short code or a sender ID")
+                fail("from_number", str(err), "Use your Twilio number in E.164, a short code, a sender ID or "
+                                              "a WhatsApp sender (whatsapp:+14155238886)")
         for field, url in (("webhook_base_url", self.webhook_base_url), ("api_base_url", self.api_base_url)):
             problem = _url_problem(url) if url else None
             if problem:

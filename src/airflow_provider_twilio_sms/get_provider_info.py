@@ -28,8 +28,9 @@ def _option(description: str, default: str | None, example: str | None = None, *
 
 
 CONN_FIELDS = {
-    "from_number": _text("From number", "Your Twilio number in E.164 (+14155550123), a short code or an "
-                         "alphanumeric sender ID. Needed unless a Messaging Service SID is set."),
+    "from_number": _text("From number", "Your Twilio number in E.164 (+14155550123), a short code, an "
+                         "alphanumeric sender ID, or a WhatsApp sender (whatsapp:+14155550123). Needed "
+                         "unless a Messaging Service SID is set."),
     "messaging_service_sid": _text("Messaging Service SID", "MG followed by 32 hex characters; Twilio then "
                                    "picks the sender from the service's pool."),
     "api_key_sid": _text("API key SID", "SK followed by 32 hex characters: an API key to use instead of the "

@@ -59,13 +59,18 @@ def _time_in_range(value: datetime | None) -> datetime | None:
 
 
 def _address(value: str | None) -> str | None:
-    """A number from the query string: ``?number=+1415...`` arrives as `` 1415...`` (``+`` means space)."""
+    """A number from the query string: ``?number=+1415...`` arrives as `` 1415...`` (``+`` means space), and
+    ``?number=whatsapp:+1415...`` as ``whatsapp: 1415...``.
+    """
     if value is None or not value.strip():
         return None
-    number = "+" + value.strip() if value.startswith(" ") else value.strip()
+    prefix = "whatsapp:" if value.startswith("whatsapp:") else ""
+    rest = value[len(prefix):]
+    number = prefix + ("+" + rest.strip() if rest.startswith(" ") else rest.strip())
     if not ADDRESS.fullmatch(number):
-        raise ValueError("must be an E.164 number like +14155550123 (write + as %2B), a short code of 3 to 8 "
-                         "digits or an alphanumeric sender ID of at most 11 characters")
+        raise ValueError("must be an E.164 number like +14155550123 (write + as %2B), a WhatsApp "
+                         "address like whatsapp:+14155550123, a short code of 3 to 8 digits or an "
+                         "alphanumeric sender ID of at most 11 characters")
     return number
 
 

@@ -108,6 +108,11 @@ def test_the_example_dag_reminds_with_a_template_reads_the_answer_and_replies_fr
                             headers={"Authorization": f"Bearer {API_TOKEN}"}, timeout=10).json()
         customer = "to" if direction == "outbound" else "from"
         assert {(m["channel"], m[customer]) for m in page["messages"]} == {("whatsapp", "whatsapp:***0100")}
+    # a filter by address, its + unescaped as people type it (it arrives as a space)
+    for number, found in ((CUSTOMER, 2), ("+14155550100", 0)):
+        page = requests.get(sim.served.url(f"/twilio_sms/api/messages?number={number}"),
+                            headers={"Authorization": f"Bearer {API_TOKEN}"}, timeout=10).json()
+        assert len(page["messages"]) == found, page
 
 
 def test_free_form_outside_the_window_fails_with_63016_and_says_what_to_do(whatsapp_env):

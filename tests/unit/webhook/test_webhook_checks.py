@@ -113,7 +113,8 @@ def test_a_good_callback_is_parsed():
         GOOD["MessageSid"], "delivered", 30003, {"ik": "k1"}, "tok-1")
 
 
-@pytest.mark.parametrize("sender", ["MyCompany", "Acme 2024", "12345", "+12025550123"])
+@pytest.mark.parametrize("sender", ["MyCompany", "Acme 2024", "12345", "+12025550123",
+                                    "whatsapp:+12025550123"])
 def test_senders_twilio_uses_are_accepted(sender):
     assert _verify(dict(GOOD, From=sender)).params["From"] == sender
 
@@ -124,7 +125,7 @@ def test_senders_twilio_uses_are_accepted(sender):
     ({"MessageSid": "SM" + "a" * 32 + "\n"}, "status"),  # "$" would let a trailing newline through
     ({"MessageStatus": "sent\n"}, "status"),
     ({"To": "+0123"}, "status"),
-    ({"From": "whatsapp:+15005550006"}, "status"),
+    ({"From": "messenger:+15005550006"}, "status"),  # whatsapp: addresses are accepted, other channels not
     ({"From": "123456789012"}, "status"),  # neither E.164 nor a short code nor a sender ID
     ({"MessageStatus": "deliv ered"}, "status"),
     ({"ErrorCode": "1" * 10}, "status"),

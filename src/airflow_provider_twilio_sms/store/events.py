@@ -5,7 +5,7 @@ carry. Only what a connection verified is written, and it touches only that conn
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -32,6 +32,46 @@ def opt_out_keyword(body: str | None) -> str | None:
     if word in START_KEYWORDS:
         return "START"
     return None
+
+
+def _status_params(
+    *,
+    account_sid: str,
+    conn_id: str,
+    message_sid: str,
+    status: str,
+    payload: Mapping[str, Any],
+    error_code: int | None = None,
+    idempotency_token: str | None = None,
+    idempotency_key: str | None = None,
+    idempotency_key_sha256: str | None = None,
+    signer: str | None = None,
+    team: str | None = None,
+    now: datetime | None = None,
+) -> dict[str, Any]:
+    """The bind parameters of one status callback's statements (:meth:`Events.record_status_event`)."""
+    now = now or utcnow()
+    status = (status or "").strip().lower()
+    # A retried delivery carries the same I-Twilio-Idempotency-Token and so the same SID and
+    # status: the unique (account, "status:SID:status") key dedupes both cases in one statement.
+    event = {
+        "kind": "status", "account_sid": account_sid, "conn_id": conn_id, "signer": signer,
+        "dedupe_key": f"status:{message_sid}:{status}", "idempotency_token": idempotency_token,
+        "message_sid": message_sid, "status": status, "error_code": error_code,
+        "from_number": payload.get("From"), "to_number": payload.get("To"),
+        "messaging_service_sid": payload.get("MessagingServiceSid") or None, "body": None,
+        "num_media": None,
+        "opt_out_type": None, "team": team, "received_at": now,
+        "payload": json.dumps(dict(payload), sort_keys=True),
+    }
+    params = {f"v_{k}": v for k, v in event.items()}
+    # Which outbound row: by SID, else by the idempotency key of the callback URL (see statements.py).
+    if not idempotency_key_sha256 and idempotency_key:
+        idempotency_key_sha256 = key_digest(idempotency_key)
+    params.update(p_sid=message_sid, p_account_sid=account_sid, p_conn_id=conn_id,
+                  p_key_sha256=idempotency_key_sha256 or None, p_rank=status_rank(status), p_status=status,
+                  p_now=now, p_error_code=error_code)
+    return params
 
 
 class Events(StoreBase):
@@ -65,40 +105,42 @@ class Events(StoreBase):
         before keys were stored by digest). The event's team is that message's, else ``team`` (the
         verifying connection's).
         """
-        now = now or utcnow()
-        status = (status or "").strip().lower()
-        sql = self._sql
-        # A retried delivery carries the same I-Twilio-Idempotency-Token and so the same SID and
-        # status: the unique (account, "status:SID:status") key dedupes both cases in one statement.
-        event = {
-            "kind": "status", "account_sid": account_sid, "conn_id": conn_id, "signer": signer,
-            "dedupe_key": f"status:{message_sid}:{status}", "idempotency_token": idempotency_token,
-            "message_sid": message_sid, "status": status, "error_code": error_code,
-            "from_number": payload.get("From"), "to_number": payload.get("To"),
-            "messaging_service_sid": payload.get("MessagingServiceSid") or None, "body": None,
-            "num_media": None,
-            "opt_out_type": None, "team": team, "received_at": now,
-            "payload": json.dumps(dict(payload), sort_keys=True),
-        }
-        params = {f"v_{k}": v for k, v in event.items()}
-        # Which outbound row: by SID, else by the idempotency key of the callback URL (see statements.py).
-        if not idempotency_key_sha256 and idempotency_key:
-            idempotency_key_sha256 = key_digest(idempotency_key)
-        params.update(p_sid=message_sid, p_account_sid=account_sid, p_conn_id=conn_id,
-                      p_key_sha256=idempotency_key_sha256 or None, p_rank=status_rank(status),
-                      p_status=status,
-                      p_now=now, p_error_code=error_code)
-        if sql.status_event_fused is not None:
+        params = _status_params(
+            account_sid=account_sid, conn_id=conn_id, message_sid=message_sid, status=status, payload=payload,
+            error_code=error_code, idempotency_token=idempotency_token, idempotency_key=idempotency_key,
+            idempotency_key_sha256=idempotency_key_sha256, signer=signer, team=team, now=now)
+        if self._sql.status_event_fused is not None:
             with self._write_one() as conn:
-                return conn.execute(sql.status_event_fused, params).first() is not None
+                return self._store_status(conn, params)
         with self._write() as conn:
-            stored = conn.execute(sql.status_event_insert, params).first()
-            if stored is None:
-                return False
-            message_id = stored.message_id
-            if message_id is not None:
-                conn.execute(sql.apply_status, {**params, "p_id": message_id})
-            return True
+            return self._store_status(conn, params)
+
+    def record_status_events(self, callbacks: Sequence[Mapping[str, Any]]) -> list[bool]:
+        """Store several status callbacks in ONE transaction, in the order given; each is a mapping of
+        :meth:`record_status_event`'s keyword arguments, and is deduplicated and applied exactly as that
+        method would (a copy of an earlier callback of the same batch is a duplicate too). Returns one
+        "stored" flag per callback, as :meth:`record_status_event` would have returned for it.
+
+        All or nothing: when any callback fails (a value too long, a database error), nothing of the batch
+        is written and the error is raised; the caller then writes them one at a time, so that one bad
+        callback cannot fail the others. One commit for the batch: on SQLite one turn of the write lock.
+        """
+        batch = [_status_params(**callback) for callback in callbacks]
+        with self._write() as conn:
+            return [self._store_status(conn, params) for params in batch]
+
+    def _store_status(self, conn: Connection, params: dict[str, Any]) -> bool:
+        """One status callback's event, and its outbound row advanced, on ``conn``; False: a duplicate."""
+        sql = self._sql
+        if sql.status_event_fused is not None:
+            return conn.execute(sql.status_event_fused, params).first() is not None
+        stored = conn.execute(sql.status_event_insert, params).first()
+        if stored is None:
+            return False
+        message_id = stored.message_id
+        if message_id is not None:
+            conn.execute(sql.apply_status, {**params, "p_id": message_id})
+        return True
 
     def record_inbound(
         self,

@@ -73,10 +73,12 @@ async def _verified(request: Request, conn_id: str, kind: str) -> tuple[WebhookC
 
 
 async def _write(state: AppState, method: str, **kwargs) -> bool:
-    """Run one store write within the store's deadline (:meth:`AppState.run_store_call`); any failure is
-    Unavailable.
+    """Run one store write within the store's deadline (:meth:`AppState.run_store_call`; a status callback
+    through :meth:`AppState.record_status`); any failure is Unavailable.
     """
     try:
+        if method == "record_status_event":
+            return await state.record_status(**kwargs)
         return await state.run_store_call(lambda store: getattr(store, method)(**kwargs))
     except TimeoutError:
         raise Unavailable(f"no answer from the store within {state.store_deadline_seconds:g} s") from None

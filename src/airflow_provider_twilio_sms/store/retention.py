@@ -41,6 +41,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import Integer, and_, bindparam, delete, exists, func, literal, or_, select, union, update
 
 from airflow_provider_twilio_sms.store import tables as t
+from airflow_provider_twilio_sms.store.statements import param
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Connection, Row
@@ -61,11 +62,6 @@ FORGOTTEN_TABLES = (t.event.name, t.message.name, t.reply_wait.name, t.opt_out.n
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 m, e, w, o, rp, rs = t.message, t.event, t.reply_wait, t.opt_out, t.rate_pool, t.rate_slot
-
-
-def _p(name: str, column) -> BindParameter[Any]:
-    """A bind parameter typed like ``column`` (timestamps go through ``UtcDateTime``)."""
-    return bindparam(name, type_=column.type)
 
 
 _LIMIT: BindParameter[Any] = bindparam("p_limit", type_=Integer)
@@ -96,8 +92,8 @@ def _time_page(table, time_column, condition, flag=None) -> Select:
     ``p_after_id``), written so that the time index bounds the scan: ``time >= t AND (time > t OR id >
     id)``. ``flag``: the qualifying test, returned as the last column.
     """
-    after_t = _p("p_after_t", time_column)
-    after_id = _p("p_after_id", table.c.id)
+    after_t = param("p_after_t", time_column)
+    after_id = param("p_after_id", table.c.id)
     after = and_(time_column >= after_t, or_(time_column > after_t, table.c.id > after_id))
     columns = [table.c.id, time_column] + ([flag.label("qualifies")] if flag is not None else [])
     return select(*columns).where(condition, after).order_by(time_column, table.c.id).limit(_LIMIT)
@@ -106,7 +102,7 @@ def _time_page(table, time_column, condition, flag=None) -> Select:
 def _id_page(table, condition, key=None) -> Select:
     """A page of ``table``'s ``key`` (by default ``id``) where ``condition`` holds, after ``p_after_id``."""
     key = table.c.id if key is None else key
-    return select(key).where(condition, key > _p("p_after_id", key)).order_by(key).limit(_LIMIT)
+    return select(key).where(condition, key > param("p_after_id", key)).order_by(key).limit(_LIMIT)
 
 
 def _time_keyset(row: Row) -> dict[str, Any]:
@@ -131,7 +127,7 @@ class PurgeStatements:
         self._erasure()
 
     def _purge(self) -> None:
-        cutoff = _p("p_cutoff", m.c.created_at)
+        cutoff = param("p_cutoff", m.c.created_at)
         time_start = {"p_after_t": _EPOCH, "p_after_id": 0}
         # 1. Events, through the received_at index.
         self.events = Sweep(e.name, _time_page(e, e.c.received_at, e.c.received_at < cutoff),
@@ -144,7 +140,7 @@ class PurgeStatements:
         # between the two statements (a callback a month late, within those milliseconds) would stay,
         # unlinked.
         finished = and_(m.c.send_state.in_(FINISHED_STATES),
-                        m.c.lease_expires_at < _p("p_now", m.c.lease_expires_at), m.c.updated_at < cutoff)
+                        m.c.lease_expires_at < param("p_now", m.c.lease_expires_at), m.c.updated_at < cutoff)
         last_event = (select(func.max(e.c.received_at)).where(e.c.message_id == m.c.id)
                       .group_by(e.c.message_id).scalar_subquery())
         quiet = func.coalesce(last_event, literal(_EPOCH, e.c.received_at.type)) < cutoff
@@ -155,24 +151,24 @@ class PurgeStatements:
         self.reply_waits = _by_id(w, w.c.created_at < cutoff)
         # 4. Rate-limit pools unused since their cutoff (few rows), their expired slots (by the primary key
         # (pool, slot)), then each such pool left without a slot.
-        pool_cutoff = _p("p_pool_cutoff", rp.c.updated_at)
+        pool_cutoff = param("p_pool_cutoff", rp.c.updated_at)
         self.idle_pools = _id_page(rp, rp.c.updated_at < pool_cutoff, key=rp.c.pool)
-        in_pool = rs.c.pool == _p("p_pool", rs.c.pool)
-        expired = rs.c.until_us < _p("p_old_us", rs.c.until_us)
+        in_pool = rs.c.pool == param("p_pool", rs.c.pool)
+        expired = rs.c.until_us < param("p_old_us", rs.c.until_us)
         self.slots = Sweep(rs.name, _id_page(rs, and_(in_pool, expired), key=rs.c.slot),
                            delete(rs).where(in_pool, rs.c.slot.in_(_IDS), expired), _id_keyset,
                            {"p_after_id": -(2 ** 31)})
         self.pool_kept = select(exists().where(in_pool, ~expired))
-        unused = and_(rp.c.pool == _p("p_pool", rp.c.pool), rp.c.updated_at < pool_cutoff)
+        unused = and_(rp.c.pool == param("p_pool", rp.c.pool), rp.c.updated_at < pool_cutoff)
         self.pool_remove = delete(rp).where(unused, ~exists().where(rs.c.pool == rp.c.pool))
 
     def _erasure(self) -> None:
-        number = _p("p_number", m.c.to_number)
-        live = and_(m.c.send_state == "claimed", m.c.lease_expires_at > _p("p_now", m.c.lease_expires_at))
+        number = param("p_number", m.c.to_number)
+        live = and_(m.c.send_state == "claimed", m.c.lease_expires_at > param("p_now", m.c.lease_expires_at))
         # Outbound messages to the number (its to_number index), each page's events deleted first.
         to_number = and_(m.c.to_number == number, ~live)
-        page = (select(m.c.id, m.c.sid).where(to_number, m.c.id > _p("p_after_id", m.c.id)).order_by(m.c.id)
-                .limit(_LIMIT))
+        page = (select(m.c.id, m.c.sid).where(to_number, m.c.id > param("p_after_id", m.c.id))
+                .order_by(m.c.id).limit(_LIMIT))
         self.number_messages = Sweep(m.name, page, delete(m).where(m.c.id.in_(_IDS), ~live), _id_keyset,
                                      {"p_after_id": 0})
         self.linked_events_remove = delete(e).where(e.c.message_id.in_(_IDS))

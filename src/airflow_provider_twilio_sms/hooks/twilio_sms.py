@@ -161,7 +161,21 @@ class TwilioSmsHook(BaseHook):
 
     @cached_property
     def client(self) -> Client:
-        """A twilio-python client isolated from ``os.environ``, with an explicit timeout and no retries."""
+        """A twilio-python client isolated from ``os.environ``, with an explicit timeout and no retries.
+
+        Shared by the hooks of this connection in this process while the values it is built from stay the
+        same (credentials, host, timeout, the environment's proxy settings: :mod:`.clients`), so that
+        consecutive tasks reuse its HTTP connections to Twilio.
+        """
+        from airflow_provider_twilio_sms.hooks.clients import fingerprint, shared_client
+        from airflow_provider_twilio_sms.hooks.http_client import environment_settings
+
+        s = self.settings
+        made_of = fingerprint((*s.credentials, s.account_sid, s.region, s.api_edge, s.api_base_url,
+                               self.timeout, environment_settings()))
+        return shared_client(self.twilio_conn_id, made_of, self._new_client)
+
+    def _new_client(self) -> Client:
         from twilio.rest import Client
 
         from airflow_provider_twilio_sms.hooks.http_client import http_client_class

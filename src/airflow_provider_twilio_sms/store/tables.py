@@ -198,3 +198,19 @@ rate_slot = Table(
     Column("slot", Integer, primary_key=True, autoincrement=False),
     Column("until_us", BigInteger, nullable=False),
 )
+
+# Where each inbound-SMS asset watcher (triggers/inbound_events.py) has read to (migration 0011): the
+# id of the last inbound event it has decided on, moved only by a compare-and-set so that two triggerers
+# running the same watcher never both emit one message. ``watch_key`` is the SHA-256 (hex) of the
+# trigger's class path and kwargs; ``events`` counts the messages it emitted; ``moved_by`` names the trigger
+# run that moved it last (a run whose update timed out learns from it whether the update went through).
+event_watch = Table(
+    "twilio_sms_event_watch",
+    metadata,
+    Column("watch_key", String(64), primary_key=True),
+    Column("last_event_id", BigInteger, nullable=False),
+    Column("events", BigInteger, nullable=False, server_default="0"),
+    Column("moved_by", String(36)),
+    Column("created_at", UtcDateTime(), nullable=False),
+    Column("updated_at", UtcDateTime(), nullable=False),
+)

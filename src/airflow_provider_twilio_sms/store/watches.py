@@ -1,0 +1,146 @@
+"""Cursors of the inbound-SMS asset watchers (``twilio_sms_event_watch``), and when an event is safe to pass.
+
+An asset watcher (:mod:`..triggers.inbound_events`) emits one asset event per matching inbound message. Its
+cursor, the id of the last inbound event it has decided on, is a row here, so it survives a triggerer
+restart and is shared by every triggerer running the same watcher. It moves only by compare-and-set
+(:meth:`EventWatches.advance_event_watch`): of two triggerers that read the same message, one moves the
+cursor past it and emits it; the other's update finds the cursor moved and emits nothing.
+
+A cursor must never pass an event that is not visible yet. Event ids come from the database as rows are
+inserted, and on PostgreSQL a transaction can commit after another that took a higher id: a reader that
+sees id 101 may not see 100 yet. :meth:`EventWatches.inbound_settled` tells when every id below an event
+is in (or never will be): at once when there is no hole below it, else once the event is older than
+:data:`SETTLE_AFTER`. On SQLite writers take turns (``BEGIN IMMEDIATE``), so rows become visible in id
+order and every visible event is settled.
+"""
+
+from __future__ import annotations
+
+import functools
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Integer, bindparam, func, select, update
+
+from airflow_provider_twilio_sms.store import tables as t
+from airflow_provider_twilio_sms.store.base import StoreBase, utcnow
+
+w, e = t.event_watch, t.event
+
+# A webhook's store call (its insert included) ends within its deadline, at most 14 s
+# ([twilio_sms] webhook_store_deadline_seconds), from the moment it read the clock it stores as
+# ``received_at``; an insert that took an id below a visible event's started before that event's
+# insert ended. So once an event was received this long ago on the database's clock (twice the deadline,
+# and a margin for the webhook host's clock), nothing can still arrive below it.
+SETTLE_AFTER = timedelta(seconds=30)
+
+# Holes below an event are counted through the primary key over at most this many ids; over a longer
+# span the event waits for SETTLE_AFTER (a watcher moves its cursor along as it reads, see
+# triggers/inbound_events.py, so spans stay short).
+HOLE_CHECK_SPAN = 20_000
+
+
+@functools.cache
+def _cursor_statement():
+    return (select(w.c.last_event_id, w.c.moved_by)
+            .where(w.c.watch_key == bindparam("p_key", type_=w.c.watch_key.type)))
+
+
+@functools.cache
+def _advance_statement(emitted: bool):
+    key = bindparam("p_key", type_=w.c.watch_key.type)
+    expected = bindparam("p_expected", type_=w.c.last_event_id.type)
+    values: dict[str, Any] = {"last_event_id": bindparam("p_new", type_=w.c.last_event_id.type),
+              "moved_by": bindparam("p_mover", type_=w.c.moved_by.type),
+              "updated_at": bindparam("p_now", type_=w.c.updated_at.type)}
+    if emitted:
+        values["events"] = w.c.events + 1
+    return update(w).where(w.c.watch_key == key, w.c.last_event_id == expected).values(values)
+
+
+@functools.cache
+def _settled_statement():
+    """The database's clock, and how many events have an id strictly between ``p_after`` and ``p_id``
+    (an index-only range of the primary key).
+    """
+    after, before = bindparam("p_after", type_=Integer()), bindparam("p_id", type_=Integer())
+    between = select(func.count()).select_from(e).where(e.c.id > after, e.c.id < before).scalar_subquery()
+    return select(func.now().label("now"), between.label("present"))
+
+
+@functools.cache
+def _settled_id_statement(dialect: str):
+    """The newest inbound event received :data:`SETTLE_AFTER` before the database's clock (a backward probe
+    of ix_twilio_sms_event_kind_received); on SQLite the newest event (see the module's docstring).
+    """
+    if dialect == "sqlite":
+        return select(func.max(e.c.id))
+    # received_at is naive UTC: compare it with the clock in UTC, whatever the session's time zone.
+    before = func.timezone("UTC", func.now()) - SETTLE_AFTER
+    return (select(e.c.id).where(e.c.kind == "inbound", e.c.received_at < before)
+            .order_by(e.c.received_at.desc()).limit(1))
+
+
+class EventWatches(StoreBase):
+    """The asset watchers' cursors."""
+
+    def open_event_watch(self, watch_key: str, *, start_after_id: int | None = None) -> int:
+        """The cursor of watcher ``watch_key``, made on first use: after ``start_after_id``, else after the
+        newest event stored now (a new watcher does not replay the history). Of two triggerers opening the
+        same new watcher at once, the first row stays and both get its cursor.
+        """
+        if len(watch_key) != 64:
+            raise ValueError("a watch key is a SHA-256 in hex (64 characters)")
+        with self._write() as conn:
+            if start_after_id is None:
+                start_after_id = int(conn.execute(select(func.max(e.c.id))).scalar() or 0)
+            now = utcnow()
+            conn.execute(self._sql._insert_ignoring(w, ["watch_key"]),
+                         {"watch_key": watch_key, "last_event_id": int(start_after_id), "events": 0,
+                          "created_at": now, "updated_at": now})
+            return int(conn.execute(_cursor_statement(), {"p_key": watch_key}).one().last_event_id)
+
+    def event_watch_cursor(self, watch_key: str) -> tuple[int, str | None] | None:
+        """Where watcher ``watch_key`` has read to and who moved it there last, or None when it has no
+        cursor (yet).
+        """
+        with self._read() as conn:
+            found = conn.execute(_cursor_statement(), {"p_key": watch_key}).first()
+        return None if found is None else (int(found.last_event_id), found.moved_by)
+
+    def advance_event_watch(self, watch_key: str, expected: int, new: int, *, mover: str,
+                            emitted: bool) -> bool:
+        """Move the cursor from ``expected`` to ``new`` if it still is at ``expected``, in one statement;
+        True when this call moved it. ``mover`` names the caller (kept with the cursor); ``emitted``: the
+        move passes an event the caller emits (counted).
+        """
+        if new <= expected:
+            raise ValueError(f"a watch cursor only moves forward (from {expected} to {new} asked)")
+        with self._write_one() as conn:
+            moved = conn.execute(_advance_statement(emitted), {"p_key": watch_key, "p_expected": expected,
+                                                                "p_new": new, "p_mover": mover,
+                                                                "p_now": utcnow()})
+            return moved.rowcount == 1
+
+    def settled_inbound_id(self) -> int:
+        """An event id that no event can still appear below (0 when there is none): the newest inbound
+        event received :data:`SETTLE_AFTER` ago on the database's clock (PostgreSQL), the newest event
+        (SQLite).
+        """
+        with self._read() as conn:
+            return int(conn.execute(_settled_id_statement(self.dialect)).scalar() or 0)
+
+    def inbound_settled(self, after_id: int, event_id: int, received_at: datetime) -> bool:
+        """Whether every event with an id between ``after_id`` and ``event_id`` (a visible event received at
+        ``received_at``) is visible or never will be: no event can still appear below ``event_id``.
+        """
+        if self.dialect == "sqlite":
+            return True
+        span = event_id - after_id - 1
+        with self._read() as conn:
+            row = conn.execute(_settled_statement(), {
+                "p_after": after_id, "p_id": event_id if span <= HOLE_CHECK_SPAN else after_id})
+            now, present = row.one()
+        if span <= HOLE_CHECK_SPAN and present == span:
+            return True
+        return received_at <= now - SETTLE_AFTER

@@ -177,7 +177,8 @@ def get_provider_info() -> dict:
         "triggers": [
             {
                 "integration-name": "Twilio SMS",
-                "python-modules": ["airflow_provider_twilio_sms.triggers.sms"],
+                "python-modules": ["airflow_provider_twilio_sms.triggers.sms",
+                                   "airflow_provider_twilio_sms.triggers.inbound_events"],
             }
         ],
         # Airflow's schema lists notifiers by class, not by module.

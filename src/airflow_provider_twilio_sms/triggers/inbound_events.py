@@ -67,7 +67,7 @@ DEFAULT_STORE_DEADLINE = 10.0
 PAGE = 500
 # A watcher whose channel is quiet moves its cursor up to the settled events of the whole store once it
 # lags this many ids behind, so the check that no insert is in flight below a new message stays short.
-SKIP_AHEAD = 5_000
+SKIP_AHEAD = 1_000
 # Waits after a round that failed (the store, the connection): doubling up to this many seconds.
 MAX_RETRY_WAIT = 300.0
 

@@ -11,6 +11,11 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from airflow.sdk import Asset, AssetWatcher
 from airflow.triggers.base import BaseEventTrigger
+from sqlalchemy import insert
+
+from airflow_provider_twilio_sms.store import tables as t
+from airflow_provider_twilio_sms.triggers.inbound_events import SmsInboundEventTrigger
+
 from inbound_watch_testing import (
     ACCOUNT,
     CONN_ID,
@@ -25,10 +30,6 @@ from inbound_watch_testing import (
     until,
     use_twilio_connection,
 )
-from sqlalchemy import insert
-
-from airflow_provider_twilio_sms.store import tables as t
-from airflow_provider_twilio_sms.triggers.inbound_events import SmsInboundEventTrigger
 
 FAST = 0.05
 

@@ -25,8 +25,8 @@ transaction of its own. Nothing spans that database and the store, so a triggere
 Airflow 3.3's triggerer drops events it queued but had not yet written when it stops) between the cursor's
 move and Airflow's write loses that message's event; moving the cursor after the yield instead would fire
 it twice in the same window, and lets two triggerers both fire it. This trigger loses rather than
-duplicates (at most once, exactly once outside that window), and the message stays in the store: run the
-DAG by hand for it, or move the cursor back (``since=`` on a new watcher).
+duplicates (at most once, exactly once outside that window), and the message stays in the store (the log
+line of each event names its event id): run the DAG by hand for it.
 
 **What the event carries** (the asset event's ``extra["payload"]``): the message SID, the stored event's
 id, when it was received, the sender and our number masked (``***0123``), the keyword that matched and the
@@ -256,8 +256,8 @@ class SmsInboundEventTrigger(BaseEventTrigger):
                 yield None, await self._stored_cursor(store, key)
                 return
             cursor = done = moved
-            log.info("Inbound SMS %s to %s matched watch %s…: asset event", mask_sid(row["message_sid"]),
-                     mask_number(row.get("to_number")), key[:12])
+            log.info("Inbound SMS %s (event %d) to %s matched watch %s…: asset event",
+                     mask_sid(row["message_sid"]), row["id"], mask_number(row.get("to_number")), key[:12])
             yield TriggerEvent(payload), cursor
         # Past what did not match: up to the settled ids (every message of the channels up to them was in
         # this round's read, and has been looked at), and no further than a full page reached.

@@ -97,3 +97,20 @@ async def until(condition, *, timeout: float = 30.0, what: str = "the condition"
     while not condition():
         assert loop.time() < deadline, f"{what} did not happen within {timeout:.0f} s"
         await asyncio.sleep(0.02)
+
+
+def fired(store, trigger, arrive, count: int) -> tuple[list[dict], object]:
+    """Run ``trigger`` until its cursor is open, call ``arrive()`` (which stores messages), wait for
+    ``count`` events and a few more polls (nothing more may fire); the events' payloads and what ``arrive``
+    returned."""
+
+    async def scenario():
+        running = Running(trigger)
+        await opened(store, trigger)
+        arrived = await asyncio.to_thread(arrive)
+        await until(lambda: len(running.events) >= count, what=f"{count} event(s)")
+        await asyncio.sleep(trigger.poll_interval * 5)
+        await running.stop()
+        return running.events, arrived
+
+    return asyncio.run(scenario())

@@ -23,6 +23,7 @@ from inbound_watch_testing import (
     THEM,
     Running,
     events_of,
+    fired,
     inbound,
     no_event,
     opened,
@@ -71,19 +72,13 @@ def test_bad_arguments_are_refused_when_the_dag_is_parsed(kwargs, message):
 
 
 def test_matching_messages_fire_with_their_sid_and_groups_and_nothing_personal(store):
-    async def scenario():
-        trigger = watcher(pattern=r"^deploy (?P<service>\w+) (\d+)$")
-        running = Running(trigger)
-        await opened(store, trigger)
+    def arrive():
         inbound(store, "hello there")  # no match
         sid = inbound(store, "Deploy billing 42")
         inbound(store, "deploy billing 42", to="+15005550007")  # to another number of ours
-        await until(lambda: running.events, what="the event")
-        await asyncio.sleep(FAST * 5)
-        await running.stop()
-        return running.events, sid
+        return sid
 
-    events, sid = asyncio.run(scenario())
+    events, sid = fired(store, watcher(pattern=r"^deploy (?P<service>\w+) (\d+)$"), arrive, 1)
     [payload] = events
     assert payload["message_sid"] == sid
     assert payload["groups"] == ["billing", "42"]
@@ -95,19 +90,13 @@ def test_matching_messages_fire_with_their_sid_and_groups_and_nothing_personal(s
 
 
 def test_keywords_and_the_opt_in_to_body_and_sender(store):
-    async def scenario():
-        trigger = watcher(keyword=["yes", "ok"], include_body=True, include_from_number=True)
-        running = Running(trigger)
-        await opened(store, trigger)
+    def arrive():
         inbound(store, "maybe")
         inbound(store, "STOP")  # an opt-out never fires, whatever the keywords
-        sid = inbound(store, "OK, go ahead")
-        await until(lambda: running.events, what="the event")
-        await asyncio.sleep(FAST * 5)
-        await running.stop()
-        return running.events, sid
+        return inbound(store, "OK, go ahead")
 
-    events, sid = asyncio.run(scenario())
+    trigger = watcher(keyword=["yes", "ok"], include_body=True, include_from_number=True)
+    events, sid = fired(store, trigger, arrive, 1)
     [payload] = events
     assert (payload["message_sid"], payload["keyword"]) == (sid, "ok")
     assert payload["body"] == "OK, go ahead"
@@ -130,20 +119,12 @@ def test_only_messages_verified_for_the_connections_account_and_signer_fire(stor
     """An event verified by another connection with another token (a copied Account SID), or for
     another account, never fires; another connection of the same signer (same token) does."""
 
-    async def scenario():
-        trigger = watcher(keyword="deploy")
-        running = Running(trigger)
-        await opened(store, trigger)
+    def arrive():
         inbound(store, "deploy", conn_id="twilio_sms_copy", token="a-token-of-their-own")
         inbound(store, "deploy", account="AC" + "9" * 32, conn_id="other_account")
-        same_signer = inbound(store, "deploy", conn_id="twilio_sms_second")
-        ours = inbound(store, "deploy")
-        await until(lambda: len(running.events) >= 2, what="two events")
-        await asyncio.sleep(FAST * 5)
-        await running.stop()
-        return running.events, {same_signer, ours}
+        return {inbound(store, "deploy", conn_id="twilio_sms_second"), inbound(store, "deploy")}
 
-    events, expected = asyncio.run(scenario())
+    events, expected = fired(store, watcher(keyword="deploy"), arrive, 2)
     assert {e["message_sid"] for e in events} == expected
     assert len(events) == 2
 

@@ -9,16 +9,16 @@ run again under ``EXPLAIN ANALYZE`` (PostgreSQL, after ``ANALYZE``) or ``EXPLAIN
 from __future__ import annotations
 
 import asyncio
-import json
 import re
 from datetime import datetime, timedelta, timezone
 
 import pytest
-from sqlalchemy import event, text
+from sqlalchemy import text
 
 from airflow_provider_twilio_sms.triggers.inbound_events import SmsInboundEventTrigger
 
 from inbound_watch_testing import ACCOUNT, CONN_ID, OURS, inbound, use_twilio_connection
+from query_plans import check_plans, event_table_nodes, recorded_selects, sqlite_plan
 from reply_testing import add_history
 
 SERVICE = "MG" + "1" * 32
@@ -57,35 +57,8 @@ async def _watch(store) -> None:
                 cursor = moved
 
 
-def _statements(store) -> list[tuple[str, object]]:
-    seen: dict[tuple[str, str], tuple[str, object]] = {}
-
-    def record(conn, cursor, statement, parameters, context, executemany):
-        if "twilio_sms_event" in statement and statement.lstrip().upper().startswith(("SELECT", "WITH")):
-            seen[statement, json.dumps(parameters, default=str)] = (statement, parameters)
-
-    event.listen(store.engine, "before_cursor_execute", record)
-    try:
-        asyncio.run(_watch(store))
-    finally:
-        event.remove(store.engine, "before_cursor_execute", record)
-    return list(seen.values())
-
-
-def _nodes(plan: dict):
-    yield plan
-    for child in plan.get("Plans", ()):
-        yield from _nodes(child)
-
-
 def _check_postgresql(raw, statement: str, parameters) -> None:
-    with raw.cursor() as cursor:
-        cursor.execute("EXPLAIN (ANALYZE, FORMAT JSON) " + statement, parameters)
-        plan = cursor.fetchone()[0][0]["Plan"]
-    for node in _nodes(plan):
-        if node.get("Relation Name") != "twilio_sms_event":
-            continue
-        where = f"{node['Node Type']} {node.get('Index Name', '')} in:\n{statement}"
+    for node, where in event_table_nodes(raw, statement, parameters):
         assert node["Node Type"] != "Seq Scan", where
         loops = node.get("Actual Loops", 1)
         touched = (node.get("Actual Rows", 0) + node.get("Rows Removed by Filter", 0)) * loops
@@ -93,28 +66,18 @@ def _check_postgresql(raw, statement: str, parameters) -> None:
 
 
 def _check_sqlite(raw, statement: str, parameters) -> None:
-    cursor = raw.cursor()
-    try:
-        details = [row[3] for row in cursor.execute("EXPLAIN QUERY PLAN " + statement, parameters)]
-    finally:
-        cursor.close()
-    for detail in details:
-        where = f"{detail!r} in:\n{statement}"
-        assert not re.match(r"SCAN (twilio_sms_event\w*|x|m)\b", detail), where
+    for detail in sqlite_plan(raw, statement, parameters):
+        assert not re.match(r"SCAN (twilio_sms_event\w*|x|m)\b", detail), f"{detail!r} in:\n{statement}"
 
 
 def test_every_watcher_query_reads_the_events_through_an_index(busy_store):
-    statements = _statements(busy_store)
+    statements = [(statement, parameters) for statement, parameters
+                  in recorded_selects(busy_store.engine, lambda: asyncio.run(_watch(busy_store)))
+                  if "twilio_sms_event" in statement]
     every = "\n".join(statement for statement, _ in statements)
     assert "twilio_sms_event x" in every  # the channel reads
     assert "max(twilio_sms_event.id)" in every.lower()  # where a new watcher starts
     if busy_store.dialect == "postgresql":
         assert "ORDER BY twilio_sms_event.received_at DESC" in every  # the settled id, and since=
     check = _check_postgresql if busy_store.dialect == "postgresql" else _check_sqlite
-    raw = busy_store.engine.raw_connection()
-    try:
-        for statement, parameters in statements:
-            check(raw, statement, parameters)
-        raw.rollback()
-    finally:
-        raw.close()
+    check_plans(busy_store, statements, check)

@@ -60,6 +60,16 @@ def _advance_statement(emitted: bool):
 
 
 @functools.cache
+def _rewind_statement():
+    now = bindparam("p_now", type_=w.c.updated_at.type)
+    return (update(w).where(w.c.watch_key == bindparam("p_key", type_=w.c.watch_key.type),
+                            w.c.last_event_id == bindparam("p_from", type_=w.c.last_event_id.type),
+                            w.c.moved_by == bindparam("p_mover", type_=w.c.moved_by.type))
+            .values(last_event_id=bindparam("p_back", type_=w.c.last_event_id.type), events=w.c.events - 1,
+                    updated_at=now))
+
+
+@functools.cache
 def _settled_statement():
     """The database's clock, and how many events have an id strictly between ``p_after`` and ``p_id``
     (an index-only range of the primary key).
@@ -121,6 +131,16 @@ class EventWatches(StoreBase):
             moved = conn.execute(_advance_statement(emitted), {"p_key": watch_key, "p_expected": expected,
                                                                 "p_new": new, "p_mover": mover,
                                                                 "p_now": utcnow()})
+            return moved.rowcount == 1
+
+    def rewind_event_watch(self, watch_key: str, moved_to: int, back_to: int, *, mover: str) -> bool:
+        """Undo ``mover``'s last move (to ``moved_to``, of an event it then could not emit): the cursor goes
+        back to ``back_to`` if it is still where ``mover`` moved it; True when it went back.
+        """
+        with self._write_one() as conn:
+            moved = conn.execute(_rewind_statement(), {"p_key": watch_key, "p_from": moved_to,
+                                                       "p_back": back_to, "p_mover": mover,
+                                                       "p_now": utcnow()})
             return moved.rowcount == 1
 
     def settled_inbound_id(self) -> int:

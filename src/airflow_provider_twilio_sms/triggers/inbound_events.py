@@ -26,7 +26,8 @@ Airflow 3.3's triggerer drops events it queued but had not yet written when it s
 move and Airflow's write loses that message's event; moving the cursor after the yield instead would fire
 it twice in the same window, and lets two triggerers both fire it. This trigger loses rather than
 duplicates (at most once, exactly once outside that window), and the message stays in the store (the log
-line of each event names its event id): run the DAG by hand for it.
+line of each event names its event id): run the DAG by hand for it. A trigger cancelled while its move
+runs (before it could yield) undoes the move, so that case is covered (:meth:`._advance`).
 
 **What the event carries** (the asset event's ``extra["payload"]``): the message SID, the stored event's
 id, when it was received, the sender and our number masked (``***0123``), the keyword that matched and the
@@ -271,17 +272,37 @@ class SmsInboundEventTrigger(BaseEventTrigger):
         """Move the cursor from ``cursor`` to ``new``; ``new`` when this trigger moved it, None when another
         did. A move whose answer was lost (the store's deadline passed) is looked up: the cursor names who
         moved it last.
+
+        A trigger cancelled while its move past a message runs (the triggerer stops, or hands the watcher
+        to another) will not yield that message's event: once the move is done, it is undone, so that the
+        watcher's next run emits the message.
         """
+        move = asyncio.ensure_future(self._call(store.advance_event_watch, key, cursor, new,
+                                                mover=self._mover, emitted=emitted))
         try:
-            if await self._call(store.advance_event_watch, key, cursor, new, mover=self._mover,
-                                emitted=emitted):
-                return new
+            moved = await asyncio.shield(move)
+        except asyncio.CancelledError:
+            if emitted:
+                await self._undo(store, key, move, cursor, new)
+            raise
         except Exception:
             found = await self._call(store.event_watch_cursor, key)
             if found == (new, self._mover):
                 return new
             raise
-        return None
+        return new if moved else None
+
+    async def _undo(self, store: SmsStore, key: str, move: asyncio.Future, cursor: int, new: int) -> None:
+        """Once ``move`` (of the cursor from ``cursor`` to ``new``) is over, put the cursor back if this
+        trigger moved it and nobody moved it since (whatever ``move`` answered: its answer may be lost).
+        """
+        try:
+            await asyncio.wait({move})  # the store's deadline bounds it
+            if await self._call(store.rewind_event_watch, key, new, cursor, mover=self._mover):
+                log.info("Cancelled while passing event %d: the cursor is back at %d", new, cursor)
+        except Exception as err:  # noqa: BLE001 - cancelled anyway: say what may be lost
+            log.warning("Cancelled while passing event %d, and could not move the cursor back (%s): that "
+                        "message's asset event may be lost", new, type(err).__name__)
 
     async def _stored_cursor(self, store: SmsStore, key: str) -> int:
         found = await self._call(store.event_watch_cursor, key)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
+import time
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -216,3 +217,34 @@ def test_a_message_is_not_passed_while_an_insert_below_it_is_in_flight(store):
     waited, events, later = asyncio.run(scenario())
     assert waited == []
     assert [e["message_sid"] for e in events] == ["SM" + "a" * 32, later]
+
+
+def test_a_trigger_cancelled_while_passing_a_message_leaves_it_for_the_next_run(store, monkeypatch):
+    """The triggerer stops (or hands the watcher over) while the trigger moves its cursor past a message:
+    no event was yielded, so the move is undone and the next run emits the message."""
+    from airflow_provider_twilio_sms.store.api import SmsStore
+
+    real = SmsStore.advance_event_watch
+    moving = threading.Event()
+
+    def slow(self, *args, **kwargs):
+        moved = real(self, *args, **kwargs)
+        moving.set()
+        time.sleep(0.5)  # the answer is on its way when the trigger is cancelled
+        return moved
+
+    async def scenario():
+        trigger = watcher(keyword="deploy")
+        running = Running(trigger)
+        start = await opened(store, trigger)
+        monkeypatch.setattr(SmsStore, "advance_event_watch", slow)
+        sid = inbound(store, "deploy")
+        assert await asyncio.to_thread(moving.wait, 30)
+        await running.stop()
+        monkeypatch.setattr(SmsStore, "advance_event_watch", real)
+        assert running.events == []
+        assert store.event_watch_cursor(trigger.watch_key())[0] == start
+        return sid, await events_of(SmsInboundEventTrigger(**trigger.serialize()[1]), 1)
+
+    sid, [payload] = asyncio.run(scenario())
+    assert payload["message_sid"] == sid

@@ -51,6 +51,11 @@ def test_the_cursor_moves_only_from_where_it_is_and_only_forward(store):
     assert store.event_watch_cursor(KEY) == (12, "a")
     with pytest.raises(ValueError, match="only moves forward"):
         store.advance_event_watch(KEY, 12, 12, mover="a", emitted=False)
+    assert not store.rewind_event_watch(KEY, 12, 10, mover="b")  # only who moved it may move it back
+    assert store.rewind_event_watch(KEY, 12, 10, mover="a")
+    assert store.event_watch_cursor(KEY)[0] == 10
+    assert store.advance_event_watch(KEY, 10, 11, mover="b", emitted=True)
+    assert not store.rewind_event_watch(KEY, 12, 10, mover="a")  # moved since: stays
 
 
 def test_of_threads_racing_to_move_the_cursor_past_each_event_exactly_one_wins_each(store):

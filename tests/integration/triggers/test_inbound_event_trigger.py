@@ -248,3 +248,47 @@ def test_a_trigger_cancelled_while_passing_a_message_leaves_it_for_the_next_run(
 
     sid, [payload] = asyncio.run(scenario())
     assert payload["message_sid"] == sid
+
+
+def test_a_move_whose_answer_is_lost_is_looked_up_and_its_event_yielded_once(store, monkeypatch):
+    """The store moved the cursor, then the answer was lost (the call's deadline passed): the trigger reads
+    who moved it, finds itself, and yields the event, once."""
+    from airflow_provider_twilio_sms.store.api import SmsStore
+    from airflow_provider_twilio_sms.store.deadline import StoreDeadlineExceeded
+
+    real = SmsStore.advance_event_watch
+    lost = []
+
+    def answer_lost(self, *args, **kwargs):
+        moved = real(self, *args, **kwargs)
+        if not lost:
+            lost.append(moved)
+            raise StoreDeadlineExceeded("the store did not answer within 10 s")
+        return moved
+
+    monkeypatch.setattr(SmsStore, "advance_event_watch", answer_lost)
+    events, sids = fired(store, watcher(keyword="deploy"),
+                         lambda: [inbound(store, "deploy"), inbound(store, "deploy")], 2)
+    assert lost == [True]
+    assert [e["message_sid"] for e in events] == sids
+
+
+def test_a_missing_connection_is_waited_for_not_fatal(store, monkeypatch):
+    """The watcher starts before its Twilio connection exists (or while the secrets backend is down): it
+    logs, waits and tries again, and fires once the connection is there."""
+    monkeypatch.delenv(f"AIRFLOW_CONN_{CONN_ID.upper()}")
+
+    async def scenario():
+        trigger = watcher(keyword="deploy")
+        running = Running(trigger)
+        await asyncio.sleep(FAST * 10)
+        assert store.event_watch_cursor(trigger.watch_key()) is None
+        use_twilio_connection(monkeypatch)
+        await opened(store, trigger)
+        sid = inbound(store, "deploy")
+        await until(lambda: running.events, what="the event")
+        await running.stop()
+        return sid, running.events
+
+    sid, [payload] = asyncio.run(scenario())
+    assert payload["message_sid"] == sid

@@ -63,13 +63,18 @@ def _query(db: Path, sql: str, *params) -> list[tuple]:
     raise AssertionError("the metadata database stayed locked")
 
 
-def _wait(condition, timeout: float, what: str, processes: list[Process]) -> None:
-    deadline = time.monotonic() + timeout
+# The whole test's budget, start-ups included: no wait goes past it.
+BUDGET_SECONDS = 230
+
+
+def _wait(condition, timeout: float, what: str, processes: list[Process], *, ends_at: float) -> None:
+    deadline = min(time.monotonic() + timeout, ends_at)
     while not condition():
         dead = [p for p in processes if p.proc.poll() is not None]
         if dead or time.monotonic() > deadline:
             logs = "\n".join(p.tail() for p in processes)
-            pytest.fail(f"{what} did not happen within {timeout:.0f} s "
+            pytest.fail(f"{what} did not happen in time (at most {timeout:.0f} s, within the test's "
+                        f"{BUDGET_SECONDS} s) "
                         f"({', '.join(p.name + ' exited' for p in dead) or 'timeout'}):\n{logs}")
         time.sleep(0.5)
 
@@ -77,6 +82,8 @@ def _wait(condition, timeout: float, what: str, processes: list[Process]) -> Non
 def test_each_matching_sms_runs_the_dag_once_across_a_triggerer_restart(airflow_home, twilio_sim, tmp_path):
     from airflow_provider_twilio_sms.store.api import SmsStore
     from airflow_provider_twilio_sms.store.migrate import upgrade_url
+
+    ends_at = time.monotonic() + BUDGET_SECONDS
 
     home = tmp_path / "airflow"
     (home / "dags").mkdir(parents=True)
@@ -139,24 +146,25 @@ def test_each_matching_sms_runs_the_dag_once_across_a_triggerer_restart(airflow_
         return answer["message_sid"]
 
     try:
-        _wait(watching, 180, "the triggerer opening the watcher", processes)
+        _wait(watching, 180, "the triggerer opening the watcher", processes, ends_at=ends_at)
         sids = [send("deploy billing")]
-        _wait(lambda: len(runs()) == 1, 90, "the first DAG run", processes)
+        _wait(lambda: len(runs()) == 1, 90, "the first DAG run", processes, ends_at=ends_at)
         send("hello, no deploy today")  # matches nothing: passed in order before the next one fires
         sids.append(send("Deploy payments"))
-        _wait(lambda: len(runs()) == 2, 90, "the second DAG run", processes)
+        _wait(lambda: len(runs()) == 2, 90, "the second DAG run", processes, ends_at=ends_at)
 
         processes[-1].stop()  # the triggerer goes away (SIGTERM, as a deploy stops it)...
         sids.append(send("deploy search"))  # ...a message arrives meanwhile...
         time.sleep(3)
         assert len(runs()) == 2
         processes.append(Process("triggerer-2", [airflow, "triggerer"], env, tmp_path))  # ...and it is back
+        running = [p for p in processes if p.name != "triggerer"]
         _wait(lambda: len(runs()) == 3, 120, "the run for the message sent while the triggerer was down",
-              processes[:-2] + processes[-1:])
+              running, ends_at=ends_at)
         sids.append(send("deploy api"))
-        _wait(lambda: len(runs()) == 4, 90, "the fourth DAG run", processes[:-2] + processes[-1:])
+        _wait(lambda: len(runs()) == 4, 90, "the fourth DAG run", running, ends_at=ends_at)
         _wait(lambda: all(state in ("success", "failed") for _, state in runs()), 120, "the runs finishing",
-              processes[:-2] + processes[-1:])
+              running, ends_at=ends_at)
         time.sleep(6)  # three more polls: nothing else fires
 
         events = asset_events()

@@ -29,6 +29,7 @@ from sqlalchemy import Integer, bindparam, column, select, text
 from airflow_provider_twilio_sms.store import tables as t
 
 if TYPE_CHECKING:
+    from sqlalchemy.engine import Connection
     from sqlalchemy.sql.selectable import Select, TextualSelect
 
 e = t.event
@@ -141,6 +142,19 @@ def channel_reads(dialect: str, reads: Sequence[tuple[InboundChannel, int]],
     else:
         params["reads"] = json.dumps(rows)
     return _reads_statement(dialect), params
+
+
+def channel_pages(conn: Connection, dialect: str, reads: Sequence[tuple[InboundChannel, int]],
+                  page: int) -> list[list[dict[str, Any]]]:
+    """Run :func:`channel_reads` on ``conn``: for each read, its rows (oldest first)."""
+    pages: list[list[dict[str, Any]]] = [[] for _ in reads]
+    stmt, params = channel_reads(dialect, reads, page)
+    for row in conn.execute(stmt, params):
+        found = dict(row._mapping)
+        pages[found.pop("read_index")].append(found)
+    for rows in pages:
+        rows.sort(key=lambda row: row["id"])
+    return pages
 
 
 @functools.cache

@@ -8,22 +8,32 @@ cursor past it and emits it; the other's update finds the cursor moved and emits
 
 A cursor must never pass an event that is not visible yet. Event ids come from the database as rows are
 inserted, and on PostgreSQL a transaction can commit after another that took a higher id: a reader that
-sees id 101 may not see 100 yet. :meth:`EventWatches.inbound_settled` tells when every id below an event
-is in (or never will be): at once when there is no hole below it, else once the event is older than
-:data:`SETTLE_AFTER`. On SQLite writers take turns (``BEGIN IMMEDIATE``), so rows become visible in id
-order and every visible event is settled.
+sees id 101 may not see 100 yet. :meth:`EventWatches.read_watch` reads a watcher's messages together with
+what tells, in the same snapshot, whether an event below one of them may still appear
+(:meth:`WatchRead.passable`): none can when every id below it is in the snapshot, or when it was received
+:data:`SETTLE_AFTER` before the snapshot. On SQLite writers take turns (``BEGIN IMMEDIATE``), so rows
+become visible in id order and every visible event is passable.
 """
 
 from __future__ import annotations
 
 import functools
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Integer, bindparam, func, select, update
+from sqlalchemy import Integer, bindparam, func, select, text, update
 
 from airflow_provider_twilio_sms.store import tables as t
 from airflow_provider_twilio_sms.store.base import StoreBase, utcnow
+from airflow_provider_twilio_sms.store.inbound import channel_pages
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Connection
+
+    from airflow_provider_twilio_sms.store.inbound import InboundChannel
 
 w, e = t.event_watch, t.event
 
@@ -34,10 +44,10 @@ w, e = t.event_watch, t.event
 # and a margin for the webhook host's clock), nothing can still arrive below it.
 SETTLE_AFTER = timedelta(seconds=30)
 
-# Holes below an event are counted through the primary key over at most this many ids (a few ms); over a
-# longer span the event waits for SETTLE_AFTER. A watcher moves its cursor up to the settled ids as it
-# reads (triggers/inbound_events.py), so the span is about the events of the last SETTLE_AFTER: this holds
-# without waiting up to some 30 events a second (2.5 million a day) in the whole store.
+# In a read, the ids after the cursor are checked for holes through the primary key, at most this many
+# (a few ms); an event further on is passable once SETTLE_AFTER old. A watcher moves its cursor up to the
+# passable ids as it reads (triggers/inbound_events.py), so the span is about the events of the last
+# SETTLE_AFTER: no message waits up to some 30 events a second (2.5 million a day) in the whole store.
 HOLE_CHECK_SPAN = 2_000
 
 
@@ -70,13 +80,15 @@ def _rewind_statement():
 
 
 @functools.cache
-def _settled_statement():
-    """The database's clock, and how many events have an id strictly between ``p_after`` and ``p_id``
-    (an index-only range of the primary key).
+def _contiguous_statement():
+    """The highest id up to which every id after ``:after`` is present (``:after`` when the next is missing),
+    among the next ``:span`` ids (an index-only range of the primary key).
     """
-    after, before = bindparam("p_after", type_=Integer()), bindparam("p_id", type_=Integer())
-    between = select(func.count()).select_from(e).where(e.c.id > after, e.c.id < before).scalar_subquery()
-    return select(func.now().label("now"), between.label("present"))
+    return text(
+        "SELECT max(id) FROM (SELECT id, id - row_number() OVER (ORDER BY id) AS shift FROM "
+        "(SELECT id FROM twilio_sms_event WHERE id > :after ORDER BY id LIMIT :span) AS following) AS ranked "
+        "WHERE shift = :after"
+    ).bindparams(bindparam("after", type_=Integer()), bindparam("span", type_=Integer()))
 
 
 @functools.cache
@@ -143,25 +155,48 @@ class EventWatches(StoreBase):
                                                        "p_now": utcnow()})
             return moved.rowcount == 1
 
-    def settled_inbound_id(self) -> int:
-        """An event id that no event can still appear below (0 when there is none): the newest inbound
-        event received :data:`SETTLE_AFTER` ago on the database's clock (PostgreSQL), the newest event
-        (SQLite).
+    def read_watch(self, reads: Sequence[tuple[InboundChannel, int]], *, page: int,
+                   after_id: int) -> WatchRead:
+        """A watcher's round: :meth:`read_inbound_channels` of ``reads`` (all from ``after_id``), and, in the
+        same snapshot, what tells whether an event may still appear below one of the rows
+        (:meth:`WatchRead.passable`).
         """
-        with self._read() as conn:
-            return int(conn.execute(_settled_id_statement(self.dialect)).scalar() or 0)
+        with self._snapshot() as conn:
+            if self.dialect == "sqlite":  # rows become visible in id order: all that is visible is passable
+                settled = int(conn.execute(_settled_id_statement(self.dialect)).scalar() or 0)
+                return WatchRead(channel_pages(conn, self.dialect, reads, page), settled, settled, None)
+            now = conn.execute(select(func.now())).scalar_one()
+            settled = int(conn.execute(_settled_id_statement(self.dialect)).scalar() or 0)
+            contiguous = conn.execute(_contiguous_statement(),
+                                      {"after": after_id, "span": HOLE_CHECK_SPAN}).scalar()
+            pages = channel_pages(conn, self.dialect, reads, page)
+        return WatchRead(pages, settled, int(contiguous or after_id), now)
 
-    def inbound_settled(self, after_id: int, event_id: int, received_at: datetime) -> bool:
-        """Whether every event with an id between ``after_id`` and ``event_id`` (a visible event received at
-        ``received_at``) is visible or never will be: no event can still appear below ``event_id``.
+    @contextmanager
+    def _snapshot(self) -> Iterator[Connection]:
+        """A read transaction whose statements all see one snapshot (PostgreSQL: repeatable read; SQLite's
+        read transactions always do).
         """
-        if self.dialect == "sqlite":
+        with self.engine.connect() as conn:
+            if self.dialect == "postgresql":
+                conn.execution_options(isolation_level="REPEATABLE READ")
+            with conn.begin():
+                yield conn
+
+
+@dataclass(frozen=True)
+class WatchRead:
+    """What :meth:`EventWatches.read_watch` saw, in one snapshot."""
+
+    pages: list[list[dict[str, Any]]]  # each read's rows, oldest first
+    settled_id: int  # no event can appear at or below this id any more
+    contiguous_to: int  # every id from the cursor up to this one is in the snapshot
+    now: datetime | None  # the database's clock at the snapshot (PostgreSQL)
+
+    def passable(self, event_id: int, received_at: datetime) -> bool:
+        """Whether the snapshot holds every event that will ever have an id below ``event_id`` (one of its
+        rows, received at ``received_at``): a cursor may then pass it.
+        """
+        if event_id <= max(self.settled_id, self.contiguous_to):
             return True
-        span = event_id - after_id - 1
-        with self._read() as conn:
-            row = conn.execute(_settled_statement(), {
-                "p_after": after_id, "p_id": event_id if span <= HOLE_CHECK_SPAN else after_id})
-            now, present = row.one()
-        if span <= HOLE_CHECK_SPAN and present == span:
-            return True
-        return received_at <= now - SETTLE_AFTER
+        return self.now is not None and received_at <= self.now - SETTLE_AFTER

@@ -17,7 +17,7 @@ index, from a cursor kept in the store (``twilio_sms_event_watch``, :mod:`..stor
 past a message by a compare-and-set *before* the event for it is yielded: of two triggerers that read the
 message, only the one whose update moved the cursor yields it. A restart resumes after the last message
 passed. A cursor never passes an event id that is not visible yet (an insert still in flight below it,
-:meth:`~airflow_provider_twilio_sms.store.watches.EventWatches.inbound_settled`), so no message is skipped.
+:meth:`~airflow_provider_twilio_sms.store.watches.WatchRead.passable`), so no message is skipped.
 
 **The one window that cannot be closed.** Airflow, not the trigger, stores the asset event: the triggerer
 queues what a trigger yields and writes it to its metadata database up to a second or two later, in a
@@ -240,29 +240,33 @@ class SmsInboundEventTrigger(BaseEventTrigger):
         match. Ends early (the rest next round) at a message that may still have an insert in flight below
         it, or when another triggerer moved the cursor.
         """
-        settled = await self._call(store.settled_inbound_id)  # read first: every id up to it is visible now
         reads = [(channel, cursor) for channel in criteria.channels()]
-        pages = await self._call(store.read_inbound_channels, reads, page=PAGE)
-        rows, through = _in_order(pages)
-        done = cursor
+        seen = await self._call(store.read_watch, reads, page=PAGE, after_id=cursor)
+        rows, through = _in_order(seen.pages)
+        done, done_at = cursor, None
         for row in rows:
             payload = self._payload(criteria, row)
             if payload is None:
-                done = row["id"]
+                done, done_at = row["id"], row["received_at"]
                 continue
-            if not await self._call(store.inbound_settled, cursor, row["id"], row["received_at"]):
+            if not seen.passable(row["id"], row["received_at"]):
                 return  # an insert may still be in flight below it: next round
             moved = await self._advance(store, key, cursor, row["id"], emitted=True)
             if moved is None:  # another triggerer moved the cursor: go on from where it is, next round
                 yield None, await self._stored_cursor(store, key)
                 return
             cursor = done = moved
+            done_at = None
             log.info("Inbound SMS %s (event %d) to %s matched watch %s…: asset event",
                      mask_sid(row["message_sid"]), row["id"], mask_number(row.get("to_number")), key[:12])
             yield TriggerEvent(payload), cursor
         # Past what did not match: up to the settled ids (every message of the channels up to them was in
-        # this round's read, and has been looked at), and no further than a full page reached.
-        target = settled if through is None else min(settled, through)
+        # this round's read, and has been looked at), and no further than a full page reached; or up to the
+        # last message looked at, when no insert can be in flight below it (a busy number's recent messages,
+        # on PostgreSQL, which would otherwise be read again for SETTLE_AFTER).
+        target = seen.settled_id if through is None else min(seen.settled_id, through)
+        if done_at is not None and done > max(target, cursor) and seen.passable(done, done_at):
+            target = done
         if target > cursor and (done > cursor or target - cursor >= SKIP_AHEAD):
             moved = await self._advance(store, key, cursor, target, emitted=False)
             yield None, moved if moved is not None else await self._stored_cursor(store, key)

@@ -84,30 +84,42 @@ def test_of_threads_racing_to_move_the_cursor_past_each_event_exactly_one_wins_e
         assert conn.exec_driver_sql("SELECT events FROM twilio_sms_event_watch").scalar() == 40
 
 
-def test_a_visible_event_with_every_id_below_it_visible_is_settled(store):
+def _read(store, after_id: int):
+    from airflow_provider_twilio_sms.store.inbound import InboundChannel
+
+    return store.read_watch([(InboundChannel(ACCOUNT, "to_number", "+15005550006"), after_id)], page=10,
+                            after_id=after_id)
+
+
+def test_a_visible_event_with_every_id_below_it_visible_is_passable(store):
     first = _inbound(store, 1)
     second = _inbound(store, 2)
-    assert store.inbound_settled(0, second, datetime.now(timezone.utc))
-    assert store.inbound_settled(first, second, datetime.now(timezone.utc))
-    assert store.settled_inbound_id() <= second
+    seen = _read(store, 0)
+    assert [row["id"] for row in seen.pages[0]] == [first, second]
+    assert seen.passable(second, datetime.now(timezone.utc))
+    assert _read(store, first).passable(second, datetime.now(timezone.utc))
 
 
 def test_below_a_hole_an_event_waits_until_it_is_old_enough(store):
     """On PostgreSQL an id below a visible event may belong to an insert still in flight: the event is
-    settled once the hole is filled, or once it was received SETTLE_AFTER ago."""
+    passable once the hole is filled, or once it was received SETTLE_AFTER before the read."""
     if store.dialect != "postgresql":
         pytest.skip("SQLite writers take turns: no event is ever visible above one in flight")
     base = _inbound(store, 1)
     conn = store.engine.connect()
     held = conn.begin()
     conn.execute(insert(t.event).values(
-        kind="inbound", account_sid=ACCOUNT, conn_id="c", dedupe_key="inbound:held",
+        kind="inbound", account_sid=ACCOUNT, conn_id="c", dedupe_key="inbound:held", to_number="+15005550006",
         message_sid="SM" + "h" * 32, received_at=datetime.now(timezone.utc), payload="{}"))
     now = datetime.now(timezone.utc)
     later = _inbound(store, 3)
-    assert not store.inbound_settled(base, later, now)
-    assert store.settled_inbound_id() < later
-    assert store.inbound_settled(base, later, now - SETTLE_AFTER - timedelta(seconds=5))
+    seen = _read(store, base)
+    assert [row["id"] for row in seen.pages[0]] == [later]  # the one in flight is not in the read
+    assert not seen.passable(later, now)
+    assert seen.settled_id < later
+    assert seen.passable(later, now - SETTLE_AFTER - timedelta(seconds=5))
     held.commit()
     conn.close()
-    assert store.inbound_settled(base, later, now)
+    seen = _read(store, base)
+    assert len(seen.pages[0]) == 2
+    assert seen.passable(later, now)

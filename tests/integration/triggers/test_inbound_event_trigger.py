@@ -292,3 +292,26 @@ def test_a_missing_connection_is_waited_for_not_fatal(store, monkeypatch):
 
     sid, [payload] = asyncio.run(scenario())
     assert payload["message_sid"] == sid
+
+
+def test_a_busy_numbers_recent_messages_are_passed_a_page_a_round(store):
+    """More recent non-matching messages than a page, then a match: each round passes a page (no hole below
+    them), so the match fires in the next round instead of after SETTLE_AFTER."""
+    from airflow_provider_twilio_sms.triggers.inbound_events import PAGE
+
+    async def scenario():
+        trigger = watcher(keyword="deploy")
+        store_, criteria, cursor = await trigger._open()
+        for _ in range(PAGE + 20):
+            inbound(store, "chatter")
+        sid = inbound(store, "deploy")
+        rounds = []
+        for _ in range(2):
+            found = [(event, moved) async for event, moved in trigger._round(store_, criteria,
+                                                                             trigger.watch_key(), cursor)]
+            cursor = found[-1][1] if found else cursor
+            rounds.append([event.payload["message_sid"] for event, _ in found if event is not None])
+        return rounds, sid
+
+    rounds, sid = asyncio.run(scenario())
+    assert rounds == [[], [sid]]

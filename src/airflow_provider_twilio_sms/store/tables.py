@@ -214,3 +214,35 @@ event_watch = Table(
     Column("created_at", UtcDateTime(), nullable=False),
     Column("updated_at", UtcDateTime(), nullable=False),
 )
+
+# Human-in-the-loop requests texted by SmsHitlNotifier (migration 0010): one row per Airflow task instance
+# try (``ti_id``) and recipient, with the short reply code the SMS carries. ``pending_code`` is that code
+# while the request waits for this number's answer and NULL once it is settled (NULLs never collide), so a
+# code is unique among one number's pending requests and can be reused after. ``users`` is the DAG author's
+# number -> Airflow user mapping (JSON) from the notifier; the Airflow rows themselves are never written here.
+hitl_request = Table(
+    "twilio_sms_hitl_request",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("account_sid", String(34), nullable=False),
+    Column("conn_id", String(250), nullable=False),
+    Column("signer", String(32)),
+    Column("ti_id", String(36), nullable=False),
+    Column("dag_id", String(250), nullable=False),
+    Column("run_id", String(250), nullable=False),
+    Column("task_id", String(250), nullable=False),
+    Column("map_index", Integer, nullable=False),
+    Column("to_number", String(32), nullable=False),
+    Column("code", String(8), nullable=False),
+    Column("pending_code", String(8)),
+    Column("users", Text, nullable=False),
+    Column("state", String(16), nullable=False),  # pending | answered | closed
+    Column("outcome", String(20)),  # what settled it: answered, already_answered, timed_out
+    Column("answer_message_sid", String(34)),
+    Column("created_at", UtcDateTime(), nullable=False),
+    Column("updated_at", UtcDateTime(), nullable=False),
+    UniqueConstraint("ti_id", "to_number", name="uq_twilio_sms_hitl_request_ti_to"),
+    UniqueConstraint("to_number", "pending_code", name="uq_twilio_sms_hitl_request_to_pending"),
+    Index("ix_twilio_sms_hitl_request_code", "code", "id"),
+    Index("ix_twilio_sms_hitl_request_created", "created_at"),
+)

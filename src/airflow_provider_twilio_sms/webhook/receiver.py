@@ -162,4 +162,21 @@ async def inbound_message(request: Request) -> Response:
         return _unavailable(err, conn_id, "inbound")
     log.info("Twilio inbound message %s from %s on connection %s: %s", mask_sid(cb.message_sid),
               mask_number(p["From"]), safe_for_log(conn_id, 60), "stored" if processed else "duplicate")
-    return Response(EMPTY_TWIML, media_type="text/xml")
+    return Response(await _hitl_answer(state, found, conn_id, cb.message_sid, p), media_type="text/xml")
+
+
+async def _hitl_answer(state: AppState, found: WebhookConnection, conn_id: str, message_sid: str,
+                       params: dict) -> str:
+    """TwiML for a stored inbound message: a message to the sender when it answers a human-in-the-loop
+    request (``webhook/hitl_replies.py``), else empty. The message is stored whatever happens here.
+    """
+    from airflow_provider_twilio_sms.webhook.hitl_replies import TRY_AGAIN, answer_hitl_reply, twiml_message
+
+    try:
+        text = await answer_hitl_reply(state, found, conn_id, message_sid=message_sid, sender=params["From"],
+                                       body=params.get("Body"))
+    except Exception as err:  # noqa: BLE001 - the store failed or was too slow: stored, not answered
+        log.error("Could not answer inbound message %s as a human-in-the-loop reply (%s)",
+                  mask_sid(message_sid), type(err).__name__)
+        text = TRY_AGAIN
+    return twiml_message(text) if text else EMPTY_TWIML

@@ -9,7 +9,7 @@ The watchers read the events through the existing ``(kind, to_number, id)`` and
 ``(kind, messaging_service_sid, id)`` indexes and the primary key: no new index on ``twilio_sms_event``.
 
 Revision ID: 0011_twilio_sms
-Revises: 0008_twilio_sms
+Revises: 0010_twilio_sms
 Create Date: 2026-12-05
 """
 
@@ -19,7 +19,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0011_twilio_sms"
-down_revision = "0008_twilio_sms"
+down_revision = "0010_twilio_sms"
 branch_labels = None
 depends_on = None
 

@@ -23,7 +23,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from conftest import REPO, airflow_bin
+from conftest import REPO, airflow_bin, free_port
 
 sys.path.insert(0, str(REPO / "tests" / "browser"))
 from airflow_server import AirflowApiServer
@@ -31,7 +31,7 @@ from airflow_server import AirflowApiServer
 HERE = Path(__file__).resolve().parent
 OURS = "+15005550006"
 ALICE, BOB, MALLORY = "+14155550101", "+14155550102", "+14155550103"
-APPROVAL_RUNS = ("approve-run", "reject-run", "ui-run")
+APPROVAL_RUNS = ("approve-run", "reject-run", "ui-run", "standalone-run")
 RUNS = {**dict.fromkeys(APPROVAL_RUNS, "hitl_sms_approval"), "entry-run": "hitl_sms_entry",
         "multi-run": "hitl_sms_multiple", "timeout-run": "hitl_sms_timeout", "example-run": "twilio_sms_hitl"}
 WAIT_SECONDS = 150
@@ -43,8 +43,8 @@ pytestmark = pytest.mark.timeout(400)
 class Stack:
     """The running Airflow, the stand-in and a REST client as admin."""
 
-    def __init__(self, server: AirflowApiServer, sim, procs: list[subprocess.Popen]):
-        self.server, self.sim, self.procs = server, sim, procs
+    def __init__(self, server: AirflowApiServer, sim, procs: list[subprocess.Popen], standalone_url: str):
+        self.server, self.sim, self.procs, self.standalone_url = server, sim, procs, standalone_url
         self.admin = httpx.Client(base_url=server.base_url, timeout=20,
                                   headers={"Authorization": f"Bearer {server.token('admin')}"})
 
@@ -166,7 +166,19 @@ def stack(airflow_home, tmp_path_factory):
         server.start(timeout=180)
         procs += [_start("dag-processor", server.env, home, "dag-processor"),
                   _start("scheduler", server.env, home, "scheduler")]
-        running = Stack(server, sim, procs)
+        # The standalone webhook (for Airflows Twilio cannot reach): answers through the REST API, with
+        # a token per mapped user so that responded_by names that user.
+        port = free_port()
+        standalone_url = f"http://127.0.0.1:{port}"
+        standalone_env = {**server.env, "AIRFLOW__TWILIO_SMS__HITL_API_URL": server.base_url,
+                          "AIRFLOW__TWILIO_SMS__HITL_API_TOKEN": json.dumps({"alice": server.token("alice")}),
+                          "AIRFLOW_CONN_TWILIO_SMS_DEFAULT": json.dumps({
+                              "conn_type": "twilio_sms", "login": sim.account_sid, "password": sim.auth_token,
+                              "extra": {"from_number": OURS, "api_base_url": sim.base_url,
+                                        "webhook_base_url": standalone_url}})}
+        procs.append(_start("standalone-webhook", standalone_env, home, "twilio-sms", "webhook", "serve",
+                            "--host", "127.0.0.1", "--port", str(port), "--store-url", store_url))
+        running = Stack(server, sim, procs, standalone_url)
         _trigger_all(running)
         yield running
     finally:
@@ -195,6 +207,13 @@ def test_requests_pending_on_one_phone_have_distinct_codes(stack):
     pending = ("approve-run", "reject-run", "ui-run", "entry-run", "multi-run")
     codes = [stack.code(run_id) for run_id in pending]
     assert len(set(codes)) == len(codes)
+    texts = [m["body"] for m in stack.sim.messages() if m.get("to") == ALICE and "approve-run" in m["body"]]
+    assert len(texts) == 1, "the notifier texted once"
+    assert texts[0].startswith("Deploy approve-run?\n")
+    assert '"1" for Approve' not in texts[0]
+    assert f'"{codes[0]} 1" for Approve, "{codes[0]} 2" for Reject' in texts[0]
+    link = "/dags/hitl_sms_approval/runs/approve-run/tasks/approval/required_actions?map_index=-1"
+    assert texts[0].endswith(stack.server.base_url + link)
 
 
 def test_approve_by_sms_after_refusing_the_unauthorised(stack):
@@ -276,6 +295,36 @@ def test_the_example_dag_approves_then_branches(stack):
     assert stack.reply(ALICE, f"{branch_code} canary") == "Thank you: recorded Canary."
     stack.wait_state("twilio_sms_hitl", "example-run", "canary", "success")
     stack.wait_state("twilio_sms_hitl", "example-run", "everyone", "skipped")
+
+
+def test_the_standalone_webhook_answers_through_the_rest_api(stack):
+    code = stack.code("standalone-run")
+    stack.parked("standalone-run", "approval")
+    webhook = "/twilio_sms/webhooks/twilio_sms_default/inbound"
+    stack.sim.set_inbound_url(OURS, stack.standalone_url + webhook)
+    try:
+        _wait_listening(stack)
+        assert "may not answer" in stack.reply(BOB, f"{stack.code('standalone-run', to=BOB)} 1")
+        assert stack.reply(ALICE, f"{code} 1") == "Thank you: recorded Approve."
+        assert "already answered" in stack.reply(ALICE, f"{code} 2")
+    finally:
+        stack.sim.set_inbound_url(OURS, stack.server.base_url + webhook)
+    stack.wait_state("hitl_sms_approval", "standalone-run", "deploy", "success")
+    detail = stack.hitl("hitl_sms_approval", "standalone-run", "approval")
+    assert detail["chosen_options"] == ["Approve"]
+    assert detail["responded_by_user"] == {"id": "alice", "name": "alice"}
+
+
+def _wait_listening(stack: Stack) -> None:
+    deadline = time.monotonic() + WAIT_SECONDS
+    while True:
+        try:
+            httpx.get(f"{stack.standalone_url}/twilio_sms/docs", timeout=2)
+            return
+        except httpx.HTTPError:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"the standalone webhook did not start:\n{stack.logs()}") from None
+            time.sleep(0.5)
 
 
 def test_no_phone_number_in_any_log(stack):

@@ -91,7 +91,7 @@ class SmsHitlNotifier(SmsNotifier):
             code = store.open_hitl_request(
                 account_sid=settings.account_sid, conn_id=self.twilio_conn_id, signer=settings.signer,
                 ti_id=str(ti.id), dag_id=ti.dag_id, run_id=ti.run_id, task_id=ti.task_id,
-                map_index=getattr(ti, "map_index", -1), to_number=number, users=users, new_code=new_code)
+                map_index=_map_index(ti), to_number=number, users=users, new_code=new_code)
             sent.append(self._send_text(context, number, self.compose(task, code, link),
                                         key_scope=f"hitl:{ti.id}"))
         return {"sent": sent}
@@ -119,3 +119,8 @@ class SmsHitlNotifier(SmsNotifier):
             return task.generate_link_to_ui(task_instance=ti)
         except ValueError:  # no base_url
             return None
+
+
+def _map_index(ti: Any) -> int:
+    index = getattr(ti, "map_index", None)
+    return -1 if index is None else int(index)

@@ -16,7 +16,9 @@ What the purge removes, older than its cutoff, in this order:
    their attempt may still be live, or died with the request out, and the next attempt must reconcile;
 3. reply waits created before the cutoff (the deferred reply sensor that made one has timed out by then,
    unless its timeout is longer than the retention);
-4. rate-limit slots whose reservation ended before the pools' cutoff, then the pools unused since it with
+4. human-in-the-loop reply codes texted before the cutoff (a request still waiting after that long can
+   then be answered in Airflow's UI only);
+5. rate-limit slots whose reservation ended before the pools' cutoff, then the pools unused since it with
    no slot left. The pools' cutoff is at least :data:`RATE_POOL_IDLE_FLOOR` ago: a slot older than the
    window of a limit counts nothing, and a pool's ring is created again on its first use, so a pool
    removed this way decides as it would have for every window up to that long.
@@ -57,11 +59,12 @@ MAX_BATCH_SIZE = 10_000  # a page's keys are bound one by one; SQLite takes at m
 RATE_POOL_IDLE_FLOOR = timedelta(days=31)
 # The states of a message whose send is over.
 FINISHED_STATES = ("sent", "failed", "unknown")
-PURGED_TABLES = (t.event.name, t.message.name, t.reply_wait.name, t.rate_slot.name, t.rate_pool.name)
-FORGOTTEN_TABLES = (t.event.name, t.message.name, t.reply_wait.name, t.opt_out.name)
+PURGED_TABLES = (t.event.name, t.message.name, t.reply_wait.name, t.hitl_request.name, t.rate_slot.name,
+                 t.rate_pool.name)
+FORGOTTEN_TABLES = (t.event.name, t.message.name, t.reply_wait.name, t.hitl_request.name, t.opt_out.name)
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
-m, e, w, o, rp, rs = t.message, t.event, t.reply_wait, t.opt_out, t.rate_pool, t.rate_slot
+m, e, w, o, rp, rs, h = t.message, t.event, t.reply_wait, t.opt_out, t.rate_pool, t.rate_slot, t.hitl_request
 
 
 _LIMIT: BindParameter[Any] = bindparam("p_limit", type_=Integer)
@@ -149,7 +152,10 @@ class PurgeStatements:
             delete(m).where(m.c.id.in_(_IDS), finished), _time_keyset, time_start, flagged=True)
         # 3. Reply waits: one row per deferred reply sensor, a small table read in primary-key order.
         self.reply_waits = _by_id(w, w.c.created_at < cutoff)
-        # 4. Rate-limit pools unused since their cutoff (few rows), their expired slots (by the primary key
+        # 4. HITL reply codes, through the created_at index.
+        self.hitl_requests = Sweep(h.name, _time_page(h, h.c.created_at, h.c.created_at < cutoff),
+                                   delete(h).where(h.c.id.in_(_IDS)), _time_keyset, time_start)
+        # 5. Rate-limit pools unused since their cutoff (few rows), their expired slots (by the primary key
         # (pool, slot)), then each such pool left without a slot.
         pool_cutoff = param("p_pool_cutoff", rp.c.updated_at)
         self.idle_pools = _id_page(rp, rp.c.updated_at < pool_cutoff, key=rp.c.pool)
@@ -181,6 +187,13 @@ class PurgeStatements:
         self.number_events = [_by_id(e, condition) for condition in naming]
         waits = or_(w.c.from_number == number, w.c.to_number == number)
         self.number_waits = _by_id(w, waits)
+        # HITL requests texted to the number; its entry in other requests' users mappings (a small table:
+        # matched in its JSON text, rewritten in Python).
+        self.number_hitl = _by_id(h, h.c.to_number == number)
+        self.hitl_mappings = _by_id(h, h.c.users.like(bindparam("p_like", type_=h.c.users.type)))
+        self.hitl_mapping_ids = select(h.c.id, h.c.users).where(h.c.id.in_(_IDS))
+        self.hitl_mapping_update = update(h).where(h.c.id == bindparam("p_id")).values(
+            users=bindparam("p_users"))
         # Opt-outs: an opt-in (START) row is history only; an opt-out keeps what refuses the next send.
         self.opt_in_remove = delete(o).where(o.c.number == number, o.c.opted_out.is_(False))
         self.opt_out_strip = (update(o).where(o.c.number == number, o.c.opted_out.is_(True))
@@ -195,6 +208,7 @@ class PurgeStatements:
             e.name: select(func.count()).select_from(event_ids),
             m.name: select(func.count()).where(to_number),
             w.name: select(func.count()).where(waits),
+            h.name: select(func.count()).where(h.c.to_number == number),
             o.name: select(func.count()).where(o.c.number == number, o.c.opted_out.is_(False)),
         }
 
@@ -274,7 +288,7 @@ class Retention:
         values = {"p_cutoff": now - older_than, "p_now": now}
         sql = self.sql
         counts = {sweep.table: self._sweep(sweep, values, dry_run)
-                  for sweep in (sql.events, sql.messages, sql.reply_waits)}
+                  for sweep in (sql.events, sql.messages, sql.reply_waits, sql.hitl_requests)}
         counts[rs.name], counts[rp.name] = self._purge_pools(now - max(older_than, RATE_POOL_IDLE_FLOOR),
                                                              dry_run)
         return {table: counts[table] for table in PURGED_TABLES}
@@ -310,7 +324,8 @@ class Retention:
 
         Deleted: outbound messages to it, with their events (linked to the row, or carrying its SID); status
         callbacks addressed to it (of messages sent elsewhere); inbound messages from it or to it; reply
-        waits naming it; its opt-in (START) history. Kept: an opt-out (STOP), its keyword and message SID
+        waits naming it; human-in-the-loop requests texted to it, and its entry in other requests' number ->
+        user mappings; its opt-in (START) history. Kept: an opt-out (STOP), its keyword and message SID
         cleared, because it is what refuses the next send to the number; and a send to it still in flight
         (a live claim), left to finish. An erased message's idempotency key is forgotten too: a task retried
         with it would send again, unless the number opted out.
@@ -339,7 +354,27 @@ class Retention:
         for events in sql.number_events:
             deleted[e.name] += self._sweep(events, values, dry_run=False)
         deleted[w.name] = self._sweep(sql.number_waits, values, dry_run=False)
+        deleted[h.name] = self._sweep(sql.number_hitl, values, dry_run=False)
+        self._forget_in_hitl_mappings(number)
         with self.store._write() as conn:
             deleted[o.name] = conn.execute(sql.opt_in_remove, values).rowcount
             kept = conn.execute(sql.opt_out_strip, values).rowcount
         return Erasure(deleted, kept, live)
+
+    def _forget_in_hitl_mappings(self, number: str) -> None:
+        """Drop ``number`` from the number -> user mappings kept with HITL requests texted to others."""
+        import json
+
+        # An E.164 number holds no LIKE wildcard (% or _): only its JSON-quoted form is matched.
+        values = {"p_like": f"%{json.dumps(number)}%"}
+
+        def strip(conn: Connection, rows: list[Row]) -> int:
+            ids = [row[0] for row in rows]
+            for request_id, users in conn.execute(self.sql.hitl_mapping_ids, {"p_ids": ids}).all():
+                mapping = json.loads(users or "{}")
+                if mapping.pop(number, None) is not None:
+                    conn.execute(self.sql.hitl_mapping_update,
+                                 {"p_id": request_id, "p_users": json.dumps(mapping, sort_keys=True)})
+            return len(ids)
+
+        self._each_page(self.sql.hitl_mappings, values, False, strip)

@@ -65,11 +65,14 @@ async def answer_hitl_reply(state: AppState, found: WebhookConnection, conn_id: 
         return None
     try:
         sender_number = normalize_number(sender, settings.default_region)
+    except ValueError:  # a short code or a channel address: no phone we texted
+        return None
+    try:
         admin = admin_users(settings.default_region)
-    except ValueError as err:  # a bad [twilio_sms] hitl_users: say so in the log, refuse politely
-        log.error("Human-in-the-loop reply %s not answered: %s", mask_sid(message_sid),
-                  safe_for_log(err, 300))
-        admin, sender_number = {}, sender
+    except ValueError as err:  # a bad [twilio_sms] hitl_users: say so in the log, use the notifiers' mappings
+        log.error("[twilio_sms] hitl_users is ignored for human-in-the-loop reply %s: %s",
+                  mask_sid(message_sid), safe_for_log(err, 300))
+        admin = {}
     plan = plan_reply(rows, sender=sender_number, text=text, message_sid=message_sid, admin_users=admin)
     if plan is None:
         return None

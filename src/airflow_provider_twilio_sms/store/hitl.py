@@ -25,7 +25,8 @@ h = t.hitl_request
 _LIMITS = _string_limits(h)
 OUTCOMES = ("answered", "already_answered", "timed_out")
 # More attempts than a number can have pending requests colliding by chance: 4 characters of a 31-letter
-# alphabet leave ~923k codes; a phone with 1000 pending requests collides with p ~ 0.001 per try.
+# alphabet, at least one a digit, leave ~644k codes; a phone with 1000 pending requests collides with
+# p ~ 0.0016 per try.
 CODE_ATTEMPTS = 32
 # How many requests sharing one code a lookup considers (codes are short: several numbers may hold one).
 LOOKUP_LIMIT = 50

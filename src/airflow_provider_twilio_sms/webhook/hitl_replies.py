@@ -3,8 +3,9 @@ answered through Airflow's HITL API (see ``hitl/``), and the sender gets a TwiML
 of it.
 
 Runs after the inbound message is stored, within Twilio's 15 s: store calls under the store's deadline,
-Airflow's API under :data:`AIRFLOW_DEADLINE_SECONDS`. When Airflow cannot be asked in time the sender is
-asked to send the reply again (nothing was recorded; a later identical reply is a new message).
+Airflow's API under :data:`AIRFLOW_DEADLINE_SECONDS`. When Airflow cannot be asked (unreachable, failing,
+or slower than that) the sender is asked to send the reply again; should a slow Airflow record the answer
+after all, the reply sent again is told it was already answered.
 """
 
 from __future__ import annotations

@@ -163,9 +163,11 @@ def stack(airflow_home, tmp_path_factory):
     sim.set_inbound_url(OURS, f"{server.base_url}/twilio_sms/webhooks/twilio_sms_default/inbound")
     procs: list[subprocess.Popen] = []
     try:
-        server.start(timeout=180)
+        # The DAG processor and the scheduler start while the api-server does (each start takes seconds of
+        # CPU); the tasks they queue reach the api-server's execution API once it answers.
         procs += [_start("dag-processor", server.env, home, "dag-processor"),
                   _start("scheduler", server.env, home, "scheduler")]
+        server.start(timeout=180)
         # The standalone webhook (for Airflows Twilio cannot reach): answers through the REST API, with
         # a token per mapped user so that responded_by names that user.
         port = free_port()

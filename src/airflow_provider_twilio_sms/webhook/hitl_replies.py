@@ -3,7 +3,8 @@ answered through Airflow's HITL API (see ``hitl/``), and the sender gets a TwiML
 of it.
 
 Runs after the inbound message is stored, within Twilio's 15 s: store calls under the store's deadline,
-Airflow's API under :data:`AIRFLOW_DEADLINE_SECONDS`. When Airflow cannot be asked (unreachable, failing,
+Airflow's API under :data:`AIRFLOW_DEADLINE_SECONDS`, cut to what is left of :data:`REQUEST_BUDGET_SECONDS`
+since the request arrived. When Airflow cannot be asked (unreachable, failing,
 or slower than that) the sender is asked to send the reply again; should a slow Airflow record the answer
 after all, the reply sent again is told it was already answered.
 """
@@ -11,6 +12,7 @@ after all, the reply sent again is told it was already answered.
 from __future__ import annotations
 
 import logging
+import time
 from typing import TYPE_CHECKING
 from xml.sax.saxutils import escape
 
@@ -24,6 +26,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 AIRFLOW_DEADLINE_SECONDS = 9.0
+# Twilio waits 15 s for the answer to the whole request: Airflow is asked only within this much of its start.
+REQUEST_BUDGET_SECONDS = 13.0
 TRY_AGAIN = "Sorry, your answer could not be recorded right now. Please send it again in a minute."
 
 
@@ -39,13 +43,23 @@ async def _settle(state: AppState, request_id: int, kind: str, message_sid: str)
                     type(err).__name__)
 
 
+def _airflow_seconds(started: float | None) -> float:
+    """How long Airflow may take: :data:`AIRFLOW_DEADLINE_SECONDS`, less when the request (its store calls)
+    already used part of Twilio's 15 s; never below a tenth of a second (then it gives up at once).
+    """
+    if started is None:
+        return AIRFLOW_DEADLINE_SECONDS
+    left = REQUEST_BUDGET_SECONDS - (time.monotonic() - started)
+    return max(0.1, min(AIRFLOW_DEADLINE_SECONDS, left))
+
+
 def twiml_message(text: str) -> str:
     """A TwiML answer that texts ``text`` back to the sender."""
     return f'<?xml version="1.0" encoding="UTF-8"?><Response><Message>{escape(text)}</Message></Response>'
 
 
 async def answer_hitl_reply(state: AppState, found: WebhookConnection, conn_id: str, *, message_sid: str,
-                            sender: str, body: str | None) -> str | None:
+                            sender: str, body: str | None, started: float | None = None) -> str | None:
     """The text to send back when ``body`` answers a HITL request texted through this connection's account
     and signer, else None (not a HITL reply: the inbound route answers as usual).
     """
@@ -82,7 +96,7 @@ async def answer_hitl_reply(state: AppState, found: WebhookConnection, conn_id: 
         ref, user = plan.ref, plan.user
         try:
             resolver = resolver_for(state.mode)
-            with anyio.fail_after(AIRFLOW_DEADLINE_SECONDS):
+            with anyio.fail_after(_airflow_seconds(started)):
                 outcome = await anyio.to_thread.run_sync(lambda: resolver.answer(ref, user, text),
                                                          abandon_on_cancel=True)
         except Exception as err:  # noqa: BLE001 - Airflow unreachable, too slow or misconfigured: nothing recorded

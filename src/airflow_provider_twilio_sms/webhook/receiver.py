@@ -11,6 +11,7 @@ is 503, never 200 (the event would be lost) and never 429 (Twilio must retry): t
 from __future__ import annotations
 
 import logging
+import time
 from typing import TYPE_CHECKING
 
 import anyio
@@ -148,6 +149,7 @@ async def status_callback(request: Request) -> Response:
 async def inbound_message(request: Request) -> Response:
     conn_id: str = request.path_params["conn_id"]
     state: AppState = request.app.state.twilio_sms
+    started = time.monotonic()
     try:
         found, cb = await _verified(request, conn_id, "inbound")
         p = cb.params
@@ -162,11 +164,12 @@ async def inbound_message(request: Request) -> Response:
         return _unavailable(err, conn_id, "inbound")
     log.info("Twilio inbound message %s from %s on connection %s: %s", mask_sid(cb.message_sid),
               mask_number(p["From"]), safe_for_log(conn_id, 60), "stored" if processed else "duplicate")
-    return Response(await _hitl_answer(state, found, conn_id, cb.message_sid, p), media_type="text/xml")
+    return Response(await _hitl_answer(state, found, conn_id, cb.message_sid, p, started),
+                    media_type="text/xml")
 
 
 async def _hitl_answer(state: AppState, found: WebhookConnection, conn_id: str, message_sid: str,
-                       params: dict) -> str:
+                       params: dict, started: float) -> str:
     """TwiML for a stored inbound message: a message to the sender when it answers a human-in-the-loop
     request (``webhook/hitl_replies.py``), else empty. The message is stored whatever happens here.
     """
@@ -174,7 +177,7 @@ async def _hitl_answer(state: AppState, found: WebhookConnection, conn_id: str, 
 
     try:
         text = await answer_hitl_reply(state, found, conn_id, message_sid=message_sid, sender=params["From"],
-                                       body=params.get("Body"))
+                                       body=params.get("Body"), started=started)
     except Exception as err:  # noqa: BLE001 - the store failed or was too slow: stored, not answered
         log.error("Could not answer inbound message %s as a human-in-the-loop reply (%s)",
                   mask_sid(message_sid), type(err).__name__)

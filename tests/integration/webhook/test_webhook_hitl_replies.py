@@ -103,3 +103,18 @@ def test_standalone_with_airflow_unreachable_asks_to_send_again(db, request, mon
     _request(db)
     assert _reply(client, "K7QX 1") == TRY_AGAIN
     assert len(_pending(db)) == 1
+
+
+def test_airflow_gets_only_what_is_left_of_twilios_wait():
+    import time
+
+    from airflow_provider_twilio_sms.webhook.hitl_replies import (
+        AIRFLOW_DEADLINE_SECONDS,
+        REQUEST_BUDGET_SECONDS,
+        _airflow_seconds,
+    )
+
+    now = time.monotonic()
+    assert _airflow_seconds(None) == _airflow_seconds(now) == AIRFLOW_DEADLINE_SECONDS
+    assert 2.5 < _airflow_seconds(now - (REQUEST_BUDGET_SECONDS - 3)) <= 3
+    assert _airflow_seconds(now - 60) == 0.1

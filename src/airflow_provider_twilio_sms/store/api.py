@@ -2,8 +2,8 @@
 
 One class, in parts by concern: claims and sends (:mod:`.claims`), rate limits (:mod:`.rate_limits`),
 webhook events (:mod:`.events`), human-in-the-loop reply codes (:mod:`.hitl`), read queries and reports
-(:mod:`.reads`), the asset watchers' cursors (:mod:`.watches`), retention and erasure (:mod:`.retention`),
-on what they share (:mod:`.base`).
+(:mod:`.reads`), the asset watchers' cursors (:mod:`.watches`), scheduled sends (:mod:`.scheduled`),
+retention and erasure (:mod:`.retention`), on what they share (:mod:`.base`).
 """
 
 from __future__ import annotations
@@ -16,10 +16,11 @@ from airflow_provider_twilio_sms.store.hitl import HitlRequests
 from airflow_provider_twilio_sms.store.rate_limits import RateLimits
 from airflow_provider_twilio_sms.store.reads import Reads
 from airflow_provider_twilio_sms.store.retention import DEFAULT_BATCH_SIZE, Erasure, Retention
+from airflow_provider_twilio_sms.store.scheduled import Scheduled
 from airflow_provider_twilio_sms.store.watches import EventWatches
 
 
-class SmsStore(Claims, RateLimits, Events, Reads, HitlRequests, EventWatches):
+class SmsStore(Claims, RateLimits, Events, Reads, HitlRequests, EventWatches, Scheduled):
     """All reads and writes of the provider's tables. Thread-safe; cheap to construct per URL."""
 
     # -- retention and erasure (store/retention.py) ----------------------------------------------

@@ -76,6 +76,7 @@ CLAIM_COLUMNS = (
     "created_at",
     "updated_at",
     "http_attempted_at",
+    "send_at",
 )
 
 

@@ -22,6 +22,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.types import TypeDecorator
 
@@ -100,6 +101,8 @@ message = Table(
     Column("map_index", Integer),
     Column("created_at", UtcDateTime(), nullable=False),
     Column("sent_at", UtcDateTime()),
+    # When Twilio is to send a scheduled message (ScheduleType=fixed, migration 0012); NULL: sent at once.
+    Column("send_at", UtcDateTime()),
     Column("updated_at", UtcDateTime(), nullable=False),
     UniqueConstraint("scope", "idempotency_key_sha256", name="uq_twilio_sms_message_scope_key_sha256"),
     UniqueConstraint("sid", name="uq_twilio_sms_message_sid"),
@@ -108,6 +111,9 @@ message = Table(
     Index("ix_twilio_sms_message_team_created_report", "team", "created_at", "status", "send_state",
           "error_code"),
     Index("ix_twilio_sms_message_to_created", "to_number", "created_at"),
+    # Scheduled sends of a DAG run, what a failed run cancels (migration 0012); only they are indexed.
+    Index("ix_twilio_sms_message_scheduled_run", "dag_id", "run_id",
+          postgresql_where=text("send_at IS NOT NULL"), sqlite_where=text("send_at IS NOT NULL")),
 )
 
 # Webhook events, status callbacks and inbound messages alike, raw payload kept. ``dedupe_key`` makes

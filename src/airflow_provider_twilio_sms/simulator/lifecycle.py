@@ -4,7 +4,7 @@
 what :meth:`Lifecycle.set_outcome` chose for the recipient (``undelivered`` with 30003/30005/30006/
 30007..., ``failed`` straight from the queue). Each step updates the message (so ``GET`` sees it move)
 and, when the message has a ``StatusCallback``, is called back; the initial ``queued``/``accepted`` never
-is. A scheduled message (``ScheduleType=fixed``) starts at its ``SendAt``.
+is. A scheduled message (``ScheduleType=fixed``) starts when ``scheduling`` releases it at its ``SendAt``.
 """
 
 from __future__ import annotations
@@ -134,7 +134,7 @@ class Lifecycle:
         with self._lock:
             self._outcomes.clear()
 
-    def plan(self, message: dict[str, Any], send_at: datetime | None = None) -> list[tuple[str, int | None]]:
+    def plan(self, message: dict[str, Any]) -> list[tuple[str, int | None]]:
         with self._lock:
             outcome = self._outcomes.get(message["to"], Outcome())
         steps: list[tuple[str, int | None]]
@@ -144,11 +144,8 @@ class Lifecycle:
             steps = [("sent", None), (outcome.status, outcome.error_code)]
         if self.out_of_order:
             steps.reverse()
-        start = 0.0
-        if send_at is not None:
-            start = max(0.0, (send_at - self._clock()).total_seconds())
         for index, (status, code) in enumerate(steps, start=1):
-            self._scheduler.call_later(start + self.status_delay * index, self._step, message["sid"], status,
+            self._scheduler.call_later(self.status_delay * index, self._step, message["sid"], status,
                                        code, key=message["sid"])
         return steps
 

@@ -32,6 +32,12 @@ TWILIO_ERROR_MEANINGS: dict[int, str] = {
     30006: "the destination is a landline or unreachable carrier",
     30007: "the message was filtered by the carrier as spam",
     30008: "delivery failed for an unknown reason",
+    # Message Scheduling (scheduling.py)
+    30409: "this message cannot be canceled: it is no longer scheduled (already sent, or canceled)",
+    35111: "SendAt is required when ScheduleType is fixed",
+    35114: "SendAt is outside the scheduling window (15 minutes to 35 days ahead, in UTC)",
+    35115: "SendAt is outside the scheduling window (15 minutes to 35 days ahead, in UTC)",
+    35118: "a Messaging Service is required to schedule a message",
 }
 
 
@@ -125,6 +131,10 @@ class RetryableTwilioError(TwilioApiError):
 
 class PermanentTwilioError(TwilioApiError):
     """Twilio refused the message for a reason that retrying will not change."""
+
+
+class MessageNotCancelableError(PermanentTwilioError):
+    """Twilio would not cancel the message (30409): it is no longer ``scheduled`` (sent, or canceled)."""
 
 
 class OptedOutError(PermanentTwilioError):

@@ -172,7 +172,8 @@ def get_provider_info() -> dict:
         "operators": [
             {
                 "integration-name": "Twilio SMS",
-                "python-modules": ["airflow_provider_twilio_sms.operators.sms"],
+                "python-modules": ["airflow_provider_twilio_sms.operators.sms",
+                                   "airflow_provider_twilio_sms.operators.scheduled"],
             }
         ],
         "sensors": [
@@ -196,7 +197,8 @@ def get_provider_info() -> dict:
         ],
         # Airflow's schema lists notifiers by class, not by module.
         "notifications": ["airflow_provider_twilio_sms.notifications.sms.SmsNotifier",
-                          "airflow_provider_twilio_sms.notifications.hitl.SmsHitlNotifier"],
+                          "airflow_provider_twilio_sms.notifications.hitl.SmsHitlNotifier",
+                          "airflow_provider_twilio_sms.notifications.scheduled.CancelScheduledSmsNotifier"],
         "connection-types": [
             {
                 "hook-class-name": "airflow_provider_twilio_sms.hooks.twilio_sms.TwilioSmsHook",

@@ -15,6 +15,8 @@ from airflow.sdk import BaseOperator
 from airflow_provider_twilio_sms.privacy import MasksRenderedNumbers
 
 if TYPE_CHECKING:
+    from datetime import datetime
+
     from airflow.sdk import Context
 
     from airflow_provider_twilio_sms.hooks.twilio_sms import TwilioSmsHook
@@ -58,11 +60,17 @@ class SendSmsOperator(MasksRenderedNumbers, BaseOperator):
     :param store_conn_id: connection of the message store; default ``[twilio_sms] store_conn_id``.
     :param deferrable: allow ``on_rate_limit="defer"`` to defer; when False it waits in the worker.
     :param max_send_attempts: tries for transient Twilio refusals (429, queue full) within one task try.
+    :param send_at: schedule the message with Twilio instead of sending it now: an aware datetime or an ISO
+        8601 string with its offset (templated, e.g. ``"{{ data_interval_end.add(hours=20) }}"``), 15 minutes
+        to 35 days ahead, through a Messaging Service (``messaging_service_sid`` or the connection's). Both
+        are checked before anything is claimed or sent. The result's ``status`` is ``scheduled`` and its
+        ``send_at`` the moment; a retried task returns that message and never schedules a second one. See
+        :mod:`~airflow_provider_twilio_sms.scheduling` and ``CancelScheduledSmsOperator`` to cancel it.
     """
 
     template_fields: Sequence[str] = (
         "to", "body", "twilio_conn_id", "from_", "messaging_service_sid", "media_url", "idempotency_key",
-        "rate_limit", "on_rate_limit", "validity_period", "status_callback", "store_conn_id",
+        "rate_limit", "on_rate_limit", "validity_period", "status_callback", "store_conn_id", "send_at",
     )
     template_fields_renderers = {"body": "txt"}
     ui_color = "#f22f46"
@@ -86,6 +94,7 @@ class SendSmsOperator(MasksRenderedNumbers, BaseOperator):
         store_conn_id: str | None = None,
         deferrable: bool = True,
         max_send_attempts: int = 5,
+        send_at: datetime | str | None = None,
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)
@@ -104,6 +113,7 @@ class SendSmsOperator(MasksRenderedNumbers, BaseOperator):
         self.store_conn_id = store_conn_id
         self.deferrable = deferrable
         self.max_send_attempts = max_send_attempts
+        self.send_at = send_at
 
     @cached_property
     def hook(self) -> TwilioSmsHook:
@@ -128,6 +138,7 @@ class SendSmsOperator(MasksRenderedNumbers, BaseOperator):
         from airflow_provider_twilio_sms import config
         from airflow_provider_twilio_sms.phone import normalize_number
         from airflow_provider_twilio_sms.rate_limit import resolve_rate_limit
+        from airflow_provider_twilio_sms.scheduling import parse_send_at
         from airflow_provider_twilio_sms.sending import SendRequest, default_idempotency_key
         from airflow_provider_twilio_sms.webhook.urls import status_callback_url
 
@@ -157,6 +168,7 @@ class SendSmsOperator(MasksRenderedNumbers, BaseOperator):
             task_id=ti.task_id,
             run_id=ti.run_id,
             map_index=ti.map_index,
+            send_at=parse_send_at(self.send_at),
         )
 
     def execute(self, context: Context) -> dict[str, Any]:
@@ -181,6 +193,7 @@ class SendSmsOperator(MasksRenderedNumbers, BaseOperator):
                 # Retrying cannot help: fail now, without Airflow retries.
                 raise AirflowFailException(str(err)) from err
             if not isinstance(outcome, RateLimited):
+                self._scheduled = outcome if outcome.get("send_at") else None
                 return outcome
             if self.on_rate_limit == "fail":
                 raise AirflowException(
@@ -192,6 +205,26 @@ class SendSmsOperator(MasksRenderedNumbers, BaseOperator):
                 self._defer_for(outcome.wait_seconds)
             self.log.info("Rate limit of %s reached; waiting %.1f s", outcome.pool, outcome.wait_seconds)
             time.sleep(max(0.0, outcome.wait_seconds) + 0.01)
+
+    def on_kill(self) -> None:
+        """Killed (the task was marked failed or cleared while it ran) after its message was scheduled:
+        cancel the message, so that no text goes out for a task that did not finish. A message already sent
+        cannot be called back; one scheduled by an earlier, finished try is canceled with
+        ``CancelScheduledSmsOperator`` or ``airflow twilio-sms cancel`` (see the README).
+        """
+        scheduled = getattr(self, "_scheduled", None)
+        if not scheduled:
+            return
+        from airflow_provider_twilio_sms.privacy import mask_sid
+        from airflow_provider_twilio_sms.scheduling import cancel_scheduled_message
+        from airflow_provider_twilio_sms.store.locate import get_store
+
+        try:
+            cancel_scheduled_message(self.hook, get_store(self.store_conn_id), sid=scheduled["sid"])
+        except Exception:
+            self.log.exception("The task was killed after scheduling message %s, which could not be "
+                               "canceled: cancel it with `airflow twilio-sms cancel --sid ...`",
+                               mask_sid(scheduled["sid"]))
 
     def _defer_for(self, seconds: float) -> None:
         from datetime import timedelta

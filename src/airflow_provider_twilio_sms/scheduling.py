@@ -65,8 +65,8 @@ def parse_send_at(value: Any) -> datetime | None:
                 f"send_at={value!r} is not an ISO 8601 moment: give one with its offset, like "
                 "2026-12-24T09:00:00Z or 2026-12-24T10:00:00+01:00, or an aware datetime") from None
     else:
-        raise InvalidMessageError(f"send_at must be an aware datetime or an ISO 8601 string, not a "
-                                  f"{type(value).__name__}")
+        raise InvalidMessageError(f"send_at must be an aware datetime or an ISO 8601 string (like "
+                                  f"2026-12-24T09:00:00Z), not {type(value).__name__}")
     if moment.tzinfo is None or moment.utcoffset() is None:
         raise InvalidMessageError(
             f"send_at={value!s} has no time zone: give it with its offset (2026-12-24T09:00:00Z, "

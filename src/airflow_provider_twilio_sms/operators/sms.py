@@ -184,7 +184,10 @@ class SendSmsOperator(MasksRenderedNumbers, BaseOperator):
         from airflow_provider_twilio_sms.errors import InvalidMessageError, PermanentTwilioError
         from airflow_provider_twilio_sms.sending import RateLimited
 
-        request = self.build_request(context)
+        try:
+            request = self.build_request(context)  # a bad number or send_at: retrying cannot help either
+        except InvalidMessageError as err:
+            raise AirflowFailException(str(err)) from err
         sender = self._sender(context)
         while True:
             try:

@@ -142,8 +142,11 @@ class PurgeStatements:
         # delete tests again what a retry may have changed meanwhile; an event stored for the message
         # between the two statements (a callback a month late, within those milliseconds) would stay,
         # unlinked.
+        # A scheduled message (send_at) is not finished before its moment: its row is what keeps a retried
+        # task from scheduling it again (up to 35 days ahead, beyond a short retention).
         finished = and_(m.c.send_state.in_(FINISHED_STATES),
-                        m.c.lease_expires_at < param("p_now", m.c.lease_expires_at), m.c.updated_at < cutoff)
+                        m.c.lease_expires_at < param("p_now", m.c.lease_expires_at), m.c.updated_at < cutoff,
+                        or_(m.c.send_at.is_(None), m.c.send_at < cutoff))
         last_event = (select(func.max(e.c.received_at)).where(e.c.message_id == m.c.id)
                       .group_by(e.c.message_id).scalar_subquery())
         quiet = func.coalesce(last_event, literal(_EPOCH, e.c.received_at.type)) < cutoff

@@ -194,3 +194,18 @@ def test_cancel_every_message_a_run_still_has_scheduled(env):
     assert sim.message(other_run["sid"])["status"] == "scheduled"
     assert now["sid"] not in by_sid
     assert cancel_scheduled_of_run(TwilioSmsHook(), store, dag_id="dag", run_id="run-1") == []
+
+
+def test_the_purge_keeps_a_scheduled_message_until_its_moment_has_aged(env):
+    """A retention shorter than the schedule must not drop the row that keeps a retry from scheduling it
+    again; once its moment is older than the cutoff it goes like any other."""
+    _, store = env
+    scheduled = sender(store).send(req(key="far", send_at=ahead(days=20)))
+    at_once = sender(store).send(SendRequest(to=TO, body="now", idempotency_key="now"))
+    later = datetime.now(timezone.utc) + timedelta(days=31)  # cutoff: a day from now; send_at 20 days away
+    assert store.purge(timedelta(days=30), now=later)["twilio_sms_message"] == 1
+    assert store.get_message(sid=scheduled["sid"]) is not None
+    assert store.get_message(sid=at_once["sid"]) is None
+    much_later = datetime.now(timezone.utc) + timedelta(days=51)  # cutoff past its send_at
+    assert store.purge(timedelta(days=30), now=much_later)["twilio_sms_message"] == 1
+    assert store.get_message(sid=scheduled["sid"]) is None

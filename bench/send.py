@@ -4,7 +4,11 @@ Prints, in one run, the per-message time of SmsSender.send (validation, opt-out 
 against the same local stand-in as a raw twilio-python ``client.messages.create``, and the ratio (goal
 <= 1.2x); and, as the floor any durable send path has, the raw create between the store's own two writes
 (the claim before the request, the SID after it) run as bare SQL on the DB-API connection; on SQLite and
-on PostgreSQL. Rate-limit decisions have their own benchmark: bench/rate_limit.py.
+on PostgreSQL. Also SmsSender.send with a new hook and sender per message, as the operator builds them
+per task (the connection looked up, the process's client for it reused: hooks/clients.py), and the same
+with that client forgotten before each message (a new client and TCP connection per task, as before
+clients were kept): what a task adds over the sender.
+Rate-limit decisions have their own benchmark: bench/rate_limit.py.
 
     .venv/bin/python bench/send.py [--messages 2400] [--rounds 8]
 """
@@ -111,6 +115,7 @@ def _floor_writes(store: SmsStore, n: int):
 def bench_overhead(url: str, n: int, rounds: int) -> None:
     from twilio.rest import Client
 
+    from airflow_provider_twilio_sms.hooks.clients import forget_clients
     from airflow_provider_twilio_sms.hooks.twilio_sms import TwilioSmsHook
     from airflow_provider_twilio_sms.sending import SendRequest, SmsSender
     from airflow_provider_twilio_sms.simulator.server import TwilioSimulator
@@ -141,27 +146,38 @@ def bench_overhead(url: str, n: int, rounds: int) -> None:
         def floor_send(i):
             floor_write(next(floor_keys), raw_send)
 
-        def our_send(i):
+        def our_send(i, sender=sender):
             result = sender.send(SendRequest(to="+14155550123", body=f"Your code is {i:06d}",
                                              idempotency_key=f"{run}-{next(keys)}"))
             assert not result["already_sent"], result
+
+        def task_send(i):  # what SendSmsOperator.execute builds per task: a hook, a sender
+            our_send(i, SmsSender(TwilioSmsHook(), store))
+
+        def fresh_client_send(i):  # the same, with no client kept from the task before
+            forget_clients()
+            task_send(i)
 
         for warm in range(20):  # connections, caches, statements
             raw_send(warm)
             floor_send(warm)
             our_send(warm)
+            task_send(warm)
+            fresh_client_send(warm)
         # Interleaved in blocks of 10 messages, so that drift (the machine, the stand-in's heap, GC) hits
-        # all three alike; each round sums its blocks.
-        raws, floors, ours = [], [], []
+        # all five alike; each round sums its blocks.
+        raws, floors, ours, tasks, fresh = [], [], [], [], []
         for _ in range(rounds):
-            totals = [0.0, 0.0, 0.0]
+            totals = [0.0, 0.0, 0.0, 0.0, 0.0]
             for _ in range(max(1, per_round // 10)):
-                for k, fn in enumerate((raw_send, floor_send, our_send)):
+                for k, fn in enumerate((raw_send, floor_send, our_send, task_send, fresh_client_send)):
                     totals[k] += _timed(fn, 10)
             blocks = max(1, per_round // 10)
             raws.append(totals[0] / blocks)
             floors.append(totals[1] / blocks)
             ours.append(totals[2] / blocks)
+            tasks.append(totals[3] / blocks)
+            fresh.append(totals[4] / blocks)
     ratios = sorted(o / r for o, r in zip(ours, raws, strict=True))
     floor_ratios = sorted(f / r for f, r in zip(floors, raws, strict=True))
     median = statistics.median
@@ -174,6 +190,11 @@ def bench_overhead(url: str, n: int, rounds: int) -> None:
         f"  overhead ratio: {median(ratios):.2f}x (rounds {ratios[0]:.2f}-{ratios[-1]:.2f}x; goal <= 1.2x); "
         f"above the floor: {(median(ours) - median(floors)) * 1e6:.0f} us/message"
     )
+    for label, times in (("a new hook and sender per message:", tasks),
+                         ("  the same, a new client each time:", fresh)):
+        above = sorted(t - f for t, f in zip(times, floors, strict=True))
+        print(f"  {label:<34} {median(times) * 1e3:6.2f} ms/message; above the floor: "
+              f"{median(above) * 1e6:.0f} us/message (rounds {above[0] * 1e6:.0f}-{above[-1] * 1e6:.0f})")
 
 
 def main() -> int:

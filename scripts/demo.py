@@ -21,6 +21,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 OUR_NUMBER = "+15005550006"  # our Twilio number (the stand-in's valid From)
+OUR_SERVICE = "MG" + "0" * 31 + "1"  # our Messaging Service (scheduled messages need one)
 PERSON = "+14155550100"  # the customer / approver / on-call person
 APP_NUMBER = "+14155550199"  # the app under test's sender
 
@@ -86,6 +87,22 @@ class Approver(threading.Thread):
                     self.answered.add(message["sid"])
                     time.sleep(1.0)
                     self.sim.send_inbound(PERSON, message["from"], "YES")
+            time.sleep(0.2)
+
+
+class TwilioClock(threading.Thread):
+    """Twilio's clock, sped up: a scheduled message is sent 2 s after it was scheduled, not hours later."""
+
+    def __init__(self, sim):
+        super().__init__(daemon=True)
+        self.sim, self.first_seen = sim, {}
+
+    def run(self):
+        while True:
+            for held in self.sim.scheduled():
+                seen = self.first_seen.setdefault(held["sid"], time.monotonic())
+                if time.monotonic() - seen > 2.0:
+                    self.sim.release_scheduled(held["sid"])
             time.sleep(0.2)
 
 
@@ -166,7 +183,8 @@ def main() -> int:
     base = f"http://127.0.0.1:{port}"
     os.environ["AIRFLOW_CONN_TWILIO_SMS_DEFAULT"] = json.dumps({
         "conn_type": "twilio_sms", "login": sim.account_sid, "password": sim.auth_token,
-        "extra": {"from_number": OUR_NUMBER, "api_base_url": sim.base_url, "webhook_base_url": base}})
+        "extra": {"from_number": OUR_NUMBER, "messaging_service_sid": OUR_SERVICE,
+                  "api_base_url": sim.base_url, "webhook_base_url": base}})
     os.environ["AIRFLOW_CONN_TWILIO_SMS_STORE_DEFAULT"] = json.dumps(
         {
             "conn_type": "generic",
@@ -177,6 +195,7 @@ def main() -> int:
     sim.set_inbound_url(OUR_NUMBER, f"{base}/twilio_sms/webhooks/twilio_sms_default/inbound")
     app = AppUnderTest(sim)
     Approver(sim).start()
+    TwilioClock(sim).start()
     print(f"Twilio stand-in: {sim.base_url}   api-server with the webhook: {base}/twilio_sms\n")
 
     from airflow.dag_processing.dagbag import DagBag
@@ -190,6 +209,7 @@ def main() -> int:
         ("twilio_sms_approval", {"approver": PERSON}),
         ("twilio_sms_otp_capture", {"signup_url": app.url, "our_number": OUR_NUMBER}),
         ("twilio_sms_bulk_mapped", {"rate_limit": "5/3s"}),
+        ("twilio_sms_scheduled_reminder", {"phone": PERSON, "hours_ahead": 20}),
     ]
     store = get_store()
     failures = []
@@ -208,6 +228,11 @@ def main() -> int:
                   f"status {row['status']}; callbacks: {timeline or 'none'}")
             if row["status"] != "delivered":
                 failures.append(f"{dag_id}: message {row['sid']} is {row['status']}, not delivered")
+            if dag_id == "twilio_sms_scheduled_reminder":
+                print(f"   scheduled for {row['send_at']} through {row['messaging_service_sid']}; the "
+                      "stand-in's clock released it early")
+                if row["send_at"] is None or timeline != "queued -> sent -> delivered":
+                    failures.append(f"{dag_id}: the reminder was not scheduled, then sent")
         if dag_id == "twilio_sms_approval":
             reply = xcom(dag_id, run.run_id, "wait_answer") or {}
             branch = xcom(dag_id, run.run_id, "deploy")

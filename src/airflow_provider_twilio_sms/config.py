@@ -26,6 +26,7 @@ DEFAULTS = {
     "webhook_store_deadline_seconds": "10",
     "retention_days": "30",
     "store_outbound_bodies": "False",
+    "hitl_users": "{}",
 }
 
 

@@ -39,6 +39,12 @@ TWILIO_ERROR_MEANINGS: dict[int, str] = {
     63016: "outside WhatsApp's 24-hour session window a business may send only an approved template: send it "
            "with content_sid (and content_variables), or wait for the customer to write first",
     63031: "a WhatsApp message cannot have the same 'From' and 'To'",
+    # Message Scheduling (scheduling.py)
+    30409: "this message cannot be canceled: it is no longer scheduled (already sent, or canceled)",
+    35111: "SendAt is required when ScheduleType is fixed",
+    35114: "SendAt is outside the scheduling window (15 minutes to 35 days ahead, in UTC)",
+    35115: "SendAt is outside the scheduling window (15 minutes to 35 days ahead, in UTC)",
+    35118: "a Messaging Service is required to schedule a message",
 }
 
 
@@ -132,6 +138,10 @@ class RetryableTwilioError(TwilioApiError):
 
 class PermanentTwilioError(TwilioApiError):
     """Twilio refused the message for a reason that retrying will not change."""
+
+
+class MessageNotCancelableError(PermanentTwilioError):
+    """Twilio would not cancel the message (30409): it is no longer ``scheduled`` (sent, or canceled)."""
 
 
 class OptedOutError(PermanentTwilioError):

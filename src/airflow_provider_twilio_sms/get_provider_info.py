@@ -130,6 +130,19 @@ CONFIG = {
                 "page to who may read the connection). Off: only its SHA-256 is kept, which is all "
                 "reconciliation needs. Inbound texts are always kept (reply sensors read them) until purged.",
                 "False", "True", type_="boolean"),
+            "hitl_users": _option(
+                "JSON object of phone number (E.164) to the Airflow user who answers human-in-the-loop "
+                "requests texted by SmsHitlNotifier from that phone: a user id, or an object with "
+                "id and name. Read by the webhook after the notifier's own users= mapping.",
+                "{{}}", '{"+14155550123": "alice", "+14155550124": {"id": "7", "name": "Bob"}}'),
+            "hitl_api_url": _option(
+                "Base URL of Airflow's api-server (e.g. https://airflow.example.com) that the standalone "
+                "webhook answers human-in-the-loop replies through (PATCH .../hitlDetails). Not used inside "
+                "the api-server, which calls the same code path directly.", None, None),
+            "hitl_api_token": _option(
+                "Token for hitl_api_url: one bearer token (responded_by is then its user), or a JSON object "
+                "of Airflow user id to that user's token (responded_by names the user the number maps to).",
+                None, None, sensitive=True),
         },
     }
 }
@@ -160,7 +173,8 @@ def get_provider_info() -> dict:
         "operators": [
             {
                 "integration-name": "Twilio SMS",
-                "python-modules": ["airflow_provider_twilio_sms.operators.sms"],
+                "python-modules": ["airflow_provider_twilio_sms.operators.sms",
+                                   "airflow_provider_twilio_sms.operators.scheduled"],
             }
         ],
         "sensors": [
@@ -178,11 +192,14 @@ def get_provider_info() -> dict:
         "triggers": [
             {
                 "integration-name": "Twilio SMS",
-                "python-modules": ["airflow_provider_twilio_sms.triggers.sms"],
+                "python-modules": ["airflow_provider_twilio_sms.triggers.sms",
+                                   "airflow_provider_twilio_sms.triggers.inbound_events"],
             }
         ],
         # Airflow's schema lists notifiers by class, not by module.
-        "notifications": ["airflow_provider_twilio_sms.notifications.sms.SmsNotifier"],
+        "notifications": ["airflow_provider_twilio_sms.notifications.sms.SmsNotifier",
+                          "airflow_provider_twilio_sms.notifications.hitl.SmsHitlNotifier",
+                          "airflow_provider_twilio_sms.notifications.scheduled.CancelScheduledSmsNotifier"],
         "connection-types": [
             {
                 "hook-class-name": "airflow_provider_twilio_sms.hooks.twilio_sms.TwilioSmsHook",

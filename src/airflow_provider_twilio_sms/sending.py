@@ -24,7 +24,7 @@ import logging
 import random
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -39,6 +39,7 @@ from airflow_provider_twilio_sms.errors import (
 )
 from airflow_provider_twilio_sms.hooks.twilio_sms import LIST_PAGE_SIZE
 from airflow_provider_twilio_sms.privacy import mask_number, mask_sid
+from airflow_provider_twilio_sms.scheduling import SCHEDULE_REFUSALS, schedule_refusal
 from airflow_provider_twilio_sms.store.claims import Claim, make_scope
 
 if TYPE_CHECKING:
@@ -79,6 +80,7 @@ class SendRequest:
     map_index: int | None = None
     content_sid: str | None = None
     content_variables: Any = None
+    send_at: datetime | None = None  # aware; set: Twilio schedules the message (scheduling.py)
 
 
 @dataclass(frozen=True)
@@ -143,7 +145,7 @@ def result_for_xcom(row: dict[str, Any], idempotency_key: str, *, already_sent: 
     """What downstream tasks get: plain JSON, the recipient masked, no body. The key is the caller's,
     whole: the row keeps it only when it fits.
     """
-    sent_at = row.get("sent_at")
+    sent_at, send_at = row.get("sent_at"), row.get("send_at")
     return {
         "sid": row.get("sid"),
         "status": row.get("status"),
@@ -154,6 +156,7 @@ def result_for_xcom(row: dict[str, Any], idempotency_key: str, *, already_sent: 
         "account_sid": row.get("account_sid"),
         "conn_id": row.get("conn_id"),
         "sent_at": sent_at.isoformat() if sent_at else None,
+        "send_at": send_at.isoformat() if send_at else None,
         "already_sent": already_sent,
     }
 
@@ -198,7 +201,16 @@ class SmsSender:
                 f"{request.rate_limit.count} per {request.rate_limit.window_seconds} s of its pool: it could "
                 "never be sent; shorten it or raise the limit"
             )
-        from_, messaging_service_sid = settings.resolve_sender(request.from_, request.messaging_service_sid)
+        messaging_service_sid: str | None
+        if request.send_at is not None:  # checked before anything is claimed: a refusal leaves no trace
+            from airflow_provider_twilio_sms.scheduling import check_window, scheduled_sender
+
+            from_, messaging_service_sid = scheduled_sender(settings, request.from_,
+                                                            request.messaging_service_sid)
+            request = replace(request, send_at=check_window(request.send_at))  # UTC, whole seconds
+        else:
+            from_, messaging_service_sid = settings.resolve_sender(request.from_,
+                                                                   request.messaging_service_sid)
         channel = check_same_channel(to, from_)
         # One transaction refuses an opted-out recipient and claims the key; with no rate limit to
         # decide, it also records that the request is about to leave.
@@ -209,7 +221,9 @@ class SmsSender:
                 f"{mask_number(to)} replied STOP to this account; not sending. They must reply START "
                 "before they can be messaged again", code=21610)
         if not claim.owned:
-            return self._finished(claim, request.idempotency_key)
+            return self._finished(claim, request)
+        if claim.outcome == "resume" and claim.row.get("send_at") != request.send_at:
+            self.store.record_send_at(claim, request.send_at)  # the earlier attempt never reached Twilio
         if claim.outcome == "reconcile":
             found = self._reconcile(claim, request, to, from_, messaging_service_sid, content)
             if found is not None:
@@ -254,6 +268,7 @@ class SmsSender:
                 attempting=attempting,
                 refuse_opted_out=True,
                 store_body=self.store_bodies,
+                send_at=request.send_at,
             )
             if claim.outcome != "held":
                 return claim
@@ -266,8 +281,12 @@ class SmsSender:
                      claim.row["lease_expires_at"].isoformat())
             self.retry.sleep(self.held_poll_seconds)
 
-    def _finished(self, claim: Claim, key: str) -> dict[str, Any]:
-        row = claim.row
+    def _finished(self, claim: Claim, request: SendRequest) -> dict[str, Any]:
+        row, key = claim.row, request.idempotency_key
+        if claim.outcome == "sent" and row.get("send_at") is not None:
+            from airflow_provider_twilio_sms.scheduling import already_scheduled
+
+            return already_scheduled(row, request.send_at, result_for_xcom(row, key, already_sent=True))
         if claim.outcome == "sent":
             log.info("Message already sent (SID %s) for this idempotency key; not sending again",
                      mask_sid(row["sid"]))
@@ -338,7 +357,13 @@ class SmsSender:
                 self.store.record_failed(claim, err.code, str(err))
                 raise
             except PermanentTwilioError as err:
+                if request.send_at is not None and err.code in SCHEDULE_REFUSALS:
+                    self._give_back(claim)  # nothing was created: a corrected attempt may use the key
+                    raise schedule_refusal(err) from None
                 self.store.record_failed(claim, err.code, str(err))
+                raise
+            except InvalidMessageError:  # the hook's own checks refused it: nothing left
+                self._give_back(claim)
                 raise
             except UnknownOutcomeError:
                 # The claim stays ours and its row already says an HTTP attempt was made, so if this
@@ -368,6 +393,11 @@ class SmsSender:
             log.debug("Recorded the SMS to %s: SID %s, status %s, %s segment(s)", mask_number(to),
                       mask_sid(row["sid"]), row["status"], row.get("num_segments"))
             return result_for_xcom(row, request.idempotency_key, already_sent=False)
+
+    def _give_back(self, claim: Claim) -> None:
+        """Nothing reached Twilio (refused before creating anything): the key is free for the next attempt."""
+        self.store.clear_attempt(claim)
+        self.store.withdraw(claim)
 
     def _rate_grant(self, claim: Claim, request: SendRequest, cost: int) -> RateGrant | RateLimited:
         """Slots for the POST about to leave, taken as late as possible: the client is built first, and a
@@ -411,7 +441,7 @@ class SmsSender:
                 to, request.body, from_=from_, messaging_service_sid=messaging_service_sid,
                 media_url=list(request.media_urls) or None, status_callback=request.status_callback,
                 validity_period=request.validity_period, content_sid=content.sid,
-                content_variables=content.variables)
+                content_variables=content.variables, send_at=request.send_at)
         except TwilioSmsError as err:
             reached = isinstance(err, UnknownOutcomeError) or getattr(err, "http_status", None) is not None
             raise

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from airflow_provider_twilio_sms.privacy import mask_sid
 
 if TYPE_CHECKING:
-    from collections.abc import Collection, Sequence
+    from collections.abc import Collection, Mapping, Sequence
 
     from airflow_provider_twilio_sms.hooks.twilio_sms import TwilioSmsHook
     from airflow_provider_twilio_sms.store.api import SmsStore
@@ -65,6 +65,19 @@ def ask_twilio(hook: TwilioSmsHook, store: SmsStore, conn_id: str, sids: Sequenc
     this time: ``{sid: Twilio's message, or None when it has none}``; the other SIDs wait their turn.
     """
     answers = hook.fetch_statuses(sids, created_after=created_after)
+    store_twilio_statuses(hook, store, conn_id, answers)
+    log.info("Asked Twilio about %d of %d message(s) whose status callbacks did not come: %s", len(answers),
+             len(sids), ", ".join(f"{mask_sid(sid)} {(m or {}).get('status')}" for sid, m in
+                                  list(answers.items())[:10]))
+    return answers
+
+
+def store_twilio_statuses(hook: TwilioSmsHook, store: SmsStore, conn_id: str,
+                          answers: Mapping[str, dict[str, Any] | None], *, source: str = POLL_SOURCE) -> None:
+    """Store the status of each message Twilio gave to ``hook``'s credentials (``{sid: message or None}``)
+    as a status event from ``source`` (a poll, a cancel): the message's status moves forward as a callback
+    would move it, and a status already stored is stored once.
+    """
     senders = store.message_senders(sid for sid, message in answers.items() if message)
     for sid, message in answers.items():
         status = message.get("status") if message else None
@@ -78,11 +91,7 @@ def ask_twilio(hook: TwilioSmsHook, store: SmsStore, conn_id: str, sids: Sequenc
         store.record_status_event(
             account_sid=message.get("account_sid") or hook.settings.account_sid, conn_id=by,
             signer=hook.settings.signer, message_sid=sid, status=status, error_code=message.get("error_code"),
-            payload={"source": POLL_SOURCE, "MessageStatus": status, "ErrorCode": message.get("error_code")})
-    log.info("Asked Twilio about %d of %d message(s) whose status callbacks did not come: %s", len(answers),
-             len(sids), ", ".join(f"{mask_sid(sid)} {(m or {}).get('status')}" for sid, m in
-                                  list(answers.items())[:10]))
-    return answers
+            payload={"source": source, "MessageStatus": status, "ErrorCode": message.get("error_code")})
 
 
 def finishing_statuses(success: Collection[str], failure: Collection[str]) -> frozenset[str]:

@@ -18,11 +18,13 @@ def test_demo_runs_every_example_end_to_end():
     out = done.stdout
     assert done.returncode == 0, out[-4000:] + done.stderr[-4000:]
     for dag_id in ("twilio_sms_send_and_wait", "twilio_sms_approval", "twilio_sms_otp_capture",
-                   "twilio_sms_bulk_mapped"):
+                   "twilio_sms_bulk_mapped", "twilio_sms_scheduled_reminder"):
         assert f"== {dag_id}: success" in out
     assert ": YES -> deployed" in out
     assert "the code the app sent" in out
     assert "NOT the code" not in out
     assert "callbacks: sent -> delivered" in out
+    assert "callbacks: queued -> sent -> delivered" in out  # the scheduled reminder, released early
+    assert "the stand-in's clock released it early" in out
     assert "DEMO OK" in out
     assert "4155550100" not in out, "a full phone number reached the report"

@@ -46,7 +46,8 @@ def test_db_purge_end_to_end(store, airflow_home):
     assert dry.returncode == 0, dry.stderr[-3000:]
     assert "Dry run, nothing deleted" in dry.stdout
     expected = {"twilio_sms_event": 4, "twilio_sms_message": 3, "twilio_sms_reply_wait": 1,
-                "twilio_sms_rate_slot": 0, "twilio_sms_rate_pool": 0, "total": 8}
+                "twilio_sms_hitl_request": 0, "twilio_sms_rate_slot": 0, "twilio_sms_rate_pool": 0,
+                "total": 8}
     assert _counts(dry.stdout) == expected
     assert rows.counts() == before
     done = run_airflow(args, airflow_home)
@@ -126,7 +127,7 @@ def test_forget_end_to_end_and_the_stop_still_refuses_a_send(store, airflow_home
         assert "415 555" not in output
     assert "erased ***0123" in done.stdout
     expected = {"twilio_sms_event": 2, "twilio_sms_message": 1, "twilio_sms_reply_wait": 1,
-                "twilio_sms_opt_out": 0, "total": 4}
+                "twilio_sms_hitl_request": 0, "twilio_sms_opt_out": 0, "total": 4}
     assert _counts(dry.stdout) == _counts(done.stdout) == expected
     assert "kept 1 opt-out(s) of ***0123, keyword and message SID cleared" in done.stdout
     assert rows.dump().count(THEM) == 1  # the opt-out's number

@@ -47,6 +47,10 @@ DAG_FACING_MODULES = [
     "airflow_provider_twilio_sms.sensors.sms",
     "airflow_provider_twilio_sms.notifications.sms",
     "airflow_provider_twilio_sms.triggers.sms",
+    "airflow_provider_twilio_sms.triggers.inbound_events",
+    "airflow_provider_twilio_sms.operators.scheduled",
+    "airflow_provider_twilio_sms.notifications.scheduled",
+    "airflow_provider_twilio_sms.scheduling",
 ]
 
 

@@ -77,6 +77,26 @@ def get_cli_commands() -> list[CLICommand]:
             func=lazy_load_command(f"{_PKG}.cli.retention.forget"),
             args=(number, dry_run, store_url),
         ),
+        ActionCommand(
+            name="cancel",
+            help="Cancel scheduled messages (SendSmsOperator send_at): one by --sid or --idempotency-key, or "
+                 "every one a DAG run still has scheduled (--dag-id, --run-id, --task-id); records canceled",
+            func=lazy_load_command(f"{_PKG}.cli.scheduled.cancel"),
+            args=(
+                Arg(("--conn-id",), default="twilio_sms_default",
+                    help="The twilio_sms connection the messages were sent with (default "
+                         "twilio_sms_default)"),
+                Arg(("--sid",), default=None, help="The message SID (SM...)"),
+                Arg(("--idempotency-key",), dest="idempotency_key", default=None,
+                    help="The idempotency key the message was sent with"),
+                Arg(("--team",), default=None, help="The team of the DAG that sent it (multi-team only)"),
+                Arg(("--dag-id",), dest="dag_id", default=None, help="Cancel this DAG run's messages"),
+                Arg(("--run-id",), dest="run_id", default=None, help="... of this run"),
+                Arg(("--task-id",), dest="task_id", action="append", default=None,
+                    help="... of this task only; repeatable"),
+                store_url,
+            ),
+        ),
         GroupCommand(
             name="db",
             help="Manage the provider's tables in a store outside the metadata DB",

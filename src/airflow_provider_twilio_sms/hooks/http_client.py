@@ -6,7 +6,9 @@ three changes.
 - It reads proxy and CA-bundle settings from the environment once per origin, as httpx does when a
   client is created. requests reads them again on every request (``HTTPS_PROXY``, ``NO_PROXY``,
   ``REQUESTS_CA_BUNDLE``...), scanning every environment variable twice, which costs a send about
-  0.2 ms of CPU. A hook lives for one task, so a task sees the environment it started with.
+  0.2 ms of CPU. A client is shared by the hooks of its connection in a process (:mod:`.clients`) only
+  while these settings stay the same (:func:`environment_settings` is part of what it is made of), so
+  a task sees the environment it started with.
 
 Imported only when a client is built: DAG files import the hook module on every parse.
 """
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 import threading
 from collections.abc import Mapping
 from typing import Any
@@ -82,6 +85,19 @@ def http_client_class():
             self.logger.debug("Twilio API response: HTTP %s", status_code)
 
     return ProviderHttpClient
+
+
+# What requests reads from the environment besides the ``*_proxy`` variables (see requests.utils and
+# requests.sessions.Session.merge_environment_settings).
+_ENVIRONMENT_NAMES = frozenset({"REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "NETRC"})
+
+
+def environment_settings() -> tuple[tuple[str, str], ...]:
+    """The environment variables a client's session takes its proxies, CA bundle and netrc from, as they
+    are now (one pass over the environment).
+    """
+    return tuple(sorted((name, value) for name, value in os.environ.items()
+                        if name in _ENVIRONMENT_NAMES or name.lower().endswith("_proxy")))
 
 
 def quiet_twilio_logger() -> logging.Logger:

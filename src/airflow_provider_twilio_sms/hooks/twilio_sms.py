@@ -42,6 +42,7 @@ from airflow_provider_twilio_sms import __version__
 from airflow_provider_twilio_sms.errors import (
     ConnectionConfigError,
     InvalidMessageError,
+    MessageNotCancelableError,
     OptedOutError,
     PermanentTwilioError,
     RetryableTwilioError,
@@ -65,6 +66,7 @@ LIST_PAGE_SIZE = 1000  # the largest page Twilio's list gives
 # Twilio error codes that mean "not now": the message was refused before it was accepted.
 RETRYABLE_CODES = frozenset({20429, 21611, 30001})
 OPTED_OUT_CODE = 21610
+NOT_CANCELABLE_CODE = 30409  # "This message cannot be canceled": it is no longer scheduled
 MAX_VALIDITY_PERIOD = 36000
 _MESSAGE_SID = re.compile(r"(SM|MM)[0-9a-fA-F]{32}")
 _MAY_EXIST = "the message may exist: look it up before sending again"
@@ -162,7 +164,21 @@ class TwilioSmsHook(BaseHook):
 
     @cached_property
     def client(self) -> Client:
-        """A twilio-python client isolated from ``os.environ``, with an explicit timeout and no retries."""
+        """A twilio-python client isolated from ``os.environ``, with an explicit timeout and no retries.
+
+        Shared by the hooks of this connection in this process while the values it is built from stay the
+        same (credentials, host, timeout, the environment's proxy settings: :mod:`.clients`), so that
+        consecutive tasks reuse its HTTP connections to Twilio.
+        """
+        from airflow_provider_twilio_sms.hooks.clients import fingerprint, shared_client
+        from airflow_provider_twilio_sms.hooks.http_client import environment_settings
+
+        s = self.settings
+        made_of = fingerprint((*s.credentials, s.account_sid, s.region, s.api_edge, s.api_base_url,
+                               self.timeout, environment_settings()))
+        return shared_client(self.twilio_conn_id, made_of, self._new_client)
+
+    def _new_client(self) -> Client:
         from twilio.rest import Client
 
         from airflow_provider_twilio_sms.hooks.http_client import http_client_class
@@ -209,6 +225,7 @@ class TwilioSmsHook(BaseHook):
         validity_period: int | None = None,
         content_sid: str | None = None,
         content_variables: Mapping[str, Any] | str | None = None,
+        send_at: datetime | str | None = None,
     ) -> dict[str, Any]:
         """Create one message and return Twilio's answer as plain JSON (no body).
 
@@ -218,6 +235,11 @@ class TwilioSmsHook(BaseHook):
         ``messaging_service_sid``. ``content_sid`` (and ``content_variables``, a dict or its JSON) sends a
         Content template instead of ``body`` (:mod:`.content`). Sending again after an error is the
         caller's decision: see the module docstring for what each error means.
+
+        ``send_at`` (an aware datetime or an ISO 8601 string with its offset) schedules the message
+        (``ScheduleType=fixed``, ``SendAt`` in UTC): it needs a Messaging Service (the one given, else the
+        connection's) and a moment 15 minutes to 35 days ahead, both checked here (see
+        :mod:`~airflow_provider_twilio_sms.scheduling`). The answer's status is then ``scheduled``.
         """
         from airflow_provider_twilio_sms.channels import check_same_channel, normalize_address
         from airflow_provider_twilio_sms.content import (
@@ -225,11 +247,17 @@ class TwilioSmsHook(BaseHook):
             content_variables_json,
             validate_content_sid,
         )
+        from airflow_provider_twilio_sms.scheduling import check_window, parse_send_at, scheduled_sender
         from airflow_provider_twilio_sms.segments import message_units, validate_message
 
         s = self.settings
         to = normalize_address(to, s.default_region)
-        from_, messaging_service_sid = s.resolve_sender(from_, messaging_service_sid)
+        schedule_at = parse_send_at(send_at)
+        if schedule_at is not None:
+            from_, messaging_service_sid = scheduled_sender(s, from_, messaging_service_sid)
+            schedule_at = check_window(schedule_at)
+        else:
+            from_, messaging_service_sid = s.resolve_sender(from_, messaging_service_sid)
         channel = check_same_channel(to, from_)
         media = [media_url] if isinstance(media_url, str) else list(media_url or [])
         content_sid = validate_content_sid(content_sid) if content_sid else None
@@ -254,8 +282,12 @@ class TwilioSmsHook(BaseHook):
                             ("content_sid", content_sid), ("content_variables", variables)):
             if value is not None:
                 params[name] = value
+        if schedule_at is not None:
+            params.update(schedule_type="fixed", send_at=schedule_at)
         message = self._call(lambda: self.client.messages.create(**params), creates=True)
         result = message_to_dict(message, segments=segments)
+        if schedule_at is not None:
+            result["send_at"] = schedule_at.isoformat()
         self.log.info("Twilio accepted a%s %s message to %s: SID %s, status %s, %d %s unit(s)",
                       "" if content_sid else " free-form", channel, mask_number(to), mask_sid(result["sid"]),
                       result["status"], segments[0], segments[1] or "message")
@@ -263,11 +295,30 @@ class TwilioSmsHook(BaseHook):
 
     def fetch_message(self, sid: str) -> dict[str, Any]:
         """One message by SID, as plain JSON (no body)."""
-        sid = str(sid or "").strip()
-        if not _MESSAGE_SID.fullmatch(sid):
-            raise InvalidMessageError(f"{mask_sid(sid)} is not a message SID (SM or MM followed by 32 hex "
-                                      "characters)")
+        sid = _message_sid(sid)
         return message_to_dict(self._call(lambda: self.client.messages(sid).fetch(), creates=False))
+
+    def cancel_scheduled(self, sid: str) -> dict[str, Any]:
+        """Cancel a scheduled message as Twilio does (``POST .../Messages/{sid}.json`` with
+        ``Status=canceled``); Twilio's answer as plain JSON (no body), status ``canceled``.
+
+        Only a message still ``scheduled`` can be canceled: otherwise Twilio answers 30409, raised as
+        :class:`MessageNotCancelableError`. Canceling is safe to repeat: the caller may ask again after an
+        unknown outcome (the message is then canceled, or refused with 30409 once Twilio sent it).
+        """
+        sid = _message_sid(sid)
+        try:
+            message = self._call(lambda: self.client.messages(sid).update(status="canceled"), creates=False)
+        except PermanentTwilioError as err:
+            if err.code == NOT_CANCELABLE_CODE:
+                raise MessageNotCancelableError(
+                    f"message {mask_sid(sid)} cannot be canceled: Twilio says it is no longer scheduled "
+                    "(already sent or being sent, or canceled) (Twilio error 30409)", code=err.code,
+                    http_status=err.http_status, more_info=err.more_info) from None
+            raise
+        result = message_to_dict(message)
+        self.log.info("Twilio canceled scheduled message %s (status %s)", mask_sid(sid), result["status"])
+        return result
 
     def list_messages(self, *, to: str | None = None, from_: str | None = None,
                       date_sent_after: datetime | None = None, limit: int = 50,
@@ -523,6 +574,14 @@ def _aware(moment: datetime | None) -> datetime | None:
     if moment is not None and moment.tzinfo is None:
         return moment.replace(tzinfo=timezone.utc)
     return moment
+
+
+def _message_sid(sid: str) -> str:
+    sid = str(sid or "").strip()
+    if not _MESSAGE_SID.fullmatch(sid):
+        raise InvalidMessageError(f"{mask_sid(sid)} is not a message SID (SM or MM followed by 32 hex "
+                                  "characters)")
+    return sid
 
 
 def _created_since(message: Any, since: datetime) -> bool:

@@ -75,8 +75,19 @@ class SmsNotifier(BaseNotifier):
         The idempotency key defaults to one per task instance and recipient, so a callback that Airflow runs
         again does not send the SMS twice.
         """
-        from airflow_provider_twilio_sms import config
         from airflow_provider_twilio_sms.channels import normalize_address
+
+        to = normalize_address(self.to, self.hook.settings.default_region)
+        return self._send_text(context, to, self.body, key_scope="notifier",
+                               idempotency_key=self.idempotency_key)
+
+    def _send_text(self, context: Context, to: str, body: str, *, key_scope: str,
+                   idempotency_key: str | None = None) -> dict[str, Any]:
+        """Send ``body`` to ``to`` (E.164) through the operator's idempotent path; the default key is one per
+        task instance, ``key_scope`` and recipient (``key_scope`` keeps it apart from a SendSmsOperator's in
+        the same task, and from another notifier kind's).
+        """
+        from airflow_provider_twilio_sms import config
         from airflow_provider_twilio_sms.config import team_of
         from airflow_provider_twilio_sms.sending import (
             RateLimited,
@@ -88,20 +99,17 @@ class SmsNotifier(BaseNotifier):
         from airflow_provider_twilio_sms.webhook.urls import status_callback_url
 
         settings = self.hook.settings
-        to = normalize_address(self.to, settings.default_region)
         ti = context.get("ti") or context.get("task_instance")
         dag_run = context.get("dag_run")
         dag_id = getattr(dag_run, "dag_id", None) or getattr(ti, "dag_id", "") or ""
         run_id = getattr(dag_run, "run_id", None) or getattr(ti, "run_id", "") or ""
         task_id = getattr(ti, "task_id", None) or None
-        # "notifier:" keeps the key apart from a SendSmsOperator's in the same task; the row keeps the
-        # task id.
-        key = self.idempotency_key or default_idempotency_key(dag_id, f"notifier:{task_id or ''}", run_id,
-                                                              getattr(ti, "map_index", None), to)
+        key = idempotency_key or default_idempotency_key(dag_id, f"{key_scope}:{task_id or ''}", run_id,
+                                                         getattr(ti, "map_index", None), to)
         team = team_of(context)
         request = SendRequest(
             to=to,
-            body=self.body,
+            body=body,
             idempotency_key=str(key),
             from_=self.from_,
             team=team,

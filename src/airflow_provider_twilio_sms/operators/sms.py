@@ -15,6 +15,8 @@ from airflow.sdk import BaseOperator
 from airflow_provider_twilio_sms.privacy import MasksRenderedNumbers
 
 if TYPE_CHECKING:
+    from datetime import datetime
+
     from airflow.sdk import Context
 
     from airflow_provider_twilio_sms.hooks.twilio_sms import TwilioSmsHook
@@ -66,12 +68,18 @@ class SendSmsOperator(MasksRenderedNumbers, BaseOperator):
     :param store_conn_id: connection of the message store; default ``[twilio_sms] store_conn_id``.
     :param deferrable: allow ``on_rate_limit="defer"`` to defer; when False it waits in the worker.
     :param max_send_attempts: tries for transient Twilio refusals (429, queue full) within one task try.
+    :param send_at: schedule the message with Twilio instead of sending it now: an aware datetime or an ISO
+        8601 string with its offset (templated, e.g. ``"{{ data_interval_end.add(hours=20) }}"``), 15 minutes
+        to 35 days ahead, through a Messaging Service (``messaging_service_sid`` or the connection's). Both
+        are checked before anything is claimed or sent. The result's ``status`` is ``scheduled`` and its
+        ``send_at`` the moment; a retried task returns that message and never schedules a second one. See
+        :mod:`~airflow_provider_twilio_sms.scheduling` and ``CancelScheduledSmsOperator`` to cancel it.
     """
 
     template_fields: Sequence[str] = (
         "to", "body", "twilio_conn_id", "from_", "messaging_service_sid", "media_url", "idempotency_key",
         "rate_limit", "on_rate_limit", "validity_period", "status_callback", "store_conn_id", "content_sid",
-        "content_variables",
+        "content_variables", "send_at",
     )
     template_fields_renderers = {"body": "txt"}
     ui_color = "#f22f46"
@@ -97,6 +105,7 @@ class SendSmsOperator(MasksRenderedNumbers, BaseOperator):
         max_send_attempts: int = 5,
         content_sid: str | None = None,
         content_variables: dict[str, str] | str | None = None,
+        send_at: datetime | str | None = None,
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)
@@ -117,6 +126,7 @@ class SendSmsOperator(MasksRenderedNumbers, BaseOperator):
         self.max_send_attempts = max_send_attempts
         self.content_sid = content_sid
         self.content_variables = content_variables
+        self.send_at = send_at
 
     @cached_property
     def hook(self) -> TwilioSmsHook:
@@ -141,6 +151,7 @@ class SendSmsOperator(MasksRenderedNumbers, BaseOperator):
         from airflow_provider_twilio_sms import config
         from airflow_provider_twilio_sms.channels import normalize_address
         from airflow_provider_twilio_sms.rate_limit import resolve_rate_limit
+        from airflow_provider_twilio_sms.scheduling import parse_send_at
         from airflow_provider_twilio_sms.sending import SendRequest, default_idempotency_key
         from airflow_provider_twilio_sms.webhook.urls import status_callback_url
 
@@ -172,6 +183,7 @@ class SendSmsOperator(MasksRenderedNumbers, BaseOperator):
             map_index=ti.map_index,
             content_sid=self.content_sid or None,
             content_variables=self.content_variables,
+            send_at=parse_send_at(self.send_at),
         )
 
     def execute(self, context: Context) -> dict[str, Any]:
@@ -187,7 +199,10 @@ class SendSmsOperator(MasksRenderedNumbers, BaseOperator):
         from airflow_provider_twilio_sms.errors import InvalidMessageError, PermanentTwilioError
         from airflow_provider_twilio_sms.sending import RateLimited
 
-        request = self.build_request(context)
+        try:
+            request = self.build_request(context)  # a bad number or send_at: retrying cannot help either
+        except InvalidMessageError as err:
+            raise AirflowFailException(str(err)) from err
         sender = self._sender(context)
         while True:
             try:
@@ -196,6 +211,7 @@ class SendSmsOperator(MasksRenderedNumbers, BaseOperator):
                 # Retrying cannot help: fail now, without Airflow retries.
                 raise AirflowFailException(str(err)) from err
             if not isinstance(outcome, RateLimited):
+                self._scheduled = outcome if outcome.get("send_at") else None
                 return outcome
             if self.on_rate_limit == "fail":
                 raise AirflowException(
@@ -207,6 +223,26 @@ class SendSmsOperator(MasksRenderedNumbers, BaseOperator):
                 self._defer_for(outcome.wait_seconds)
             self.log.info("Rate limit of %s reached; waiting %.1f s", outcome.pool, outcome.wait_seconds)
             time.sleep(max(0.0, outcome.wait_seconds) + 0.01)
+
+    def on_kill(self) -> None:
+        """Killed (the task was marked failed or cleared while it ran) after its message was scheduled:
+        cancel the message, so that no text goes out for a task that did not finish. A message already sent
+        cannot be called back; one scheduled by an earlier, finished try is canceled with
+        ``CancelScheduledSmsOperator`` or ``airflow twilio-sms cancel`` (see the README).
+        """
+        scheduled = getattr(self, "_scheduled", None)
+        if not scheduled:
+            return
+        from airflow_provider_twilio_sms.privacy import mask_sid
+        from airflow_provider_twilio_sms.scheduling import cancel_scheduled_message
+        from airflow_provider_twilio_sms.store.locate import get_store
+
+        try:
+            cancel_scheduled_message(self.hook, get_store(self.store_conn_id), sid=scheduled["sid"])
+        except Exception:
+            self.log.exception("The task was killed after scheduling message %s, which could not be "
+                               "canceled: cancel it with `airflow twilio-sms cancel --sid ...`",
+                               mask_sid(scheduled["sid"]))
 
     def _defer_for(self, seconds: float) -> None:
         from datetime import timedelta

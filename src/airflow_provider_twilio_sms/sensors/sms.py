@@ -82,14 +82,24 @@ class _StoreSensor(BaseSensorOperator):
         return timedelta(seconds=self.timeout) if self.timeout else None
 
 
+def _asked_from(row: dict[str, Any], sent_at: datetime | None) -> datetime | None:
+    """From when Twilio may have news of the message: its send, or for a scheduled message its ``send_at``
+    (until then it is ``scheduled``, and no callback is missing).
+    """
+    send_at = row.get("send_at")
+    return max(send_at, sent_at) if send_at and sent_at else (send_at or sent_at)
+
+
 class SmsStatusSensor(_StoreSensor):
     """
     Wait until a message reaches a delivery status (default ``delivered``).
 
     Give exactly one of ``message_sid``, ``from_task`` (a SendSmsOperator task id in this DAG run) or
     ``idempotency_key``. On a failure status the task fails at once with Twilio's error code and what
-    it means. Callbacks can be lost (and Twilio's test credentials never send any): from
-    ``fallback_after`` seconds after the send on, while the stored status ends nothing, Twilio is asked
+    it means. A scheduled message (``send_at``) is ``scheduled`` until its moment, then moves on as any
+    other; ``canceled`` fails the task (nothing was sent). Callbacks can be lost (and Twilio's test
+    credentials never send any): from ``fallback_after`` seconds after the send (for a scheduled message,
+    after its ``send_at``) on, while the stored status ends nothing, Twilio is asked
     every ``fallback_interval`` seconds, doubling up to ``fallback_max_interval``, and what it says is
     stored as a status event from a poll (see :mod:`.status_fallback`). Deferred, the triggerer asks
     Twilio for every waiting sensor together, in a few requests a round. In reschedule mode each poke is
@@ -131,7 +141,7 @@ class SmsStatusSensor(_StoreSensor):
             raise ValueError("SmsStatusSensor needs exactly one of message_sid, from_task or idempotency_key")
         if self.message_sid:
             row = self.store.get_message(sid=self.message_sid)
-            return self.message_sid, row.get("sent_at") if row else None, row
+            return self.message_sid, _asked_from(row, row.get("sent_at")) if row else None, row
         if self.from_task:
             row = self._sent_row(context, self.from_task)
         else:
@@ -142,7 +152,7 @@ class SmsStatusSensor(_StoreSensor):
             if row is None:
                 raise ValueError("no message was sent with this idempotency key (scoped to the connection's "
                                  "account and this DAG's team)")
-        return row.get("sid"), row.get("sent_at") or row.get("created_at"), row
+        return row.get("sid"), _asked_from(row, row.get("sent_at") or row.get("created_at")), row
 
     def _verdict(self, sid: str, state: dict[str, Any] | None) -> dict[str, Any] | None:
         """The XCom result when the wait is over; raises on a failure status; None to keep waiting."""
@@ -153,6 +163,9 @@ class SmsStatusSensor(_StoreSensor):
         from airflow_provider_twilio_sms.store.status import reached
 
         status = ((state or {}).get("status") or "").lower()
+        if status == "canceled" and status in self.failure_statuses:
+            raise AirflowFailException(f"message {mask_sid(sid)} was canceled before its scheduled time: "
+                                       "nothing was sent to the recipient, and nothing will be")
         if status in self.failure_statuses:
             raise AirflowFailException(f"message {mask_sid(sid)} ended {status}: "
                                        f"{describe_error_code((state or {}).get('error_code'))}")

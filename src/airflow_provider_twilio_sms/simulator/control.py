@@ -13,6 +13,8 @@ Steer:
 - ``POST /_sim/inbound`` ``{"from": ..., "to": ..., "body": ..., "media_urls": [...]}``: a signed inbound
   message to the number's URL; answers the message SID and what the webhook answered. WhatsApp: ``from`` and
   ``to`` as ``whatsapp:+...`` (and ``profile_name``); it opens the user's 24-hour session window.
+- ``POST /_sim/scheduled/release`` ``{"sid": "SM..."}`` (or ``{}``: every one): send scheduled messages now
+  instead of at their SendAt; ``GET /_sim/scheduled`` lists those still held.
 - ``POST /_sim/reset``: forget messages, records, faults, outcomes, opt-outs (numbers/accounts stay).
 
 Inspect: ``GET /_sim/state`` (summary), ``/_sim/requests`` (counts per endpoint and the parsed create
@@ -174,6 +176,14 @@ def _route(sim: TwilioSimulator, method: str, action: str, payload: dict[str, An
             return Answer(200, sim.send_inbound(from_, to, str(payload.get("body") or ""), media,
                                                 account_sid=payload.get("account_sid"),
                                                 profile_name=payload.get("profile_name")))
+    if head == "scheduled":
+        if method == "GET" and not rest:
+            return Answer(200, {"scheduled": sim.scheduled()})
+        if (method, rest) == ("POST", "release"):
+            sid = payload.get("sid")
+            if sid is not None and not isinstance(sid, str):
+                raise ControlError("sid must be a message SID (a string)")
+            return Answer(200, {"released": sim.release_scheduled(sid)})
     if (method, head) == ("POST", "reset"):
         sim.reset()
         return Answer(200, {"ok": True})

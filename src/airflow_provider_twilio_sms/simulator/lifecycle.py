@@ -6,7 +6,8 @@ what :meth:`Lifecycle.set_outcome` chose for the recipient (``undelivered`` with
 delay (a recipient with read receipts off: ``set_outcome(to, "delivered")``); one the stand-in must refuse
 for the session window fails at once with 63016 (``content``). Each step updates the message (so ``GET``
 sees it move) and, when the message has a ``StatusCallback``, is called back; the initial
-``queued``/``accepted`` never is. A scheduled message (``ScheduleType=fixed``) starts at its ``SendAt``.
+``queued``/``accepted`` never is. A scheduled message (``ScheduleType=fixed``) starts when ``scheduling``
+releases it at its ``SendAt``.
 """
 
 from __future__ import annotations
@@ -138,8 +139,7 @@ class Lifecycle:
         with self._lock:
             self._outcomes.clear()
 
-    def plan(self, message: dict[str, Any], send_at: datetime | None = None,
-             outcome: Outcome | None = None) -> list[tuple[str, int | None]]:
+    def plan(self, message: dict[str, Any], outcome: Outcome | None = None) -> list[tuple[str, int | None]]:
         """Schedule the message's steps: as ``outcome`` says (a refusal decided at create), else as the
         recipient's outcome says, else ``delivered`` (``read`` on WhatsApp).
         """
@@ -156,11 +156,8 @@ class Lifecycle:
             steps = [("sent", None), (outcome.status, outcome.error_code)]
         if self.out_of_order:
             steps.reverse()
-        start = 0.0
-        if send_at is not None:
-            start = max(0.0, (send_at - self._clock()).total_seconds())
         for index, (status, code) in enumerate(steps, start=1):
-            self._scheduler.call_later(start + self.status_delay * index, self._step, message["sid"], status,
+            self._scheduler.call_later(self.status_delay * index, self._step, message["sid"], status,
                                        code, key=message["sid"])
         return steps
 

@@ -4,7 +4,8 @@
 - ``POST /2010-04-01/Accounts/{AccountSid}/Messages.json``          create (201)
 - ``GET  /2010-04-01/Accounts/{AccountSid}/Messages.json``          list, filtered and paged
 - ``GET  /2010-04-01/Accounts/{AccountSid}/Messages/{Sid}.json``    fetch (404 20404 for another account's)
-- ``POST /2010-04-01/Accounts/{AccountSid}/Messages/{Sid}.json``    ``Body=""`` redacts
+- ``POST /2010-04-01/Accounts/{AccountSid}/Messages/{Sid}.json``    ``Body=""`` redacts; ``Status=canceled``
+  cancels a scheduled message (``scheduling``)
 - ``DELETE /2010-04-01/Accounts/{AccountSid}/Messages/{Sid}.json``  204
 
 Every request needs HTTP Basic auth (401 with code 20003 otherwise). Requests are counted per endpoint
@@ -31,6 +32,7 @@ from airflow_provider_twilio_sms.simulator.errors import (
 )
 from airflow_provider_twilio_sms.simulator.messages import API_VERSION, rfc2822
 from airflow_provider_twilio_sms.simulator.paging import list_page
+from airflow_provider_twilio_sms.simulator.scheduling import check_update_status
 from airflow_provider_twilio_sms.simulator.validation import check_create
 
 if TYPE_CHECKING:
@@ -120,9 +122,13 @@ class RestApi:
 
     def _update(self, sid: str, body: bytes) -> Answer:
         form = dict(parse_qsl(_decode(body), keep_blank_values=True))
+        if "Status" in form:
+            check_update_status(form["Status"])
+            return Answer(200, self.sim._scheduled.cancel(sid))
         if form.get("Body") == "":
             return Answer(200, self.sim._messages.redact(sid, self.sim._clock()))
-        raise TwilioApiError(20001, "The stand-in only supports redacting a message (Body=\"\")")
+        raise TwilioApiError(20001, "The stand-in only supports redacting a message (Body=\"\") and "
+                                    "canceling a scheduled one (Status=canceled)")
 
     def _create(self, account: str, path: str, body: bytes) -> Answer:
         form = parse_qsl(_decode(body), keep_blank_values=True)
@@ -151,8 +157,10 @@ class RestApi:
             self.sim._record_create(record, answer, None)
             return answer
         message = self.sim._messages.add_outbound(account, request, self.sim._clock(), service_number)
-        self.sim._lifecycle.plan(message, request.send_at,
-                                 self.sim._session_outcome(request, request.from_ or service_number))
+        if request.send_at is not None:
+            self.sim._scheduled.hold(message["sid"], request.send_at)
+        else:
+            self.sim._lifecycle.plan(message, self.sim._session_outcome(request, request.from_ or service_number))
         log.debug("Twilio stand-in accepted %s to %s", mask_sid(message["sid"]), mask_number(request.to))
         answer = Answer(201, message)
         if fault is not None and fault.kind in ("500_after", "slow", "reset_after"):

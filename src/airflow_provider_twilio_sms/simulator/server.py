@@ -62,6 +62,7 @@ from airflow_provider_twilio_sms.simulator.lifecycle import Lifecycle, Outcome, 
 from airflow_provider_twilio_sms.simulator.magic_numbers import VALID_FROM
 from airflow_provider_twilio_sms.simulator.messages import MessageBook, new_sid
 from airflow_provider_twilio_sms.simulator.rest_api import Answer, RestApi, request_id
+from airflow_provider_twilio_sms.simulator.scheduling import ScheduledMessages
 from airflow_provider_twilio_sms.simulator.validation import form_to_params
 
 __all__ = ["TEST_ACCOUNT_SID", "TEST_AUTH_TOKEN", "SimulatorServer", "TwilioSimulator"]
@@ -124,6 +125,10 @@ class TwilioSimulator:
                                         timeout=callback_timeout)
         self._lifecycle = Lifecycle(self._scheduler, self._messages.advance, self._on_status, self._clock)
         self._lifecycle.status_delay = callback_delay
+        self._scheduled = ScheduledMessages(advance=self._messages.advance, on_status=self._on_status,
+                                            start=self._lifecycle.plan, call_later=self._scheduler.call_later,
+                                            clock=self._clock, exists=self._messages.exists,
+                                            max_held=max_messages)
         self._rest = RestApi(self)
         for number, config in (numbers or {}).items():
             if isinstance(config, str):
@@ -279,6 +284,7 @@ class TwilioSimulator:
         and callback settings.
         """
         self._scheduler.clear()
+        self._scheduled.clear()
         self._messages.clear()
         self._faults.clear()
         self._lifecycle.clear()
@@ -289,6 +295,18 @@ class TwilioSimulator:
             self._counts.clear()
             self._create_records.clear()
             self._inbound_records.clear()
+
+    def release_scheduled(self, sid: str | None = None) -> list[str]:
+        """Send scheduled messages now instead of at their SendAt (so tests need not wait 15 minutes):
+        ``sid``, or every one held. Returns the SIDs released (a canceled or already released one is not).
+        """
+        if sid is None:
+            return self._scheduled.release_all()
+        return [sid] if self._scheduled.release(sid) else []
+
+    def scheduled(self) -> list[dict[str, str]]:
+        """The messages held until their SendAt: ``[{"sid", "send_at"}]``."""
+        return self._scheduled.held()
 
     # -- inbound --------------------------------------------------------------------------------
 

@@ -4,9 +4,11 @@ Type and format checks follow Twilio's published OpenAPI description of ``POST .
 (integers, ``true``/``false`` booleans, enums, SID patterns, ISO 8601 ``SendAt``); the business rules
 follow Twilio's documented errors (21602 no body, 21603 no sender, 21604 no To, 21617 body over 1600
 characters, 21623 over 10 media, 21624 validity period, 21609 status callback URL, 21211/21212 number
-formats, 21266 To equals From (63031 on WhatsApp), 21910 From and To on different channels, 35114 scheduling
-window, Content templates 21654/21655/21656: see ``content``) and its magic test numbers (checked on the
-number part of a ``whatsapp:`` address too).
+formats, 21266 To equals From (63031 on WhatsApp), 21910 From and To on different channels, 35111 no SendAt,
+35114 scheduling window, Content templates 21654/21655/21656: see ``content``) and its magic test numbers
+(checked on the number part of a ``whatsapp:`` address too). A ``ScheduleType=fixed`` without a Messaging
+Service is sent at once, as Twilio documents (error 35111's page); the provider refuses such a request
+before it leaves.
 """
 
 from __future__ import annotations
@@ -192,7 +194,7 @@ def check_create(form: list[tuple[str, str]], now: datetime) -> CreateRequest:
     send_at = None
     if params.get("ScheduleType") == "fixed" and service:  # without a service Twilio sends at once
         if not params.get("SendAt"):
-            raise TwilioApiError(35114, "SendAt is required to schedule a message")
+            raise TwilioApiError(35111, "SendAt timestamp is missing")
         send_at = parse_iso8601(str(params["SendAt"]))
         if send_at is None or not SCHEDULE_MIN <= send_at - now <= SCHEDULE_MAX:
             raise TwilioApiError(35114, "Scheduling does not support this timestamp: SendAt must be between "

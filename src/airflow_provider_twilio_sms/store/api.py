@@ -1,8 +1,9 @@
 """The store API: every reader and writer of the ``twilio_sms_*`` tables goes through :class:`SmsStore`.
 
 One class, in parts by concern: claims and sends (:mod:`.claims`), rate limits (:mod:`.rate_limits`),
-webhook events (:mod:`.events`), read queries and reports (:mod:`.reads`), retention and erasure
-(:mod:`.retention`), on what they share (:mod:`.base`).
+webhook events (:mod:`.events`), human-in-the-loop reply codes (:mod:`.hitl`), read queries and reports
+(:mod:`.reads`), the asset watchers' cursors (:mod:`.watches`), scheduled sends (:mod:`.scheduled`),
+retention and erasure (:mod:`.retention`), on what they share (:mod:`.base`).
 """
 
 from __future__ import annotations
@@ -11,12 +12,15 @@ from datetime import datetime, timedelta
 
 from airflow_provider_twilio_sms.store.claims import Claims
 from airflow_provider_twilio_sms.store.events import Events
+from airflow_provider_twilio_sms.store.hitl import HitlRequests
 from airflow_provider_twilio_sms.store.rate_limits import RateLimits
 from airflow_provider_twilio_sms.store.reads import Reads
 from airflow_provider_twilio_sms.store.retention import DEFAULT_BATCH_SIZE, Erasure, Retention
+from airflow_provider_twilio_sms.store.scheduled import Scheduled
+from airflow_provider_twilio_sms.store.watches import EventWatches
 
 
-class SmsStore(Claims, RateLimits, Events, Reads):
+class SmsStore(Claims, RateLimits, Events, Reads, HitlRequests, EventWatches, Scheduled):
     """All reads and writes of the provider's tables. Thread-safe; cheap to construct per URL."""
 
     # -- retention and erasure (store/retention.py) ----------------------------------------------

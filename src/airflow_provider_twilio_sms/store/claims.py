@@ -134,6 +134,7 @@ class Claims(StoreBase):
         attempting: bool = False,
         refuse_opted_out: bool = False,
         store_body: bool = False,
+        send_at: datetime | None = None,
         now: datetime | None = None,
     ) -> Claim:
         """Claim ``idempotency_key`` in ``scope`` for one send attempt. See :class:`Claim`.
@@ -146,7 +147,8 @@ class Claims(StoreBase):
         transaction. The body's SHA-256 is always kept (reconciliation matches by it; ``body_sha256``, when
         given, is the digest of what the message says, e.g. a Content template and its variables); the text
         itself only with ``store_body=True`` (``[twilio_sms] store_outbound_bodies``). ``channel`` is ``sms``
-        or ``whatsapp``.
+        or ``whatsapp``. ``send_at`` (aware) is when Twilio is to send a scheduled message; None for one sent
+        at once.
         """
         attempt_id = attempt_id or uuid.uuid4().hex
         now = now or utcnow()
@@ -163,6 +165,7 @@ class Claims(StoreBase):
             "attempt_id": attempt_id, "lease_expires_at": lease, "status_rank": 0,
             "dag_id": dag_id, "task_id": task_id, "run_id": run_id, "map_index": map_index,
             "created_at": now, "updated_at": now, "http_attempted_at": now if attempting else None,
+            "send_at": send_at,
         }
         check_fits(values, _CLAIM_LIMITS)  # before anything is written: nothing claimed, nothing sent
         sql = self._sql
@@ -233,6 +236,14 @@ class Claims(StoreBase):
             values["lease_expires_at"] = now + timedelta(seconds=lease_seconds)
         with self._write_one() as conn:
             self._update_owned(conn, claim, **values)
+
+    def record_send_at(self, claim: Claim, send_at: datetime | None) -> None:
+        """The moment this attempt schedules the message for (a claim resumed from an attempt that asked
+        for another, and never reached Twilio).
+        """
+        with self._write_one() as conn:
+            self._update_owned(conn, claim, send_at=send_at)
+        claim.row["send_at"] = send_at
 
     def clear_attempt(self, claim: Claim) -> None:
         """Twilio refused the request before creating anything (e.g. 429): no reconcile needed later."""

@@ -5,7 +5,8 @@ carry. Only what a connection verified is written, and it touches only that conn
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -44,29 +45,60 @@ def event_channel(payload: Mapping[str, Any]) -> str:
     return WHATSAPP if any(channel_of(a) == WHATSAPP for a in addresses) else SMS
 
 
+@dataclass(frozen=True)
+class StatusCallback:
+    """One status callback as a connection verified it: what :meth:`Events.record_status_event` takes."""
+
+    account_sid: str  # the verifying connection's account
+    conn_id: str  # the verifying connection
+    message_sid: str
+    status: str
+    payload: Mapping[str, Any]  # the callback's fields, stored as JSON
+    error_code: int | None = None
+    idempotency_token: str | None = None  # I-Twilio-Idempotency-Token
+    idempotency_key: str | None = None  # the callback URL's ``ik`` (URLs made before keys were digests)
+    idempotency_key_sha256: str | None = None  # the callback URL's ``ik_sha256``
+    signer: str | None = None  # the verifying connection's signer
+    team: str | None = None  # the verifying connection's team
+    now: datetime | None = None
+
+    def params(self) -> dict[str, Any]:
+        """The bind parameters of the callback's statements."""
+        now = self.now or utcnow()
+        status = (self.status or "").strip().lower()
+        payload = self.payload
+        # A retried delivery carries the same I-Twilio-Idempotency-Token and so the same SID and
+        # status: the unique (account, "status:SID:status") key dedupes both cases in one statement.
+        event = {
+            "kind": "status", "account_sid": self.account_sid, "conn_id": self.conn_id, "signer": self.signer,
+            "dedupe_key": f"status:{self.message_sid}:{status}", "idempotency_token": self.idempotency_token,
+            "message_sid": self.message_sid, "status": status, "error_code": self.error_code,
+            "from_number": payload.get("From"), "to_number": payload.get("To"),
+            "messaging_service_sid": payload.get("MessagingServiceSid") or None, "body": None,
+            "num_media": None,
+            "opt_out_type": None, "team": self.team, "channel": event_channel(payload), "received_at": now,
+            "payload": json.dumps(dict(payload), sort_keys=True),
+        }
+        params = {f"v_{k}": v for k, v in event.items()}
+        # Which outbound row: by SID, else by the idempotency key of the callback URL (see statements.py).
+        key_sha256 = self.idempotency_key_sha256
+        if not key_sha256 and self.idempotency_key:
+            key_sha256 = key_digest(self.idempotency_key)
+        params.update(p_sid=self.message_sid, p_account_sid=self.account_sid, p_conn_id=self.conn_id,
+                      p_key_sha256=key_sha256 or None, p_rank=status_rank(status), p_status=status,
+                      p_now=now, p_error_code=self.error_code)
+        return params
+
+
 class Events(StoreBase):
     """Status callbacks, inbound messages and opt-outs."""
 
     # -- webhook events -------------------------------------------------------------------------
 
-    def record_status_event(
-        self,
-        *,
-        account_sid: str,
-        conn_id: str,
-        message_sid: str,
-        status: str,
-        payload: Mapping[str, Any],
-        error_code: int | None = None,
-        idempotency_token: str | None = None,
-        idempotency_key: str | None = None,
-        idempotency_key_sha256: str | None = None,
-        signer: str | None = None,
-        team: str | None = None,
-        now: datetime | None = None,
-    ) -> bool:
-        """Store one status callback verified by connection ``conn_id`` of ``account_sid`` (whose
-        ``signer`` it records); advance the message's status if it moves forward.
+    def record_status_event(self, **callback: Any) -> bool:
+        """Store one status callback (the fields of :class:`StatusCallback`) verified by connection
+        ``conn_id`` of ``account_sid`` (whose ``signer`` it records); advance the message's status if it
+        moves forward.
 
         Returns False (and changes nothing) for a delivery already stored: the same idempotency token,
         or the same message SID and status. The outbound row is one sent under ``account_sid`` by
@@ -75,40 +107,40 @@ class Events(StoreBase):
         before keys were stored by digest). The event's team is that message's, else ``team`` (the
         verifying connection's).
         """
-        now = now or utcnow()
-        status = (status or "").strip().lower()
-        sql = self._sql
-        # A retried delivery carries the same I-Twilio-Idempotency-Token and so the same SID and
-        # status: the unique (account, "status:SID:status") key dedupes both cases in one statement.
-        event = {
-            "kind": "status", "account_sid": account_sid, "conn_id": conn_id, "signer": signer,
-            "dedupe_key": f"status:{message_sid}:{status}", "idempotency_token": idempotency_token,
-            "message_sid": message_sid, "status": status, "error_code": error_code,
-            "from_number": payload.get("From"), "to_number": payload.get("To"),
-            "messaging_service_sid": payload.get("MessagingServiceSid") or None, "body": None,
-            "num_media": None,
-            "opt_out_type": None, "team": team, "channel": event_channel(payload), "received_at": now,
-            "payload": json.dumps(dict(payload), sort_keys=True),
-        }
-        params = {f"v_{k}": v for k, v in event.items()}
-        # Which outbound row: by SID, else by the idempotency key of the callback URL (see statements.py).
-        if not idempotency_key_sha256 and idempotency_key:
-            idempotency_key_sha256 = key_digest(idempotency_key)
-        params.update(p_sid=message_sid, p_account_sid=account_sid, p_conn_id=conn_id,
-                      p_key_sha256=idempotency_key_sha256 or None, p_rank=status_rank(status),
-                      p_status=status,
-                      p_now=now, p_error_code=error_code)
-        if sql.status_event_fused is not None:
+        params = StatusCallback(**callback).params()
+        if self._sql.status_event_fused is not None:
             with self._write_one() as conn:
-                return conn.execute(sql.status_event_fused, params).first() is not None
+                return self._store_status(conn, params)
         with self._write() as conn:
-            stored = conn.execute(sql.status_event_insert, params).first()
-            if stored is None:
-                return False
-            message_id = stored.message_id
-            if message_id is not None:
-                conn.execute(sql.apply_status, {**params, "p_id": message_id})
-            return True
+            return self._store_status(conn, params)
+
+    def record_status_events(self, callbacks: Sequence[Mapping[str, Any]]) -> list[bool]:
+        """Store several status callbacks in ONE transaction, in the order given; each is a mapping of
+        :class:`StatusCallback`'s fields, as :meth:`record_status_event` takes them, and is deduplicated and
+        applied exactly as that
+        method would (a copy of an earlier callback of the same batch is a duplicate too). Returns one
+        "stored" flag per callback, as :meth:`record_status_event` would have returned for it.
+
+        All or nothing: when any callback fails (a value too long, a database error), nothing of the batch
+        is written and the error is raised; the caller then writes them one at a time, so that one bad
+        callback cannot fail the others. One commit for the batch: on SQLite one turn of the write lock.
+        """
+        batch = [StatusCallback(**callback).params() for callback in callbacks]
+        with self._write() as conn:
+            return [self._store_status(conn, params) for params in batch]
+
+    def _store_status(self, conn: Connection, params: dict[str, Any]) -> bool:
+        """One status callback's event, and its outbound row advanced, on ``conn``; False: a duplicate."""
+        sql = self._sql
+        if sql.status_event_fused is not None:
+            return conn.execute(sql.status_event_fused, params).first() is not None
+        stored = conn.execute(sql.status_event_insert, params).first()
+        if stored is None:
+            return False
+        message_id = stored.message_id
+        if message_id is not None:
+            conn.execute(sql.apply_status, {**params, "p_id": message_id})
+        return True
 
     def record_inbound(
         self,

@@ -29,6 +29,7 @@ from sqlalchemy import Integer, bindparam, column, select, text
 from airflow_provider_twilio_sms.store import tables as t
 
 if TYPE_CHECKING:
+    from sqlalchemy.engine import Connection
     from sqlalchemy.sql.selectable import Select, TextualSelect
 
 e = t.event
@@ -143,6 +144,19 @@ def channel_reads(dialect: str, reads: Sequence[tuple[InboundChannel, int]],
     return _reads_statement(dialect), params
 
 
+def channel_pages(conn: Connection, dialect: str, reads: Sequence[tuple[InboundChannel, int]],
+                  page: int) -> list[list[dict[str, Any]]]:
+    """Run :func:`channel_reads` on ``conn``: for each read, its rows (oldest first)."""
+    pages: list[list[dict[str, Any]]] = [[] for _ in reads]
+    stmt, params = channel_reads(dialect, reads, page)
+    for row in conn.execute(stmt, params):
+        found = dict(row._mapping)
+        pages[found.pop("read_index")].append(found)
+    for rows in pages:
+        rows.sort(key=lambda row: row["id"])
+    return pages
+
+
 @functools.cache
 def cursor_statement() -> Select:
     """The id of the newest inbound message received before ``:before`` (a backward probe of
@@ -162,21 +176,21 @@ def inbound_page_statement(*, by_signer: bool, to_number: bool, messaging_servic
     """
     from sqlalchemy import or_
 
-    def p(name: str, col):
-        return bindparam(f"p_{name}", type_=col.type)
+    from airflow_provider_twilio_sms.store.statements import param
 
-    verified = e.c.conn_id == p("conn_id", e.c.conn_id)
+    verified = e.c.conn_id == param("p_conn_id", e.c.conn_id)
     if by_signer:
-        verified = or_(verified, e.c.signer == p("signer", e.c.signer))
-    conditions = [e.c.kind == "inbound", e.c.id > p("after_id", e.c.id),
-                  e.c.account_sid == p("account_sid", e.c.account_sid), verified]
-    arrived = [e.c.to_number == p("to_number", e.c.to_number)] if to_number else []
+        verified = or_(verified, e.c.signer == param("p_signer", e.c.signer))
+    conditions = [e.c.kind == "inbound", e.c.id > param("p_after_id", e.c.id),
+                  e.c.account_sid == param("p_account_sid", e.c.account_sid), verified]
+    arrived = [e.c.to_number == param("p_to_number", e.c.to_number)] if to_number else []
     if messaging_service_sid:
-        arrived.append(e.c.messaging_service_sid == p("messaging_service_sid", e.c.messaging_service_sid))
+        service = e.c.messaging_service_sid
+        arrived.append(service == param("p_messaging_service_sid", service))
     if arrived:
         conditions.append(or_(*arrived))
     if from_number:
-        conditions.append(e.c.from_number == p("from_number", e.c.from_number))
+        conditions.append(e.c.from_number == param("p_from_number", e.c.from_number))
     if since:
-        conditions.append(e.c.received_at >= p("since", e.c.received_at))
+        conditions.append(e.c.received_at >= param("p_since", e.c.received_at))
     return select(e).where(*conditions).order_by(e.c.id).limit(bindparam("p_limit", type_=Integer()))

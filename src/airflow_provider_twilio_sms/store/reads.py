@@ -15,7 +15,7 @@ from airflow_provider_twilio_sms.store.base import StoreBase, utcnow
 from airflow_provider_twilio_sms.store.claims import key_digest
 from airflow_provider_twilio_sms.store.inbound import (
     CURSOR_MARGIN,
-    channel_reads,
+    channel_pages,
     cursor_statement,
     inbound_page_statement,
 )
@@ -145,17 +145,10 @@ class Reads(StoreBase):
         those verified for its own account and signer
         (:meth:`~airflow_provider_twilio_sms.replies.ReplyCriteria.concerns`).
         """
-        pages: list[list[dict[str, Any]]] = [[] for _ in reads]
         if not reads:
-            return pages
-        stmt, params = channel_reads(self.dialect, reads, page)
+            return []
         with self._read() as conn:
-            for row in conn.execute(stmt, params):
-                found = dict(row._mapping)
-                pages[found.pop("read_index")].append(found)
-        for rows in pages:
-            rows.sort(key=lambda row: row["id"])
-        return pages
+            return channel_pages(conn, self.dialect, reads, page)
 
     def inbound_cursor(self, since: datetime | None) -> int:
         """Where to read inbound messages received at or after ``since`` from: an event id that every such

@@ -16,7 +16,9 @@ What the purge removes, older than its cutoff, in this order:
    their attempt may still be live, or died with the request out, and the next attempt must reconcile;
 3. reply waits created before the cutoff (the deferred reply sensor that made one has timed out by then,
    unless its timeout is longer than the retention);
-4. rate-limit slots whose reservation ended before the pools' cutoff, then the pools unused since it with
+4. human-in-the-loop reply codes texted before the cutoff (a request still waiting after that long can
+   then be answered in Airflow's UI only);
+5. rate-limit slots whose reservation ended before the pools' cutoff, then the pools unused since it with
    no slot left. The pools' cutoff is at least :data:`RATE_POOL_IDLE_FLOOR` ago: a slot older than the
    window of a limit counts nothing, and a pool's ring is created again on its first use, so a pool
    removed this way decides as it would have for every window up to that long.
@@ -41,6 +43,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import Integer, and_, bindparam, delete, exists, func, literal, or_, select, union, update
 
 from airflow_provider_twilio_sms.store import tables as t
+from airflow_provider_twilio_sms.store.statements import param
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Connection, Row
@@ -56,16 +59,12 @@ MAX_BATCH_SIZE = 10_000  # a page's keys are bound one by one; SQLite takes at m
 RATE_POOL_IDLE_FLOOR = timedelta(days=31)
 # The states of a message whose send is over.
 FINISHED_STATES = ("sent", "failed", "unknown")
-PURGED_TABLES = (t.event.name, t.message.name, t.reply_wait.name, t.rate_slot.name, t.rate_pool.name)
-FORGOTTEN_TABLES = (t.event.name, t.message.name, t.reply_wait.name, t.opt_out.name)
+PURGED_TABLES = (t.event.name, t.message.name, t.reply_wait.name, t.hitl_request.name, t.rate_slot.name,
+                 t.rate_pool.name)
+FORGOTTEN_TABLES = (t.event.name, t.message.name, t.reply_wait.name, t.hitl_request.name, t.opt_out.name)
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
-m, e, w, o, rp, rs = t.message, t.event, t.reply_wait, t.opt_out, t.rate_pool, t.rate_slot
-
-
-def _p(name: str, column) -> BindParameter[Any]:
-    """A bind parameter typed like ``column`` (timestamps go through ``UtcDateTime``)."""
-    return bindparam(name, type_=column.type)
+m, e, w, o, rp, rs, h = t.message, t.event, t.reply_wait, t.opt_out, t.rate_pool, t.rate_slot, t.hitl_request
 
 
 _LIMIT: BindParameter[Any] = bindparam("p_limit", type_=Integer)
@@ -96,8 +95,8 @@ def _time_page(table, time_column, condition, flag=None) -> Select:
     ``p_after_id``), written so that the time index bounds the scan: ``time >= t AND (time > t OR id >
     id)``. ``flag``: the qualifying test, returned as the last column.
     """
-    after_t = _p("p_after_t", time_column)
-    after_id = _p("p_after_id", table.c.id)
+    after_t = param("p_after_t", time_column)
+    after_id = param("p_after_id", table.c.id)
     after = and_(time_column >= after_t, or_(time_column > after_t, table.c.id > after_id))
     columns = [table.c.id, time_column] + ([flag.label("qualifies")] if flag is not None else [])
     return select(*columns).where(condition, after).order_by(time_column, table.c.id).limit(_LIMIT)
@@ -106,7 +105,7 @@ def _time_page(table, time_column, condition, flag=None) -> Select:
 def _id_page(table, condition, key=None) -> Select:
     """A page of ``table``'s ``key`` (by default ``id``) where ``condition`` holds, after ``p_after_id``."""
     key = table.c.id if key is None else key
-    return select(key).where(condition, key > _p("p_after_id", key)).order_by(key).limit(_LIMIT)
+    return select(key).where(condition, key > param("p_after_id", key)).order_by(key).limit(_LIMIT)
 
 
 def _time_keyset(row: Row) -> dict[str, Any]:
@@ -131,7 +130,7 @@ class PurgeStatements:
         self._erasure()
 
     def _purge(self) -> None:
-        cutoff = _p("p_cutoff", m.c.created_at)
+        cutoff = param("p_cutoff", m.c.created_at)
         time_start = {"p_after_t": _EPOCH, "p_after_id": 0}
         # 1. Events, through the received_at index.
         self.events = Sweep(e.name, _time_page(e, e.c.received_at, e.c.received_at < cutoff),
@@ -143,8 +142,11 @@ class PurgeStatements:
         # delete tests again what a retry may have changed meanwhile; an event stored for the message
         # between the two statements (a callback a month late, within those milliseconds) would stay,
         # unlinked.
+        # A scheduled message (send_at) is not finished before its moment: its row is what keeps a retried
+        # task from scheduling it again (up to 35 days ahead, beyond a short retention).
         finished = and_(m.c.send_state.in_(FINISHED_STATES),
-                        m.c.lease_expires_at < _p("p_now", m.c.lease_expires_at), m.c.updated_at < cutoff)
+                        m.c.lease_expires_at < param("p_now", m.c.lease_expires_at), m.c.updated_at < cutoff,
+                        or_(m.c.send_at.is_(None), m.c.send_at < cutoff))
         last_event = (select(func.max(e.c.received_at)).where(e.c.message_id == m.c.id)
                       .group_by(e.c.message_id).scalar_subquery())
         quiet = func.coalesce(last_event, literal(_EPOCH, e.c.received_at.type)) < cutoff
@@ -153,26 +155,29 @@ class PurgeStatements:
             delete(m).where(m.c.id.in_(_IDS), finished), _time_keyset, time_start, flagged=True)
         # 3. Reply waits: one row per deferred reply sensor, a small table read in primary-key order.
         self.reply_waits = _by_id(w, w.c.created_at < cutoff)
-        # 4. Rate-limit pools unused since their cutoff (few rows), their expired slots (by the primary key
+        # 4. HITL reply codes, through the created_at index.
+        self.hitl_requests = Sweep(h.name, _time_page(h, h.c.created_at, h.c.created_at < cutoff),
+                                   delete(h).where(h.c.id.in_(_IDS)), _time_keyset, time_start)
+        # 5. Rate-limit pools unused since their cutoff (few rows), their expired slots (by the primary key
         # (pool, slot)), then each such pool left without a slot.
-        pool_cutoff = _p("p_pool_cutoff", rp.c.updated_at)
+        pool_cutoff = param("p_pool_cutoff", rp.c.updated_at)
         self.idle_pools = _id_page(rp, rp.c.updated_at < pool_cutoff, key=rp.c.pool)
-        in_pool = rs.c.pool == _p("p_pool", rs.c.pool)
-        expired = rs.c.until_us < _p("p_old_us", rs.c.until_us)
+        in_pool = rs.c.pool == param("p_pool", rs.c.pool)
+        expired = rs.c.until_us < param("p_old_us", rs.c.until_us)
         self.slots = Sweep(rs.name, _id_page(rs, and_(in_pool, expired), key=rs.c.slot),
                            delete(rs).where(in_pool, rs.c.slot.in_(_IDS), expired), _id_keyset,
                            {"p_after_id": -(2 ** 31)})
         self.pool_kept = select(exists().where(in_pool, ~expired))
-        unused = and_(rp.c.pool == _p("p_pool", rp.c.pool), rp.c.updated_at < pool_cutoff)
+        unused = and_(rp.c.pool == param("p_pool", rp.c.pool), rp.c.updated_at < pool_cutoff)
         self.pool_remove = delete(rp).where(unused, ~exists().where(rs.c.pool == rp.c.pool))
 
     def _erasure(self) -> None:
-        number = _p("p_number", m.c.to_number)
-        live = and_(m.c.send_state == "claimed", m.c.lease_expires_at > _p("p_now", m.c.lease_expires_at))
+        number = param("p_number", m.c.to_number)
+        live = and_(m.c.send_state == "claimed", m.c.lease_expires_at > param("p_now", m.c.lease_expires_at))
         # Outbound messages to the number (its to_number index), each page's events deleted first.
         to_number = and_(m.c.to_number == number, ~live)
-        page = (select(m.c.id, m.c.sid).where(to_number, m.c.id > _p("p_after_id", m.c.id)).order_by(m.c.id)
-                .limit(_LIMIT))
+        page = (select(m.c.id, m.c.sid).where(to_number, m.c.id > param("p_after_id", m.c.id))
+                .order_by(m.c.id).limit(_LIMIT))
         self.number_messages = Sweep(m.name, page, delete(m).where(m.c.id.in_(_IDS), ~live), _id_keyset,
                                      {"p_after_id": 0})
         self.linked_events_remove = delete(e).where(e.c.message_id.in_(_IDS))
@@ -185,6 +190,13 @@ class PurgeStatements:
         self.number_events = [_by_id(e, condition) for condition in naming]
         waits = or_(w.c.from_number == number, w.c.to_number == number)
         self.number_waits = _by_id(w, waits)
+        # HITL requests texted to the number; its entry in other requests' users mappings (a small table:
+        # matched in its JSON text, rewritten in Python).
+        self.number_hitl = _by_id(h, h.c.to_number == number)
+        self.hitl_mappings = _by_id(h, h.c.users.like(bindparam("p_like", type_=h.c.users.type)))
+        self.hitl_mapping_ids = select(h.c.id, h.c.users).where(h.c.id.in_(_IDS))
+        self.hitl_mapping_update = update(h).where(h.c.id == bindparam("p_id")).values(
+            users=bindparam("p_users"))
         # Opt-outs: an opt-in (START) row is history only; an opt-out keeps what refuses the next send.
         self.opt_in_remove = delete(o).where(o.c.number == number, o.c.opted_out.is_(False))
         self.opt_out_strip = (update(o).where(o.c.number == number, o.c.opted_out.is_(True))
@@ -199,6 +211,7 @@ class PurgeStatements:
             e.name: select(func.count()).select_from(event_ids),
             m.name: select(func.count()).where(to_number),
             w.name: select(func.count()).where(waits),
+            h.name: select(func.count()).where(h.c.to_number == number),
             o.name: select(func.count()).where(o.c.number == number, o.c.opted_out.is_(False)),
         }
 
@@ -278,7 +291,7 @@ class Retention:
         values = {"p_cutoff": now - older_than, "p_now": now}
         sql = self.sql
         counts = {sweep.table: self._sweep(sweep, values, dry_run)
-                  for sweep in (sql.events, sql.messages, sql.reply_waits)}
+                  for sweep in (sql.events, sql.messages, sql.reply_waits, sql.hitl_requests)}
         counts[rs.name], counts[rp.name] = self._purge_pools(now - max(older_than, RATE_POOL_IDLE_FLOOR),
                                                              dry_run)
         return {table: counts[table] for table in PURGED_TABLES}
@@ -314,7 +327,8 @@ class Retention:
 
         Deleted: outbound messages to it, with their events (linked to the row, or carrying its SID); status
         callbacks addressed to it (of messages sent elsewhere); inbound messages from it or to it; reply
-        waits naming it; its opt-in (START) history. Kept: an opt-out (STOP), its keyword and message SID
+        waits naming it; human-in-the-loop requests texted to it, and its entry in other requests' number ->
+        user mappings; its opt-in (START) history. Kept: an opt-out (STOP), its keyword and message SID
         cleared, because it is what refuses the next send to the number; and a send to it still in flight
         (a live claim), left to finish. An erased message's idempotency key is forgotten too: a task retried
         with it would send again, unless the number opted out.
@@ -343,7 +357,27 @@ class Retention:
         for events in sql.number_events:
             deleted[e.name] += self._sweep(events, values, dry_run=False)
         deleted[w.name] = self._sweep(sql.number_waits, values, dry_run=False)
+        deleted[h.name] = self._sweep(sql.number_hitl, values, dry_run=False)
+        self._forget_in_hitl_mappings(number)
         with self.store._write() as conn:
             deleted[o.name] = conn.execute(sql.opt_in_remove, values).rowcount
             kept = conn.execute(sql.opt_out_strip, values).rowcount
         return Erasure(deleted, kept, live)
+
+    def _forget_in_hitl_mappings(self, number: str) -> None:
+        """Drop ``number`` from the number -> user mappings kept with HITL requests texted to others."""
+        import json
+
+        # An E.164 number holds no LIKE wildcard (% or _): only its JSON-quoted form is matched.
+        values = {"p_like": f"%{json.dumps(number)}%"}
+
+        def strip(conn: Connection, rows: list[Row]) -> int:
+            ids = [row[0] for row in rows]
+            for request_id, users in conn.execute(self.sql.hitl_mapping_ids, {"p_ids": ids}).all():
+                mapping = json.loads(users or "{}")
+                if mapping.pop(number, None) is not None:
+                    conn.execute(self.sql.hitl_mapping_update,
+                                 {"p_id": request_id, "p_users": json.dumps(mapping, sort_keys=True)})
+            return len(ids)
+
+        self._each_page(self.sql.hitl_mappings, values, False, strip)

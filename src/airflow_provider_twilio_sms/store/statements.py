@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import functools
 from functools import cached_property
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import (
     BigInteger,
@@ -38,6 +38,9 @@ from sqlalchemy import (
 
 from airflow_provider_twilio_sms.errors import UnsupportedStoreError
 from airflow_provider_twilio_sms.store import tables as t
+
+if TYPE_CHECKING:
+    from sqlalchemy.sql.elements import BindParameter
 
 m, e, o, rp, rs, w = t.message, t.event, t.opt_out, t.rate_pool, t.rate_slot, t.reply_wait
 
@@ -74,11 +77,14 @@ CLAIM_COLUMNS = (
     "created_at",
     "updated_at",
     "http_attempted_at",
+    "send_at",
 )
 
 
-def _p(name: str, column):
-    """A bind parameter typed like ``column`` (so timestamps go through ``UtcDateTime``)."""
+def param(name: str, column) -> BindParameter[Any]:
+    """A bind parameter typed like ``column`` (so timestamps go through ``UtcDateTime``); every statement of
+    the store builds its parameters with it.
+    """
     return bindparam(name, type_=column.type)
 
 
@@ -115,9 +121,9 @@ class Statements:
 
     @cached_property
     def opted_out(self):
-        return select(o.c.opted_out).where(_opted_out_for(_p("p_account_sid", o.c.account_sid),
-                                                          _p("p_signer", o.c.signer),
-                                                          _p("p_number", o.c.number)))
+        return select(o.c.opted_out).where(_opted_out_for(param("p_account_sid", o.c.account_sid),
+                                                          param("p_signer", o.c.signer),
+                                                          param("p_number", o.c.number)))
 
     def claim_insert_returning(self, refuse_opted_out: bool):
         """The new claim's row (:data:`CLAIM_COLUMNS` bound as ``v_<column>``) unless the key is taken,
@@ -128,19 +134,13 @@ class Statements:
 
     def _build_claim_insert(self, refuse_opted_out: bool):
         def value(name):
-            param = _p(f"v_{name}", m.c[name])
-            # PostgreSQL types a bare parameter in a SELECT list as text, which the INSERT turns into a text
-            # column's type (raising "value too long" when it does not fit); any other column needs its own
-            # type. Never CAST to a VARCHAR(n): PostgreSQL's explicit cast cuts the value to n silently.
-            if self.dialect != "postgresql" or isinstance(m.c[name].type, String):
-                return param
-            return cast(param, m.c[name].type)
+            return self._typed(f"v_{name}", m.c[name])
 
         row = select(*[value(name) for name in CLAIM_COLUMNS])
         if refuse_opted_out:
             row = row.where(~exists().where(_opted_out_for(
-                _p("v_account_sid", o.c.account_sid), _p("v_signer", o.c.signer),
-                _p("v_to_number", o.c.number))))
+                param("v_account_sid", o.c.account_sid), param("v_signer", o.c.signer),
+                param("v_to_number", o.c.number))))
         else:
             row = row.where(true())  # SQLite parses an upsert after INSERT ... SELECT only with a WHERE
         return (self._dialect_insert(m).from_select(list(CLAIM_COLUMNS), row)
@@ -156,22 +156,23 @@ class Statements:
 
     @cached_property
     def message_by_key(self):
-        return select(m).where(m.c.scope == _p("p_scope", m.c.scope),
-                               m.c.idempotency_key_sha256 == _p("p_key_sha256", m.c.idempotency_key_sha256))
+        return select(m).where(m.c.scope == param("p_scope", m.c.scope),
+                               m.c.idempotency_key_sha256 == param("p_key_sha256",
+                                                                   m.c.idempotency_key_sha256))
 
     def take_over(self, attempting: bool):
         """Compare-and-set: the claim moves to this attempt only if nobody else moved it meanwhile."""
         return self._take_over_attempting if attempting else self._take_over
 
     def _build_take_over(self, attempting: bool):
-        values = {"attempt_id": _p("p_attempt", m.c.attempt_id),
-                  "lease_expires_at": _p("p_lease", m.c.lease_expires_at), "send_state": "claimed",
-                  "updated_at": _p("p_now", m.c.updated_at)}
+        values = {"attempt_id": param("p_attempt", m.c.attempt_id),
+                  "lease_expires_at": param("p_lease", m.c.lease_expires_at), "send_state": "claimed",
+                  "updated_at": param("p_now", m.c.updated_at)}
         if attempting:
-            values["http_attempted_at"] = func.coalesce(m.c.http_attempted_at, _p("p_now", m.c.updated_at))
-        return (update(m).where(m.c.id == _p("p_id", m.c.id),
-                                m.c.attempt_id == _p("p_old_attempt", m.c.attempt_id),
-                                m.c.send_state == _p("p_old_state", m.c.send_state))
+            values["http_attempted_at"] = func.coalesce(m.c.http_attempted_at, param("p_now", m.c.updated_at))
+        return (update(m).where(m.c.id == param("p_id", m.c.id),
+                                m.c.attempt_id == param("p_old_attempt", m.c.attempt_id),
+                                m.c.send_state == param("p_old_state", m.c.send_state))
                 .values(**values))
 
     @cached_property
@@ -185,15 +186,15 @@ class Statements:
     @cached_property
     def update_owned(self):
         """``UPDATE`` of the row this attempt owns; the ``SET`` columns are the execution's column keys."""
-        return update(m).where(m.c.id == _p("p_id", m.c.id),
-                               m.c.attempt_id == _p("p_attempt", m.c.attempt_id))
+        return update(m).where(m.c.id == param("p_id", m.c.id),
+                               m.c.attempt_id == param("p_attempt", m.c.attempt_id))
 
     @cached_property
     def withdraw(self):
         """Delete the owned claim if no HTTP attempt was ever recorded on it (nothing reached Twilio)."""
         return delete(m).where(
-            m.c.id == _p("p_id", m.c.id),
-            m.c.attempt_id == _p("p_attempt", m.c.attempt_id),
+            m.c.id == param("p_id", m.c.id),
+            m.c.attempt_id == param("p_attempt", m.c.attempt_id),
             m.c.send_state == "claimed",
             m.c.http_attempted_at.is_(None),
             m.c.sid.is_(None),
@@ -204,19 +205,19 @@ class Statements:
         """The send's result onto the owned row; a status an early callback advanced is kept. RETURNING
         only :data:`SENT_RETURNING` (where supported): the caller knows every other column.
         """
-        rank = _p("p_rank", m.c.status_rank)
+        rank = param("p_rank", m.c.status_rank)
         keep = m.c.status_rank >= rank  # SET expressions all see the row as it was
-        now = _p("p_now", m.c.updated_at)
-        owned = and_(m.c.id == _p("p_id", m.c.id), m.c.attempt_id == _p("p_attempt", m.c.attempt_id))
+        now = param("p_now", m.c.updated_at)
+        owned = and_(m.c.id == param("p_id", m.c.id), m.c.attempt_id == param("p_attempt", m.c.attempt_id))
         stmt = (update(m).where(owned)
-                .values(send_state="sent", sid=_p("p_sid", m.c.sid),
-                        status=case((keep, m.c.status), else_=_p("p_status", m.c.status)),
+                .values(send_state="sent", sid=param("p_sid", m.c.sid),
+                        status=case((keep, m.c.status), else_=param("p_status", m.c.status)),
                         status_rank=case((keep, m.c.status_rank), else_=rank),
-                        status_updated_at=now, num_segments=_p("p_num_segments", m.c.num_segments),
-                        encoding=_p("p_encoding", m.c.encoding),
-                        error_code=_p("p_error_code", m.c.error_code),
-                        error_message=_p("p_error_message", m.c.error_message),
-                        from_number=_p("p_from_number", m.c.from_number), sent_at=now, updated_at=now))
+                        status_updated_at=now, num_segments=param("p_num_segments", m.c.num_segments),
+                        encoding=param("p_encoding", m.c.encoding),
+                        error_code=param("p_error_code", m.c.error_code),
+                        error_message=param("p_error_message", m.c.error_message),
+                        from_number=param("p_from_number", m.c.from_number), sent_at=now, updated_at=now))
         return stmt.returning(*(m.c[name] for name in SENT_RETURNING))
 
     # -- webhook events -------------------------------------------------------------------------
@@ -229,11 +230,11 @@ class Statements:
         recorded) the one without a SID whose idempotency key (its SHA-256) the callback URL carries, if
         only one is (the same key in two teams' scopes of one connection: neither).
         """
-        own = and_(m.c.account_sid == _p("p_account_sid", m.c.account_sid),
-                   m.c.conn_id == _p("p_conn_id", m.c.conn_id))
-        by_sid = select(m.c.id).where(m.c.sid == _p("p_sid", m.c.sid), own).scalar_subquery()
+        own = and_(m.c.account_sid == param("p_account_sid", m.c.account_sid),
+                   m.c.conn_id == param("p_conn_id", m.c.conn_id))
+        by_sid = select(m.c.id).where(m.c.sid == param("p_sid", m.c.sid), own).scalar_subquery()
         by_key = (select(func.min(m.c.id))
-                  .where(own, m.c.idempotency_key_sha256 == _p("p_key_sha256", m.c.idempotency_key_sha256),
+                  .where(own, m.c.idempotency_key_sha256 == param("p_key_sha256", m.c.idempotency_key_sha256),
                          m.c.sid.is_(None))
                   .having(func.count() == 1).scalar_subquery())
         return func.coalesce(by_sid, by_key)
@@ -248,9 +249,9 @@ class Statements:
 
     def _event_insert(self, message_id, *, returning: bool):
         """An event row linked to ``message_id`` (an SQL expression), its team derived from that message."""
-        values = {c.key: _p(f"v_{c.key}", c) for c in e.c if c.key not in ("id", "message_id", "team")}
+        values = {c.key: param(f"v_{c.key}", c) for c in e.c if c.key not in ("id", "message_id", "team")}
         answered_team = select(m.c.team).where(m.c.id == message_id).scalar_subquery()
-        team = func.coalesce(answered_team, _p("v_team", e.c.team))
+        team = func.coalesce(answered_team, param("v_team", e.c.team))
         stmt = self._insert_ignoring(e, ["account_sid", "dedupe_key"]).values(
             message_id=message_id, team=team, **values)
         return stmt.returning(e.c.message_id) if returning else stmt
@@ -259,21 +260,21 @@ class Statements:
         """Onto the callback's outbound row: its SID when it had none (linked by idempotency key), and the
         status only when it ranks higher (forward only; SET expressions all see the row as it was).
         """
-        rank = _p("p_rank", m.c.status_rank)
-        now = _p("p_now", m.c.updated_at)
+        rank = param("p_rank", m.c.status_rank)
+        now = param("p_now", m.c.updated_at)
         advances = m.c.status_rank < rank
         return (update(m).where(m.c.id == message_id, or_(advances, m.c.sid.is_(None)))
-                .values(sid=func.coalesce(m.c.sid, _p("p_sid", m.c.sid)),
-                        status=case((advances, _p("p_status", m.c.status)), else_=m.c.status),
+                .values(sid=func.coalesce(m.c.sid, param("p_sid", m.c.sid)),
+                        status=case((advances, param("p_status", m.c.status)), else_=m.c.status),
                         status_rank=case((advances, rank), else_=m.c.status_rank),
                         status_updated_at=case((advances, now), else_=m.c.status_updated_at),
-                        error_code=case((advances, func.coalesce(_p("p_error_code", m.c.error_code),
+                        error_code=case((advances, func.coalesce(param("p_error_code", m.c.error_code),
                                                                  m.c.error_code)), else_=m.c.error_code),
                         updated_at=now))
 
     @cached_property
     def apply_status(self):
-        return self._build_apply_status(_p("p_id", m.c.id))
+        return self._build_apply_status(param("p_id", m.c.id))
 
     @cached_property
     def status_event_fused(self):
@@ -299,14 +300,14 @@ class Statements:
         signer or connection, to the inbound's sender, from the number (or Messaging Service) it arrived at.
         """
         return (select(m.c.id)
-                .where(m.c.account_sid == _p("v_account_sid", m.c.account_sid),
-                       or_(m.c.signer == _p("v_signer", m.c.signer),
-                           m.c.conn_id == _p("v_conn_id", m.c.conn_id)),
-                       m.c.to_number == _p("v_from_number", m.c.to_number),
-                       or_(m.c.from_number == _p("v_to_number", m.c.from_number),
-                           m.c.messaging_service_sid == _p("v_messaging_service_sid",
+                .where(m.c.account_sid == param("v_account_sid", m.c.account_sid),
+                       or_(m.c.signer == param("v_signer", m.c.signer),
+                           m.c.conn_id == param("v_conn_id", m.c.conn_id)),
+                       m.c.to_number == param("v_from_number", m.c.to_number),
+                       or_(m.c.from_number == param("v_to_number", m.c.from_number),
+                           m.c.messaging_service_sid == param("v_messaging_service_sid",
                                                            m.c.messaging_service_sid)),
-                       m.c.created_at <= _p("v_received_at", m.c.created_at))
+                       m.c.created_at <= param("v_received_at", m.c.created_at))
                 .order_by(m.c.created_at.desc(), m.c.id.desc()).limit(1).scalar_subquery())
 
     @cached_property
@@ -340,24 +341,25 @@ class Statements:
         """The pool's ring (size, oldest slot), locked: ``FOR UPDATE`` of its row serialises the pool's
         deciders (SQLite: ``BEGIN IMMEDIATE`` did).
         """
-        stmt = select(rp.c.ring_size, rp.c.ring_next).where(rp.c.pool == _p("p_pool", rp.c.pool))
+        stmt = select(rp.c.ring_size, rp.c.ring_next).where(rp.c.pool == param("p_pool", rp.c.pool))
         return stmt if self.dialect == "sqlite" else stmt.with_for_update()
 
     @cached_property
     def clock_and_edge(self):
         """The database's clock now, and what slot ``p_slot`` of the pool holds (NULL: never written)."""
-        edge = select(rs.c.until_us).where(rs.c.pool == _p("p_pool", rs.c.pool),
-                                          rs.c.slot == _p("p_slot", rs.c.slot)).scalar_subquery()
+        edge = select(rs.c.until_us).where(rs.c.pool == param("p_pool", rs.c.pool),
+                                          rs.c.slot == param("p_slot", rs.c.slot)).scalar_subquery()
         return select(self.clock_us[0].label("now_us"), edge.label("edge_us"))
 
     def _typed(self, name: str, column):
-        """A parameter in a SELECT list: PostgreSQL types a bare one as text, so a non-text column's value
-        is CAST to its type; never to a VARCHAR(n), which PostgreSQL would cut to n silently.
+        """A parameter in a SELECT list: PostgreSQL types a bare one as text, which an INSERT turns into a
+        text column's type (raising "value too long" when it does not fit), so a non-text column's value is
+        CAST to its type; never to a VARCHAR(n), which PostgreSQL would cut to n silently.
         """
-        param = _p(name, column)
+        bound = param(name, column)
         if self.dialect != "postgresql" or isinstance(column.type, String):
-            return param
-        return cast(param, column.type)
+            return bound
+        return cast(bound, column.type)
 
     @cached_property
     def slots_take(self):
@@ -398,7 +400,7 @@ class Statements:
         now_us, resolution = self.clock_us
         pool, cost = self._typed("p_pool", rp.c.pool), self._typed("p_cost", rp.c.ring_size)
         ring = (select(rp.c.ring_size, rp.c.ring_next, now_us.label("now_us"))
-                .where(rp.c.pool == pool, rp.c.ring_size == _p("p_limit", rp.c.ring_size)).cte("ring"))
+                .where(rp.c.pool == pool, rp.c.ring_size == param("p_limit", rp.c.ring_size)).cte("ring"))
         edge = select(rs.c.until_us).where(rs.c.pool == pool, rs.c.slot == (ring.c.ring_next + cost - 1)
                                            % ring.c.ring_size).scalar_subquery()
         decided = select(ring.c.ring_size, ring.c.ring_next, ring.c.now_us, edge.label("edge_us")).cte(
@@ -446,29 +448,31 @@ class Statements:
 
     @cached_property
     def pool_advance(self):
-        return (update(rp).where(rp.c.pool == _p("p_pool", rp.c.pool))
-                .values(ring_next=_p("p_next", rp.c.ring_next), updated_at=_p("p_now", rp.c.updated_at)))
+        return (update(rp).where(rp.c.pool == param("p_pool", rp.c.pool))
+                .values(ring_next=param("p_next", rp.c.ring_next),
+                        updated_at=param("p_now", rp.c.updated_at)))
 
     @cached_property
     def ring_resize(self):
         """Resize a pool's ring to ``p_limit`` slots, keeping its newest units in order (oldest first from
         slot 0; the slots before them free): three statements, run in order under the pool's lock.
         """
-        age = (rs.c.slot - _p("p_next", rs.c.slot) + _p("p_size", rs.c.slot)) % _p("p_size", rs.c.slot)
+        size = param("p_size", rs.c.slot)
+        age = (rs.c.slot - param("p_next", rs.c.slot) + size) % size
         ranked = (select(rs.c.pool, rs.c.until_us, func.row_number().over(order_by=age.desc()).label("r"))
-                  .where(rs.c.pool == _p("p_pool", rs.c.pool), rs.c.slot >= 0).subquery())
+                  .where(rs.c.pool == param("p_pool", rs.c.pool), rs.c.slot >= 0).subquery())
         park = insert(rs).from_select(["pool", "slot", "until_us"],
                                      select(ranked.c.pool, -ranked.c.r, ranked.c.until_us)
-                                     .where(ranked.c.r <= _p("p_limit", rs.c.slot)))
-        drop = delete(rs).where(rs.c.pool == _p("p_pool", rs.c.pool), rs.c.slot >= 0)
-        place = (update(rs).where(rs.c.pool == _p("p_pool", rs.c.pool), rs.c.slot < 0)
-                 .values(slot=rs.c.slot + _p("p_limit", rs.c.slot)))
+                                     .where(ranked.c.r <= param("p_limit", rs.c.slot)))
+        drop = delete(rs).where(rs.c.pool == param("p_pool", rs.c.pool), rs.c.slot >= 0)
+        place = (update(rs).where(rs.c.pool == param("p_pool", rs.c.pool), rs.c.slot < 0)
+                 .values(slot=rs.c.slot + param("p_limit", rs.c.slot)))
         return park, drop, place
 
     @cached_property
     def pool_resized(self):
-        return (update(rp).where(rp.c.pool == _p("p_pool", rp.c.pool))
-                .values(ring_size=_p("p_limit", rp.c.ring_size), ring_next=0))
+        return (update(rp).where(rp.c.pool == param("p_pool", rp.c.pool))
+                .values(ring_size=param("p_limit", rp.c.ring_size), ring_next=0))
 
     @cached_property
     def pool_rewind(self):
@@ -476,11 +480,11 @@ class Statements:
         return (
             update(rp)
             .where(
-                rp.c.pool == _p("p_pool", rp.c.pool),
-                rp.c.ring_size == _p("p_size", rp.c.ring_size),
-                rp.c.ring_next == _p("p_next", rp.c.ring_next),
+                rp.c.pool == param("p_pool", rp.c.pool),
+                rp.c.ring_size == param("p_size", rp.c.ring_size),
+                rp.c.ring_next == param("p_next", rp.c.ring_next),
             )
-            .values(ring_next=_p("p_first", rp.c.ring_next))
+            .values(ring_next=param("p_first", rp.c.ring_next))
         )
 
     @cached_property
@@ -489,11 +493,11 @@ class Statements:
         now (its request was answered, so it reached Twilio before now), or freed (it never left).
         """
         now_ceiling = self.clock_us[0] + self.clock_us[1]
-        in_grant = or_(and_(rs.c.slot >= _p("p_first", rs.c.slot), rs.c.slot < _p("p_end", rs.c.slot)),
-                       rs.c.slot < _p("p_wrapped_end", rs.c.slot))
+        in_grant = or_(and_(rs.c.slot >= param("p_first", rs.c.slot), rs.c.slot < param("p_end", rs.c.slot)),
+                       rs.c.slot < param("p_wrapped_end", rs.c.slot))
         lowered = case((rs.c.until_us < now_ceiling, rs.c.until_us), else_=now_ceiling)
-        return (update(rs).where(rs.c.pool == _p("p_pool", rs.c.pool), in_grant,
-                                rs.c.until_us == _p("p_until", rs.c.until_us))
+        return (update(rs).where(rs.c.pool == param("p_pool", rs.c.pool), in_grant,
+                                rs.c.until_us == param("p_until", rs.c.until_us))
                 .values(until_us=case((bindparam("p_left", type_=Boolean()), lowered), else_=0)))
 
 

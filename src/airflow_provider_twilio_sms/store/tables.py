@@ -22,6 +22,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.types import TypeDecorator
 
@@ -102,6 +103,8 @@ message = Table(
     Column("map_index", Integer),
     Column("created_at", UtcDateTime(), nullable=False),
     Column("sent_at", UtcDateTime()),
+    # When Twilio is to send a scheduled message (ScheduleType=fixed, migration 0012); NULL: sent at once.
+    Column("send_at", UtcDateTime()),
     Column("updated_at", UtcDateTime(), nullable=False),
     UniqueConstraint("scope", "idempotency_key_sha256", name="uq_twilio_sms_message_scope_key_sha256"),
     UniqueConstraint("sid", name="uq_twilio_sms_message_sid"),
@@ -110,6 +113,9 @@ message = Table(
     Index("ix_twilio_sms_message_team_created_report", "team", "created_at", "status", "send_state",
           "error_code"),
     Index("ix_twilio_sms_message_to_created", "to_number", "created_at"),
+    # Scheduled sends of a DAG run, what a failed run cancels (migration 0012); only they are indexed.
+    Index("ix_twilio_sms_message_scheduled_run", "dag_id", "run_id",
+          postgresql_where=text("send_at IS NOT NULL"), sqlite_where=text("send_at IS NOT NULL")),
 )
 
 # Webhook events, status callbacks and inbound messages alike, raw payload kept. ``dedupe_key`` makes
@@ -201,4 +207,52 @@ rate_slot = Table(
     Column("pool", String(300), primary_key=True),
     Column("slot", Integer, primary_key=True, autoincrement=False),
     Column("until_us", BigInteger, nullable=False),
+)
+
+# Where each inbound-SMS asset watcher (triggers/inbound_events.py) has read to (migration 0011): the
+# id of the last inbound event it has decided on, moved only by a compare-and-set so that two triggerers
+# running the same watcher never both emit one message. ``watch_key`` is the SHA-256 (hex) of the
+# trigger's class path and kwargs; ``events`` counts the messages it emitted; ``moved_by`` names the trigger
+# run that moved it last (a run whose update timed out learns from it whether the update went through).
+event_watch = Table(
+    "twilio_sms_event_watch",
+    metadata,
+    Column("watch_key", String(64), primary_key=True),
+    Column("last_event_id", BigInteger, nullable=False),
+    Column("events", BigInteger, nullable=False, server_default="0"),
+    Column("moved_by", String(36)),
+    Column("created_at", UtcDateTime(), nullable=False),
+    Column("updated_at", UtcDateTime(), nullable=False),
+)
+
+# Human-in-the-loop requests texted by SmsHitlNotifier (migration 0010): one row per Airflow task instance
+# try (``ti_id``) and recipient, with the short reply code the SMS carries. ``pending_code`` is that code
+# while the request waits for this number's answer and NULL once it is settled (NULLs never collide), so a
+# code is unique among one number's pending requests and can be reused after. ``users`` is the DAG author's
+# number -> Airflow user mapping (JSON) from the notifier; the Airflow rows themselves are never written here.
+hitl_request = Table(
+    "twilio_sms_hitl_request",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("account_sid", String(34), nullable=False),
+    Column("conn_id", String(250), nullable=False),
+    Column("signer", String(32)),
+    Column("ti_id", String(36), nullable=False),
+    Column("dag_id", String(250), nullable=False),
+    Column("run_id", String(250), nullable=False),
+    Column("task_id", String(250), nullable=False),
+    Column("map_index", Integer, nullable=False),
+    Column("to_number", String(32), nullable=False),
+    Column("code", String(8), nullable=False),
+    Column("pending_code", String(8)),
+    Column("users", Text, nullable=False),
+    Column("state", String(16), nullable=False),  # pending | answered | closed
+    Column("outcome", String(20)),  # what settled it: answered, already_answered, timed_out
+    Column("answer_message_sid", String(34)),
+    Column("created_at", UtcDateTime(), nullable=False),
+    Column("updated_at", UtcDateTime(), nullable=False),
+    UniqueConstraint("ti_id", "to_number", name="uq_twilio_sms_hitl_request_ti_to"),
+    UniqueConstraint("to_number", "pending_code", name="uq_twilio_sms_hitl_request_to_pending"),
+    Index("ix_twilio_sms_hitl_request_code", "code", "id"),
+    Index("ix_twilio_sms_hitl_request_created", "created_at"),
 )

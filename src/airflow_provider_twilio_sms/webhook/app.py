@@ -31,6 +31,7 @@ from airflow_provider_twilio_sms.webhook.urls import URL_PREFIX
 
 if TYPE_CHECKING:
     from airflow_provider_twilio_sms.store.api import SmsStore
+    from airflow_provider_twilio_sms.webhook.status_batches import StatusBatches
     from airflow_provider_twilio_sms.webhook.store_threads import StoreThreads
 
 log = logging.getLogger(__name__)
@@ -40,6 +41,8 @@ DEFAULT_MAX_BODY_BYTES = 65_536
 DEFAULT_STORE_DEADLINE_SECONDS = 10.0
 # Twilio gives up after 15 s: a longer deadline would only turn a 503 that Twilio retries into a timeout.
 MAX_STORE_DEADLINE_SECONDS = 14.0
+# Stores whose status callbacks are written in batches by one writer thread (:mod:`.status_batches`).
+BATCHED_DIALECTS = frozenset({"sqlite"})
 
 
 class AppState:
@@ -53,6 +56,7 @@ class AppState:
         self._store: SmsStore | None = None
         self._lock = threading.Lock()
         self._store_threads: StoreThreads | None = None
+        self._status_batches: StatusBatches | None = None
 
     def store_threads(self) -> StoreThreads:
         """The threads store calls run on: as many as a PostgreSQL store keeps connections in its pool
@@ -99,6 +103,22 @@ class AppState:
 
         # The margin lets the store report its own deadline; the wait only ends a call that never started.
         return await self.store_threads().run(run, seconds + 1)
+
+    async def record_status(self, **callback) -> bool:
+        """Store one status callback (:meth:`SmsStore.record_status_event`'s arguments) within
+        ``store_deadline_seconds``, as :meth:`run_store_call` would; on a store of :data:`BATCHED_DIALECTS`
+        once it is open, in a batch with the callbacks arriving meanwhile (:mod:`.status_batches`).
+        """
+        store = self._store
+        if store is None or getattr(store, "dialect", None) not in BATCHED_DIALECTS:
+            return await self.run_store_call(lambda opened: opened.record_status_event(**callback))
+        if self._status_batches is None:
+            from airflow_provider_twilio_sms.webhook.status_batches import StatusBatches
+
+            with self._lock:
+                if self._status_batches is None:
+                    self._status_batches = StatusBatches(self.store)
+        return await self._status_batches.record(callback, self.store_deadline_seconds)
 
     def use_store(self, store: SmsStore) -> None:
         """Write to ``store`` from now on (the CLI opens it before serving)."""

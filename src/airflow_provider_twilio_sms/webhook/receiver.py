@@ -11,6 +11,7 @@ is 503, never 200 (the event would be lost) and never 429 (Twilio must retry): t
 from __future__ import annotations
 
 import logging
+import time
 from typing import TYPE_CHECKING
 
 import anyio
@@ -73,10 +74,12 @@ async def _verified(request: Request, conn_id: str, kind: str) -> tuple[WebhookC
 
 
 async def _write(state: AppState, method: str, **kwargs) -> bool:
-    """Run one store write within the store's deadline (:meth:`AppState.run_store_call`); any failure is
-    Unavailable.
+    """Run one store write within the store's deadline (:meth:`AppState.run_store_call`; a status callback
+    through :meth:`AppState.record_status`); any failure is Unavailable.
     """
     try:
+        if method == "record_status_event":
+            return await state.record_status(**kwargs)
         return await state.run_store_call(lambda store: getattr(store, method)(**kwargs))
     except TimeoutError:
         raise Unavailable(f"no answer from the store within {state.store_deadline_seconds:g} s") from None
@@ -146,6 +149,7 @@ async def status_callback(request: Request) -> Response:
 async def inbound_message(request: Request) -> Response:
     conn_id: str = request.path_params["conn_id"]
     state: AppState = request.app.state.twilio_sms
+    started = time.monotonic()
     try:
         found, cb = await _verified(request, conn_id, "inbound")
         p = cb.params
@@ -160,4 +164,22 @@ async def inbound_message(request: Request) -> Response:
         return _unavailable(err, conn_id, "inbound")
     log.info("Twilio inbound message %s from %s on connection %s: %s", mask_sid(cb.message_sid),
               mask_number(p["From"]), safe_for_log(conn_id, 60), "stored" if processed else "duplicate")
-    return Response(EMPTY_TWIML, media_type="text/xml")
+    return Response(await _hitl_answer(state, found, conn_id, cb.message_sid, p, started),
+                    media_type="text/xml")
+
+
+async def _hitl_answer(state: AppState, found: WebhookConnection, conn_id: str, message_sid: str,
+                       params: dict, started: float) -> str:
+    """TwiML for a stored inbound message: a message to the sender when it answers a human-in-the-loop
+    request (``webhook/hitl_replies.py``), else empty. The message is stored whatever happens here.
+    """
+    from airflow_provider_twilio_sms.webhook.hitl_replies import TRY_AGAIN, answer_hitl_reply, twiml_message
+
+    try:
+        text = await answer_hitl_reply(state, found, conn_id, message_sid=message_sid, sender=params["From"],
+                                       body=params.get("Body"), started=started)
+    except Exception as err:  # noqa: BLE001 - the store failed or was too slow: stored, not answered
+        log.error("Could not answer inbound message %s as a human-in-the-loop reply (%s)",
+                  mask_sid(message_sid), type(err).__name__)
+        text = TRY_AGAIN
+    return twiml_message(text) if text else EMPTY_TWIML

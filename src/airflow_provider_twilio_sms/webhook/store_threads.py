@@ -49,23 +49,32 @@ class StoreThreads:
         """
         if self._pid != os.getpid():  # a forked child: the parent's threads are not here
             self._pid, self._executor = os.getpid(), self._new_executor()
-        job = self._executor.submit(call)
-        gave_up: list[bool] = []
+        return await wait_for_job(self._executor.submit(call), wait_seconds,
+                                  f"no store thread was free within {wait_seconds:g} s "
+                                  f"({self.size} threads, all busy)")
 
-        def give_up() -> None:
-            if job.cancel():  # only a call that has not started
-                gave_up.append(True)
 
-        timer = asyncio.get_running_loop().call_later(wait_seconds, give_up)
-        try:
-            return await _outcome(job)
-        except asyncio.CancelledError:
-            if gave_up:
-                raise StoreThreadsBusy(f"no store thread was free within {wait_seconds:g} s "
-                                       f"({self.size} threads, all busy)") from None
-            raise
-        finally:
-            timer.cancel()
+async def wait_for_job(job: Future[T], wait_seconds: float, busy: str) -> T:
+    """The outcome of ``job``, a call handed to a thread: raises what it raised, or
+    :class:`StoreThreadsBusy` (with the message ``busy``) when it had not started within ``wait_seconds``
+    (it is then cancelled and never runs). A job that started is waited for, even when the awaiting task is
+    cancelled (see :func:`_outcome`).
+    """
+    gave_up: list[bool] = []
+
+    def give_up() -> None:
+        if job.cancel():  # only a call that has not started
+            gave_up.append(True)
+
+    timer = asyncio.get_running_loop().call_later(wait_seconds, give_up)
+    try:
+        return await _outcome(job)
+    except asyncio.CancelledError:
+        if gave_up:
+            raise StoreThreadsBusy(busy) from None
+        raise
+    finally:
+        timer.cancel()
 
 
 async def _outcome(job: Future[T]) -> T:

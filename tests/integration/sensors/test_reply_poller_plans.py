@@ -11,17 +11,17 @@ then run again under ``EXPLAIN ANALYZE`` (PostgreSQL, after ``ANALYZE``) or ``EX
 from __future__ import annotations
 
 import asyncio
-import json
 import re
 from datetime import datetime, timedelta, timezone
 
 import pytest
-from sqlalchemy import event, text
+from sqlalchemy import text
 
 from airflow_provider_twilio_sms.replies import ReplyCriteria
 from airflow_provider_twilio_sms.store.claims import make_scope
 from airflow_provider_twilio_sms.triggers.sms import SmsReplyTrigger, SmsStatusTrigger, StorePoller
 
+from query_plans import check_plans, event_table_nodes, recorded_selects, sqlite_plan
 from reply_testing import add_history, newest_id, one_round, stop, waiting
 
 ACCOUNT = "AC" + "4" * 32
@@ -89,38 +89,16 @@ async def _two_rounds(triggers: list[SmsReplyTrigger]) -> None:
 def _statements(store) -> list[tuple[str, object]]:
     """Each distinct (statement, parameters) the store received while the triggers started and polled."""
     triggers = _reply_triggers(store)
-    seen: dict[tuple[str, str], tuple[str, object]] = {}
-
-    def record(conn, cursor, statement, parameters, context, executemany):
-        if statement.lstrip().upper().startswith(("SELECT", "WITH")):
-            seen[statement, json.dumps(parameters, default=str)] = (statement, parameters)
-
-    event.listen(store.engine, "before_cursor_execute", record)
-    try:
-        asyncio.run(_two_rounds(triggers))
-    finally:
-        event.remove(store.engine, "before_cursor_execute", record)
-    every = "\n".join(statement for statement, _ in seen.values())
+    seen = recorded_selects(store.engine, lambda: asyncio.run(_two_rounds(triggers)))
+    every = "\n".join(statement for statement, _ in seen)
     assert "twilio_sms_event x" in every  # the channel reads
     assert "ORDER BY twilio_sms_event.received_at DESC" in every  # where a new wait starts reading
     assert "twilio_sms_message" in every  # the status poll
-    return list(seen.values())
-
-
-def _nodes(plan: dict):
-    yield plan
-    for child in plan.get("Plans", ()):
-        yield from _nodes(child)
+    return seen
 
 
 def _check_postgresql(raw, statement: str, parameters) -> None:
-    with raw.cursor() as cursor:
-        cursor.execute("EXPLAIN (ANALYZE, FORMAT JSON) " + statement, parameters)
-        plan = cursor.fetchone()[0][0]["Plan"]
-    for node in _nodes(plan):
-        if node.get("Relation Name") != "twilio_sms_event":
-            continue
-        where = f"{node['Node Type']} {node.get('Index Name', '')} in:\n{statement}"
+    for node, where in event_table_nodes(raw, statement, parameters):
         assert node["Node Type"] != "Seq Scan", where
         assert node.get("Index Name") != "pk_twilio_sms_event", where
         removed = node.get("Rows Removed by Filter", 0) * node.get("Actual Loops", 1)
@@ -132,12 +110,7 @@ _EVENT = r"(twilio_sms_event\w*|x|m)"
 
 
 def _check_sqlite(raw, statement: str, parameters) -> None:
-    cursor = raw.cursor()
-    try:
-        details = [row[3] for row in cursor.execute("EXPLAIN QUERY PLAN " + statement, parameters)]
-    finally:
-        cursor.close()
-    for detail in details:
+    for detail in sqlite_plan(raw, statement, parameters):
         where = f"{detail!r} in:\n{statement}"
         assert not re.match(rf"SCAN {_EVENT}\b", detail), where  # a walk through the table or an index
         assert not re.match(rf"SEARCH {_EVENT} USING INTEGER PRIMARY KEY \(rowid[<>]", detail), where
@@ -146,10 +119,4 @@ def _check_sqlite(raw, statement: str, parameters) -> None:
 def test_every_poller_query_reads_the_events_through_an_index(busy_store):
     statements = _statements(busy_store)
     check = _check_postgresql if busy_store.dialect == "postgresql" else _check_sqlite
-    raw = busy_store.engine.raw_connection()
-    try:
-        for statement, parameters in statements:
-            check(raw, statement, parameters)
-        raw.rollback()
-    finally:
-        raw.close()
+    check_plans(busy_store, statements, check)

@@ -80,6 +80,11 @@ BEYOND_CONTRACT = [
     ("status callback not http", {"To": TO, "From": OURS, "Body": "x", "StatusCallback": "ftp://h/c"}, 21609),
     ("scheduled too soon", {"To": TO, "MessagingServiceSid": MG, "Body": "hi", "ScheduleType": "fixed",
                             "SendAt": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")}, 35114),
+    ("scheduled too late", {"To": TO, "MessagingServiceSid": MG, "Body": "hi", "ScheduleType": "fixed",
+                            "SendAt": (datetime.now(timezone.utc) + timedelta(days=36)).strftime(
+                                "%Y-%m-%dT%H:%M:%SZ")}, 35114),
+    ("scheduled without SendAt", {"To": TO, "MessagingServiceSid": MG, "Body": "hi", "ScheduleType": "fixed"},
+     35111),
 ]
 
 
@@ -168,3 +173,36 @@ def test_every_answer_matches_twilios_response_schemas(proxied_sim):
     answers["list page 1"] = requests.get(proxy + page["next_page_uri"], auth=auth)
     for name, answer in answers.items():
         assert _violations(answer) == [], f"{name}: {_violations(answer)}"
+
+
+def test_scheduling_and_canceling_answers_match_the_contract(proxied_sim):
+    """A scheduled message, its fetch, its cancel (``Status=canceled``) and the canceled fetch, through
+    Prism validating every answer; and a status other than canceled is refused by both."""
+    sim, proxy = proxied_sim
+    auth = (sim.account_sid, sim.auth_token)
+    base = f"{proxy}/2010-04-01/Accounts/{sim.account_sid}"
+    created = requests.post(f"{base}/Messages.json", auth=auth, data={
+        "To": TO, "MessagingServiceSid": MG, "Body": "tomorrow", "ScheduleType": "fixed", "SendAt": SEND_AT})
+    assert created.status_code == 201
+    assert created.json()["status"] == "scheduled"
+    sid = created.json()["sid"]
+    answers = {
+        "create scheduled": created,
+        "fetch scheduled": requests.get(f"{base}/Messages/{sid}.json", auth=auth),
+        "cancel": requests.post(f"{base}/Messages/{sid}.json", data={"Status": "canceled"}, auth=auth),
+        "fetch canceled": requests.get(f"{base}/Messages/{sid}.json", auth=auth),
+    }
+    for name, answer in answers.items():
+        assert _violations(answer) == [], f"{name}: {_violations(answer)}"
+    assert answers["cancel"].json()["status"] == answers["fetch canceled"].json()["status"] == "canceled"
+
+
+def test_the_stand_in_and_the_contract_refuse_an_update_to_another_status(twilio_sim, prism_url):
+    client = twilio_client(twilio_sim)
+    sid = client.messages.create(to=TO, messaging_service_sid=MG, body="x", schedule_type="fixed",
+                                 send_at=datetime.now(timezone.utc) + timedelta(days=1)).sid
+    for base in (twilio_sim.base_url, prism_url):
+        r = requests.post(f"{base}/2010-04-01/Accounts/{twilio_sim.account_sid}/Messages/{sid}.json",
+                          data={"Status": "sent"}, auth=(twilio_sim.account_sid, twilio_sim.auth_token),
+                          timeout=30)
+        assert 400 <= r.status_code < 500, f"{base} answered {r.status_code}: {r.text[:300]}"

@@ -286,3 +286,59 @@ def test_a_connection_kept_in_an_unreachable_metadata_database_gets_503_not_404(
         assert post_signed(client, STATUS, params).status_code == 503
     down.dispose()
     assert post_signed(client, STATUS, params).json() == {"success": True, "processed": 1}
+
+
+def test_a_status_callback_still_queued_for_the_writer_at_its_deadline_gets_503_and_is_never_written(
+        monkeypatch, tmp_path):
+    """SQLite's status callbacks are written in batches by one writer thread (webhook/status_batches.py):
+    one that waited for the writer past the store deadline is answered 503 like any store call too slow for
+    Twilio, never reaches the store, and Twilio's retry is stored."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from airflow_provider_twilio_sms.webhook.app import create_app
+
+    from webhook_testing import migrated_sqlite_store
+
+    db = use_store(monkeypatch, migrated_sqlite_store(f"sqlite:///{tmp_path / 'store.db'}"))
+    reached: list[str] = []
+    holding = threading.Event()
+
+    class HeldStore:
+        """The real store; its first write is held past the deadline (a slow disk, a busy CPU)."""
+
+        dialect = db.dialect
+
+        def _reach(self, sids):
+            reached.extend(sids)
+            if not holding.is_set():
+                holding.set()
+                time.sleep(1.2)
+
+        def record_status_event(self, **callback):
+            self._reach([callback["message_sid"]])
+            return db.record_status_event(**callback)
+
+        def record_status_events(self, callbacks):
+            self._reach([c["message_sid"] for c in callbacks])
+            return db.record_status_events(callbacks)
+
+    app = create_app("standalone")
+    state = app.state.twilio_sms
+    state.store_deadline_seconds = 0.5
+    state.use_store(HeldStore())
+    held, queued = status_params("sent", sid="SM" + "1" * 32), status_params("sent", sid="SM" + "2" * 32)
+
+    with ServedApp(app, free_port()) as served:
+        def post(params):
+            return requests.post(served.url(STATUS), data=urlencode(params),
+                                 headers={**FORM, **sign(STATUS, params)}, timeout=30).status_code
+
+        with ThreadPoolExecutor(2) as pool:
+            first = pool.submit(post, held)
+            assert holding.wait(10)  # the writer holds the first callback: the second waits behind it
+            second = pool.submit(post, queued)
+            assert [first.result(), second.result()] == [503, 503]
+        assert reached == [held["MessageSid"]]  # the queued one never reached the store
+        assert event_count(db) == 0
+        assert [post(queued), post(held)] == [200, 200]  # Twilio's retries
+    assert event_count(db) == 2

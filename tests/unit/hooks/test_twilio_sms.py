@@ -81,6 +81,7 @@ class Seen:
     query: dict[str, list[str]]
     headers: dict[str, str]
     form: dict[str, list[str]]
+    peer: tuple[str, int]  # the client's address: one per TCP connection
 
 
 class FakeTwilio:
@@ -104,7 +105,8 @@ class FakeTwilio:
                 parts = urlsplit(self.path)
                 with fake._lock:
                     fake.seen.append(Seen(self.command, parts.path, parse_qs(parts.query),
-                                          {k.lower(): v for k, v in self.headers.items()}, parse_qs(raw)))
+                                          {k.lower(): v for k, v in self.headers.items()}, parse_qs(raw),
+                                          self.client_address))
                     reply = (fake.replies.pop(0) if fake.replies
                              else fake._default(self.command, parts.path, raw))
                 if reply.delay:
@@ -267,6 +269,58 @@ def test_an_api_base_url_overrides_region_and_edge(monkeypatch):
     assert client.region is None
     assert client.edge is None
     assert client.api.base_url == "http://127.0.0.1:4010"
+
+
+# --- one client per connection and process ---------------------------------------------------------
+
+def test_hooks_of_one_connection_share_a_client_and_its_tcp_connection(fake_conn, fake_twilio):
+    first, second = TwilioSmsHook(), TwilioSmsHook()  # two tasks, one after the other, in one process
+    first.send_message(TO, "one")
+    second.send_message(TO, "two")
+    assert second.client is first.client
+    assert fake_twilio.seen[-1].peer == fake_twilio.seen[-2].peer  # no new TCP connection for the second
+
+
+def test_a_changed_credential_timeout_or_connection_gets_a_client_of_its_own(fake_conn, fake_twilio,
+                                                                            monkeypatch):
+    before = TwilioSmsHook().client
+    assert TwilioSmsHook(timeout=5).client is not before
+    other = define_conn(monkeypatch, "twilio_sms_other", from_number=OURS, api_base_url=fake_twilio.base_url)
+    assert TwilioSmsHook(twilio_conn_id=other).client is not before
+
+    rotated_token = "rotated" + "1" * 25
+    define_conn(monkeypatch, password=rotated_token, from_number=OURS, api_base_url=fake_twilio.base_url)
+    rotated = TwilioSmsHook()
+    rotated.send_message(TO, "after the rotation")
+    assert rotated.client is not before
+    basic = base64.b64encode(f"{ACCOUNT}:{rotated_token}".encode()).decode()
+    assert fake_twilio.seen[-1].headers["authorization"] == f"Basic {basic}"
+    assert TwilioSmsHook().client is rotated.client  # the rotated client is the one kept now
+
+
+def test_a_forked_child_never_uses_its_parents_client_or_connection(fake_conn, fake_twilio):
+    import os
+
+    parent = TwilioSmsHook()
+    parent.send_message(TO, "from the parent")
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: a task of a prefork worker
+        try:
+            child = TwilioSmsHook()
+            fresh = child.client is not parent.client
+            child.send_message(TO, "from the child")
+            os.write(write_end, b"1" if fresh else b"0")
+        finally:
+            os._exit(0)
+    os.close(write_end)
+    _, status = os.waitpid(pid, 0)
+    assert (os.read(read_end, 1), status) == (b"1", 0)
+    os.close(read_end)
+    parent.send_message(TO, "from the parent again")  # its connection was left alone by the child
+    parent_peer, child_peer, again_peer = (seen.peer for seen in fake_twilio.seen[-3:])
+    assert child_peer != parent_peer
+    assert again_peer == parent_peer
 
 
 # --- sending (against the project's Twilio stand-in) ----------------------------------------------

@@ -5,37 +5,22 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 
-from sqlalchemy import create_engine, inspect, text
+from migration_testing import downgrade, execute, inspected
 
 from airflow_provider_twilio_sms.store import migrate
 from airflow_provider_twilio_sms.store.api import SmsStore
 
 
-def _downgrade(url: str, revision: str) -> None:
-    from alembic import command
-
-    engine = create_engine(url)
-    try:
-        with engine.begin() as conn:
-            command.downgrade(migrate.alembic_config(connection=conn), revision)
-    finally:
-        engine.dispose()
-
-
 def test_0006_turns_the_grants_in_the_window_into_slots(db_url):
     migrate.upgrade_url(db_url, "0003_twilio_sms")
     now = datetime.now(timezone.utc).replace(tzinfo=None)
-    engine = create_engine(db_url)
-    with engine.begin() as conn:
-        conn.execute(text("INSERT INTO twilio_sms_rate_pool (pool, updated_at) VALUES ('team:qa', :now), "
-                          "('team:idle', :now)"), {"now": now})
-        # 1 + 3 segments a minute ago, 1 two days ago (outside any window that matters)
-        conn.execute(text("INSERT INTO twilio_sms_rate_grant (pool, grant_key, cost, granted_at) VALUES "
-                          "('team:qa', 'a', 1, :old), ('team:qa', 'b', 1, :recent), "
-                          "('team:qa', 'c', 3, :recent2)"),
-                     {"old": now - timedelta(days=2), "recent": now - timedelta(seconds=60),
-                      "recent2": now - timedelta(seconds=59)})
-    engine.dispose()
+    execute(db_url, "INSERT INTO twilio_sms_rate_pool (pool, updated_at) VALUES ('team:qa', :now), "
+                    "('team:idle', :now)", now=now)
+    # 1 + 3 segments a minute ago, 1 two days ago (outside any window that matters)
+    execute(db_url, "INSERT INTO twilio_sms_rate_grant (pool, grant_key, cost, granted_at) VALUES "
+                    "('team:qa', 'a', 1, :old), ('team:qa', 'b', 1, :recent), ('team:qa', 'c', 3, :recent2)",
+            old=now - timedelta(days=2), recent=now - timedelta(seconds=60),
+            recent2=now - timedelta(seconds=59))
     assert migrate.upgrade_url(db_url, "0006_twilio_sms") == ("0003_twilio_sms", "0006_twilio_sms")
     store = SmsStore(db_url)
     # 4 units in the last hour already: a limit of 5 per hour has room for one more, not two.
@@ -44,19 +29,10 @@ def test_0006_turns_the_grants_in_the_window_into_slots(db_url):
     assert all(store.acquire_rate_slot("team:qa", 5, 30).granted for _ in range(4))
     assert store.acquire_rate_slot("team:idle", 1, 60).granted
 
-    _downgrade(db_url, "0003_twilio_sms")
-    engine = create_engine(db_url)
-    try:
-        names = set(inspect(engine).get_table_names())
-        assert "twilio_sms_rate_grant" in names
-        assert "twilio_sms_rate_slot" not in names
-        with engine.connect() as conn:
-            assert (
-                conn.execute(
-                    text("SELECT count(*) FROM twilio_sms_rate_grant WHERE pool = 'team:qa'")
-                ).scalar()
-                == 5
-            )
-    finally:
-        engine.dispose()
+    downgrade(db_url, "0003_twilio_sms")
+    with inspected(db_url) as found:
+        names = set(found.get_table_names())
+    assert "twilio_sms_rate_grant" in names
+    assert "twilio_sms_rate_slot" not in names
+    assert execute(db_url, "SELECT count(*) FROM twilio_sms_rate_grant WHERE pool = 'team:qa'") == [(5,)]
     assert migrate.upgrade_url(db_url, "0006_twilio_sms")[1] == "0006_twilio_sms"

@@ -5,8 +5,7 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
-from alembic import command
-from sqlalchemy import create_engine, inspect, text
+from migration_testing import downgrade, execute, indexes
 
 from airflow_provider_twilio_sms.store import migrate
 from airflow_provider_twilio_sms.store.api import SmsStore
@@ -18,23 +17,17 @@ INDEX = "ix_twilio_sms_event_kind_service"
 
 
 def _event_indexes(url: str) -> dict[str, list[str]]:
-    engine = create_engine(url)
-    try:
-        return {i["name"]: i["column_names"] for i in inspect(engine).get_indexes("twilio_sms_event")}
-    finally:
-        engine.dispose()
+    return indexes(url, "twilio_sms_event")
 
 
 def test_0008_adds_the_service_index_keeps_the_rows_and_downgrades(db_url):
     assert migrate.upgrade_url(db_url, "0007_twilio_sms") == (None, "0007_twilio_sms")
-    engine = create_engine(db_url)
-    with engine.begin() as conn:  # an inbound message as 0007's schema holds it
-        conn.execute(text(
-            "INSERT INTO twilio_sms_event (kind, account_sid, conn_id, dedupe_key, message_sid, from_number, "
-            "to_number, messaging_service_sid, body, received_at, payload) VALUES ('inbound', :a, 'c', "
-            "'inbound:SM1', 'SM1', '+14155550100', '+15005550006', :s, 'YES', :t, '{}')"),
-            {"a": ACCOUNT, "s": SERVICE, "t": datetime.now(timezone.utc).replace(tzinfo=None)})
-    engine.dispose()
+    execute(  # an inbound message as 0007's schema holds it
+        db_url,
+        "INSERT INTO twilio_sms_event (kind, account_sid, conn_id, dedupe_key, message_sid, from_number, "
+        "to_number, messaging_service_sid, body, received_at, payload) VALUES ('inbound', :a, 'c', "
+        "'inbound:SM1', 'SM1', '+14155550100', '+15005550006', :s, 'YES', :t, '{}')",
+        a=ACCOUNT, s=SERVICE, t=datetime.now(timezone.utc).replace(tzinfo=None))
     assert INDEX not in _event_indexes(db_url)
 
     assert migrate.upgrade_url(db_url, "0008_twilio_sms") == ("0007_twilio_sms", "0008_twilio_sms")
@@ -43,11 +36,6 @@ def test_0008_adds_the_service_index_keeps_the_rows_and_downgrades(db_url):
         [(InboundChannel(ACCOUNT, "messaging_service_sid", SERVICE), 0)], page=10)
     assert [row["message_sid"] for row in pages[0]] == ["SM1"]
 
-    engine = create_engine(db_url)
-    try:
-        with engine.begin() as conn:
-            command.downgrade(migrate.alembic_config(connection=conn), "0007_twilio_sms")
-    finally:
-        engine.dispose()
+    downgrade(db_url, "0007_twilio_sms")
     assert INDEX not in _event_indexes(db_url)
     assert migrate.upgrade_url(db_url, "0008_twilio_sms") == ("0007_twilio_sms", "0008_twilio_sms")

@@ -5,8 +5,7 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
-from alembic import command
-from sqlalchemy import create_engine, inspect, text
+from migration_testing import downgrade, execute, inspected
 
 from airflow_provider_twilio_sms.store import migrate
 from airflow_provider_twilio_sms.store.api import SmsStore
@@ -15,30 +14,11 @@ ACCOUNT = "AC" + "3" * 32
 STOPPED, OTHER = "+14155550100", "+14155550101"
 
 
-def _execute(url: str, sql: str, **params) -> list:
-    engine = create_engine(url)
-    try:
-        with engine.begin() as conn:
-            result = conn.execute(text(sql), params)
-            return result.all() if result.returns_rows else []
-    finally:
-        engine.dispose()
-
-
-def _downgrade(url: str, revision: str) -> None:
-    engine = create_engine(url)
-    try:
-        with engine.begin() as conn:
-            command.downgrade(migrate.alembic_config(connection=conn), revision)
-    finally:
-        engine.dispose()
-
-
 def test_0007_keeps_opt_outs_for_every_connection_and_downgrades_to_one_row_per_number(db_url):
     assert migrate.upgrade_url(db_url, "0006_twilio_sms") == (None, "0006_twilio_sms")
     now = datetime.now(timezone.utc).replace(tzinfo=None)
     for number, opted_out in ((STOPPED, True), (OTHER, False)):
-        _execute(
+        execute(
             db_url,
             "INSERT INTO twilio_sms_opt_out (account_sid, number, opted_out, keyword, updated_at) "
             "VALUES (:a, :n, :o, 'STOP', :t)",
@@ -61,21 +41,17 @@ def test_0007_keeps_opt_outs_for_every_connection_and_downgrades_to_one_row_per_
     wait = store.add_reply_wait(account_sid=ACCOUNT, conn_id="c", from_number=STOPPED)
     assert store.get_reply_wait(wait)["from_number"] == STOPPED
 
-    _downgrade(db_url, "0006_twilio_sms")
-    rows = dict(_execute(db_url, "SELECT number, opted_out FROM twilio_sms_opt_out ORDER BY number"))
+    downgrade(db_url, "0006_twilio_sms")
+    rows = dict(execute(db_url, "SELECT number, opted_out FROM twilio_sms_opt_out ORDER BY number"))
     assert {k: bool(v) for k, v in rows.items()} == {
         STOPPED: True,
         OTHER: True,
     }  # opted out if any signer said so
-    engine = create_engine(db_url)
-    try:
-        found = inspect(engine)
+    with inspected(db_url) as found:
         assert "twilio_sms_reply_wait" not in found.get_table_names()
         assert "signer" not in {c["name"] for c in found.get_columns("twilio_sms_message")}
         assert found.get_pk_constraint("twilio_sms_opt_out")["constrained_columns"] == [
             "account_sid",
             "number",
         ]
-    finally:
-        engine.dispose()
     assert migrate.upgrade_url(db_url, "0007_twilio_sms") == ("0006_twilio_sms", "0007_twilio_sms")

@@ -10,7 +10,8 @@ from airflow_provider_twilio_sms.store import migrate
 from airflow_provider_twilio_sms.store.tables import metadata
 
 TABLES = {"twilio_sms_message", "twilio_sms_event", "twilio_sms_opt_out", "twilio_sms_rate_pool",
-          "twilio_sms_rate_slot", "twilio_sms_reply_wait"}
+          "twilio_sms_rate_slot", "twilio_sms_reply_wait", "twilio_sms_hitl_request",
+          "twilio_sms_event_watch"}
 
 
 def _diff(url: str) -> list:
@@ -70,4 +71,4 @@ def test_downgrade_to_base_removes_only_our_tables_and_upgrade_restores_them(db_
 
 
 def test_the_migration_directory_has_one_head():
-    assert migrate.head_revision() == "0009_twilio_sms"
+    assert migrate.head_revision() == "0012_twilio_sms"

@@ -57,7 +57,8 @@ class TestPurge:
         counts = _purge(store, rows)
 
         assert counts == {"twilio_sms_event": len(gone_events), "twilio_sms_message": len(gone_messages),
-                          "twilio_sms_reply_wait": 1, "twilio_sms_rate_slot": 0, "twilio_sms_rate_pool": 0}
+                          "twilio_sms_reply_wait": 1, "twilio_sms_hitl_request": 0, "twilio_sms_rate_slot": 0,
+                          "twilio_sms_rate_pool": 0}
         assert list(counts) == list(PURGED_TABLES)
         assert rows.keys(t.message) == kept_messages
         assert rows.keys(t.event) == kept_events
@@ -119,7 +120,8 @@ class TestPurge:
         assert rows.dump() == dump
         assert predicted == _purge(store, rows)
         assert predicted == {"twilio_sms_event": 1, "twilio_sms_message": 1, "twilio_sms_reply_wait": 1,
-                             "twilio_sms_rate_slot": 2, "twilio_sms_rate_pool": 1}
+                             "twilio_sms_hitl_request": 0, "twilio_sms_rate_slot": 2,
+                             "twilio_sms_rate_pool": 1}
 
     def test_rate_limit_pools_go_only_once_idle_past_the_longest_window(self, store, rows):
         """A purge with a short age still keeps the pools used within RATE_POOL_IDLE_FLOOR; a pool idle
@@ -222,7 +224,7 @@ class TestForget:
         before = rows.counts()
         erased = store.forget_number(THEM)
         assert erased.deleted == {"twilio_sms_event": 7, "twilio_sms_message": 2, "twilio_sms_reply_wait": 1,
-                                  "twilio_sms_opt_out": 0}
+                                  "twilio_sms_hitl_request": 0, "twilio_sms_opt_out": 0}
         assert (erased.opt_outs_kept, erased.live_claims_kept) == (1, 0)
         after = rows.counts()
         assert after["twilio_sms_event"] == before["twilio_sms_event"] - 7
@@ -266,5 +268,29 @@ class TestForget:
             rows.inbound(received=rows.ago(hours=2))
         erased = store.forget_number(THEM, batch_size=4)
         assert erased.deleted == {"twilio_sms_event": 34, "twilio_sms_message": 23,
-                                  "twilio_sms_reply_wait": 0, "twilio_sms_opt_out": 0}
+                                  "twilio_sms_reply_wait": 0, "twilio_sms_hitl_request": 0,
+                                  "twilio_sms_opt_out": 0}
         assert rows.counts() == dict.fromkeys(rows.counts(), 0)
+
+
+def _hitl_request(store, ti_id, to, created, users=None):
+    store.open_hitl_request(account_sid=ACCOUNT, conn_id=CONN_ID, signer=None, ti_id=ti_id, dag_id="d",
+                            run_id="r", task_id="t", map_index=-1, to_number=to,
+                            users=users or {to: {"id": "u", "name": "u"}},
+                            new_code=lambda: ti_id[-4:].upper(),
+                            now=created)
+
+
+def test_purge_and_forget_cover_human_in_the_loop_reply_codes(store, rows):
+    _hitl_request(store, "ti-aaaa", THEM, rows.ago(days=40))
+    _hitl_request(store, "ti-bbbb", THEM, rows.ago(days=2))
+    both = {THEM: {"id": "them", "name": "them"}, OTHER: {"id": "other", "name": "other"}}
+    _hitl_request(store, "ti-cccc", OTHER, rows.ago(days=2), users=both)
+    assert _purge(store, rows, dry_run=True)["twilio_sms_hitl_request"] == 1
+    assert _purge(store, rows)["twilio_sms_hitl_request"] == 1
+    assert store.forget_number(THEM, dry_run=True).deleted["twilio_sms_hitl_request"] == 1
+    assert store.forget_number(THEM).deleted["twilio_sms_hitl_request"] == 1
+    dump = rows.dump()
+    assert THEM not in dump  # nor in the mapping kept with OTHER's request
+    (left,) = store.hitl_requests_by_code(account_sid=ACCOUNT, conn_id=CONN_ID, signer=None, code="CCCC")
+    assert left["users"] == {OTHER: {"id": "other", "name": "other"}}

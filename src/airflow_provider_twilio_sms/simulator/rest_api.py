@@ -160,7 +160,8 @@ class RestApi:
         if request.send_at is not None:
             self.sim._scheduled.hold(message["sid"], request.send_at)
         else:
-            self.sim._lifecycle.plan(message, self.sim._session_outcome(request, request.from_ or service_number))
+            self.sim._lifecycle.plan(message,
+                                     self.sim._session_outcome(request, request.from_ or service_number))
         log.debug("Twilio stand-in accepted %s to %s", mask_sid(message["sid"]), mask_number(request.to))
         answer = Answer(201, message)
         if fault is not None and fault.kind in ("500_after", "slow", "reset_after"):

@@ -18,7 +18,7 @@ stamp=".venv/.installed-$(cat pyproject.toml src/airflow_provider_twilio_sms/__i
 if [ ! -f "$stamp" ]; then
   [ -x .venv/bin/python ] || "$PY" -m venv .venv
   .venv/bin/python -m pip install --quiet --disable-pip-version-check --upgrade pip uv
-  .venv/bin/uv pip install --quiet --python .venv/bin/python -e ".[test,webhook,postgres]"
+  .venv/bin/uv pip install --quiet --python .venv/bin/python -e ".[test,webhook,postgres,celery]"
   rm -f .venv/.installed-*
   touch "$stamp"
 fi

@@ -5,8 +5,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/bootstrap.sh
 if [ "${CI:-}" = "true" ]; then
-  # Under CI nothing that this machine kind provides may be skipped.
-  export TWILIO_SMS_TEST_REQUIRE="${TWILIO_SMS_TEST_REQUIRE:-postgres,mysql,prism,browser}"
+  # Under CI nothing that this machine kind provides may be skipped (cluster: Redis, or redis-server to
+  # start one, beside PostgreSQL; tests/cluster/).
+  export TWILIO_SMS_TEST_REQUIRE="${TWILIO_SMS_TEST_REQUIRE:-postgres,mysql,prism,browser,cluster}"
   if command -v pg_lsclusters >/dev/null 2>&1 && ! pg_isready -q -h 127.0.0.1 2>/dev/null; then
     pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | head -n1)" main start || true
   fi

@@ -17,7 +17,9 @@ What runs, each process in its own process group, its output in ``<root>/logs/<c
 - Redis as the Celery broker: the server on 127.0.0.1:6379 (one database number of its own, emptied
   on start), or a ``redis-server`` started on a free port when none answers.
 - ``airflow scheduler``, ``airflow dag-processor``, ``airflow triggerer``, ``airflow api-server
-  --workers N`` (with this provider's webhook plugin), and ``airflow celery worker`` processes, each
+  --workers N`` replicas (with this provider's webhook plugin) behind ``scripts/ingress.py``, a load
+  balancer routing only to replicas whose health endpoint answers, and ``airflow celery worker``
+  processes, each
   with its own hostname (``w1@%h``, ``w2@%h``) and concurrency, all serving the default queue.
 - The local Twilio stand-in (``airflow twilio-sms simulator serve``), sending its signed status
   callbacks and inbound messages to the api-server's webhook.
@@ -263,6 +265,11 @@ class Cluster:
     :param workers: number of Celery workers (hostnames ``w1@%h``, ``w2@%h``, ...).
     :param concurrency: task slots per worker.
     :param api_workers: ``airflow api-server --workers``.
+    :param api_replicas: api-server processes behind the ingress (2: one can restart while the other serves).
+    :param callback_retry_delay: the stand-in's first backoff before retrying a failed callback (doubling, at
+        most 5 retries within Twilio's 15 s, as the URL's connection overrides say). Twilio does not publish
+        its backoff; 2 s spreads the retries over the 15 s (at 2, 6 and 14 s), the stand-in's 0.2 s default
+        gives up after 6 s.
     :param db_prefix: scratch database names ``<prefix>_meta`` and ``<prefix>_store``.
     :param extra_dag_folders: DAG folders besides dags_examples (each its own local DAG bundle).
     :param callback_delay: seconds between a send and each of its status callbacks at the stand-in.
@@ -273,6 +280,8 @@ class Cluster:
     workers: int = 2
     concurrency: int = 3
     api_workers: int = 2
+    api_replicas: int = 1
+    callback_retry_delay: float = 2.0
     db_prefix: str = "twilio_sms_cluster"
     extra_dag_folders: tuple[Path, ...] = ()
     callback_delay: float = 0.5
@@ -284,7 +293,8 @@ class Cluster:
         self.home = self.root / "home"
         self.logs = self.root / "logs"
         self.components: dict[str, Component] = {}
-        self.api_port = free_port()
+        self.api_port = free_port()  # the ingress: what users, workers and the stand-in call
+        self.replica_ports = [free_port() for _ in range(self.api_replicas)]
         self.sim_port = free_port()
         self.api_url = f"http://127.0.0.1:{self.api_port}"
         self.sim_url = f"http://127.0.0.1:{self.sim_port}"
@@ -350,7 +360,6 @@ class Cluster:
             "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(free_port()),
             "AIRFLOW__API__BASE_URL": self.api_url,
             "AIRFLOW__API__HOST": "127.0.0.1",
-            "AIRFLOW__API__PORT": str(self.api_port),
             "AIRFLOW__API__SECRET_KEY": "twilio-sms-cluster-secret-key",
             "AIRFLOW__API_AUTH__JWT_SECRET": "twilio-sms-cluster-jwt-" + "0123456789abcdef" * 3,
             "AIRFLOW__CELERY__BROKER_URL": f"redis://127.0.0.1:{self.redis_port}/{REDIS_DB}",
@@ -424,8 +433,12 @@ class Cluster:
                                       "--port", str(self.sim_port),
                                       "--callback-delay", str(self.callback_delay),
                                       "--inbound-url", f"{OUR_NUMBER}={self.webhook_url('inbound')}"])
-        self._component("api-server", [airflow, "api-server", "--host", "127.0.0.1", "--port",
-                                       str(self.api_port), "--workers", str(self.api_workers)])
+        for i, port in enumerate(self.replica_ports, start=1):
+            self._component(f"api-server-{i}", [airflow, "api-server", "--host", "127.0.0.1", "--port",
+                                                str(port), "--workers", str(self.api_workers)])
+        self._component("ingress", [sys.executable, str(REPO / "scripts" / "ingress.py"), "--listen",
+                                    str(self.api_port),
+                                    *[f"--upstream=127.0.0.1:{port}" for port in self.replica_ports]])
         self._component("scheduler", [airflow, "scheduler"])
         self._component("dag-processor", [airflow, "dag-processor"])
         self._component("triggerer", [airflow, "triggerer"])
@@ -454,6 +467,7 @@ class Cluster:
                     f"{', '.join(pending)} did not become healthy within {self.start_timeout:.0f} s; "
                     f"{name}'s log ({self.components[name].log}) ends:\n{self.components[name].log_tail()}")
             time.sleep(1)
+        self.sim("POST", "callbacks", {"retry_delay": self.callback_retry_delay})
 
     def _worker(self, i: int) -> Component:
         env = dict(self._env)
@@ -525,8 +539,13 @@ class Cluster:
         if name == "redis":
             return redis_answers(self.redis_port)
         health = self.health()
-        if name == "api-server":
-            return health.get("metadatabase", {}).get("status") == "healthy"
+        if name == "ingress":
+            return "ingress listening" in comp.log_tail(2000)
+        if name.startswith("api-server-"):
+            port = self.replica_ports[int(name.rsplit("-", 1)[1]) - 1]
+            status, body = _http_json("GET", f"http://127.0.0.1:{port}/api/v2/monitor/health", timeout=5)
+            return status == 200 and isinstance(body, dict) and body.get("metadatabase", {}).get(
+                "status") == "healthy"
         key = {"scheduler": "scheduler", "dag-processor": "dag_processor", "triggerer": "triggerer"}[name]
         part = health.get(key) or {}
         if part.get("status") != "healthy":
@@ -684,7 +703,7 @@ class Cluster:
     def stop(self, drop: bool = False) -> None:
         """Stop every component (the workers first, so no task starts while the rest goes away)."""
         order = sorted(self.components.values(), key=lambda c: (not c.name.startswith("worker-"),
-                                                                c.name in ("redis", "api-server")))
+                                                                c.name == "redis"))
         for comp in order:
             try:
                 comp.stop()
@@ -745,6 +764,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--concurrency", type=int, default=3)
     parser.add_argument("--api-workers", type=int, default=2)
+    parser.add_argument("--api-replicas", type=int, default=1)
     args = parser.parse_args(argv)
     state = args.root / "cluster.json"
     if args.action == "stop":
@@ -772,7 +792,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.root.exists():
         shutil.rmtree(args.root)
     cluster = Cluster(root=args.root, workers=args.workers, concurrency=args.concurrency,
-                      api_workers=args.api_workers)
+                      api_workers=args.api_workers, api_replicas=args.api_replicas)
     print(f"starting the cluster; logs under {cluster.logs}", flush=True)
     try:
         cluster.start()
@@ -781,10 +801,10 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     _LIVE.remove(cluster)  # it keeps running after this command; `stop` ends it
     info = cluster.describe()
-    print(f"cluster up in {cluster.startup_seconds['total']:.0f} s "
-          f"({', '.join(f'{k} {v:.0f} s' for k, v in cluster.startup_seconds.items() if k != 'total')})")
-    print(f"  api-server (UI, REST, webhooks): {info['api_url']}  user {ADMIN_USER}, password in "
-          f"{info['passwords_file']}")
+    parts = ", ".join(f"{k} {v:.0f} s" for k, v in cluster.startup_seconds.items() if k != "total")
+    print(f"cluster up in {cluster.startup_seconds['total']:.0f} s ({parts})")
+    print(f"  api-server (UI, REST, webhooks, through the ingress): {info['api_url']}  user {ADMIN_USER}, "
+          f"password in {info['passwords_file']}")
     print(f"  Twilio stand-in: {info['simulator_url']}   redis: 127.0.0.1:{info['redis_port']}/{REDIS_DB}   "
           f"databases: {', '.join(info['databases'])}")
     print(f"  logs: {info['logs']}   stop with: scripts/cluster.sh stop --root {args.root}")

@@ -614,12 +614,14 @@ class Cluster:
         return self._token[0]
 
     def api(self, method: str, path: str, body: Any = None, *, expect: tuple[int, ...] = (200,),
-            timeout: float = 30.0) -> Any:
+            timeout: float = 120.0) -> Any:
         """One REST call on ``/api/v2``; ClusterError unless the status is one of ``expect``. Retries
-        while the api-server does not answer at all (a restart), up to ``timeout``."""
+        while the api-server does not answer at all (a restart, or a loaded 2-core machine where one
+        answer took longer than 30 s), up to ``timeout``."""
         deadline = time.monotonic() + timeout
         while True:
-            status, answer = _http_json(method, f"{self.api_url}/api/v2{path}", body, self.token())
+            status, answer = _http_json(method, f"{self.api_url}/api/v2{path}", body, self.token(),
+                                        timeout=30)
             if status in expect:
                 return answer
             if status != 0 or time.monotonic() > deadline:

@@ -242,27 +242,28 @@ def test_api_server_restart_with_callbacks_in_flight(cluster):
 
 # --- deferred sensors on the triggerer ------------------------------------------------------------------
 
-class AppUnderTest:
-    """The product the OTP DAG tests: POST /signup makes it text a code to the number (through the stand-in,
-    as an inbound message to our number), once the test lets it."""
+class SignupHandler(BaseHTTPRequestHandler):
+    """The product the OTP DAG tests: POST /signup {"phone": ...} asks it to text a code to that number.
+    It only records the request (answering 202); the test then has the code arrive through the stand-in,
+    as an inbound message to our number, when the sensor is deferred."""
 
-    def __init__(self):
-        self.requests: list[str] = []
-        app = self
+    requests: list[str] = []
 
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self):
-                app.requests.append(json.loads(self.rfile.read(int(self.headers["Content-Length"])))["phone"])
-                self.send_response(202)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
+    def do_POST(self):
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        self.requests.append(json.loads(body)["phone"])
+        self.send_response(202)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
 
-            def log_message(self, *args):
-                pass
+    def log_message(self, *args):  # no access log on the test's output
+        pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/signup"
+
+def signup_app() -> tuple[ThreadingHTTPServer, str]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), SignupHandler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server, f"http://127.0.0.1:{server.server_address[1]}/signup"
 
 
 def _ti(cluster, dag_id: str, run_id: str, task_id: str) -> dict:
@@ -277,7 +278,8 @@ def _triggerer_job(cluster, dag_id: str, run_id: str, task_id: str) -> int | Non
 def test_deferred_sensors_resume_on_the_triggerer_across_its_restart(cluster):
     from cluster import OUR_NUMBER
 
-    app = AppUnderTest()
+    SignupHandler.requests.clear()
+    app, signup_url = signup_app()
     sensors = {"twilio_sms_send_and_wait": "wait_delivered", "twilio_sms_approval": "wait_answer",
                "twilio_sms_otp_capture": "wait_for_code"}
     # Delivery statuses come 25 s after each step: the status sensor waits deferred meanwhile.
@@ -289,7 +291,7 @@ def test_deferred_sensors_resume_on_the_triggerer_across_its_restart(cluster):
         runs["twilio_sms_send_and_wait"] = cluster.trigger("twilio_sms_send_and_wait", {"phone": PERSON})
         runs["twilio_sms_approval"] = cluster.trigger("twilio_sms_approval", {"approver": PERSON})
         runs["twilio_sms_otp_capture"] = cluster.trigger("twilio_sms_otp_capture",
-                                                         {"signup_url": app.url, "our_number": OUR_NUMBER})
+                                                         {"signup_url": signup_url, "our_number": OUR_NUMBER})
         deadline = time.monotonic() + 240
         waiting = dict(sensors)
         while waiting:
@@ -319,7 +321,7 @@ def test_deferred_sensors_resume_on_the_triggerer_across_its_restart(cluster):
         ask = next(m for m in cluster.sim("GET", "messages")["messages"]
                    if m["to"] == PERSON and "Reply YES" in (m.get("body") or ""))
         cluster.sim("POST", "inbound", {"from": PERSON, "to": ask["from"], "body": "YES"})
-        assert app.requests == [OUR_NUMBER]
+        assert SignupHandler.requests == [OUR_NUMBER]
         code = f"{uuid.uuid4().int % 10**6:06d}"
         cluster.sim("POST", "inbound", {"from": "+14155550199", "to": OUR_NUMBER,
                                         "body": f"Your code is {code}"})
@@ -329,7 +331,11 @@ def test_deferred_sensors_resume_on_the_triggerer_across_its_restart(cluster):
                                                                                  runs["twilio_sms_approval"])}
         assert approval["deploy"] == "success", approval
         assert approval["stop"] == "skipped", approval
-        report("deferred sensors", {"triggerer_restart_seconds": round(seconds, 1),
-                                    "triggerer_jobs_before": before})
+        sent = {c["sid"] for c in cluster.sim("GET", "requests")["creates"] if c["to"] == PERSON and c["sid"]}
+        assert len(sent) == 2, f"{len(sent)} messages sent to the person, expected 2 (notice and question)"
+        figures = check_callbacks_stored_once(cluster, sent)
+        figures.update(triggerer_restart_seconds=round(seconds, 1), triggerer_jobs_before=before)
+        report("deferred sensors", figures)
     finally:
+        app.shutdown()
         cluster.sim("POST", "callbacks", {"status_delay": cluster.callback_delay})

@@ -606,8 +606,13 @@ class Cluster:
         """A bearer token from ``POST /auth/token``, as a user gets one (renewed before it expires)."""
         if self._token and self._token[1] > time.monotonic():
             return self._token[0]
-        status, body = _http_json("POST", f"{self.api_url}/auth/token",
-                                  {"username": ADMIN_USER, "password": self.admin_password})
+        deadline = time.monotonic() + 120
+        while True:
+            status, body = _http_json("POST", f"{self.api_url}/auth/token",
+                                      {"username": ADMIN_USER, "password": self.admin_password}, timeout=30)
+            if status != 0 or time.monotonic() > deadline:  # 0: no answer (restarting, or overloaded)
+                break
+            time.sleep(0.5)
         if status not in (200, 201) or not isinstance(body, dict):
             raise ClusterError(f"api-server: POST /auth/token answered {status}: {body}")
         self._token = (body["access_token"], time.monotonic() + 600)

@@ -160,6 +160,24 @@ def test_the_window_check_counts_any_window_not_only_aligned_ones():
     assert max_in_window([], 10.0) == 0
 
 
+def test_a_component_that_dies_is_named_with_its_log(tmp_path):
+    import sys
+
+    from cluster import Cluster, ClusterError, Component
+
+    cluster = Cluster(root=tmp_path)
+    cluster.logs.mkdir(parents=True)
+    comp = Component("triggerer", [sys.executable, "-c", "print('no database'); raise SystemExit(3)"],
+                     {}, cluster.logs / "triggerer.log")
+    cluster.components["triggerer"] = comp
+    comp.start()
+    try:
+        with pytest.raises(ClusterError, match=r"(?s)triggerer exited with 3.*triggerer\.log.*no database"):
+            cluster.wait_healthy("triggerer", timeout=30)
+    finally:
+        comp.stop()
+
+
 # --- the bulk run -------------------------------------------------------------------------------------
 
 def test_bulk_run_holds_the_rate_limit_across_both_workers(cluster):

@@ -1,14 +1,14 @@
 """Benchmark: the send path's overhead.
 
 Prints, in one run, the per-message time of SmsSender.send (validation, opt-out check, claim, record)
-against the same local stand-in as a raw twilio-python ``client.messages.create``, and the ratio (goal
-<= 1.2x); and, as the floor any durable send path has, the raw create between the store's own two writes
-(the claim before the request, the SID after it) run as bare SQL on the DB-API connection; on SQLite and
-on PostgreSQL. Also SmsSender.send with a new hook and sender per message, as the operator builds them
-per task (the connection looked up, the process's client for it reused: hooks/clients.py), and the same
-with that client forgotten before each message (a new client and TCP connection per task, as before
-clients were kept): what a task adds over the sender.
-Rate-limit decisions have their own benchmark: bench/rate_limit.py.
+against the same local stand-in as a raw twilio-python ``client.messages.create``, and the ratio; and, as
+the floor any durable send path has (goal: at most 1.0 ms per message above it), the raw create between the
+store's own two writes (the claim before the request, the SID after it) run as bare SQL on the DB-API
+connection; on SQLite and on PostgreSQL. Also SmsSender.send with a new hook and sender per message, as the
+operator builds them per task (the connection looked up, the process's client for it reused:
+hooks/clients.py), and the same with that client forgotten before each message (a new client and TCP
+connection per task, as before clients were kept): what a task adds over the sender. Rate-limit decisions
+have their own benchmark: bench/rate_limit.py.
 
     .venv/bin/python bench/send.py [--messages 2400] [--rounds 8]
 """
@@ -74,7 +74,8 @@ def _floor_writes(store: SmsStore, n: int):
         row.update(scope="AC|", idempotency_key=key, idempotency_key_sha256=key_digest(key), account_sid="AC",
                    conn_id="bench",
                    to_number="+14155550123", from_number="+15005550006", body=f"Your code is {i:06d}",
-                   body_sha256="0" * 64, num_media=0, send_state="claimed", attempt_id=run, status_rank=0,
+                   body_sha256="0" * 64, channel="sms", num_media=0, send_state="claimed", attempt_id=run,
+                   status_rank=0,
                    lease_expires_at=now, created_at=now, updated_at=now, http_attempted_at=now)
         claims.append(claim_parameters({f"v_{k}": v for k, v in row.items()}))
         recorded = record_parameters({
@@ -187,8 +188,8 @@ def bench_overhead(url: str, n: int, rounds: int) -> None:
           f"floor ratio {median(floor_ratios):.2f}x")
     print(f"  SmsSender.send:                    {median(ours) * 1e3:6.2f} ms/message")
     print(
-        f"  overhead ratio: {median(ratios):.2f}x (rounds {ratios[0]:.2f}-{ratios[-1]:.2f}x; goal <= 1.2x); "
-        f"above the floor: {(median(ours) - median(floors)) * 1e6:.0f} us/message"
+        f"  overhead ratio: {median(ratios):.2f}x (rounds {ratios[0]:.2f}-{ratios[-1]:.2f}x); "
+        f"above the floor: {(median(ours) - median(floors)) * 1e6:.0f} us/message (goal <= 1000)"
     )
     for label, times in (("a new hook and sender per message:", tasks),
                          ("  the same, a new client each time:", fresh)):

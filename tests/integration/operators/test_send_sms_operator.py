@@ -7,7 +7,10 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
+from datetime import datetime, timedelta, timezone
 from hashlib import sha256
+from types import SimpleNamespace
 
 import pytest
 
@@ -216,6 +219,77 @@ def test_notifier_messages_get_status_callbacks_too(airflow_env, twilio_conn):
                                          f"?ik_sha256={sha256(result['idempotency_key'].encode()).hexdigest()}"
                                          "#rc=5&rp=ct,rt,5xx")
 
+
+
+NOTIFIER_CONTEXT = {"dag_run": SimpleNamespace(dag_id="etl", run_id="run-3", team_name=None),
+                    "ti": SimpleNamespace(dag_id="etl", task_id="load", run_id="run-3", map_index=-1)}
+APPOINTMENT = "HX00000000000000000000000000000001"  # the stand-in's approved "appointment" template
+
+
+def test_notifier_sends_a_whatsapp_template_rendered_from_the_context(airflow_env):
+    """A business-initiated WhatsApp message needs an approved template: the notifier sends one, its
+    variables rendered by Airflow's notifier call, through the operator's idempotent path (once)."""
+    from airflow_provider_twilio_sms.content import content_digest
+    from airflow_provider_twilio_sms.notifications.sms import SmsNotifier
+
+    sim, store = airflow_env
+    notifier = SmsNotifier(to="WhatsApp:+1 (415) 555-0123", from_="whatsapp:+15005550006",
+                           content_sid="{{ params.template }}",
+                           content_variables={"1": "{{ params.day }}", "2": "3pm"})
+    assert notifier({**NOTIFIER_CONTEXT, "params": {"template": APPOINTMENT, "day": "12/1"}}) is None
+    [create] = sim.creates()
+    params = create["params"]
+    assert (params["To"], params["From"], params["ContentSid"]) == (
+        "whatsapp:+14155550123", "whatsapp:+15005550006", APPOINTMENT)
+    assert json.loads(params["ContentVariables"]) == {"1": "12/1", "2": "3pm"}
+    assert "Body" not in params
+    [row] = store.list_messages(limit=10)
+    assert (row["sid"], row["channel"], row["to_number"]) == (
+        create["sid"], "whatsapp", "whatsapp:+14155550123")
+    assert row["body_sha256"] == content_digest(None, APPOINTMENT, params["ContentVariables"])
+    # the approved template goes out although the customer never wrote (no 63016)
+    deadline = time.monotonic() + 10
+    while sim.message(create["sid"])["status"] != "read" and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert (sim.message(create["sid"])["status"], sim.message(create["sid"])["error_code"]) == ("read", None)
+    assert sim.message(create["sid"])["body"] == "Your appointment is on 12/1 at 3pm."
+    again = notifier.send(NOTIFIER_CONTEXT)  # a callback run twice: no second message
+    assert (again["sid"], again["already_sent"]) == (create["sid"], True)
+    assert sim.count("create") == 1
+
+
+@pytest.mark.parametrize(("arguments", "words"), [
+    ({"content_sid": APPOINTMENT, "content_variables": {"1": "12/1", "2": "3pm"}, "body": "Hi"},
+     "content_sid was given with a body"),
+    ({"content_variables": {"1": "12/1"}, "body": "Hi"}, "content_variables was given without content_sid"),
+    ({"content_sid": "HX123"}, "is not a Content template SID"),
+    ({"body": "Hi", "send_at": "2026-12-24T09:00:00"}, "has no time zone"),
+    ({"body": "Hi", "send_at": (datetime.now(timezone.utc) + timedelta(hours=20)).isoformat()},
+     "send_at needs a Messaging Service"),
+])
+def test_notifier_refuses_what_the_operator_refuses_before_anything_is_sent(airflow_env, arguments, words):
+    from airflow_provider_twilio_sms.errors import InvalidMessageError
+    from airflow_provider_twilio_sms.notifications.sms import SmsNotifier
+
+    sim, store = airflow_env
+    notifier = SmsNotifier(to="whatsapp:+14155550123", from_="whatsapp:+15005550006", **arguments)
+    with pytest.raises(InvalidMessageError, match=words):
+        notifier(dict(NOTIFIER_CONTEXT))
+    assert sim.count("create") == 0
+    assert store.list_messages(limit=10) == []
+
+
+def test_notifier_schedules_through_a_messaging_service(airflow_env):
+    from airflow_provider_twilio_sms.notifications.sms import SmsNotifier
+
+    sim, store = airflow_env
+    service = "MG" + "5" * 32
+    send_at = (datetime.now(timezone.utc) + timedelta(hours=20)).replace(microsecond=0)
+    result = SmsNotifier(to="+14155550123", body="Reminder", messaging_service_sid=service,
+                         send_at=send_at.isoformat()).send(NOTIFIER_CONTEXT)
+    assert (result["status"], result["send_at"]) == ("scheduled", send_at.isoformat())
+    assert sim.creates()[0]["params"]["MessagingServiceSid"] == service
+    assert store.get_message(sid=result["sid"])["status"] == "scheduled"
 
 
 def test_a_send_failed_by_the_rate_limit_leaves_no_pending_row(airflow_env):

@@ -7,8 +7,10 @@ from __future__ import annotations
 import logging
 import time
 from datetime import datetime, timedelta, timezone
+from types import SimpleNamespace
 
 import pytest
+from airflow.sdk.exceptions import AirflowFailException
 
 from airflow_provider_twilio_sms.errors import (
     InvalidMessageError,
@@ -16,6 +18,7 @@ from airflow_provider_twilio_sms.errors import (
     PermanentTwilioError,
 )
 from airflow_provider_twilio_sms.hooks.twilio_sms import TwilioSmsHook
+from airflow_provider_twilio_sms.operators.sms import SendSmsOperator
 from airflow_provider_twilio_sms.scheduling import cancel_scheduled_message, cancel_scheduled_of_run
 from airflow_provider_twilio_sms.sending import RetryPolicy, SendRequest, SmsSender
 from airflow_provider_twilio_sms.simulator.server import TwilioSimulator
@@ -209,3 +212,60 @@ def test_the_purge_keeps_a_scheduled_message_until_its_moment_has_aged(env):
     much_later = datetime.now(timezone.utc) + timedelta(days=51)  # cutoff past its send_at
     assert store.purge(timedelta(days=30), now=much_later)["twilio_sms_message"] == 1
     assert store.get_message(sid=scheduled["sid"]) is None
+
+
+def _execute(op):
+    """Run ``op`` as a task instance would (its first try), returning the XCom result."""
+    ti = SimpleNamespace(dag_id="dag", task_id=op.task_id, run_id="run-1", map_index=-1, try_number=1)
+    return op.execute({"ti": ti, "dag_run": SimpleNamespace(team_name=None)})
+
+
+def _remind(**kw):
+    return SendSmsOperator(task_id="remind", to=TO, body="Reminder: dentist tomorrow at 10:00",
+                           messaging_service_sid=SERVICE, **kw)
+
+
+def test_on_kill_cancels_the_message_this_task_scheduled(env):
+    """Marked failed or cleared while it ran, after it scheduled: the task's on_kill cancels the message at
+    Twilio and the store records it canceled, so nothing goes out for a task that did not finish."""
+    sim, store = env
+    op = _remind(send_at=ahead(hours=20).isoformat())
+    scheduled = _execute(op)
+    assert (scheduled["status"], sim.message(scheduled["sid"])["status"]) == ("scheduled", "scheduled")
+    op.on_kill()
+    assert sim.message(scheduled["sid"])["status"] == "canceled"
+    assert sim.count("update") == 1
+    assert store.get_message(sid=scheduled["sid"])["status"] == "canceled"
+    sim.release_scheduled()  # its moment comes: nothing is sent
+    assert sim.message(scheduled["sid"])["status"] == "canceled"
+
+
+def test_on_kill_before_anything_was_scheduled_does_nothing(env):
+    sim, store = env
+    _remind(send_at=ahead(hours=20).isoformat()).on_kill()  # killed before execute ran
+    refused = _remind(send_at=ahead(minutes=5).isoformat())  # refused before anything was claimed or sent
+    with pytest.raises(AirflowFailException, match="Twilio schedules only from 15 minutes"):
+        _execute(refused)
+    refused.on_kill()
+    at_once = _remind()  # sent at once: nothing left to cancel
+    sent = _execute(at_once)
+    at_once.on_kill()
+    assert sim.count("update") == 0
+    assert [r["sid"] for r in store.list_messages(limit=10)] == [sent["sid"]]
+    assert store.get_message(sid=sent["sid"])["status"] != "canceled"
+
+
+def test_on_kill_after_the_message_went_out_logs_and_does_not_raise(env, capfd):
+    """Too late (Twilio sent it already: 30409): on_kill cannot call it back; it says how to check, with the
+    SID masked, and never raises (Airflow is killing the task)."""
+    sim, store = env
+    op = _remind(send_at=ahead(hours=20).isoformat())
+    scheduled = _execute(op)
+    sim.release_scheduled()
+    capfd.readouterr()
+    op.on_kill()  # the task's logger writes through structlog, to the output
+    logged = "".join(capfd.readouterr())
+    assert sim.message(scheduled["sid"])["status"] != "canceled"
+    assert store.get_message(sid=scheduled["sid"])["status"] != "scheduled"  # the store learned what it is
+    assert "could not be canceled: cancel it with `airflow twilio-sms cancel" in logged
+    assert scheduled["sid"] not in logged

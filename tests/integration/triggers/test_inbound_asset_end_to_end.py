@@ -63,8 +63,9 @@ def _query(db: Path, sql: str, *params) -> list[tuple]:
     raise AssertionError("the metadata database stayed locked")
 
 
-# The whole test's budget, start-ups included: no wait goes past it.
-BUDGET_SECONDS = 230
+# The whole test's budget, start-ups included: no wait goes past it. Five Airflow processes sharing one
+# SQLite file start slowly on a busy 2-core machine (the dag-processor's first parse once took 93 s).
+BUDGET_SECONDS = 380
 
 
 def _wait(condition, timeout: float, what: str, processes: list[Process], *, ends_at: float) -> None:
@@ -79,6 +80,7 @@ def _wait(condition, timeout: float, what: str, processes: list[Process], *, end
         time.sleep(0.5)
 
 
+@pytest.mark.timeout(BUDGET_SECONDS + 60)
 def test_each_matching_sms_runs_the_dag_once_across_a_triggerer_restart(airflow_home, twilio_sim, tmp_path):
     from airflow_provider_twilio_sms.store.api import SmsStore
     from airflow_provider_twilio_sms.store.migrate import upgrade_url
@@ -146,7 +148,7 @@ def test_each_matching_sms_runs_the_dag_once_across_a_triggerer_restart(airflow_
         return answer["message_sid"]
 
     try:
-        _wait(watching, 180, "the triggerer opening the watcher", processes, ends_at=ends_at)
+        _wait(watching, 300, "the triggerer opening the watcher", processes, ends_at=ends_at)
         sids = [send("deploy billing")]
         _wait(lambda: len(runs()) == 1, 90, "the first DAG run", processes, ends_at=ends_at)
         send("hello, no deploy today")  # matches nothing: passed in order before the next one fires

@@ -396,6 +396,24 @@ def mysql_url():
 STORE_CLOCK_MODULES = ("base", "claims", "events", "rate_limits", "reads")
 
 
+def in_forked_child(work) -> tuple[bytes, int]:
+    """Run ``work()`` in a forked child, as a prefork worker runs a task; returns what it answered
+    (``b"1"``: true, ``b"0"``: false, ``b""``: it raised) and the child's exit status."""
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.write(write_end, b"1" if work() else b"0")
+        finally:
+            os._exit(0)
+    os.close(write_end)
+    _, status = os.waitpid(pid, 0)
+    try:
+        return os.read(read_end, 1), status
+    finally:
+        os.close(read_end)
+
+
 def skew_store_clock(skew_seconds: float, setattr_=setattr) -> None:
     """The store's ``utcnow`` (every module of ``store/`` that reads it) ``skew_seconds`` off the real
     clock, as on a worker whose clock is wrong. ``setattr_``: pytest's ``monkeypatch.setattr`` to undo it

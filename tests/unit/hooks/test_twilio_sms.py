@@ -299,24 +299,18 @@ def test_a_changed_credential_timeout_or_connection_gets_a_client_of_its_own(fak
 
 
 def test_a_forked_child_never_uses_its_parents_client_or_connection(fake_conn, fake_twilio):
-    import os
+    from conftest import in_forked_child
 
     parent = TwilioSmsHook()
     parent.send_message(TO, "from the parent")
-    read_end, write_end = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # the child: a task of a prefork worker
-        try:
-            child = TwilioSmsHook()
-            fresh = child.client is not parent.client
-            child.send_message(TO, "from the child")
-            os.write(write_end, b"1" if fresh else b"0")
-        finally:
-            os._exit(0)
-    os.close(write_end)
-    _, status = os.waitpid(pid, 0)
-    assert (os.read(read_end, 1), status) == (b"1", 0)
-    os.close(read_end)
+
+    def child_task() -> bool:  # in the child: a task of a prefork worker
+        child = TwilioSmsHook()
+        fresh = child.client is not parent.client
+        child.send_message(TO, "from the child")
+        return fresh
+
+    assert in_forked_child(child_task) == (b"1", 0)
     parent.send_message(TO, "from the parent again")  # its connection was left alone by the child
     parent_peer, child_peer, again_peer = (seen.peer for seen in fake_twilio.seen[-3:])
     assert child_peer != parent_peer

@@ -187,25 +187,16 @@ def test_a_forked_child_gets_a_writer_of_its_own(sqlite_url):
     """The parent's writer thread is not in a forked child (an api-server worker forked after the first
     callback): the child's callbacks are written by a writer of its own, not queued for a thread that is
     not there."""
-    import os
-
     from airflow_provider_twilio_sms.store.api import SmsStore
     from airflow_provider_twilio_sms.store.migrate import upgrade_url
+
+    from conftest import in_forked_child
 
     upgrade_url(sqlite_url)
     batches = StatusBatches(lambda: SmsStore(sqlite_url))
     assert asyncio.run(batches.record(_callback("SM" + "0" * 32), 10)) is True  # the parent's writer runs
-    read_end, write_end = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        try:
-            stored = asyncio.run(asyncio.wait_for(batches.record(_callback("SM" + "1" * 32), 10), 20))
-            os.write(write_end, b"1" if stored else b"0")
-        finally:
-            os._exit(0)
-    os.close(write_end)
-    _, status = os.waitpid(pid, 0)
-    assert (os.read(read_end, 1), status) == (b"1", 0)
-    os.close(read_end)
+    in_child = _callback("SM" + "1" * 32)
+    stored_in_child = in_forked_child(lambda: asyncio.run(asyncio.wait_for(batches.record(in_child, 10), 20)))
+    assert stored_in_child == (b"1", 0)
     assert asyncio.run(batches.record(_callback("SM" + "2" * 32), 10)) is True  # the parent's still runs
     assert _stored_sids(SmsStore(sqlite_url)) == {"SM" + "0" * 32, "SM" + "1" * 32, "SM" + "2" * 32}

@@ -105,6 +105,24 @@ def check_template_message(content_sid: str | None, content_variables: str | Non
                                   "content_variables)")
 
 
+def validate_content(
+    body: str | None, media_urls: list[str], content_sid: object = None,
+    content_variables: Mapping[str, Any] | str | None = None,
+) -> tuple[str | None, str | None]:
+    """Check what a message says before anything is sent: a Content template (its SID, its variables, and
+    neither body nor media beside it), else the body and media as :func:`.segments.validate_message` does.
+    Returns the template's SID and canonical variables (JSON), both None for a body.
+    """
+    from airflow_provider_twilio_sms.segments import validate_message
+
+    sid = validate_content_sid(content_sid) if content_sid else None
+    variables = content_variables_json(content_variables)
+    check_template_message(sid, variables, body, media_urls)
+    if not sid:
+        validate_message(body, media_urls)
+    return sid, variables
+
+
 def content_digest(body: str | None, content_sid: str | None = None,
                    content_variables: str | None = None) -> str:
     """SHA-256 (hex) of what a message says: its body, or its template and canonical variables.

@@ -93,18 +93,10 @@ class Content:
 
     @classmethod
     def of(cls, request: SendRequest) -> Content:
-        from airflow_provider_twilio_sms.content import (
-            check_template_message,
-            content_variables_json,
-            validate_content_sid,
-        )
-        from airflow_provider_twilio_sms.segments import validate_message
+        from airflow_provider_twilio_sms.content import validate_content
 
-        sid = validate_content_sid(request.content_sid) if request.content_sid else None
-        variables = content_variables_json(request.content_variables)
-        check_template_message(sid, variables, request.body, list(request.media_urls))
-        if not sid:
-            validate_message(request.body, list(request.media_urls))
+        sid, variables = validate_content(request.body, list(request.media_urls), request.content_sid,
+                                          request.content_variables)
         return cls(request.body, sid, variables)
 
     @property

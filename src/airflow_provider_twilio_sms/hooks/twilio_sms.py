@@ -242,13 +242,9 @@ class TwilioSmsHook(BaseHook):
         :mod:`~airflow_provider_twilio_sms.scheduling`). The answer's status is then ``scheduled``.
         """
         from airflow_provider_twilio_sms.channels import check_same_channel, normalize_address
-        from airflow_provider_twilio_sms.content import (
-            check_template_message,
-            content_variables_json,
-            validate_content_sid,
-        )
+        from airflow_provider_twilio_sms.content import validate_content
         from airflow_provider_twilio_sms.scheduling import check_window, parse_send_at, scheduled_sender
-        from airflow_provider_twilio_sms.segments import message_units, validate_message
+        from airflow_provider_twilio_sms.segments import message_units
 
         s = self.settings
         to = normalize_address(to, s.default_region)
@@ -260,11 +256,7 @@ class TwilioSmsHook(BaseHook):
             from_, messaging_service_sid = s.resolve_sender(from_, messaging_service_sid)
         channel = check_same_channel(to, from_)
         media = [media_url] if isinstance(media_url, str) else list(media_url or [])
-        content_sid = validate_content_sid(content_sid) if content_sid else None
-        variables = content_variables_json(content_variables)
-        check_template_message(content_sid, variables, body, media)
-        if not content_sid:
-            validate_message(body, media)
+        content_sid, variables = validate_content(body, media, content_sid, content_variables)
         if status_callback is not None and not str(status_callback).startswith(("https://", "http://")):
             raise InvalidMessageError("status_callback is not an http(s) URL (Twilio error 21609): give the "
                                       "public URL Twilio should call with delivery statuses")

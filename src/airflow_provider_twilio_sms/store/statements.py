@@ -20,6 +20,7 @@ from sqlalchemy import (
     Boolean,
     Integer,
     String,
+    Text,
     and_,
     bindparam,
     case,
@@ -29,6 +30,7 @@ from sqlalchemy import (
     func,
     insert,
     literal,
+    literal_column,
     or_,
     select,
     text,
@@ -40,7 +42,7 @@ from airflow_provider_twilio_sms.errors import UnsupportedStoreError
 from airflow_provider_twilio_sms.store import tables as t
 
 if TYPE_CHECKING:
-    from sqlalchemy.sql.elements import BindParameter
+    from sqlalchemy.sql.elements import BindParameter, ColumnElement
 
 m, e, o, rp, rs, w = t.message, t.event, t.opt_out, t.rate_pool, t.rate_slot, t.reply_wait
 
@@ -344,6 +346,21 @@ class Statements:
         stmt = select(rp.c.ring_size, rp.c.ring_next).where(rp.c.pool == param("p_pool", rp.c.pool))
         return stmt if self.dialect == "sqlite" else stmt.with_for_update()
 
+    # The fused decision's lock statement leaves here, for its transaction, how many pool rows it locked.
+    _RING_LOCKED: ColumnElement[str] = literal_column("'twilio_sms.ring_locked'")
+
+    @cached_property
+    def pool_lock_noted(self):
+        """PostgreSQL: :attr:`pool_lock`, noting in the transaction's setting :attr:`_RING_LOCKED` whether
+        it found (and so locked) the pool's row. A row committed after this statement's snapshot is not
+        locked, yet the next statement's snapshot sees it: :attr:`decide_fused` decides only when this note
+        says 1 (deciding on such a row unlocked granted two deciders the same slot).
+        """
+        locked = (select(literal_column("1").label("one")).where(rp.c.pool == param("p_pool", rp.c.pool))
+                  .with_for_update().subquery("locked"))
+        noted = func.set_config(self._RING_LOCKED, cast(func.count(), Text), true())
+        return select(noted).select_from(locked)
+
     @cached_property
     def clock_and_edge(self):
         """The database's clock now, and what slot ``p_slot`` of the pool holds (NULL: never written)."""
@@ -387,20 +404,21 @@ class Statements:
 
     @cached_property
     def decide_fused(self):
-        """PostgreSQL: a whole decision in one round trip. Run after :attr:`pool_lock` in the same simple
-        query (:meth:`decide_fused_sql`), which PostgreSQL runs as one transaction, each statement with a
-        snapshot taken when it starts: this one sees every decision committed before the lock was granted,
-        and the lock is held only inside the server. Reads the ring (no row: the pool is missing or its
-        ring is not ``p_limit`` slots; the caller prepares it), the clock and the ``p_cost``-th oldest
-        slot; when that slot is a window old, takes ``p_cost`` slots and advances the ring (data-modifying
-        CTEs).
+        """PostgreSQL: a whole decision in one round trip. Run after :attr:`pool_lock_noted` in the same
+        simple query (:meth:`decide_fused_sql`), which PostgreSQL runs as one transaction, each statement
+        with a snapshot taken when it starts: this one sees every decision committed before the lock was
+        granted, and the lock is held only inside the server. Reads the ring (no row: the pool is missing,
+        or was committed too late to be locked, or its ring is not ``p_limit`` slots; the caller prepares
+        it and decides again), the clock and the ``p_cost``-th oldest slot; when that slot is a window
+        old, takes ``p_cost`` slots and advances the ring (data-modifying CTEs).
         """
         if self.dialect != "postgresql":
             return None
         now_us, resolution = self.clock_us
         pool, cost = self._typed("p_pool", rp.c.pool), self._typed("p_cost", rp.c.ring_size)
         ring = (select(rp.c.ring_size, rp.c.ring_next, now_us.label("now_us"))
-                .where(rp.c.pool == pool, rp.c.ring_size == param("p_limit", rp.c.ring_size)).cte("ring"))
+                .where(rp.c.pool == pool, rp.c.ring_size == param("p_limit", rp.c.ring_size),
+                       func.current_setting(self._RING_LOCKED) == literal_column("'1'")).cte("ring"))
         edge = select(rs.c.until_us).where(rs.c.pool == pool, rs.c.slot == (ring.c.ring_next + cost - 1)
                                            % ring.c.ring_size).scalar_subquery()
         decided = select(ring.c.ring_size, ring.c.ring_next, ring.c.now_us, edge.label("edge_us")).cte(
@@ -431,11 +449,11 @@ class Statements:
 
     def decide_fused_sql(self, dialect) -> tuple[str, dict[str, Any]]:
         """The PostgreSQL decision as one query string for ``dialect`` (psycopg2's named parameters):
-        :attr:`decision_durability`; :attr:`pool_lock`; :attr:`decide_fused`, and the values of the
+        :attr:`decision_durability`; :attr:`pool_lock_noted`; :attr:`decide_fused`, and the values of the
         parameters the statements bind themselves (their constants). Its rows are the decision's.
         """
         compiled = [part.compile(dialect=dialect)
-                    for part in (self.decision_durability, self.pool_lock, self.decide_fused)]
+                    for part in (self.decision_durability, self.pool_lock_noted, self.decide_fused)]
         constants: dict[str, Any] = {}
         for part in compiled:
             if part.positional:

@@ -154,6 +154,9 @@ event = Table(
     Index("ix_twilio_sms_event_kind_service", "kind", "messaging_service_sid", "id"),
     Index("ix_twilio_sms_event_received", "received_at"),
     Index("ix_twilio_sms_event_kind_received", "kind", "received_at", "team", "opt_out_type"),
+    # Readers wait for events after an id they have seen: on SQLite an id is never handed out twice even
+    # once the newest rows are deleted (migration 0013).
+    sqlite_autoincrement=True,
 )
 
 # Opt-outs per (account, signer, number), kept up to date by inbound STOP/START verified for that account
@@ -184,6 +187,7 @@ reply_wait = Table(
     Column("to_number", String(32)),
     Column("messaging_service_sid", String(34)),
     Column("created_at", UtcDateTime(), nullable=False),
+    sqlite_autoincrement=True,  # a deferred sensor's wait id never names another wait (migration 0013)
 )
 
 # Rate limiting (migration 0006): per team pool ("pool:" + an Airflow pool name of at most 256 characters,

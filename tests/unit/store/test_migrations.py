@@ -71,4 +71,4 @@ def test_downgrade_to_base_removes_only_our_tables_and_upgrade_restores_them(db_
 
 
 def test_the_migration_directory_has_one_head():
-    assert migrate.head_revision() == "0012_twilio_sms"
+    assert migrate.head_revision() == "0013_twilio_sms"

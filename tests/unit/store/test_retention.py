@@ -240,6 +240,16 @@ class TestForget:
                               conn_id=CONN_ID, to_number=THEM, body="hello again", refuse_opted_out=True)
         assert refused.outcome == "opted_out"
 
+    def test_an_id_a_reader_has_seen_is_never_handed_out_again(self, store, rows):
+        """The reply sensors and asset watchers read events after an id they have seen: once the newest
+        events and reply waits are erased, the next ones still get larger ids (SQLite too, migration 0013)."""
+        rows.inbound(received=rows.ago(hours=2), from_=OTHER)
+        newest_event = rows.inbound(received=rows.ago(hours=1), from_=THEM)
+        newest_wait = rows.reply_wait(created=rows.ago(hours=1), from_=THEM)
+        store.forget_number(THEM)
+        assert rows.inbound(received=rows.now, from_=OTHER) > newest_event
+        assert rows.reply_wait(created=rows.now, from_=OTHER) > newest_wait
+
     def test_a_dry_run_counts_what_forget_then_erases_and_erases_nothing(self, store, rows):
         self._person(store, rows)
         dump = rows.dump()

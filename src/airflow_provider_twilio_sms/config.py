@@ -27,6 +27,7 @@ DEFAULTS = {
     "retention_days": "30",
     "store_outbound_bodies": "False",
     "hitl_users": "{}",
+    "cancel_scheduled_when_marked_failed": "True",
 }
 
 

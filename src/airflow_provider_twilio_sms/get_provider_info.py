@@ -130,6 +130,11 @@ CONFIG = {
                 "page to who may read the connection). Off: only its SHA-256 is kept, which is all "
                 "reconciliation needs. Inbound texts are always kept (reply sensors read them) until purged.",
                 "False", "True", type_="boolean"),
+            "cancel_scheduled_when_marked_failed": _option(
+                "A DAG run or task instance marked failed in Airflow's UI or REST API cancels its messages "
+                "still scheduled at Twilio (SendSmsOperator send_at), each with the connection that sent "
+                "it. A task that fails as it runs is left alone: its retry finds its message.", "True",
+                "False", type_="boolean"),
             "hitl_users": _option(
                 "JSON object of phone number (E.164) to the Airflow user who answers human-in-the-loop "
                 "requests texted by SmsHitlNotifier from that phone: a user id, or an object with "

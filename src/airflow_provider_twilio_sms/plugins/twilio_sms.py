@@ -13,6 +13,8 @@ from functools import cached_property
 
 from airflow.plugins_manager import AirflowPlugin
 
+from airflow_provider_twilio_sms import scheduled_marks
+
 UI_ROUTE = "twilio_sms"  # the page's address in Airflow's UI: /plugin/twilio_sms
 
 
@@ -32,9 +34,13 @@ def _base_path() -> str:
 
 
 class TwilioSmsPlugin(AirflowPlugin):
-    """Twilio SMS: webhook receiver, read API and the messages page, in the api-server."""
+    """Twilio SMS: webhook receiver, read API and the messages page, in the api-server; scheduled messages
+    canceled when a person marks their run or task failed.
+    """
 
     name = "twilio_sms"
+    # Marks as failed in the UI cancel what the run still has scheduled (read scheduled_marks.py).
+    listeners = [scheduled_marks]
 
     @cached_property
     def fastapi_apps(self) -> list[dict]:  # type: ignore[override]

@@ -188,3 +188,61 @@ def test_the_cancel_command_by_key_by_sid_and_by_run(airflow_env, twilio_conn):
     assert unknown.returncode == 1
     assert "no message was sent with this idempotency key" in unknown.stderr
     assert "4155550123" not in done.stdout + again.stdout
+
+
+def _marked_failed(dag_id: str, run_id: str, *, task_id: str | None = None) -> None:
+    """What Airflow's UI does on "Mark as failed": the code path behind PATCH .../dagRuns/{run} (a run) or
+    PATCH .../taskInstances/{task} (one task), listeners included."""
+    from airflow.api_fastapi.core_api.datamodels.task_instances import PatchTaskInstanceBody
+    from airflow.api_fastapi.core_api.services.public.dag_run import patch_dag_run_state
+    from airflow.api_fastapi.core_api.services.public.task_instances import _patch_task_instance_state
+    from airflow.models.dagbag import DBDagBag
+    from airflow.models.dagrun import DagRun
+    from airflow.utils.session import create_session
+    from airflow.utils.state import DagRunState
+
+    with create_session() as session:
+        run = session.query(DagRun).filter_by(dag_id=dag_id, run_id=run_id).one()
+        dag = DBDagBag().get_dag_for_run(run, session=session)
+        if task_id is None:
+            patch_dag_run_state(dag=dag, dag_run=run, state=DagRunState.FAILED, session=session)
+        else:
+            body = PatchTaskInstanceBody(new_state="failed")
+            _patch_task_instance_state(task_id, run_id, dag, body, body.model_dump(), session)
+
+
+def _two_reminders(store, dag_id: str):
+    from airflow.sdk import DAG
+
+    with DAG(dag_id, schedule=None) as dag:
+        for name in ("first", "second"):
+            SendSmsOperator(task_id=name, to=TO, body=f"{name} reminder",
+                            send_at="{{ (dag_run.run_after + macros.timedelta(days=1)).isoformat() }}")
+    run = dag_test(dag)
+    assert run.state == "success"
+    scheduled = {row["task_id"]: row for row in store.scheduled_messages(dag_id=dag_id, run_id=run.run_id)}
+    assert set(scheduled) == {"first", "second"}
+    return run, scheduled
+
+
+def test_marking_a_task_then_its_run_failed_in_the_ui_cancels_what_each_still_has_scheduled(airflow_env):
+    sim, store = airflow_env
+    run, sent = _two_reminders(store, "marked_failed")
+
+    _marked_failed(run.dag_id, run.run_id, task_id="first")  # a person marks one sending task failed
+    assert sim.message(sent["first"]["sid"])["status"] == "canceled"
+    assert store.get_message(sid=sent["first"]["sid"])["status"] == "canceled"
+    assert sim.message(sent["second"]["sid"])["status"] == "scheduled"  # the other task's is not touched
+
+    _marked_failed(run.dag_id, run.run_id)  # then the whole run
+    assert sim.message(sent["second"]["sid"])["status"] == "canceled"
+    assert store.get_message(sid=sent["second"]["sid"])["status"] == "canceled"
+    assert sim.count("create") == 2
+
+
+def test_marks_cancel_nothing_when_the_option_is_off(airflow_env, monkeypatch):
+    sim, store = airflow_env
+    monkeypatch.setenv("AIRFLOW__TWILIO_SMS__CANCEL_SCHEDULED_WHEN_MARKED_FAILED", "False")
+    run, sent = _two_reminders(store, "marked_failed_kept")
+    _marked_failed(run.dag_id, run.run_id)
+    assert {sim.message(row["sid"])["status"] for row in sent.values()} == {"scheduled"}

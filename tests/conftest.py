@@ -164,8 +164,15 @@ def airflow_home() -> dict[str, str]:
         result = subprocess.run([airflow_bin(), "db", "migrate"], env=full_env, capture_output=True,
                                 text=True, timeout=600, check=False)
         assert result.returncode == 0, f"airflow db migrate failed:\n{result.stdout}\n{result.stderr}"
+        shutil.copyfile(_AIRFLOW_HOME / "airflow.db", MIGRATED_METADATA_DB)
         marker.write_text("ok")
     return env
+
+
+# The session's metadata database as `airflow db migrate` left it, before any test wrote to it: what a
+# test that runs Airflow's own processes starts from (copied). The session's database itself holds what
+# earlier tests did there, e.g. the example DAGs registered paused, whose asset watchers never start.
+MIGRATED_METADATA_DB = _AIRFLOW_HOME / "airflow.migrated.db"
 
 
 def run_airflow(args: list[str], env: dict[str, str], *, input: str | None = None,

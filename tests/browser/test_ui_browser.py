@@ -31,7 +31,7 @@ from pathlib import Path
 import pytest
 
 from airflow_server import AirflowApiServer
-from conftest import REPO, skip_or_fail
+from conftest import MIGRATED_METADATA_DB, REPO, skip_or_fail
 
 OUT_DIR = REPO / "test-output" / "browser"
 PLAYWRIGHT_CORE = REPO / ".tools" / "node_modules" / "playwright-core"
@@ -166,10 +166,9 @@ def ui(chromium, airflow_home, tmp_path_factory):
     store_url = f"sqlite:///{tmp / 'store.db'}"
     upgrade_url(store_url)
     store = SmsStore(store_url)
-    migrated = Path(airflow_home["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"].removeprefix("sqlite:///"))
     monkeypatch = _pytest.monkeypatch.MonkeyPatch()
     with TwilioSimulator(callback_delay=0.2) as sim:
-        server = AirflowApiServer(tmp / "airflow-home", migrated, extra_env={
+        server = AirflowApiServer(tmp / "airflow-home", MIGRATED_METADATA_DB, extra_env={
             "AIRFLOW_CONN_TWILIO_SMS_STORE_DEFAULT": json.dumps(
                 {"conn_type": "generic", "extra": {"sqlalchemy_url": store_url}})})
         try:

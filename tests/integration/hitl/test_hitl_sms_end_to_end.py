@@ -23,7 +23,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from conftest import REPO, airflow_bin, free_port
+from conftest import MIGRATED_METADATA_DB, REPO, airflow_bin, free_port
 
 sys.path.insert(0, str(REPO / "tests" / "browser"))
 from airflow_server import AirflowApiServer
@@ -145,7 +145,7 @@ def stack(airflow_home, tmp_path_factory):
     store_url = f"sqlite:///{home / 'store.db'}"
     upgrade_url(store_url)
     sim = TwilioSimulator(callback_delay=0.05).start()
-    server = AirflowApiServer(home, Path(os.environ["AIRFLOW_HOME"]) / "airflow.db", extra_env={})
+    server = AirflowApiServer(home, MIGRATED_METADATA_DB, extra_env={})
     server.env.update({
         "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
         "AIRFLOW__CORE__MULTI_TEAM": "False",

@@ -10,6 +10,7 @@ once when it is back, with no duplicate of the ones before.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shutil
@@ -21,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, airflow_bin, free_port
+from conftest import MIGRATED_METADATA_DB, REPO, airflow_bin, free_port
 
 OURS = "+15005550006"
 THEM = "+14155550123"
@@ -68,7 +69,28 @@ def _query(db: Path, sql: str, *params) -> list[tuple]:
 BUDGET_SECONDS = 380
 
 
-def _wait(condition, timeout: float, what: str, processes: list[Process], *, ends_at: float) -> None:
+def _airflow_state(db: Path) -> str:
+    """What Airflow holds about the DAG, its asset and the watcher's trigger: said when a wait runs out."""
+    queries = {
+        "dag (dag_id, is_paused, is_stale)": "SELECT dag_id, is_paused, is_stale FROM dag",
+        "import errors (file, last lines)": "SELECT filename, substr(stacktrace, -600) FROM import_error",
+        "assets (name, active)": "SELECT a.name, EXISTS (SELECT 1 FROM asset_active v WHERE v.name = a.name) "
+                                 "FROM asset a",
+        "watchers (name, trigger)": "SELECT name, trigger_id FROM asset_watcher",
+        "triggers (id, classpath, triggerer)": "SELECT id, classpath, triggerer_id FROM trigger",
+        "jobs (id, type, state, heartbeat)": "SELECT id, job_type, state, latest_heartbeat FROM job",
+    }
+    said = []
+    for what, sql in queries.items():
+        try:
+            said.append(f"{what}: {_query(db, sql)}")
+        except (sqlite3.Error, AssertionError) as err:
+            said.append(f"{what}: unreadable ({err})")
+    return "\n".join(said)
+
+
+def _wait(condition, timeout: float, what: str, processes: list[Process], *, ends_at: float,
+          metadata_db: Path) -> None:
     deadline = min(time.monotonic() + timeout, ends_at)
     while not condition():
         dead = [p for p in processes if p.proc.poll() is not None]
@@ -76,7 +98,8 @@ def _wait(condition, timeout: float, what: str, processes: list[Process], *, end
             logs = "\n".join(p.tail() for p in processes)
             pytest.fail(f"{what} did not happen in time (at most {timeout:.0f} s, within the test's "
                         f"{BUDGET_SECONDS} s) "
-                        f"({', '.join(p.name + ' exited' for p in dead) or 'timeout'}):\n{logs}")
+                        f"({', '.join(p.name + ' exited' for p in dead) or 'timeout'}):\n"
+                        f"{_airflow_state(metadata_db)}\n{logs}")
         time.sleep(0.5)
 
 
@@ -91,7 +114,7 @@ def test_each_matching_sms_runs_the_dag_once_across_a_triggerer_restart(airflow_
     (home / "dags").mkdir(parents=True)
     shutil.copy(REPO / "dags_examples" / f"{DAG_ID}.py", home / "dags")
     metadata_db = home / "airflow.db"
-    shutil.copyfile(Path(os.environ["AIRFLOW_HOME"]) / "airflow.db", metadata_db)  # `airflow db migrate`d
+    shutil.copyfile(MIGRATED_METADATA_DB, metadata_db)
     store_url = f"sqlite:///{tmp_path / 'store.db'}"
     upgrade_url(store_url)
     store = SmsStore(store_url)
@@ -147,13 +170,14 @@ def test_each_matching_sms_runs_the_dag_once_across_a_triggerer_restart(airflow_
         assert answer["status_code"] == 200, answer
         return answer["message_sid"]
 
+    wait = functools.partial(_wait, ends_at=ends_at, metadata_db=metadata_db)
     try:
-        _wait(watching, 300, "the triggerer opening the watcher", processes, ends_at=ends_at)
+        wait(watching, 300, "the triggerer opening the watcher", processes)
         sids = [send("deploy billing")]
-        _wait(lambda: len(runs()) == 1, 90, "the first DAG run", processes, ends_at=ends_at)
+        wait(lambda: len(runs()) == 1, 90, "the first DAG run", processes)
         send("hello, no deploy today")  # matches nothing: passed in order before the next one fires
         sids.append(send("Deploy payments"))
-        _wait(lambda: len(runs()) == 2, 90, "the second DAG run", processes, ends_at=ends_at)
+        wait(lambda: len(runs()) == 2, 90, "the second DAG run", processes)
 
         processes[-1].stop()  # the triggerer goes away (SIGTERM, as a deploy stops it)...
         sids.append(send("deploy search"))  # ...a message arrives meanwhile...
@@ -161,12 +185,12 @@ def test_each_matching_sms_runs_the_dag_once_across_a_triggerer_restart(airflow_
         assert len(runs()) == 2
         processes.append(Process("triggerer-2", [airflow, "triggerer"], env, tmp_path))  # ...and it is back
         running = [p for p in processes if p.name != "triggerer"]
-        _wait(lambda: len(runs()) == 3, 120, "the run for the message sent while the triggerer was down",
-              running, ends_at=ends_at)
+        wait(lambda: len(runs()) == 3, 120, "the run for the message sent while the triggerer was down",
+             running)
         sids.append(send("deploy api"))
-        _wait(lambda: len(runs()) == 4, 90, "the fourth DAG run", running, ends_at=ends_at)
-        _wait(lambda: all(state in ("success", "failed") for _, state in runs()), 120, "the runs finishing",
-              running, ends_at=ends_at)
+        wait(lambda: len(runs()) == 4, 90, "the fourth DAG run", running)
+        wait(lambda: all(state in ("success", "failed") for _, state in runs()), 120, "the runs finishing",
+             running)
         time.sleep(6)  # three more polls: nothing else fires
 
         events = asset_events()
